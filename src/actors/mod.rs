@@ -1,0 +1,8 @@
+//! Entity actors and the runtime that keeps them: one actor per cart, order or courier,
+//! activated on its first message with its state loaded from the store, passivated when idle,
+//! re-activated from the store after a crash, and all persisted on graceful shutdown.
+
+pub mod cart;
+pub mod registry;
+
+pub use registry::{ActorError, ArbiterPool, Entity, Passivate, Registry};

@@ -1,0 +1,130 @@
+//! Building and running a hexmarket node: pick the backends the settings name, start the
+//! actor runtime, serve HTTP, and on shutdown persist every live actor.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+
+use crate::actors::{ArbiterPool, Registry};
+use crate::bus::SharedBus;
+use crate::bus::local::LocalBus;
+use crate::bus::redis::RedisBus;
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::secrets::Secrets;
+use crate::store::SharedStore;
+use crate::store::carts::CartRepo;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::scylla::ScyllaStore;
+
+/// A built node, listening but not yet serving.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    pool: ArbiterPool,
+    settings: Settings,
+}
+
+impl Application {
+    /// Opens the store and bus, starts the actor runtime and binds the listener. Must run
+    /// inside an actix `System`.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = open_store(&settings).await?;
+        let bus = open_bus(&settings)?;
+        let secrets = Secrets::load(&settings)?;
+        let pool = ArbiterPool::new(settings.actor_threads);
+        let carts = Registry::new(
+            CartRepo::new(Arc::clone(&store)),
+            pool.clone(),
+            settings.actor_idle,
+        );
+        let state = web::Data::new(AppState {
+            store,
+            bus,
+            redis: settings.redis_url.is_some(),
+            carts,
+            metrics: Metrics::new(),
+            cart_tokens: secrets.signer("cart-token"),
+        });
+
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("HEXMARKET_LISTEN: cannot listen on {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let server_state = state.clone();
+        let json_limit = settings.json_limit;
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(server_state.clone())
+                .wrap(from_fn(http::middleware::telemetry))
+                .configure(http::configure(json_limit))
+        })
+        .workers(settings.workers)
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .listen(listener)?
+        .run();
+        tracing::info!(
+            listen = %settings.listen,
+            port,
+            store = state.store.backend(),
+            bus = state.bus.backend(),
+            "hexmarket is listening"
+        );
+        Ok(Application {
+            port,
+            server,
+            state,
+            pool,
+            settings,
+        })
+    }
+
+    /// The port the node listens on (useful when the settings asked for port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (or a stop through [`handle`](Self::handle)), then
+    /// passivates every live actor so its state is persisted.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await.context("the HTTP server failed")?;
+        tracing::info!("shutting down: persisting live actors");
+        self.state
+            .carts
+            .shutdown(self.settings.shutdown_timeout)
+            .await;
+        self.pool.stop();
+        tracing::info!("hexmarket stopped");
+        Ok(())
+    }
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
+    Ok(match &settings.scylla {
+        Some(scylla) => Arc::new(
+            ScyllaStore::connect(scylla)
+                .await
+                .context("connecting to ScyllaDB (has `hexmarket migrate` been run?)")?,
+        ),
+        None => Arc::new(EmbeddedStore::open(&settings.data_dir.join("store"))?),
+    })
+}
+
+fn open_bus(settings: &Settings) -> anyhow::Result<SharedBus> {
+    Ok(match &settings.redis_url {
+        Some(url) => {
+            Arc::new(RedisBus::new(url, &settings.redis_prefix).context("HEXMARKET_REDIS_URL")?)
+        }
+        None => Arc::new(LocalBus::new()),
+    })
+}

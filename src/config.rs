@@ -1,0 +1,315 @@
+//! Settings: every `HEXMARKET_*` environment variable, parsed once at start into [`Settings`]
+//! and passed down explicitly. A bad value stops the process with one line naming the variable.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines for a terminal.
+    Human,
+    /// One JSON object per line for log collectors.
+    Json,
+}
+
+/// Connection settings for ScyllaDB, present when `HEXMARKET_SCYLLA_NODES` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScyllaSettings {
+    /// Contact points, `host:port`.
+    pub nodes: Vec<String>,
+    pub keyspace: String,
+    /// Replication factor used when `migrate` creates the keyspace.
+    pub replication_factor: u8,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Preferred datacenter for load balancing, when the cluster has several.
+    pub datacenter: Option<String>,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+/// Everything configurable about a hexmarket process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub scylla: Option<ScyllaSettings>,
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so several deployments can share one Redis.
+    pub redis_prefix: String,
+    pub log_format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,hexmarket=debug`.
+    pub log_filter: String,
+    /// Largest JSON request body accepted, in bytes.
+    pub json_limit: usize,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Actor threads (arbiters) that entity actors are spread over.
+    pub actor_threads: usize,
+    /// An entity actor that received nothing for this long is passivated.
+    pub actor_idle: Duration,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Master secret (≥ 32 bytes) from which signing keys are derived; generated in the data
+    /// directory on first start when unset.
+    pub secret_key: Option<String>,
+}
+
+/// A setting that could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}: {reason}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the settings from `(name, value)` pairs; unknown names are ignored.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env = Env(vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("HEXMARKET_"))
+            .collect());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+
+        let scylla = match env.get("HEXMARKET_SCYLLA_NODES") {
+            None => None,
+            Some(raw) => Some(ScyllaSettings {
+                nodes: parse_nodes(raw)?,
+                keyspace: env.parse_with(
+                    "HEXMARKET_SCYLLA_KEYSPACE",
+                    "hexmarket",
+                    parse_identifier,
+                )?,
+                replication_factor: env.parse_num(
+                    "HEXMARKET_SCYLLA_REPLICATION_FACTOR",
+                    1,
+                    1..=9,
+                )?,
+                username: env.get("HEXMARKET_SCYLLA_USERNAME").map(str::to_owned),
+                password: env.get("HEXMARKET_SCYLLA_PASSWORD").map(str::to_owned),
+                datacenter: env.get("HEXMARKET_SCYLLA_DATACENTER").map(str::to_owned),
+                request_timeout: Duration::from_millis(env.parse_num(
+                    "HEXMARKET_SCYLLA_TIMEOUT_MS",
+                    5_000,
+                    100..=120_000,
+                )?),
+            }),
+        };
+
+        let redis_url = match env.get("HEXMARKET_REDIS_URL") {
+            None => None,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Some(url.to_owned())
+            }
+            Some(_) => {
+                return Err(err(
+                    "HEXMARKET_REDIS_URL",
+                    "must start with redis:// or rediss://",
+                ));
+            }
+        };
+
+        let secret_key = env.get("HEXMARKET_SECRET_KEY").map(str::to_owned);
+        if secret_key.as_ref().is_some_and(|key| key.len() < 32) {
+            return Err(err("HEXMARKET_SECRET_KEY", "must be at least 32 bytes"));
+        }
+
+        Ok(Settings {
+            listen: env.parse_with("HEXMARKET_LISTEN", "127.0.0.1:8080", |s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|_| format!("expected host:port, got {s:?}"))
+            })?,
+            data_dir: PathBuf::from(env.get("HEXMARKET_DATA_DIR").unwrap_or("./data")),
+            scylla,
+            redis_url,
+            redis_prefix: env.parse_with(
+                "HEXMARKET_REDIS_PREFIX",
+                "hexmarket",
+                parse_identifier,
+            )?,
+            log_format: env.parse_with("HEXMARKET_LOG_FORMAT", "human", |s| match s {
+                "human" => Ok(LogFormat::Human),
+                "json" => Ok(LogFormat::Json),
+                other => Err(format!("expected human or json, got {other:?}")),
+            })?,
+            log_filter: env.get("HEXMARKET_LOG").unwrap_or("info").to_owned(),
+            json_limit: env.parse_num("HEXMARKET_JSON_LIMIT_BYTES", 1 << 20, 1024..=(64 << 20))?,
+            workers: env.parse_num("HEXMARKET_WORKERS", cores, 1..=256)?,
+            actor_threads: env.parse_num("HEXMARKET_ACTOR_THREADS", cores, 1..=256)?,
+            actor_idle: Duration::from_secs(env.parse_num(
+                "HEXMARKET_ACTOR_IDLE_SECS",
+                300,
+                1..=86_400,
+            )?),
+            shutdown_timeout: Duration::from_secs(env.parse_num(
+                "HEXMARKET_SHUTDOWN_TIMEOUT_SECS",
+                30,
+                1..=600,
+            )?),
+            secret_key,
+        })
+    }
+
+    /// Settings for tests and tools: defaults, with the given data directory and an ephemeral
+    /// port on loopback.
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut settings = Settings::from_vars(std::iter::empty())
+            .unwrap_or_else(|_| unreachable!("the defaults are valid"));
+        settings.data_dir = data_dir.into();
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        settings
+    }
+}
+
+struct Env(HashMap<String, String>);
+
+impl Env {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    fn parse_with<T>(
+        &self,
+        name: &'static str,
+        default: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        parse(self.get(name).unwrap_or(default).trim()).map_err(|reason| err(name, reason))
+    }
+
+    fn parse_num<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(raw) = self.get(name) else {
+            return Ok(default);
+        };
+        let value: T = raw
+            .trim()
+            .parse()
+            .map_err(|_| err(name, format!("expected a number, got {raw:?}")))?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(err(
+                name,
+                format!(
+                    "must be between {} and {}, got {value}",
+                    range.start(),
+                    range.end()
+                ),
+            ))
+        }
+    }
+}
+
+fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        var,
+        reason: reason.into(),
+    }
+}
+
+fn parse_nodes(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let nodes: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s.contains(':') {
+                s.to_owned()
+            } else {
+                format!("{s}:9042")
+            }
+        })
+        .collect();
+    if nodes.is_empty() {
+        return Err(err(
+            "HEXMARKET_SCYLLA_NODES",
+            "expected a comma-separated list of host[:port]",
+        ));
+    }
+    Ok(nodes)
+}
+
+/// Keyspace names and key prefixes: a letter, then letters, digits or `_`, at most 48.
+fn parse_identifier(s: &str) -> Result<String, String> {
+    let mut chars = s.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && s.len() <= 48;
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "expected a letter followed by letters, digits or _ (at most 48), got {s:?}"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_store_on_loopback_8080() {
+        let s = Settings::from_vars(vars(&[])).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.data_dir, PathBuf::from("./data"));
+        assert!(s.scylla.is_none());
+        assert!(s.redis_url.is_none());
+        assert_eq!(s.json_limit, 1 << 20);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let e = Settings::from_vars(vars(&[("HEXMARKET_LISTEN", "nope")])).unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_LISTEN");
+        let e = Settings::from_vars(vars(&[("HEXMARKET_WORKERS", "0")])).unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_WORKERS");
+        let e = Settings::from_vars(vars(&[("HEXMARKET_REDIS_URL", "http://x")])).unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_REDIS_URL");
+        let e = Settings::from_vars(vars(&[("HEXMARKET_SECRET_KEY", "short")])).unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_SECRET_KEY");
+        let e = Settings::from_vars(vars(&[
+            ("HEXMARKET_SCYLLA_NODES", "a"),
+            ("HEXMARKET_SCYLLA_KEYSPACE", "1bad;drop"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_SCYLLA_KEYSPACE");
+    }
+
+    #[test]
+    fn scylla_nodes_get_the_default_port() {
+        let s = Settings::from_vars(vars(&[("HEXMARKET_SCYLLA_NODES", "a, b:19042")])).unwrap();
+        let scylla = s.scylla.unwrap();
+        assert_eq!(scylla.nodes, vec!["a:9042", "b:19042"]);
+        assert_eq!(scylla.keyspace, "hexmarket");
+    }
+}

@@ -1,0 +1,5 @@
+//! Validated value types shared by every layer. A value of these types that exists is valid:
+//! parsing happens once, at the edge.
+
+pub mod cart;
+pub mod ids;

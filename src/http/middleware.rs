@@ -1,0 +1,87 @@
+//! Request telemetry: a request id on every request (taken from `X-Request-Id` when the client
+//! sent a sane one, generated otherwise), returned in the response, attached to every log line
+//! of the request through its span, and the request counted and timed in the metrics.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage as _, web};
+use tracing::Instrument as _;
+
+use super::AppState;
+use crate::metrics::{RequestLabels, RouteLabels};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id of the current request, for handlers that want to log or return it.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub async fn telemetry(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane_id(v))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().to_string();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.path());
+
+    let result = next.call(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => {
+            // Errors are normally turned into responses by ResponseError; this is a fallback.
+            span.in_scope(|| tracing::warn!(error = %e, "request failed in middleware"));
+            return Err(e);
+        }
+    };
+
+    let status = response.status().as_u16();
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    span.in_scope(|| {
+        tracing::info!(status, route = %route, latency_ms = elapsed.as_secs_f64() * 1e3, "request")
+    });
+    if let Some(state) = state {
+        state
+            .metrics
+            .http_requests
+            .get_or_create(&RequestLabels {
+                method,
+                route: route.clone(),
+                status,
+            })
+            .inc();
+        state
+            .metrics
+            .http_latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    Ok(response)
+}
+
+/// Ids from clients are accepted only when short and plain, so they cannot forge log lines.
+fn is_sane_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}

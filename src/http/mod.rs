@@ -1,0 +1,53 @@
+//! The HTTP API: REST under `/api/v1`, plus `/health`, `/ready`, `/metrics` and the docs.
+//!
+//! Each area has a module with its handlers and a `configure` function mounting them; the
+//! server and the tests build the same [`App`](actix_web::App) through [`configure`].
+
+pub mod cart;
+pub mod health;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+
+use actix_web::web;
+
+use crate::actors::Registry;
+use crate::actors::cart::CartActor;
+use crate::bus::SharedBus;
+use crate::metrics::Metrics;
+use crate::secrets::Signer;
+use crate::store::SharedStore;
+
+pub use problem::ApiError;
+
+/// What handlers share, passed as `web::Data<AppState>`.
+pub struct AppState {
+    pub store: SharedStore,
+    pub bus: SharedBus,
+    /// Whether the bus is Redis (and so must be up for the node to be ready).
+    pub redis: bool,
+    pub carts: Registry<CartActor>,
+    pub metrics: Metrics,
+    pub cart_tokens: Signer,
+}
+
+/// Mounts every route and the extractor configuration.
+pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(
+            web::JsonConfig::default()
+                .limit(json_limit)
+                .error_handler(problem::json_error),
+        )
+        .app_data(web::QueryConfig::default().error_handler(problem::query_error))
+        .app_data(web::PathConfig::default().error_handler(problem::path_error))
+        .configure(health::configure)
+        .configure(openapi::configure)
+        .service(web::scope("/api/v1").configure(cart::configure))
+        .default_service(web::to(not_found));
+    }
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("no such resource"))
+}

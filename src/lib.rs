@@ -1,0 +1,18 @@
+//! hexmarket: a real-time delivery marketplace backend.
+//!
+//! Requests enter through [`http`] and [`ws`], which talk to entity actors in [`actors`]
+//! (carts, orders, couriers), which persist through [`store`]. Live updates travel on [`bus`].
+//! [`domain`] holds the validated value types every layer shares.
+
+pub mod actors;
+pub mod app;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod secrets;
+pub mod store;
+pub mod telemetry;
+pub mod ws;

@@ -1,0 +1,302 @@
+//! The storage contract every backend honours, and the backends themselves.
+//!
+//! hexmarket keeps every aggregate as a *row* addressed by a partition key and a clustering
+//! key inside one [`Table`]. Rows in [`Mode::Versioned`] tables carry a version and change only
+//! through compare-and-set ([`Store::insert`], [`Store::update`], [`Store::delete`]): the same
+//! semantics as ScyllaDB's lightweight transactions (`IF NOT EXISTS`, `IF version = ?`), so two
+//! activations of one actor on different nodes cannot clobber each other. Rows in
+//! [`Mode::Append`] tables (location trails and other high-volume logs) are written with plain
+//! [`Store::put`] and never conditionally: ScyllaDB forbids mixing the two on one row.
+//!
+//! Within a partition, rows are ordered by the bytes of their clustering key; keys built with
+//! [`seq_key`] sort numerically. Typed repositories in the submodules turn rows into domain
+//! values, so handlers and actors never see bytes and every backend gets them for free.
+
+pub mod carts;
+pub mod embedded;
+pub mod migrate;
+pub mod scylla;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// Version of a row in a versioned table. The first write of a row produces version 1.
+pub type Version = u64;
+
+/// Largest number of rows one page of a scan may return.
+pub const MAX_PAGE: usize = 1000;
+
+/// Whether a table is written by compare-and-set or by plain appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Rows change only through `insert`/`update`/`delete` with a version check.
+    Versioned,
+    /// Rows are written with `put` (upsert, no condition), typically with a time to live.
+    Append,
+}
+
+/// Every table hexmarket stores. Adding an aggregate means adding a variant here, its CQL in
+/// `schema/`, and (for the embedded store) nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    /// Accounts, one row per user id.
+    Users,
+    /// Unique index: normalised email → user id.
+    UserEmails,
+    /// Refresh-token families and other session records, partitioned by user.
+    Sessions,
+    /// Carts, one row per cart id.
+    Carts,
+    /// Orders, one row per order id.
+    Orders,
+    /// Append-only event log of an order: partition = order id, clustering = sequence number.
+    OrderEvents,
+    /// Idempotency records for unsafe retries, expiring after their TTL.
+    Idempotency,
+    /// Courier location trail: partition = courier id and day, clustering = recorded time.
+    CourierTrail,
+}
+
+impl Table {
+    /// All tables, in a stable order.
+    pub const ALL: [Table; 8] = [
+        Table::Users,
+        Table::UserEmails,
+        Table::Sessions,
+        Table::Carts,
+        Table::Orders,
+        Table::OrderEvents,
+        Table::Idempotency,
+        Table::CourierTrail,
+    ];
+
+    /// The table's name, used as the CQL table name and the embedded keyspace name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Users => "users",
+            Table::UserEmails => "user_emails",
+            Table::Sessions => "sessions",
+            Table::Carts => "carts",
+            Table::Orders => "orders",
+            Table::OrderEvents => "order_events",
+            Table::Idempotency => "idempotency",
+            Table::CourierTrail => "courier_trail",
+        }
+    }
+
+    pub fn mode(self) -> Mode {
+        match self {
+            Table::CourierTrail => Mode::Append,
+            _ => Mode::Versioned,
+        }
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Address of one row: partition key plus clustering key (empty for single-row partitions).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub partition: String,
+    pub clustering: String,
+}
+
+impl Key {
+    /// The key of a row that is alone in its partition.
+    pub fn single(partition: impl Into<String>) -> Self {
+        Key {
+            partition: partition.into(),
+            clustering: String::new(),
+        }
+    }
+
+    pub fn new(partition: impl Into<String>, clustering: impl Into<String>) -> Self {
+        Key {
+            partition: partition.into(),
+            clustering: clustering.into(),
+        }
+    }
+}
+
+/// A clustering key for a sequence number that sorts in numeric order.
+pub fn seq_key(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+/// One stored row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub key: Key,
+    /// The row's version (always 1 for rows of append tables).
+    pub version: Version,
+    pub data: Bytes,
+}
+
+/// Outcome of a compare-and-set write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cas {
+    /// The write was applied; the row now has this version.
+    Applied(Version),
+    /// The condition failed; this is the row as it currently is (`None`: it does not exist).
+    Conflict(Option<Row>),
+}
+
+impl Cas {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, Cas::Applied(_))
+    }
+}
+
+/// Where a scan starts and how much it returns.
+#[derive(Debug, Clone, Default)]
+pub struct ScanRange {
+    /// Return only rows whose clustering key is strictly greater than this.
+    pub after: Option<String>,
+    /// Return only rows whose clustering key is strictly smaller than this.
+    pub before: Option<String>,
+    /// At most this many rows (capped at [`MAX_PAGE`]).
+    pub limit: usize,
+}
+
+impl ScanRange {
+    pub fn first(limit: usize) -> Self {
+        ScanRange {
+            limit,
+            ..ScanRange::default()
+        }
+    }
+
+    pub fn after(after: impl Into<String>, limit: usize) -> Self {
+        ScanRange {
+            after: Some(after.into()),
+            limit,
+            ..ScanRange::default()
+        }
+    }
+}
+
+/// One page of a scan. `next` is the cursor for the following page, absent on the last one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub rows: Vec<Row>,
+    pub next: Option<String>,
+}
+
+/// What can go wrong talking to a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or refused the request; retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend did not answer in time; the write may or may not have been applied.
+    #[error("store timed out; the outcome is unknown")]
+    Timeout,
+    /// A row could not be decoded into its domain value.
+    #[error("corrupt row in {table}: {reason}")]
+    Corrupt { table: Table, reason: String },
+    /// The caller broke the contract (for instance a conditional write on an append table).
+    #[error("store misuse: {0}")]
+    Misuse(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage contract. Every method is safe to call from async code: backends keep blocking
+/// work off the executor. A successful write is durable when the call returns.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is, for logs and `/ready`.
+    fn backend(&self) -> &'static str;
+
+    /// Reads one row; expired rows read as absent.
+    async fn get(&self, table: Table, key: &Key) -> StoreResult<Option<Row>>;
+
+    /// Creates a row if it does not exist (`IF NOT EXISTS`). Versioned tables only.
+    async fn insert(
+        &self,
+        table: Table,
+        key: &Key,
+        data: Bytes,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Cas>;
+
+    /// Replaces a row if its version is still `expected` (`IF version = ?`). Versioned tables only.
+    async fn update(
+        &self,
+        table: Table,
+        key: &Key,
+        expected: Version,
+        data: Bytes,
+        ttl: Option<Duration>,
+    ) -> StoreResult<Cas>;
+
+    /// Deletes a row if its version is still `expected`. Versioned tables only.
+    async fn delete(&self, table: Table, key: &Key, expected: Version) -> StoreResult<Cas>;
+
+    /// Writes rows unconditionally, all durable when the call returns. Append tables only.
+    async fn put(
+        &self,
+        table: Table,
+        rows: Vec<(Key, Bytes)>,
+        ttl: Option<Duration>,
+    ) -> StoreResult<()>;
+
+    /// Lists the rows of one partition in clustering-key order.
+    async fn scan(&self, table: Table, partition: &str, range: ScanRange) -> StoreResult<Page>;
+
+    /// Lists the rows of a whole table, a page at a time, in the backend's own stable order.
+    /// `cursor` is the `next` of the previous page.
+    async fn scan_table(
+        &self,
+        table: Table,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> StoreResult<Page>;
+
+    /// Checks that the backend answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// The store shared by the whole process.
+pub type SharedStore = Arc<dyn Store>;
+
+pub(crate) fn check_mode(table: Table, wanted: Mode) -> StoreResult<()> {
+    if table.mode() == wanted {
+        Ok(())
+    } else {
+        Err(StoreError::Misuse(format!(
+            "table {table} is {:?}, not {wanted:?}",
+            table.mode()
+        )))
+    }
+}
+
+pub(crate) fn clamp_limit(limit: usize) -> usize {
+    limit.clamp(1, MAX_PAGE)
+}
+
+/// Encodes a domain value as row data.
+pub fn encode<T: serde::Serialize>(table: Table, value: &T) -> StoreResult<Bytes> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| StoreError::Corrupt {
+            table,
+            reason: e.to_string(),
+        })
+}
+
+/// Decodes row data into a domain value.
+pub fn decode<T: serde::de::DeserializeOwned>(table: Table, data: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(data).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,143 @@
+//! Spawning hexmarket nodes for tests: each test gets its own data directory and port.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use hexmarket::app::Application;
+use hexmarket::config::Settings;
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A running node on an ephemeral port, and a client for it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub data_dir: TempDir,
+    handle: ServerHandle,
+    stopped: Option<actix_web::rt::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Spawns a node on the embedded store in a fresh directory.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns a node after letting the test adjust its settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    spawn_in(data_dir, adjust).await
+}
+
+/// Spawns a node whose data lives in `data_dir` (to restart on the same data).
+pub async fn spawn_in(data_dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = Settings::for_data_dir(data_dir.path());
+    settings.workers = 2;
+    settings.actor_threads = 2;
+    adjust(&mut settings);
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let stopped = actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: client(),
+        data_dir,
+        handle,
+        stopped: Some(stopped),
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Stops the node gracefully and hands back its data directory.
+    pub async fn stop(mut self) -> TempDir {
+        self.handle.stop(true).await;
+        if let Some(stopped) = self.stopped.take() {
+            stopped
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+        self.data_dir
+    }
+
+    pub async fn add_to_cart(&self, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut request = self.client.post(self.url("/api/v1/cart/items")).json(&body);
+        if let Some(token) = token {
+            request = request.header("X-Cart-Token", token);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn get_cart(&self, token: &str) -> reqwest::Response {
+        self.client
+            .get(self.url("/api/v1/cart"))
+            .header("X-Cart-Token", token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["code"], code, "problem code in {body}");
+    assert_eq!(body["status"], status);
+    body
+}
+
+/// Waits until `GET /health` answers, for spawned processes.
+pub async fn wait_healthy(base: &str, within: Duration) {
+    let client = client();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server at {base} did not become healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

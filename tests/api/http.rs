@@ -1,0 +1,456 @@
+//! The HTTP service: operations endpoints, request ids, problem details, the guest cart, and
+//! durability across restarts and `kill -9`.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    assert_problem, client, free_port, spawn_app, spawn_app_with, spawn_in, wait_healthy,
+};
+
+fn product() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+#[actix_web::test]
+async fn health_ready_metrics_openapi_and_docs_answer() {
+    let app = spawn_app().await;
+
+    let health = app.get("/health").await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
+
+    let ready = app.get("/ready").await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["checks"][0]["name"], "store");
+    assert_eq!(ready["checks"][0]["backend"], "embedded");
+    assert_eq!(ready["checks"][0]["status"], "ok");
+
+    let openapi = app.get("/api/v1/openapi.json").await;
+    assert_eq!(openapi.status(), 200);
+    let openapi: Value = openapi.json().await.unwrap();
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(openapi["paths"]["/api/v1/cart/items"]["post"].is_object());
+
+    let docs = app.get("/docs").await;
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("<html"));
+
+    app.add_to_cart(None, json!({"product_id": product(), "quantity": 1}))
+        .await;
+    let metrics = app.get("/metrics").await;
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains(
+            r#"hexmarket_http_requests_total{method="GET",route="/health",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("hexmarket_http_request_duration_seconds_bucket"));
+    assert!(
+        text.contains(r#"hexmarket_live_actors{kind="cart"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("hexmarket_ws_sessions 0"));
+}
+
+#[actix_web::test]
+async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
+    let app = spawn_app().await;
+    let given = app
+        .client
+        .get(app.url("/health"))
+        .header("X-Request-Id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(given.headers()["x-request-id"], "abc-123");
+
+    let generated = app.get("/health").await;
+    let id = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+
+    let forged = app
+        .client
+        .get(app.url("/health"))
+        .header("X-Request-Id", "a b\tc")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(forged.headers()["x-request-id"], "a b\tc");
+}
+
+#[actix_web::test]
+async fn unknown_routes_are_problem_details() {
+    let app = spawn_app().await;
+    let body = assert_problem(app.get("/api/v1/nothing-here").await, 404, "not_found").await;
+    assert_eq!(body["title"], "Not Found");
+}
+
+#[actix_web::test]
+async fn a_guest_cart_is_created_changed_and_cleared_through_its_token() {
+    let app = spawn_app().await;
+    let (p1, p2) = (product(), product());
+
+    let empty: Value = app.get("/api/v1/cart").await.json().await.unwrap();
+    assert_eq!(empty["lines"], json!([]));
+    assert_eq!(empty["cart_token"], Value::Null);
+
+    let created = app
+        .add_to_cart(None, json!({"product_id": p1, "quantity": 2}))
+        .await;
+    assert_eq!(created.status(), 200);
+    let header_token = created.headers()["x-cart-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let created: Value = created.json().await.unwrap();
+    let token = created["cart_token"].as_str().unwrap().to_owned();
+    assert_eq!(token, header_token);
+
+    let added = app
+        .add_to_cart(Some(&token), json!({"product_id": p2, "quantity": 1}))
+        .await;
+    assert_eq!(added.json::<Value>().await.unwrap()["item_count"], 3);
+
+    let patched = app
+        .client
+        .patch(app.url(&format!("/api/v1/cart/items/{p1}")))
+        .header("X-Cart-Token", &token)
+        .json(&json!({"quantity": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+
+    let removed = app
+        .client
+        .delete(app.url(&format!("/api/v1/cart/items/{p2}")))
+        .header("X-Cart-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+
+    let cart: Value = app.get_cart(&token).await.json().await.unwrap();
+    assert_eq!(cart["lines"], json!([{"product_id": p1, "quantity": 5}]));
+
+    let missing = app
+        .client
+        .delete(app.url(&format!("/api/v1/cart/items/{p2}")))
+        .header("X-Cart-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(missing, 404, "not_found").await;
+
+    let cleared = app
+        .client
+        .delete(app.url("/api/v1/cart"))
+        .header("X-Cart-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cleared.json::<Value>().await.unwrap()["lines"], json!([]));
+}
+
+#[actix_web::test]
+async fn a_forged_or_tampered_cart_token_is_refused() {
+    let app = spawn_app().await;
+    let created: Value = app
+        .add_to_cart(None, json!({"product_id": product(), "quantity": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = created["cart_token"].as_str().unwrap();
+
+    let other_cart = uuid::Uuid::now_v7().simple().to_string();
+    let (_, signature) = token.split_once('.').unwrap();
+    let forged = format!("{other_cart}.{signature}");
+    assert_problem(app.get_cart(&forged).await, 401, "invalid_cart_token").await;
+    assert_problem(app.get_cart("garbage").await, 401, "invalid_cart_token").await;
+
+    let no_token = app
+        .client
+        .delete(app.url("/api/v1/cart"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(no_token, 401, "cart_token_required").await;
+}
+
+#[actix_web::test]
+async fn bad_bodies_get_problem_details_and_change_nothing() {
+    let app = spawn_app().await;
+    let p = product();
+    let created: Value = app
+        .add_to_cart(None, json!({"product_id": p, "quantity": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = created["cart_token"].as_str().unwrap().to_owned();
+
+    let unknown = app
+        .add_to_cart(
+            Some(&token),
+            json!({"product_id": p, "quantity": 1, "price": 0}),
+        )
+        .await;
+    let body = assert_problem(unknown, 400, "unknown_field").await;
+    assert!(body["detail"].as_str().unwrap().contains("price"));
+
+    let malformed = app
+        .client
+        .post(app.url("/api/v1/cart/items"))
+        .header("X-Cart-Token", &token)
+        .header("content-type", "application/json")
+        .body("{\"product_id\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(malformed, 400, "malformed_json").await;
+
+    let zero = app
+        .add_to_cart(Some(&token), json!({"product_id": p, "quantity": 0}))
+        .await;
+    assert_problem(zero, 422, "validation_failed").await;
+    let not_a_uuid = app
+        .add_to_cart(Some(&token), json!({"product_id": "x", "quantity": 1}))
+        .await;
+    assert_problem(not_a_uuid, 422, "validation_failed").await;
+    let over_limit = app
+        .add_to_cart(Some(&token), json!({"product_id": p, "quantity": 99}))
+        .await;
+    assert_problem(over_limit, 422, "validation_failed").await;
+
+    let not_json = app
+        .client
+        .post(app.url("/api/v1/cart/items"))
+        .header("X-Cart-Token", &token)
+        .header("content-type", "text/plain")
+        .body("quantity=1")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(not_json, 415, "unsupported_media_type").await;
+
+    let huge = format!(
+        r#"{{"product_id": "{p}", "quantity": 1, "pad": "{}"}}"#,
+        "x".repeat(1 << 20)
+    );
+    let too_large = app
+        .client
+        .post(app.url("/api/v1/cart/items"))
+        .header("X-Cart-Token", &token)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(too_large, 413, "payload_too_large").await;
+
+    let bad_path = app
+        .client
+        .delete(app.url("/api/v1/cart/items/not-a-uuid"))
+        .header("X-Cart-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_path, 400, "invalid_path").await;
+
+    let cart: Value = app.get_cart(&token).await.json().await.unwrap();
+    assert_eq!(
+        cart["lines"],
+        json!([{"product_id": p, "quantity": 1}]),
+        "nothing changed"
+    );
+}
+
+#[actix_web::test]
+async fn carts_survive_a_graceful_restart() {
+    let app = spawn_app().await;
+    let p = product();
+    let created: Value = app
+        .add_to_cart(None, json!({"product_id": p, "quantity": 4}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = created["cart_token"].as_str().unwrap().to_owned();
+    let dir = app.stop().await;
+
+    let app = spawn_in(dir, |_| {}).await;
+    let cart: Value = app.get_cart(&token).await.json().await.unwrap();
+    assert_eq!(cart["lines"], json!([{"product_id": p, "quantity": 4}]));
+}
+
+/// Forwards TCP connections from `listener` to `target` until dropped.
+async fn proxy(listener: tokio::net::TcpListener, target: &'static str) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[actix_web::test]
+async fn readiness_names_redis_when_it_is_down_and_recovers_when_it_returns() {
+    let port = free_port();
+    let app = spawn_app_with(|s| {
+        s.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        s.redis_prefix = format!("test_{}", uuid::Uuid::new_v4().simple());
+    })
+    .await;
+
+    let down = app.get("/ready").await;
+    assert_eq!(down.status(), 503);
+    let down: Value = down.json().await.unwrap();
+    let redis = down["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "redis")
+        .unwrap();
+    assert_ne!(redis["status"], "ok");
+    assert_eq!(
+        app.get("/health").await.status(),
+        200,
+        "liveness does not depend on Redis"
+    );
+
+    // Redis "comes back" on the configured port: a proxy to the real one.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let forwarding = actix_web::rt::spawn(proxy(listener, "127.0.0.1:6379"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = app.get("/ready").await;
+        if ready.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not recover when Redis returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    forwarding.abort();
+}
+
+#[actix_web::test]
+async fn a_kill_9_during_a_burst_of_writes_loses_no_acknowledged_write() {
+    const CLIENTS: usize = 24;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let spawn_server = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"))
+            .env_clear()
+            .env("HEXMARKET_DATA_DIR", dir.path())
+            .env("HEXMARKET_LISTEN", format!("127.0.0.1:{port}"))
+            .env("HEXMARKET_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("server starts")
+    };
+    let mut server = spawn_server();
+    wait_healthy(&base, Duration::from_secs(30)).await;
+
+    // Each client adds one unit at a time, moving to a new cart before the quantity limit, and
+    // remembers how many adds were acknowledged per cart.
+    let product_id = product();
+    let stop_at = Instant::now() + Duration::from_secs(30);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (base, product_id) = (base.clone(), product_id.clone());
+            actix_web::rt::spawn(async move {
+                let http = client();
+                let mut acked: HashMap<String, u64> = HashMap::new();
+                let mut token: Option<String> = None;
+                let mut count = 0u64;
+                while Instant::now() < stop_at {
+                    let mut request = http
+                        .post(format!("{base}/api/v1/cart/items"))
+                        .json(&json!({"product_id": product_id, "quantity": 1}));
+                    if let Some(t) = &token {
+                        request = request.header("X-Cart-Token", t);
+                    }
+                    let Ok(response) = request.send().await else {
+                        break;
+                    };
+                    if !response.status().is_success() {
+                        break;
+                    }
+                    let Ok(body) = response.json::<Value>().await else {
+                        break;
+                    };
+                    let t = body["cart_token"].as_str().unwrap_or_default().to_owned();
+                    count = if token.as_deref() == Some(t.as_str()) {
+                        count + 1
+                    } else {
+                        1
+                    };
+                    acked.insert(t.clone(), count);
+                    token = (count < 90).then_some(t);
+                }
+                acked
+            })
+        })
+        .collect();
+
+    // Let the burst run, then kill the server without warning.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_kill().expect("SIGKILL sent");
+    server.wait().await.expect("server exited");
+    let mut acknowledged: HashMap<String, u64> = HashMap::new();
+    for c in clients {
+        acknowledged.extend(c.await.unwrap());
+    }
+    let total: u64 = acknowledged.values().sum();
+    assert!(total >= 200, "the burst acknowledged only {total} writes");
+
+    let mut server = spawn_server();
+    wait_healthy(&base, Duration::from_secs(30)).await;
+    let http = client();
+    for (token, acked) in &acknowledged {
+        let cart: Value = http
+            .get(format!("{base}/api/v1/cart"))
+            .header("X-Cart-Token", token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let stored = cart["lines"][0]["quantity"].as_u64().unwrap_or(0);
+        // At most one unacknowledged add per client was in flight when the server died.
+        assert!(
+            stored == *acked || stored == acked + 1,
+            "cart has {stored}, {acked} acknowledged"
+        );
+    }
+    println!(
+        "{total} acknowledged writes in {} carts survived kill -9",
+        acknowledged.len()
+    );
+    server.start_kill().ok();
+    server.wait().await.ok();
+}

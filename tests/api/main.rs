@@ -1,0 +1,11 @@
+//! hexmarket's integration tests: one binary, one module per area.
+
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+mod actors;
+mod bus;
+mod http;
+mod store_contract;
