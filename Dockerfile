@@ -1,0 +1,22 @@
+# Build stage: compile the release binary.
+FROM rust:1.90-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY schema schema
+COPY tests tests
+RUN cargo build --release --locked --bin hexmarket
+
+# Runtime stage: the binary alone, as an unprivileged user.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/hexmarket --create-home hexmarket
+COPY --from=build /src/target/release/hexmarket /usr/local/bin/hexmarket
+USER hexmarket
+ENV HEXMARKET_LISTEN=0.0.0.0:8080 \
+    HEXMARKET_DATA_DIR=/var/lib/hexmarket
+EXPOSE 8080
+ENTRYPOINT ["hexmarket"]
+CMD ["serve"]
