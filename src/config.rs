@@ -143,7 +143,11 @@ impl Settings {
                 "json" => Ok(LogFormat::Json),
                 other => Err(format!("expected human or json, got {other:?}")),
             })?,
-            log_filter: env.get("HEXMARKET_LOG").unwrap_or("info").to_owned(),
+            log_filter: env.parse_with("HEXMARKET_LOG", "info", |s| {
+                tracing_subscriber::EnvFilter::try_new(s)
+                    .map(|_| s.to_owned())
+                    .map_err(|e| format!("not a log filter: {e}"))
+            })?,
             json_limit: env.parse_num("HEXMARKET_JSON_LIMIT_BYTES", 1 << 20, 1024..=(64 << 20))?,
             workers: env.parse_num("HEXMARKET_WORKERS", cores, 1..=256)?,
             actor_threads: env.parse_num("HEXMARKET_ACTOR_THREADS", cores, 1..=256)?,

@@ -67,6 +67,10 @@ pub struct RedisBus {
 impl RedisBus {
     /// Creates the bus without contacting Redis: connections are opened on first use, so a
     /// process can start while Redis is down.
+    ///
+    /// # Errors
+    ///
+    /// [`BusError::Unavailable`] when `url` is not a Redis URL.
     pub fn new(url: &str, prefix: &str) -> Result<Self, BusError> {
         let client = redis::Client::open(url)
             .map_err(|err| BusError::Unavailable(format!("invalid Redis URL: {err}")))?;

@@ -26,11 +26,23 @@ use super::{cart, health, problem};
 )]
 pub struct ApiDoc;
 
+/// The document, rendered once per process.
+fn document_json() -> &'static str {
+    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    JSON.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .unwrap_or_else(|e| unreachable!("the OpenAPI document always serialises: {e}"))
+    })
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/openapi.json", web::get().to(document))
         .service(Scalar::with_url("/docs", ApiDoc::openapi()).title("hexmarket API"));
 }
 
 async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document_json())
 }

@@ -454,3 +454,17 @@ async fn a_kill_9_during_a_burst_of_writes_loses_no_acknowledged_write() {
     server.start_kill().ok();
     server.wait().await.ok();
 }
+
+#[actix_web::test]
+async fn a_bad_setting_stops_the_binary_with_one_line_naming_it() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"))
+        .env_clear()
+        .env("HEXMARKET_LISTEN", "not-an-address")
+        .output()
+        .await
+        .expect("binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("HEXMARKET_LISTEN"), "{stderr}");
+}

@@ -51,6 +51,18 @@ async fn scylla() -> Option<Backend> {
     })
 }
 
+/// Says once per run, past the test harness's output capture, that ScyllaDB was skipped.
+fn announce_skip() {
+    use std::io::Write as _;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: no ScyllaDB (set HEXMARKET_SCYLLA_NODES to run the store contract against it)"
+        );
+    });
+}
+
 /// Runs each property against both backends.
 macro_rules! contract {
     ($($property:ident),* $(,)?) => {
@@ -68,7 +80,7 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $property() {
                     let Some(backend) = super::scylla().await else {
-                        println!("skipped: no ScyllaDB (set HEXMARKET_SCYLLA_NODES to run the store contract against it)");
+                        super::announce_skip();
                         return;
                     };
                     super::$property(backend.store.clone()).await;
