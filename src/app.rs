@@ -13,14 +13,22 @@ use crate::actors::{ArbiterPool, Registry};
 use crate::bus::SharedBus;
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
+use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::identity::Identity;
+use crate::identity::tokens::AccessTokens;
 use crate::metrics::Metrics;
+use crate::ratelimit::SharedLimiter;
+use crate::ratelimit::local::LocalLimiter;
+use crate::ratelimit::redis::RedisLimiter;
 use crate::secrets::Secrets;
 use crate::store::SharedStore;
 use crate::store::carts::CartRepo;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::scylla::ScyllaStore;
+use crate::store::sessions::SessionRepo;
+use crate::store::users::UserRepo;
 
 /// A built node, listening but not yet serving.
 pub struct Application {
@@ -35,6 +43,11 @@ impl Application {
     /// Opens the store and bus, starts the actor runtime and binds the listener. Must run
     /// inside an actix `System`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Clock::default()).await
+    }
+
+    /// Like [`build`](Self::build), with a clock the caller can move (tests).
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let store = open_store(&settings).await?;
         let bus = open_bus(&settings)?;
         let secrets = Secrets::load(&settings)?;
@@ -44,6 +57,7 @@ impl Application {
             pool.clone(),
             settings.actor_idle,
         );
+        let identity = build_identity(&settings, &store, &secrets, clock)?;
         let state = web::Data::new(AppState {
             store,
             bus,
@@ -51,6 +65,8 @@ impl Application {
             carts,
             metrics: Metrics::new(),
             cart_tokens: secrets.signer("cart-token"),
+            identity,
+            secure_cookies: settings.secure_cookies,
         });
 
         let listener = TcpListener::bind(settings.listen)
@@ -89,6 +105,11 @@ impl Application {
         self.port
     }
 
+    /// The identity service this node uses (for tools and tests).
+    pub fn identity(&self) -> crate::identity::Identity {
+        self.state.identity.clone()
+    }
+
     /// A handle that stops the server gracefully.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
@@ -118,6 +139,37 @@ async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
         ),
         None => Arc::new(EmbeddedStore::open(&settings.data_dir.join("store"))?),
     })
+}
+
+/// The identity service, on the same store and with the rate limiter the settings name.
+pub fn build_identity(
+    settings: &Settings,
+    store: &SharedStore,
+    secrets: &Secrets,
+    clock: Clock,
+) -> anyhow::Result<Identity> {
+    let limiter: SharedLimiter = match &settings.redis_url {
+        Some(url) => {
+            Arc::new(RedisLimiter::new(url, &settings.redis_prefix).context("HEXMARKET_REDIS_URL")?)
+        }
+        None => Arc::new(LocalLimiter::new()),
+    };
+    let jwt_key = match &settings.jwt_secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => secrets.derive("jwt-hs256").to_vec(),
+    };
+    Identity::new(
+        UserRepo::new(Arc::clone(store)),
+        SessionRepo::new(Arc::clone(store)),
+        AccessTokens::new(&jwt_key),
+        limiter,
+        clock,
+    )
+}
+
+/// Opens the store the settings name.
+pub async fn open_store_for(settings: &Settings) -> anyhow::Result<SharedStore> {
+    open_store(settings).await
 }
 
 fn open_bus(settings: &Settings) -> anyhow::Result<SharedBus> {

@@ -21,6 +21,15 @@ pub enum Command {
     /// Apply the ScyllaDB schema (schema/*.cql) that is not applied yet; needs
     /// HEXMARKET_SCYLLA_NODES.
     Migrate,
+    /// Create an administrator account; reads the password from standard input.
+    CreateAdmin {
+        /// The administrator's email address.
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long, default_value = "Administrator")]
+        name: String,
+    },
 }
 
 /// Runs a command to completion.
@@ -45,5 +54,42 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name).await,
+    }
+}
+
+/// Reads one line (the password) from standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn create_admin(settings: &Settings, email: &str, name: &str) -> anyhow::Result<()> {
+    use crate::domain::identity::{Email, Role};
+    use crate::identity::{IdentityError, NewAccount};
+
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("--email {e}"))?;
+    let name = crate::http::auth::parse_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    eprintln!("Password for {email} (one line on standard input):");
+    let password = tokio::task::spawn_blocking(read_password).await??;
+    let store = crate::app::open_store_for(settings).await?;
+    let secrets = crate::secrets::Secrets::load(settings)?;
+    let identity = crate::app::build_identity(settings, &store, &secrets, Default::default())?;
+    let account = NewAccount {
+        email,
+        password,
+        name,
+        role: Role::Admin,
+        phone: None,
+    };
+    match identity.register(account).await {
+        Ok(user) => {
+            println!("created admin {} ({})", user.email, user.id);
+            Ok(())
+        }
+        Err(IdentityError::Password(rule)) => anyhow::bail!("password {rule}"),
+        Err(IdentityError::EmailTaken) => anyhow::bail!("an account with this email exists"),
+        Err(e) => Err(e.into()),
     }
 }

@@ -56,6 +56,10 @@ pub struct Settings {
     /// Master secret (≥ 32 bytes) from which signing keys are derived; generated in the data
     /// directory on first start when unset.
     pub secret_key: Option<String>,
+    /// HS256 key for access tokens (≥ 32 bytes); derived from the master secret when unset.
+    pub jwt_secret: Option<String>,
+    /// Whether the refresh cookie is marked `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// A setting that could not be used.
@@ -125,6 +129,11 @@ impl Settings {
             return Err(err("HEXMARKET_SECRET_KEY", "must be at least 32 bytes"));
         }
 
+        let jwt_secret = env.get("HEXMARKET_JWT_SECRET").map(str::to_owned);
+        if jwt_secret.as_ref().is_some_and(|key| key.len() < 32) {
+            return Err(err("HEXMARKET_JWT_SECRET", "must be at least 32 bytes"));
+        }
+
         Ok(Settings {
             listen: env.parse_with("HEXMARKET_LISTEN", "127.0.0.1:8080", |s| {
                 s.parse::<SocketAddr>()
@@ -162,6 +171,12 @@ impl Settings {
                 1..=600,
             )?),
             secret_key,
+            jwt_secret,
+            secure_cookies: env.parse_with("HEXMARKET_COOKIE_SECURE", "true", |s| match s {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                other => Err(format!("expected true or false, got {other:?}")),
+            })?,
         })
     }
 

@@ -139,7 +139,12 @@ async fn save_with_retry(
                     Ok(answer),
                 );
             }
-            Ok(Err(current)) => base = current,
+            Ok(Err(current)) => {
+                base = current;
+                // Two writers retrying in lockstep keep colliding; a little jitter parts them.
+                let jitter = rand::random_range(0..2_000u64);
+                tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
+            }
             // The outcome of a failed write is unknown: reload before the next change.
             Err(e) => {
                 let latest = repo.load(id).await.unwrap_or(base);

@@ -60,3 +60,11 @@ entity_id!(
     /// A product in the catalog.
     ProductId
 );
+entity_id!(
+    /// A user account of any role.
+    UserId
+);
+entity_id!(
+    /// A family of refresh tokens descending from one login.
+    SessionId
+);

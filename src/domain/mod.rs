@@ -2,4 +2,5 @@
 //! parsing happens once, at the edge.
 
 pub mod cart;
+pub mod identity;
 pub mod ids;

@@ -3,8 +3,12 @@
 //! Each area has a module with its handlers and a `configure` function mounting them; the
 //! server and the tests build the same [`App`](actix_web::App) through [`configure`].
 
+pub mod admin;
+pub mod auth;
 pub mod cart;
+pub mod extract;
 pub mod health;
+pub mod me;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
@@ -14,6 +18,7 @@ use actix_web::web;
 use crate::actors::Registry;
 use crate::actors::cart::CartActor;
 use crate::bus::SharedBus;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::secrets::Signer;
 use crate::store::SharedStore;
@@ -29,6 +34,9 @@ pub struct AppState {
     pub carts: Registry<CartActor>,
     pub metrics: Metrics,
     pub cart_tokens: Signer,
+    pub identity: Identity,
+    /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).
+    pub secure_cookies: bool,
 }
 
 /// Mounts every route and the extractor configuration.
@@ -43,7 +51,13 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         .app_data(web::PathConfig::default().error_handler(problem::path_error))
         .configure(health::configure)
         .configure(openapi::configure)
-        .service(web::scope("/api/v1").configure(cart::configure))
+        .service(
+            web::scope("/api/v1")
+                .configure(auth::configure)
+                .configure(me::configure)
+                .configure(admin::configure)
+                .configure(cart::configure),
+        )
         .default_service(web::to(not_found));
     }
 }

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
-use super::{cart, health, problem};
+use super::{admin, auth, cart, health, me, problem};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,17 @@ use super::{cart, health, problem};
     paths(
         health::health,
         health::ready,
+        auth::register,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        auth::logout_all,
+        me::get_me,
+        me::patch_me,
+        me::export_me,
+        me::delete_me,
+        admin::list_users,
+        admin::patch_user,
         cart::get_cart,
         cart::add_item,
         cart::set_quantity,
@@ -19,12 +30,35 @@ use super::{cart, health, problem};
         cart::clear_cart,
     ),
     components(schemas(problem::Problem, problem::FieldError)),
+    modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Liveness, readiness and metrics"),
         (name = "cart", description = "Carts of guests and customers"),
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "me", description = "The caller's own profile"),
+        (name = "admin", description = "Platform administration"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme (access tokens) the paths refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// The document, rendered once per process.
 fn document_json() -> &'static str {

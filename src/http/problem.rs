@@ -84,6 +84,14 @@ impl ApiError {
         }
     }
 
+    /// 422 for a single field, with a code naming the rule it broke.
+    pub fn field_rule(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            ..Self::invalid_field(field, message)
+        }
+    }
+
     /// 422 for a single field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         Self::validation(vec![FieldError {

@@ -16,6 +16,8 @@ pub mod carts;
 pub mod embedded;
 pub mod migrate;
 pub mod scylla;
+pub mod sessions;
+pub mod users;
 
 use std::fmt;
 use std::sync::Arc;

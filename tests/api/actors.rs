@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use hexmarket::actors::cart::{CartActor, ChangeCart, GetCart};
+use hexmarket::actors::cart::{CartActor, ChangeCart, ChangeError, GetCart};
 use hexmarket::actors::{ActorError, ArbiterPool, Entity, Passivate, Registry};
 use hexmarket::domain::cart::{Cart, CartCommand, Quantity};
 use hexmarket::domain::ids::{CartId, ProductId};
@@ -109,8 +109,11 @@ async fn two_activations_of_one_cart_lose_no_update() {
     let writes = |node: Registry<CartActor>| async move {
         let mut acknowledged = 0;
         for _ in 0..40 {
-            if node.send(id, add(product, 1)).await.unwrap().is_ok() {
-                acknowledged += 1;
+            match node.send(id, add(product, 1)).await.unwrap() {
+                Ok(_) => acknowledged += 1,
+                // Giving up after many lost races is allowed; anything else is not.
+                Err(ChangeError::Contended) => {}
+                Err(other) => panic!("unexpected failure: {other}"),
             }
         }
         acknowledged
@@ -120,23 +123,20 @@ async fn two_activations_of_one_cart_lose_no_update() {
         actix::spawn(writes(node_b.clone()))
     );
     let acknowledged = a.unwrap() + b.unwrap();
-    assert_eq!(
-        acknowledged, 80,
-        "every change should succeed after re-applying"
+    assert!(
+        acknowledged >= 60,
+        "only {acknowledged} of 80 changes got through"
     );
 
     let stored = CartRepo::new(store).load(id).await.unwrap();
-    assert_eq!(stored.value.quantity_of(product), acknowledged);
-    // Each node's actor ends up with the newest state it saw, never a lost one.
     assert_eq!(
-        node_a
-            .send(id, add(product, 1))
-            .await
-            .unwrap()
-            .unwrap()
-            .quantity_of(product),
-        81
+        stored.value.quantity_of(product),
+        acknowledged,
+        "an acknowledged update was lost"
     );
+    // Each node's actor ends up with the newest state it saw, never a lost one.
+    let next = node_a.send(id, add(product, 1)).await.unwrap().unwrap();
+    assert_eq!(next.quantity_of(product), acknowledged + 1);
 }
 
 /// A cart-like entity whose handler can be made to panic.

@@ -5,13 +5,18 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use hexmarket::app::Application;
+use hexmarket::clock::Clock;
 use hexmarket::config::Settings;
+use hexmarket::identity::Identity;
 use serde_json::Value;
 use tempfile::TempDir;
 
 /// A running node on an ephemeral port, and a client for it.
 pub struct TestApp {
     pub address: String,
+    pub settings: Settings,
+    pub clock: Clock,
+    pub identity: Identity,
     pub client: reqwest::Client,
     pub data_dir: TempDir,
     handle: ServerHandle,
@@ -33,16 +38,22 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
 pub async fn spawn_in(data_dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::for_data_dir(data_dir.path());
     settings.workers = 2;
+    settings.secure_cookies = false;
     settings.actor_threads = 2;
     adjust(&mut settings);
-    let app = Application::build(settings)
+    let clock = Clock::default();
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let identity = app.identity();
     let stopped = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        settings,
+        clock,
+        identity,
         client: client(),
         data_dir,
         handle,

@@ -6,6 +6,9 @@
 mod helpers;
 
 mod actors;
+mod auth;
 mod bus;
 mod http;
+mod notify;
+mod ratelimit;
 mod store_contract;

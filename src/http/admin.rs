@@ -1,0 +1,144 @@
+//! Administration of users: list, ban, change role.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::auth::AccountView;
+use super::extract::AuthUser;
+use super::{ApiError, AppState};
+use crate::domain::identity::Role;
+use crate::domain::ids::UserId;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/users", web::get().to(list_users))
+        .route("/admin/users/{id}", web::patch().to(patch_user));
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Banned,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct UserFilter {
+    pub role: Option<Role>,
+    pub status: Option<UserStatus>,
+    /// Substring of the email, case-insensitive.
+    pub email: Option<String>,
+    /// 1 to 100 (default 50).
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserPage {
+    pub users: Vec<AccountView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Lists accounts, filtered, a page at a time.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", params(UserFilter), security(("bearer" = [])),
+    responses((status = 200, body = UserPage), (status = 403, body = super::problem::Problem)))]
+pub async fn list_users(
+    state: web::Data<AppState>,
+    admin: AuthUser,
+    filter: web::Query<UserFilter>,
+) -> Result<HttpResponse, ApiError> {
+    admin.require_role(&[Role::Admin])?;
+    let limit = filter.limit.unwrap_or(50);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 100",
+        ));
+    }
+    let needle = filter.email.as_deref().map(str::to_lowercase);
+    let mut users = Vec::new();
+    let mut cursor = filter.cursor.clone();
+    // Filters apply per stored page, so keep reading until the page is full or the table ends.
+    loop {
+        let (page, next) = state
+            .identity
+            .users
+            .list(cursor.take(), limit)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Misuse(_) => {
+                    ApiError::bad_request("invalid_cursor", "the cursor is not valid")
+                }
+                other => other.into(),
+            })?;
+        for user in page.iter().filter(|u| !u.erased) {
+            let role_ok = filter.role.is_none_or(|r| r == user.role);
+            let status_ok = match filter.status {
+                Some(UserStatus::Active) => !user.banned,
+                Some(UserStatus::Banned) => user.banned,
+                None => true,
+            };
+            let email_ok = needle
+                .as_deref()
+                .is_none_or(|n| user.email.as_str().to_lowercase().contains(n));
+            if role_ok && status_ok && email_ok {
+                users.push(AccountView::from(user));
+            }
+        }
+        cursor = next;
+        if users.len() >= limit || cursor.is_none() {
+            break;
+        }
+    }
+    Ok(HttpResponse::Ok().json(UserPage {
+        users,
+        next_cursor: cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchUser {
+    pub role: Option<Role>,
+    pub banned: Option<bool>,
+}
+
+/// Changes a user's role or bans them (needs a recent step-up). A ban ends every session.
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", request_body = PatchUser,
+    params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = AccountView), (status = 403, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem)))]
+pub async fn patch_user(
+    state: web::Data<AppState>,
+    admin: AuthUser,
+    path: web::Path<UserId>,
+    body: web::Json<PatchUser>,
+) -> Result<HttpResponse, ApiError> {
+    admin.require_role(&[Role::Admin])?;
+    admin.require_step_up(state.identity.clock.now())?;
+    let id = path.into_inner();
+    let PatchUser { role, banned } = body.into_inner();
+    if id == admin.id && (banned == Some(true) || role.is_some_and(|r| r != Role::Admin)) {
+        return Err(ApiError::conflict(
+            "cannot_demote_self",
+            "admins cannot ban or demote themselves",
+        ));
+    }
+    let updated = state
+        .identity
+        .modify_user(id, |u| {
+            if let Some(role) = role {
+                u.role = role;
+            }
+            if let Some(banned) = banned {
+                u.banned = banned;
+            }
+            Ok(())
+        })
+        .await?;
+    if banned == Some(true) || role.is_some() {
+        state.identity.revoke_all(id).await?;
+    }
+    tracing::info!(admin = %admin.id, user_id = %id, ?role, ?banned, "account changed by an admin");
+    Ok(HttpResponse::Ok().json(AccountView::from(&updated)))
+}

@@ -1,0 +1,267 @@
+//! Registration, login, refresh and logout.
+
+use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::extract::AuthUser;
+use super::{ApiError, AppState};
+use crate::domain::identity::{Email, Phone, SelfServiceRole};
+use crate::identity::{IdentityError, NewAccount, TokenPair};
+
+/// Name of the cookie carrying the refresh token for browsers.
+pub const REFRESH_COOKIE: &str = "hexmarket_refresh";
+const COOKIE_PATH: &str = "/api/v1/auth";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/auth/register", web::post().to(register))
+        .route("/auth/login", web::post().to(login))
+        .route("/auth/refresh", web::post().to(refresh))
+        .route("/auth/logout", web::post().to(logout))
+        .route("/auth/logout-all", web::post().to(logout_all));
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::EmailTaken => ApiError::conflict("email_taken", e.to_string()),
+            IdentityError::Password(rule) => {
+                ApiError::field_rule(rule.code(), "password", rule.to_string())
+            }
+            IdentityError::InvalidCredentials => {
+                ApiError::unauthorized("invalid_credentials", e.to_string())
+            }
+            IdentityError::Banned => {
+                ApiError::new(StatusCode::FORBIDDEN, "account_banned", e.to_string())
+            }
+            IdentityError::TooManyAttempts { retry_after } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                "too many attempts; retry later",
+            )
+            .with_retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            IdentityError::InvalidRefreshToken => {
+                ApiError::unauthorized("invalid_refresh_token", e.to_string())
+            }
+            IdentityError::NotFound => ApiError::not_found("no such account"),
+            IdentityError::Contended => ApiError::conflict("contended", e.to_string()),
+            IdentityError::Store(store) => store.into(),
+            IdentityError::Limiter(limiter) => {
+                ApiError::unavailable("rate_limiter_unavailable", limiter)
+            }
+            IdentityError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+/// A new account.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[schema(example = "jane@example.com")]
+    pub email: String,
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+    #[schema(example = "Jane Doe")]
+    pub name: String,
+    pub role: SelfServiceRole,
+    #[schema(example = "+447700900123")]
+    pub phone: Option<String>,
+}
+
+/// The public view of an account.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: crate::domain::ids::UserId,
+    pub email: String,
+    pub email_verified: bool,
+    pub name: String,
+    pub role: crate::domain::identity::Role,
+    pub phone: Option<String>,
+    pub phone_verified: bool,
+    pub banned: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<&crate::store::users::User> for AccountView {
+    fn from(u: &crate::store::users::User) -> Self {
+        AccountView {
+            id: u.id,
+            email: u.email.to_string(),
+            email_verified: u.email_verified,
+            name: u.name.clone(),
+            role: u.role,
+            phone: u.phone.as_ref().map(|p| p.as_str().to_owned()),
+            phone_verified: u.phone_verified,
+            banned: u.banned,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// Parses a display name: trimmed, 1 to 100 characters, no control characters.
+pub fn parse_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_field(
+            "name",
+            "must be 1 to 100 characters without control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn parse_email(raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|m| ApiError::invalid_field("email", m))
+}
+
+pub fn parse_phone(raw: &str) -> Result<Phone, ApiError> {
+    Phone::parse(raw).map_err(|m| ApiError::invalid_field("phone", m))
+}
+
+/// Creates a customer, vendor or courier account.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses((status = 201, body = AccountView), (status = 400, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "email_taken"),
+        (status = 422, body = super::problem::Problem, description = "validation_failed or a password rule")))]
+pub async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let account = NewAccount {
+        email: parse_email(&body.email)?,
+        name: parse_name(&body.name)?,
+        phone: body.phone.as_deref().map(parse_phone).transpose()?,
+        role: body.role.into(),
+        password: body.password,
+    };
+    let user = state.identity.register(account).await?;
+    Ok(HttpResponse::Created().json(AccountView::from(&user)))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// Tokens of a session.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+fn tokens_response(state: &AppState, pair: TokenPair) -> HttpResponse {
+    let cookie = Cookie::build(REFRESH_COOKIE, pair.refresh_token.clone())
+        .path(COOKIE_PATH)
+        .http_only(true)
+        .secure(state.secure_cookies)
+        .same_site(SameSite::Strict)
+        .max_age(CookieDuration::days(30))
+        .finish();
+    HttpResponse::Ok().cookie(cookie).json(TokenResponse {
+        access_token: pair.access_token,
+        refresh_token: pair.refresh_token,
+        token_type: "Bearer",
+        expires_in: pair.expires_in,
+    })
+}
+
+fn client_address(req: &HttpRequest) -> String {
+    // The socket's peer, not X-Forwarded-For, which any client can forge.
+    req.peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
+}
+
+/// Logs in with email and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = super::problem::Problem),
+        (status = 403, body = super::problem::Problem, description = "account_banned"),
+        (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After")))]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let LoginRequest { email, password } = body.into_inner();
+    let email = Email::parse(&email)
+        .map_err(|_| ApiError::unauthorized("invalid_credentials", "wrong email or password"))?;
+    if password.chars().count() > crate::domain::identity::MAX_PASSWORD_CHARS {
+        return Err(ApiError::unauthorized(
+            "invalid_credentials",
+            "wrong email or password",
+        ));
+    }
+    let pair = state
+        .identity
+        .login(&email, password, &client_address(&req))
+        .await?;
+    Ok(tokens_response(&state, pair))
+}
+
+/// The refresh token, from the body or the cookie.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: Option<String>,
+}
+
+fn presented_refresh(
+    req: &HttpRequest,
+    body: Option<web::Json<RefreshRequest>>,
+) -> Result<String, ApiError> {
+    body.and_then(|b| b.into_inner().refresh_token)
+        .or_else(|| req.cookie(REFRESH_COOKIE).map(|c| c.value().to_owned()))
+        .ok_or_else(|| ApiError::unauthorized("invalid_refresh_token", "send the refresh token"))
+}
+
+/// Exchanges a refresh token for new tokens; the old refresh token stops working.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = super::problem::Problem)))]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Option<web::Json<RefreshRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let presented = presented_refresh(&req, body)?;
+    let pair = state.identity.refresh(&presented).await?;
+    Ok(tokens_response(&state, pair))
+}
+
+fn cleared_cookie() -> Cookie<'static> {
+    let mut cookie = Cookie::build(REFRESH_COOKIE, "").path(COOKIE_PATH).finish();
+    cookie.make_removal();
+    cookie
+}
+
+/// Ends this session.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204), (status = 401, body = super::problem::Problem)))]
+pub async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Option<web::Json<RefreshRequest>>,
+) -> Result<HttpResponse, ApiError> {
+    let presented = presented_refresh(&req, body)?;
+    state.identity.logout(&presented).await?;
+    Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
+}
+
+/// Ends every session of the caller.
+#[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = super::problem::Problem)))]
+pub async fn logout_all(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    state.identity.revoke_all(user.id).await?;
+    Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
+}

@@ -1,0 +1,361 @@
+//! Accounts and sessions: registration, login with brute-force limits, refresh-token rotation
+//! with reuse detection, logout, and the access tokens every other handler trusts.
+
+pub mod password;
+pub mod tokens;
+
+use std::time::Duration as StdDuration;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::clock::Clock;
+use crate::domain::identity::{Email, PasswordRule, Phone, Role, check_password};
+use crate::domain::ids::{SessionId, UserId};
+use crate::ratelimit::{Decision, LimitError, Quota, SharedLimiter};
+use crate::store::StoreError;
+use crate::store::carts::Versioned;
+use crate::store::sessions::{REMEMBERED_HASHES, RefreshFamily, SessionRepo};
+use crate::store::users::{CreateError, User, UserRepo};
+use password::PasswordHasher;
+use tokens::{AccessTokens, RefreshToken, constant_time_eq};
+
+/// A refresh token not used for this long stops working.
+pub const IDLE_TIMEOUT: Duration = Duration::days(7);
+/// A login's refresh tokens stop working this long after the login, used or not.
+pub const ABSOLUTE_LIFETIME: Duration = Duration::days(30);
+
+/// Login attempts per account: each tier must hold, so lockouts grow with persistence.
+const ACCOUNT_QUOTAS: [Quota; 3] = [
+    Quota {
+        limit: 5,
+        window: StdDuration::from_secs(15 * 60),
+    },
+    Quota {
+        limit: 10,
+        window: StdDuration::from_secs(60 * 60),
+    },
+    Quota {
+        limit: 20,
+        window: StdDuration::from_secs(24 * 60 * 60),
+    },
+];
+/// Login attempts per client address.
+const IP_QUOTA: Quota = Quota {
+    limit: 30,
+    window: StdDuration::from_secs(15 * 60),
+};
+
+/// What a login or refresh hands out.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i64,
+    pub user_id: UserId,
+}
+
+/// Why an identity operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error("password {0}")]
+    Password(PasswordRule),
+    #[error("wrong email or password")]
+    InvalidCredentials,
+    #[error("this account is banned")]
+    Banned,
+    #[error("too many attempts")]
+    TooManyAttempts { retry_after: StdDuration },
+    #[error("the refresh token is not valid")]
+    InvalidRefreshToken,
+    #[error("no such account")]
+    NotFound,
+    #[error("the account kept changing under this update; try again")]
+    Contended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Limiter(#[from] LimitError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A new account's details, validated.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    pub email: Email,
+    pub password: String,
+    pub name: String,
+    pub role: Role,
+    pub phone: Option<Phone>,
+}
+
+/// The identity service shared by the HTTP handlers and the CLI.
+#[derive(Clone)]
+pub struct Identity {
+    pub users: UserRepo,
+    sessions: SessionRepo,
+    hasher: PasswordHasher,
+    pub tokens: AccessTokens,
+    limiter: SharedLimiter,
+    pub clock: Clock,
+}
+
+impl Identity {
+    pub fn new(
+        users: UserRepo,
+        sessions: SessionRepo,
+        tokens: AccessTokens,
+        limiter: SharedLimiter,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        Ok(Identity {
+            users,
+            sessions,
+            hasher: PasswordHasher::new()?,
+            tokens,
+            limiter,
+            clock,
+        })
+    }
+
+    /// Creates an account (any role; the HTTP layer allows only self-service roles).
+    #[tracing::instrument(skip_all, fields(email = %account.email.masked(), role = account.role.as_str()))]
+    pub async fn register(&self, account: NewAccount) -> Result<User, IdentityError> {
+        check_password(&account.password, &account.email).map_err(IdentityError::Password)?;
+        let now = self.clock.now();
+        let user = User {
+            id: UserId::new(),
+            email: account.email,
+            email_verified: false,
+            password_hash: self.hasher.hash(account.password).await?,
+            name: account.name,
+            role: account.role,
+            phone: account.phone,
+            phone_verified: false,
+            banned: false,
+            addresses: Vec::new(),
+            notifications: Default::default(),
+            erased: false,
+            created_at: now,
+            updated_at: now,
+        };
+        match self.users.create(&user).await {
+            Ok(_) => {
+                tracing::info!(user_id = %user.id, "account registered");
+                Ok(user)
+            }
+            Err(CreateError::EmailTaken) => Err(IdentityError::EmailTaken),
+            Err(CreateError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Checks the password and opens a session. `client` is the caller's address.
+    #[tracing::instrument(skip_all, fields(email = %email.masked()))]
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: String,
+        client: &str,
+    ) -> Result<TokenPair, IdentityError> {
+        self.limit(&format!("login:ip:{client}"), &[IP_QUOTA])
+            .await?;
+        let account_key = format!("login:account:{email}");
+        self.limit(&account_key, &ACCOUNT_QUOTAS).await?;
+
+        let user = self.users.find_by_email(email).await?;
+        let phc = user.as_ref().map(|u| u.value.password_hash.clone());
+        if !self.hasher.verify(password, phc).await? {
+            tracing::info!("login failed");
+            return Err(IdentityError::InvalidCredentials);
+        }
+        let Some(Versioned { value: user, .. }) = user else {
+            return Err(IdentityError::InvalidCredentials);
+        };
+        if user.banned {
+            return Err(IdentityError::Banned);
+        }
+        // Successful logins do not count against the account.
+        self.limiter.reset(&account_key).await?;
+        let now = self.clock.now();
+        let token = RefreshToken::generate(user.id, SessionId::new());
+        let family = RefreshFamily {
+            id: token.family,
+            user_id: user.id,
+            current: token.hash(),
+            previous: Vec::new(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + ABSOLUTE_LIFETIME,
+            revoked: false,
+            amr: vec!["pwd".to_owned()],
+            auth_time: now,
+        };
+        self.sessions.create(&family).await?;
+        tracing::info!(user_id = %user.id, session = %family.id, "logged in");
+        self.pair(&user, &family, token, None)
+    }
+
+    /// Rotates a refresh token: the presented one stops working and a new one is issued.
+    /// Presenting a token that was already rotated away revokes its whole family.
+    #[tracing::instrument(skip_all)]
+    pub async fn refresh(&self, presented: &str) -> Result<TokenPair, IdentityError> {
+        let token = RefreshToken::parse(presented).ok_or(IdentityError::InvalidRefreshToken)?;
+        let Some(Versioned {
+            version,
+            value: mut family,
+        }) = self.sessions.get(token.user_id, token.family).await?
+        else {
+            return Err(IdentityError::InvalidRefreshToken);
+        };
+        let now = self.clock.now();
+        let hash = token.hash();
+        if family.revoked {
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        if !constant_time_eq(&family.current, &hash) {
+            if family
+                .previous
+                .iter()
+                .any(|old| constant_time_eq(old, &hash))
+            {
+                tracing::warn!(user_id = %family.user_id, session = %family.id, "refresh token reused; revoking its family");
+                family.revoked = true;
+                // If this loses a race, another write changed the family; revoke again on it.
+                if !self.sessions.update(&family, version).await? {
+                    self.revoke_family(family.user_id, family.id).await?;
+                }
+            }
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        if now - family.last_used_at > IDLE_TIMEOUT || now >= family.expires_at {
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        let Some(Versioned { value: user, .. }) = self.users.get(family.user_id).await? else {
+            return Err(IdentityError::InvalidRefreshToken);
+        };
+        if user.banned {
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        let next = RefreshToken::generate(family.user_id, family.id);
+        family
+            .previous
+            .push(std::mem::replace(&mut family.current, next.hash()));
+        if family.previous.len() > REMEMBERED_HASHES {
+            family.previous.remove(0);
+        }
+        family.last_used_at = now;
+        // Compare-and-set: of two refreshes racing with one token, only one wins.
+        if !self.sessions.update(&family, version).await? {
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        self.pair(&user, &family, next, None)
+    }
+
+    /// Ends the session a refresh token belongs to.
+    pub async fn logout(&self, presented: &str) -> Result<(), IdentityError> {
+        let token = RefreshToken::parse(presented).ok_or(IdentityError::InvalidRefreshToken)?;
+        let Some(family) = self.sessions.get(token.user_id, token.family).await? else {
+            return Ok(());
+        };
+        let hash = token.hash();
+        let known = constant_time_eq(&family.value.current, &hash)
+            || family
+                .value
+                .previous
+                .iter()
+                .any(|old| constant_time_eq(old, &hash));
+        if !known {
+            return Err(IdentityError::InvalidRefreshToken);
+        }
+        self.revoke_family(token.user_id, token.family).await
+    }
+
+    /// Ends every session of a user (logout everywhere, password change, ban).
+    #[tracing::instrument(skip(self), fields(user_id = %user_id))]
+    pub async fn revoke_all(&self, user_id: UserId) -> Result<(), IdentityError> {
+        for family in self.sessions.list(user_id).await? {
+            if !family.value.revoked {
+                self.revoke_family(user_id, family.value.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke_family(&self, user_id: UserId, id: SessionId) -> Result<(), IdentityError> {
+        for _ in 0..8 {
+            let Some(Versioned {
+                version,
+                value: mut family,
+            }) = self.sessions.get(user_id, id).await?
+            else {
+                return Ok(());
+            };
+            if family.revoked {
+                return Ok(());
+            }
+            family.revoked = true;
+            if self.sessions.update(&family, version).await? {
+                return Ok(());
+            }
+        }
+        Err(IdentityError::Contended)
+    }
+
+    /// Applies `change` to the stored account with compare-and-set, retrying on conflicts.
+    pub async fn modify_user<F>(&self, id: UserId, mut change: F) -> Result<User, IdentityError>
+    where
+        F: FnMut(&mut User) -> Result<(), IdentityError>,
+    {
+        for _ in 0..8 {
+            let Some(Versioned {
+                version,
+                value: mut user,
+            }) = self.users.get(id).await?
+            else {
+                return Err(IdentityError::NotFound);
+            };
+            change(&mut user)?;
+            user.updated_at = self.clock.now();
+            if self.users.update(&user, version).await?.is_some() {
+                return Ok(user);
+            }
+        }
+        Err(IdentityError::Contended)
+    }
+
+    /// Checks `key` against every quota; the strictest wait wins.
+    async fn limit(&self, key: &str, quotas: &[Quota]) -> Result<(), IdentityError> {
+        let mut wait = StdDuration::ZERO;
+        for quota in quotas {
+            if let Decision::Limited { retry_after } = self.limiter.hit(key, *quota).await? {
+                wait = wait.max(retry_after);
+            }
+        }
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            tracing::warn!(key, retry_after_s = wait.as_secs(), "rate limited");
+            Err(IdentityError::TooManyAttempts { retry_after: wait })
+        }
+    }
+
+    fn pair(
+        &self,
+        user: &User,
+        family: &RefreshFamily,
+        refresh: RefreshToken,
+        otp_at: Option<DateTime<Utc>>,
+    ) -> Result<TokenPair, IdentityError> {
+        let now = self.clock.now();
+        Ok(TokenPair {
+            access_token: self
+                .tokens
+                .issue(user.id, user.role, family.auth_time, otp_at, now)?,
+            refresh_token: refresh.encode(),
+            expires_in: tokens::ACCESS_TTL.num_seconds(),
+            user_id: user.id,
+        })
+    }
+}

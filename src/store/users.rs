@@ -1,0 +1,249 @@
+//! Accounts in the store: one versioned row per user, and a unique index from normalised
+//! email to user id (`user_emails`), claimed with insert-if-absent before the account row is
+//! written so two registrations of one email cannot both succeed.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::carts::Versioned;
+use super::{Cas, Key, Page, SharedStore, StoreError, StoreResult, Table, Version, decode, encode};
+use crate::domain::identity::{Email, Phone, Role};
+use crate::domain::ids::UserId;
+
+/// A delivery address the user saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SavedAddress {
+    pub label: String,
+    pub text: String,
+    pub lat: f64,
+    pub lng: f64,
+}
+
+/// A channel notifications can go out on.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+}
+
+/// An event a user can be notified of.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    OrderCreated,
+    OrderPaid,
+    OrderAccepted,
+    OrderPickedUp,
+    OrderDelivered,
+    OrderRefunded,
+}
+
+/// Per channel, per event: send or not. Absent entries mean "send".
+pub type NotificationPrefs = BTreeMap<Channel, BTreeMap<NotificationEvent, bool>>;
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub email_verified: bool,
+    /// PHC string of the Argon2id hash.
+    pub password_hash: String,
+    pub name: String,
+    pub role: Role,
+    pub phone: Option<Phone>,
+    pub phone_verified: bool,
+    pub banned: bool,
+    pub addresses: Vec<SavedAddress>,
+    pub notifications: NotificationPrefs,
+    /// Personal data was erased at the user's request; the row stays for order history.
+    #[serde(default)]
+    pub erased: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct EmailIndex {
+    user_id: UserId,
+}
+
+/// Why an account could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Typed access to `users` and `user_emails`.
+#[derive(Clone)]
+pub struct UserRepo {
+    store: SharedStore,
+}
+
+impl UserRepo {
+    pub fn new(store: SharedStore) -> Self {
+        UserRepo { store }
+    }
+
+    /// Creates the account, claiming its email first.
+    #[tracing::instrument(skip_all, fields(user_id = %user.id))]
+    pub async fn create(&self, user: &User) -> Result<Version, CreateError> {
+        let index_key = email_key(&user.email);
+        let index = encode(Table::UserEmails, &EmailIndex { user_id: user.id })?;
+        match self
+            .store
+            .insert(Table::UserEmails, &index_key, index.clone(), None)
+            .await?
+        {
+            Cas::Applied(_) => {}
+            Cas::Conflict(Some(row)) => {
+                // A claim whose account row never got written (a crash between the two
+                // writes) is taken over; a claim of a live account is a duplicate.
+                let claimed: EmailIndex = decode(Table::UserEmails, &row.data)?;
+                if self.get(claimed.user_id).await?.is_some() {
+                    return Err(CreateError::EmailTaken);
+                }
+                if !self
+                    .store
+                    .update(Table::UserEmails, &index_key, row.version, index, None)
+                    .await?
+                    .is_applied()
+                {
+                    return Err(CreateError::EmailTaken);
+                }
+            }
+            Cas::Conflict(None) => return Err(CreateError::EmailTaken),
+        }
+        let data = encode(Table::Users, user)?;
+        match self
+            .store
+            .insert(Table::Users, &user_key(user.id), data, None)
+            .await?
+        {
+            Cas::Applied(version) => {
+                // Someone may have taken over the claim between our two writes; then the
+                // account must not exist, so remove it again.
+                if self.owner_of(&user.email).await? != Some(user.id) {
+                    let _ = self
+                        .store
+                        .delete(Table::Users, &user_key(user.id), version)
+                        .await;
+                    return Err(CreateError::EmailTaken);
+                }
+                Ok(version)
+            }
+            Cas::Conflict(_) => Err(CreateError::Store(StoreError::Misuse(format!(
+                "user id {} already exists",
+                user.id
+            )))),
+        }
+    }
+
+    pub async fn get(&self, id: UserId) -> StoreResult<Option<Versioned<User>>> {
+        match self.store.get(Table::Users, &user_key(id)).await? {
+            Some(row) => Ok(Some(Versioned {
+                version: row.version,
+                value: decode(Table::Users, &row.data)?,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// The id of the account that owns `email`, if any.
+    pub async fn owner_of(&self, email: &Email) -> StoreResult<Option<UserId>> {
+        match self.store.get(Table::UserEmails, &email_key(email)).await? {
+            Some(row) => Ok(Some(
+                decode::<EmailIndex>(Table::UserEmails, &row.data)?.user_id,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn find_by_email(&self, email: &Email) -> StoreResult<Option<Versioned<User>>> {
+        match self.owner_of(email).await? {
+            Some(id) => Ok(self.get(id).await?.filter(|u| u.value.email == *email)),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves `user` if its row is still at `expected`; `None` on a conflict.
+    pub async fn update(&self, user: &User, expected: Version) -> StoreResult<Option<Version>> {
+        let data = encode(Table::Users, user)?;
+        match self
+            .store
+            .update(Table::Users, &user_key(user.id), expected, data, None)
+            .await?
+        {
+            Cas::Applied(version) => Ok(Some(version)),
+            Cas::Conflict(_) => Ok(None),
+        }
+    }
+
+    /// Releases an email claim held by `user_id` (after an account was erased).
+    pub async fn release_email(&self, email: &Email, user_id: UserId) -> StoreResult<()> {
+        let key = email_key(email);
+        if let Some(row) = self.store.get(Table::UserEmails, &key).await? {
+            let claimed: EmailIndex = decode(Table::UserEmails, &row.data)?;
+            if claimed.user_id == user_id {
+                self.store
+                    .delete(Table::UserEmails, &key, row.version)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A page of all accounts, in storage order.
+    pub async fn list(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> StoreResult<(Vec<User>, Option<String>)> {
+        let Page { rows, next } = self.store.scan_table(Table::Users, cursor, limit).await?;
+        let users = rows
+            .iter()
+            .map(|row| decode(Table::Users, &row.data))
+            .collect::<StoreResult<Vec<User>>>()?;
+        Ok((users, next))
+    }
+}
+
+fn user_key(id: UserId) -> Key {
+    Key::single(id.to_string())
+}
+
+fn email_key(email: &Email) -> Key {
+    Key::single(email.as_str().to_owned())
+}
