@@ -207,7 +207,11 @@ impl SmtpEmail {
         let from = parse_from(from).map_err(misconfigured)?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| misconfigured(format!("the URL is not usable: {e}")))?
-            // Per command and per connection attempt; the whole send is bounded again below.
+            // Per connection attempt and per command. When lettre's own timeout fires it drops
+            // the connection; the bound on the whole send (in `send`) is a safety net for a
+            // server that answers every command slowly. Should that one cut a transaction
+            // short, lettre still pools the connection, and its pre-use NOOP probe or the next
+            // command finds it out of step and drops it: at worst one more failed send.
             .timeout(Some(timeout))
             .build();
         Ok(SmtpEmail {
@@ -216,6 +220,18 @@ impl SmtpEmail {
             endpoint: redacted_endpoint(url),
             timeout,
         })
+    }
+}
+
+impl Drop for SmtpEmail {
+    fn drop(&mut self) {
+        // Dropping lettre's pool spawns a task to close its connections, and tokio panics when
+        // that happens outside a runtime (a sender dropped after the runtime is gone, e.g. at
+        // process exit). There, keep the pool alive instead: the process is ending anyway, and
+        // the OS closes the sockets.
+        if tokio::runtime::Handle::try_current().is_err() {
+            std::mem::forget(self.transport.clone());
+        }
     }
 }
 

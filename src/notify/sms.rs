@@ -263,10 +263,9 @@ impl SmsSender for TwilioSms {
             Ok(Ok((status, body))) => interpret_answer(status, &body, sms, &to),
         };
         match &result {
-            Ok(sid) => tracing::info!(
-                backend = "twilio", %id, %to, twilio_sid = sid.as_deref().unwrap_or("?"),
-                "SMS accepted by Twilio"
-            ),
+            Ok(sid) => {
+                tracing::info!(backend = "twilio", %id, %to, twilio_sid = %sid, "SMS accepted by Twilio");
+            }
             Err(err) => tracing::warn!(backend = "twilio", %id, %to, error = %err, "SMS not sent"),
         }
         result.map(|_| ())
@@ -308,20 +307,17 @@ fn interpret_answer(
     body: &[u8],
     sms: &Sms,
     masked_to: &str,
-) -> Result<Option<String>, NotifyError> {
+) -> Result<String, NotifyError> {
     match status {
-        200..=299 => {
-            // Twilio has taken the message: a body we cannot read must not turn into an error,
-            // or the caller would retry and the user would receive the code twice.
-            match serde_json::from_slice::<twilio::model::ApiV2010AccountMessage>(body) {
-                Ok(message) => Ok(message.sid),
-                Err(err) => {
-                    tracing::warn!(backend = "twilio", to = %masked_to, error = %err,
-                        "Twilio accepted an SMS but its answer could not be decoded");
-                    Ok(None)
-                }
-            }
-        }
+        // Twilio answers a created message with its resource, always with a SID. A success
+        // without one means something else answered (a proxy, a wrong base URL): calling that
+        // sent would lose one-time codes silently, so it is an outage of the channel.
+        200..=299 => match serde_json::from_slice::<twilio::model::ApiV2010AccountMessage>(body) {
+            Ok(twilio::model::ApiV2010AccountMessage { sid: Some(sid), .. }) => Ok(sid),
+            _ => Err(NotifyError::Unavailable(format!(
+                "HTTP {status} without a Twilio message resource (is the base URL Twilio's?)"
+            ))),
+        },
         // Bad credentials or a suspended account fail every message alike: that is an outage
         // of the channel (and an operator problem), not something wrong with this message.
         401 | 403 => Err(NotifyError::Unavailable(format!(
@@ -563,6 +559,28 @@ mod tests {
         assert!(check_base_url("not a url", path).is_err());
         assert!(check_base_url("https://u:p@api.twilio.com", path).is_err());
         assert!(check_base_url("https://api.twilio.com?x=1", path).is_err());
+    }
+
+    #[test]
+    fn only_a_message_resource_counts_as_accepted() {
+        let sms = Sms::new("+447700900112", "code");
+        let created =
+            br#"{"sid": "SM0123", "status": "queued", "num_segments": "1", "error_code": null}"#;
+        assert_eq!(interpret_answer(201, created, &sms, "m").unwrap(), "SM0123");
+        for body in [&b"<html>hello</html>"[..], b"{}", b""] {
+            assert!(matches!(
+                interpret_answer(200, body, &sms, "m"),
+                Err(NotifyError::Unavailable(_))
+            ));
+        }
+        assert!(matches!(
+            interpret_answer(400, b"not json", &sms, "m"),
+            Err(NotifyError::Invalid(m)) if m == "Twilio refused the message (HTTP 400)"
+        ));
+        assert!(matches!(
+            interpret_answer(503, b"", &sms, "m"),
+            Err(NotifyError::Unavailable(_))
+        ));
     }
 
     #[test]

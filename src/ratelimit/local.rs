@@ -11,10 +11,10 @@
 //! - its quota is fixed per limiter, while every [`RateLimiter::hit`] here names its own, so it
 //!   would take one governor limiter per quota, and a reset would have to visit all of them;
 //! - it keeps time in nanoseconds from its own clock, while the Redis backend keeps whole
-//!   microseconds of server time; sharing [`Gcra`] keeps both backends' answers identical.
+//!   microseconds of server time; sharing `Gcra` keeps both backends' answers identical.
 //!
 //! Working around the first point means writing our own state store, after which governor
-//! would contribute only the few lines of GCRA arithmetic in [`Gcra::step`]. So the state is
+//! would contribute only the few lines of GCRA arithmetic in `Gcra::step`. So the state is
 //! kept here: TATs in sharded, mutex-protected maps.
 //!
 //! # Memory

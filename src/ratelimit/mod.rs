@@ -16,7 +16,7 @@
 //! its lockout. Once the TAT lies in the past the key is indistinguishable from a fresh one,
 //! which is when both backends forget it.
 //!
-//! All arithmetic is in whole microseconds in [`Gcra`], which the Redis script mirrors line for
+//! All arithmetic is in whole microseconds in `Gcra`, which the Redis script mirrors line for
 //! line, so the same contract tests pass for both backends. Windows count in whole
 //! milliseconds (they are part of the Redis key), and a quota is checked before use: see
 //! [`LimitError::InvalidQuota`].

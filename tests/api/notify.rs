@@ -955,6 +955,17 @@ fn an_smtp_sender_outside_a_runtime_is_an_error_not_a_panic() {
     assert!(matches!(err, NotifyError::Unavailable(_)), "{err}");
 }
 
+#[test]
+fn an_smtp_sender_outliving_its_runtime_drops_without_a_panic() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sender = runtime.block_on(async { SmtpEmail::new("smtp://127.0.0.1:2525", SENDER_EMAIL) });
+    drop(runtime);
+    drop(sender.unwrap());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Outboxes
 // ---------------------------------------------------------------------------------------------
