@@ -130,7 +130,8 @@ impl Application {
     }
 }
 
-async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
+/// Opens the store the settings name.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
     Ok(match &settings.scylla {
         Some(scylla) => Arc::new(
             ScyllaStore::connect(scylla)
@@ -165,11 +166,6 @@ pub fn build_identity(
         limiter,
         clock,
     )
-}
-
-/// Opens the store the settings name.
-pub async fn open_store_for(settings: &Settings) -> anyhow::Result<SharedStore> {
-    open_store(settings).await
 }
 
 fn open_bus(settings: &Settings) -> anyhow::Result<SharedBus> {

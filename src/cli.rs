@@ -73,7 +73,7 @@ async fn create_admin(settings: &Settings, email: &str, name: &str) -> anyhow::R
     let name = crate::http::auth::parse_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     eprintln!("Password for {email} (one line on standard input):");
     let password = tokio::task::spawn_blocking(read_password).await??;
-    let store = crate::app::open_store_for(settings).await?;
+    let store = crate::app::open_store(settings).await?;
     let secrets = crate::secrets::Secrets::load(settings)?;
     let identity = crate::app::build_identity(settings, &store, &secrets, Default::default())?;
     let account = NewAccount {

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
+pub mod redis_link;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! Redis pub/sub bus, for several nodes serving one platform.
 //!
-//! Publishing goes through a [`ConnectionManager`] opened on first use. Subscriptions share ONE
+//! Publishing goes through the shared [`RedisLink`] connection, opened on first use. Subscriptions share ONE
 //! pub/sub connection per bus, owned by a background task that SUBSCRIBEs each Redis channel
 //! once, however many local subscribers the topic has, and fans incoming messages out to a
 //! per-topic broadcast channel. Redis may be down at start or go away later: nothing here waits
@@ -8,7 +8,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,19 +15,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::aio::{PubSubSink, PubSubStream};
 use redis::{Msg, RedisError};
-use tokio::runtime::Handle;
-use tokio::sync::{Notify, OnceCell, broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{Bus, BusError, SUBSCRIPTION_CAPACITY, Subscription, validate_topic};
+use crate::redis_link::{COMMAND_TIMEOUT, CONNECT_TIMEOUT, RedisLink};
 
-/// Longest wait for a TCP connection (and handshake) to Redis.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Longest wait for Redis to answer one command.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a caller of `subscribe` waits, queueing behind other subscribes included.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// First delay before reconnecting the pub/sub connection after a failed attempt.
@@ -53,13 +47,10 @@ mod keys {
 
 /// The Redis-backed [`Bus`]: every node using the same Redis and prefix sees every message.
 pub struct RedisBus {
-    client: redis::Client,
+    // The publishing connection; the pub/sub task is spawned through it too, so it is pinned
+    // to the runtime the bus was created on.
+    link: RedisLink,
     prefix: String,
-    // The runtime `new` ran on, if any. Connections and the pub/sub task are pinned to it so
-    // that they do not die with whichever short-lived runtime (an HTTP worker's, say) happened
-    // to make the first call.
-    runtime: Option<Handle>,
-    publisher: OnceCell<ConnectionManager>,
     // Replaced if the task ever stops (its runtime shut down), so the bus heals itself.
     fanout: Mutex<Option<Fanout>>,
 }
@@ -72,13 +63,9 @@ impl RedisBus {
     ///
     /// [`BusError::Unavailable`] when `url` is not a Redis URL.
     pub fn new(url: &str, prefix: &str) -> Result<Self, BusError> {
-        let client = redis::Client::open(url)
-            .map_err(|err| BusError::Unavailable(format!("invalid Redis URL: {err}")))?;
         Ok(RedisBus {
-            client,
+            link: RedisLink::new(url).map_err(BusError::Unavailable)?,
             prefix: prefix.to_owned(),
-            runtime: Handle::try_current().ok(),
-            publisher: OnceCell::new(),
             fanout: Mutex::new(None),
         })
     }
@@ -88,40 +75,6 @@ impl RedisBus {
         keys::channel(&self.prefix, topic)
     }
 
-    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        match &self.runtime {
-            Some(runtime) => runtime.spawn(future),
-            None => tokio::spawn(future),
-        }
-    }
-
-    /// The shared publishing connection, opened on first use; a failed open is retried by the
-    /// next call, after which the manager reconnects by itself.
-    async fn publisher(&self) -> Result<ConnectionManager, BusError> {
-        let manager = self
-            .publisher
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(COMMAND_TIMEOUT))
-                    // Callers are waiting: one attempt per call, never a retry loop inside it.
-                    .set_number_of_retries(0);
-                let open = ConnectionManager::new_with_config(self.client.clone(), config);
-                match self.spawn(open).await {
-                    Ok(result) => result.map_err(unavailable),
-                    Err(err) => Err(BusError::Unavailable(format!(
-                        "opening a Redis connection was aborted: {err}"
-                    ))),
-                }
-            })
-            .await?;
-        Ok(manager.clone())
-    }
-
     /// Sends one command on the publishing connection, bounded by [`COMMAND_TIMEOUT`].
     async fn command<T: redis::FromRedisValue>(
         &self,
@@ -129,7 +82,11 @@ impl RedisBus {
         cmd: redis::Cmd,
     ) -> Result<T, BusError> {
         let run = async {
-            let mut connection = self.publisher().await?;
+            let mut connection = self
+                .link
+                .connection()
+                .await
+                .map_err(BusError::Unavailable)?;
             cmd.query_async::<T>(&mut connection)
                 .await
                 .map_err(unavailable)
@@ -151,9 +108,9 @@ impl RedisBus {
         }
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
         let releases = Arc::new(Releases::default());
-        let task = PubSubTask::new(self.client.clone(), receiver, releases.clone());
+        let task = PubSubTask::new(self.link.client().clone(), receiver, releases.clone());
         // The handle is not kept: the task ends by itself once the bus drops its sender.
-        drop(self.spawn(task.run()));
+        drop(self.link.spawn(task.run()));
         let fanout = Fanout { commands, releases };
         *slot = Some(fanout.clone());
         fanout

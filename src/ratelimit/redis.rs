@@ -24,18 +24,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
-use tokio::runtime::Handle;
-use tokio::sync::OnceCell;
 use tokio::time::timeout;
 
 use super::{Decision, Gcra, LimitError, Quota, RateLimiter, stored_key};
+use crate::redis_link::RedisLink;
 
-/// Longest wait for a TCP connection (and handshake) to Redis.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest a caller waits for one hit or reset, connecting included.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+pub const COMMAND_TIMEOUT: Duration = crate::redis_link::COMMAND_TIMEOUT;
 
 /// One GCRA step, mirroring [`Gcra::step`] in whole microseconds of Redis server time.
 ///
@@ -107,12 +104,8 @@ mod keys {
 /// The Redis-backed [`RateLimiter`]: every node using the same Redis and prefix shares every
 /// limit.
 pub struct RedisLimiter {
-    client: redis::Client,
+    link: RedisLink,
     prefix: String,
-    // The runtime `new` ran on, if any: the connection is opened on it so that it does not die
-    // with whichever short-lived runtime (an HTTP worker's, say) made the first call.
-    runtime: Option<Handle>,
-    connection: OnceCell<ConnectionManager>,
     hit_script: LuaScript,
     reset_script: LuaScript,
     // Whether the last call reached Redis, so that an outage is logged once, not per call.
@@ -127,13 +120,9 @@ impl RedisLimiter {
     ///
     /// [`LimitError::Unavailable`] when `url` is not a Redis URL.
     pub fn new(url: &str, prefix: &str) -> Result<Self, LimitError> {
-        let client = redis::Client::open(url)
-            .map_err(|err| LimitError::Unavailable(format!("invalid Redis URL: {err}")))?;
         Ok(RedisLimiter {
-            client,
+            link: RedisLink::new(url).map_err(LimitError::Unavailable)?,
             prefix: prefix.to_owned(),
-            runtime: Handle::try_current().ok(),
-            connection: OnceCell::new(),
             hit_script: LuaScript::new(HIT_SCRIPT),
             reset_script: LuaScript::new(RESET_SCRIPT),
             reachable: AtomicBool::new(true),
@@ -156,33 +145,6 @@ impl RedisLimiter {
         keys::index(&self.prefix, &stored_key(key))
     }
 
-    /// The shared connection, opened on first use; a failed open is retried by the next call,
-    /// after which the manager reconnects by itself.
-    async fn connection(&self) -> Result<ConnectionManager, LimitError> {
-        let manager = self
-            .connection
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(COMMAND_TIMEOUT))
-                    // Callers are waiting: one attempt per call, never a retry loop inside it.
-                    .set_number_of_retries(0);
-                let open = ConnectionManager::new_with_config(self.client.clone(), config);
-                let opened = match &self.runtime {
-                    Some(runtime) => runtime.spawn(open).await,
-                    None => tokio::spawn(open).await,
-                };
-                match opened {
-                    Ok(result) => result.map_err(unavailable),
-                    Err(err) => Err(LimitError::Unavailable(format!(
-                        "opening a Redis connection was aborted: {err}"
-                    ))),
-                }
-            })
-            .await?;
-        Ok(manager.clone())
-    }
-
     /// Runs `script` with `keys` and `args`, bounded by [`COMMAND_TIMEOUT`], and keeps track
     /// of whether Redis is reachable.
     async fn run<T: redis::FromRedisValue>(
@@ -193,7 +155,11 @@ impl RedisLimiter {
         args: &[u64],
     ) -> Result<T, LimitError> {
         let call = async {
-            let mut connection = self.connection().await?;
+            let mut connection = self
+                .link
+                .connection()
+                .await
+                .map_err(LimitError::Unavailable)?;
             script
                 .invoke::<T>(&mut connection, keys, args)
                 .await

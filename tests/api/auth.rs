@@ -526,7 +526,7 @@ async fn the_login_limit_holds_across_two_nodes_sharing_redis() {
 }
 
 #[actix_web::test]
-async fn users_cannot_reach_admin_endpoints_or_each_other() {
+async fn users_cannot_reach_admin_endpoints_and_me_is_always_their_own() {
     let app = spawn_app().await;
     let (alice, _, _) = app.signed_in("customer").await;
     let (_, _, bob_id) = app.signed_in("vendor").await;
