@@ -16,9 +16,10 @@ use crate::bus::redis::RedisBus;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::identity::Identity;
 use crate::identity::tokens::AccessTokens;
+use crate::identity::{Delivery, Identity, IdentityParts};
 use crate::metrics::Metrics;
+use crate::notify::{OutboxEmail, OutboxSms, SharedEmail, SharedSms, SmtpEmail, TwilioSms};
 use crate::ratelimit::SharedLimiter;
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
@@ -27,8 +28,6 @@ use crate::store::SharedStore;
 use crate::store::carts::CartRepo;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::scylla::ScyllaStore;
-use crate::store::sessions::SessionRepo;
-use crate::store::users::UserRepo;
 
 /// A built node, listening but not yet serving.
 pub struct Application {
@@ -159,13 +158,52 @@ pub fn build_identity(
         Some(secret) => secret.as_bytes().to_vec(),
         None => secrets.derive("jwt-hs256").to_vec(),
     };
-    Identity::new(
-        UserRepo::new(Arc::clone(store)),
-        SessionRepo::new(Arc::clone(store)),
-        AccessTokens::new(&jwt_key),
+    Identity::new(IdentityParts {
+        store: Arc::clone(store),
+        tokens: AccessTokens::new(&jwt_key),
         limiter,
         clock,
-    )
+        code_key: secrets.derive("auth-codes"),
+        delivery: open_delivery(settings)?,
+    })
+}
+
+/// Twilio and SMTP when configured; otherwise outboxes in the data directory.
+fn open_delivery(settings: &Settings) -> anyhow::Result<Delivery> {
+    let outbox = settings.data_dir.join("outbox");
+    let sms: SharedSms = match &settings.twilio {
+        Some(t) => Arc::new(
+            TwilioSms::try_new(&t.base_url, &t.account_sid, &t.auth_token, &t.from)
+                .context("HEXMARKET_TWILIO_*")?,
+        ),
+        None => Arc::new(
+            OutboxSms::new(&outbox)
+                .with_context(|| format!("opening the SMS outbox in {}", outbox.display()))?,
+        ),
+    };
+    let email: SharedEmail = match &settings.smtp_url {
+        Some(url) => {
+            Arc::new(SmtpEmail::new(url, &settings.mail_from).context("HEXMARKET_SMTP_URL")?)
+        }
+        None => Arc::new(
+            OutboxEmail::new(&outbox, &settings.mail_from).with_context(|| {
+                format!(
+                    "opening the email outbox in {} (HEXMARKET_MAIL_FROM)",
+                    outbox.display()
+                )
+            })?,
+        ),
+    };
+    tracing::info!(
+        sms = sms.backend(),
+        email = email.backend(),
+        "message delivery"
+    );
+    Ok(Delivery {
+        sms,
+        email,
+        public_url: settings.public_url.clone(),
+    })
 }
 
 fn open_bus(settings: &Settings) -> anyhow::Result<SharedBus> {

@@ -31,6 +31,27 @@ pub struct ScyllaSettings {
     pub request_timeout: Duration,
 }
 
+/// Twilio credentials, present when `HEXMARKET_TWILIO_ACCOUNT_SID` is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TwilioSettings {
+    pub base_url: String,
+    pub account_sid: String,
+    pub auth_token: String,
+    /// Sender: an E.164 number or an alphanumeric sender id.
+    pub from: String,
+}
+
+impl std::fmt::Debug for TwilioSettings {
+    // The auth token never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioSettings")
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything configurable about a hexmarket process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -60,6 +81,14 @@ pub struct Settings {
     pub jwt_secret: Option<String>,
     /// Whether the refresh cookie is marked `Secure`.
     pub secure_cookies: bool,
+    /// SMTP server for email (`smtp://` or `smtps://`); email goes to the outbox when unset.
+    pub smtp_url: Option<String>,
+    /// Sender of every email, e.g. `hexmarket <no-reply@example.com>`.
+    pub mail_from: String,
+    /// Twilio for SMS; SMS go to the outbox when unset.
+    pub twilio: Option<TwilioSettings>,
+    /// Base URL of the site, for links in emails.
+    pub public_url: String,
 }
 
 /// A setting that could not be used.
@@ -134,11 +163,59 @@ impl Settings {
             return Err(err("HEXMARKET_JWT_SECRET", "must be at least 32 bytes"));
         }
 
+        let smtp_url = match env.get("HEXMARKET_SMTP_URL") {
+            None => None,
+            Some(url) if url.starts_with("smtp://") || url.starts_with("smtps://") => {
+                Some(url.to_owned())
+            }
+            Some(_) => {
+                return Err(err(
+                    "HEXMARKET_SMTP_URL",
+                    "must start with smtp:// or smtps://",
+                ));
+            }
+        };
+        let twilio = match env.get("HEXMARKET_TWILIO_ACCOUNT_SID") {
+            None => None,
+            Some(sid) => Some(TwilioSettings {
+                base_url: env.parse_with(
+                    "HEXMARKET_TWILIO_BASE_URL",
+                    "https://api.twilio.com",
+                    parse_http_url,
+                )?,
+                account_sid: sid.to_owned(),
+                auth_token: env
+                    .get("HEXMARKET_TWILIO_AUTH_TOKEN")
+                    .ok_or_else(|| {
+                        err(
+                            "HEXMARKET_TWILIO_AUTH_TOKEN",
+                            "must be set with HEXMARKET_TWILIO_ACCOUNT_SID",
+                        )
+                    })?
+                    .to_owned(),
+                from: env
+                    .get("HEXMARKET_TWILIO_FROM")
+                    .ok_or_else(|| {
+                        err(
+                            "HEXMARKET_TWILIO_FROM",
+                            "must be set with HEXMARKET_TWILIO_ACCOUNT_SID",
+                        )
+                    })?
+                    .to_owned(),
+            }),
+        };
+        let listen = env.parse_with("HEXMARKET_LISTEN", "127.0.0.1:8080", |s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| format!("expected host:port, got {s:?}"))
+        })?;
+        let public_url = env.parse_with(
+            "HEXMARKET_PUBLIC_URL",
+            &format!("http://{listen}"),
+            parse_http_url,
+        )?;
+
         Ok(Settings {
-            listen: env.parse_with("HEXMARKET_LISTEN", "127.0.0.1:8080", |s| {
-                s.parse::<SocketAddr>()
-                    .map_err(|_| format!("expected host:port, got {s:?}"))
-            })?,
+            listen,
             data_dir: PathBuf::from(env.get("HEXMARKET_DATA_DIR").unwrap_or("./data")),
             scylla,
             redis_url,
@@ -177,6 +254,13 @@ impl Settings {
                 "false" | "0" => Ok(false),
                 other => Err(format!("expected true or false, got {other:?}")),
             })?,
+            smtp_url,
+            mail_from: env
+                .get("HEXMARKET_MAIL_FROM")
+                .unwrap_or("hexmarket <no-reply@hexmarket.invalid>")
+                .to_owned(),
+            twilio,
+            public_url,
         })
     }
 
@@ -268,6 +352,19 @@ fn parse_nodes(raw: &str) -> Result<Vec<String>, ConfigError> {
         ));
     }
     Ok(nodes)
+}
+
+/// An `http://` or `https://` URL, without a trailing slash.
+fn parse_http_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !s.chars().any(char::is_whitespace) => {
+            Ok(s.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("expected an http:// or https:// URL, got {s:?}")),
+    }
 }
 
 /// Keyspace names and key prefixes: a letter, then letters, digits or `_`, at most 48.

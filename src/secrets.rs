@@ -81,7 +81,7 @@ impl Secrets {
 
     /// A 32-byte key for `purpose`.
     pub fn derive(&self, purpose: &str) -> [u8; 32] {
-        hmac(&self.master, purpose.as_bytes())
+        hmac_sha256(&self.master, purpose.as_bytes())
     }
 }
 
@@ -94,7 +94,7 @@ pub struct Signer {
 impl Signer {
     /// `payload` must not contain `.`.
     pub fn sign(&self, payload: &str) -> String {
-        let tag = hmac(&self.key, payload.as_bytes());
+        let tag = hmac_sha256(&self.key, payload.as_bytes());
         format!("{payload}.{}", URL_SAFE_NO_PAD.encode(&tag[..16]))
     }
 
@@ -110,7 +110,8 @@ impl Signer {
     }
 }
 
-fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+/// HMAC-SHA256 of `message` under `key`.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));

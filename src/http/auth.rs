@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::extract::AuthUser;
 use super::{ApiError, AppState};
 use crate::domain::identity::{Email, Phone, SelfServiceRole};
-use crate::identity::{IdentityError, NewAccount, TokenPair};
+use crate::identity::{IdentityError, NewAccount, OtpPurpose, TokenPair};
+use crate::notify::NotifyError;
 
 /// Name of the cookie carrying the refresh token for browsers.
 pub const REFRESH_COOKIE: &str = "hexmarket_refresh";
@@ -19,7 +20,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/auth/login", web::post().to(login))
         .route("/auth/refresh", web::post().to(refresh))
         .route("/auth/logout", web::post().to(logout))
-        .route("/auth/logout-all", web::post().to(logout_all));
+        .route("/auth/logout-all", web::post().to(logout_all))
+        .route("/auth/phone/otp", web::post().to(send_otp))
+        .route("/auth/phone/verify", web::post().to(verify_otp))
+        .route(
+            "/auth/email/verify/request",
+            web::post().to(request_email_verification),
+        )
+        .route("/auth/email/verify/confirm", web::post().to(confirm_email))
+        .route("/auth/password/forgot", web::post().to(forgot_password))
+        .route("/auth/password/reset", web::post().to(reset_password));
 }
 
 impl From<IdentityError> for ApiError {
@@ -46,6 +56,25 @@ impl From<IdentityError> for ApiError {
             }
             IdentityError::NotFound => ApiError::not_found("no such account"),
             IdentityError::Contended => ApiError::conflict("contended", e.to_string()),
+            IdentityError::NoPhone => ApiError::conflict("phone_missing", e.to_string()),
+            IdentityError::InvalidCode => ApiError::bad_request("invalid_code", e.to_string()),
+            IdentityError::CodeExhausted => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "code_exhausted",
+                e.to_string(),
+            ),
+            IdentityError::InvalidToken => ApiError::bad_request("invalid_token", e.to_string()),
+            IdentityError::AlreadyVerified => {
+                ApiError::conflict("email_already_verified", e.to_string())
+            }
+            IdentityError::Delivery(NotifyError::Invalid(why)) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "delivery_refused",
+                format!("the message could not be sent: {why}"),
+            ),
+            IdentityError::Delivery(cause @ NotifyError::Unavailable(_)) => {
+                ApiError::unavailable("delivery_unavailable", cause)
+            }
             IdentityError::Store(store) => store.into(),
             IdentityError::Limiter(limiter) => {
                 ApiError::unavailable("rate_limiter_unavailable", limiter)
@@ -264,4 +293,159 @@ pub async fn logout_all(
 ) -> Result<HttpResponse, ApiError> {
     state.identity.revoke_all(user.id).await?;
     Ok(HttpResponse::NoContent().cookie(cleared_cookie()).finish())
+}
+
+/// Which code to send.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtpRequest {
+    pub purpose: OtpPurpose,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OtpSent {
+    /// Seconds the code stays valid.
+    pub expires_in: i64,
+}
+
+/// Sends a six-digit code by SMS to the caller's phone (at most 5 per number per hour).
+#[utoipa::path(post, path = "/api/v1/auth/phone/otp", tag = "auth", request_body = OtpRequest, security(("bearer" = [])),
+    responses((status = 202, body = OtpSent), (status = 409, body = super::problem::Problem, description = "phone_missing"),
+        (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After"),
+        (status = 503, body = super::problem::Problem, description = "delivery_unavailable")))]
+pub async fn send_otp(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<OtpRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ttl = state.identity.send_otp(user.id, body.purpose).await?;
+    Ok(HttpResponse::Accepted().json(OtpSent {
+        expires_in: ttl.num_seconds(),
+    }))
+}
+
+/// A code received by SMS.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtpVerify {
+    pub purpose: OtpPurpose,
+    #[schema(example = "042917")]
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OtpVerified {
+    pub phone_verified: bool,
+    /// For `step_up`: an access token valid for sensitive operations for five minutes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+}
+
+/// Checks a code: verifies the phone, or grants a step-up token.
+#[utoipa::path(post, path = "/api/v1/auth/phone/verify", tag = "auth", request_body = OtpVerify, security(("bearer" = [])),
+    responses((status = 200, body = OtpVerified), (status = 400, body = super::problem::Problem, description = "invalid_code"),
+        (status = 429, body = super::problem::Problem, description = "code_exhausted: five wrong guesses")))]
+pub async fn verify_otp(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<OtpVerify>,
+) -> Result<HttpResponse, ApiError> {
+    let OtpVerify { purpose, code } = body.into_inner();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::invalid_field("code", "must be six digits"));
+    }
+    let auth_time = chrono::DateTime::from_timestamp(user.claims.auth_time, 0)
+        .unwrap_or_else(|| state.identity.clock.now());
+    let outcome = state
+        .identity
+        .verify_otp(user.id, purpose, &code, auth_time)
+        .await?;
+    Ok(HttpResponse::Ok().json(match outcome {
+        crate::identity::OtpOutcome::PhoneVerified => OtpVerified {
+            phone_verified: true,
+            access_token: None,
+            expires_in: None,
+        },
+        crate::identity::OtpOutcome::SteppedUp { access_token } => OtpVerified {
+            phone_verified: true,
+            access_token: Some(access_token),
+            expires_in: Some(crate::identity::tokens::ACCESS_TTL.num_seconds()),
+        },
+    }))
+}
+
+/// Emails the caller a link to confirm their address.
+#[utoipa::path(post, path = "/api/v1/auth/email/verify/request", tag = "auth", security(("bearer" = [])),
+    responses((status = 202), (status = 409, body = super::problem::Problem, description = "email_already_verified"),
+        (status = 429, body = super::problem::Problem)))]
+pub async fn request_email_verification(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    state.identity.request_email_verification(user.id).await?;
+    Ok(HttpResponse::Accepted().finish())
+}
+
+/// A token from an email link.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub token: String,
+}
+
+/// Confirms an email address with the token from the link.
+#[utoipa::path(post, path = "/api/v1/auth/email/verify/confirm", tag = "auth", request_body = TokenRequest,
+    responses((status = 204), (status = 400, body = super::problem::Problem, description = "invalid_token")))]
+pub async fn confirm_email(
+    state: web::Data<AppState>,
+    body: web::Json<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    state.identity.confirm_email(&body.token).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgotRequest {
+    #[schema(example = "jane@example.com")]
+    pub email: String,
+}
+
+/// Emails a password-reset link if an account has this address; answers 202 either way.
+#[utoipa::path(post, path = "/api/v1/auth/password/forgot", tag = "auth", request_body = ForgotRequest,
+    responses((status = 202)))]
+pub async fn forgot_password(
+    state: web::Data<AppState>,
+    body: web::Json<ForgotRequest>,
+) -> Result<HttpResponse, ApiError> {
+    // A malformed address cannot have an account: same answer, nothing sent.
+    if let Ok(email) = Email::parse(&body.email) {
+        state.identity.forgot_password(&email).await?;
+    }
+    Ok(HttpResponse::Accepted().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetRequest {
+    pub token: String,
+    pub new_password: String,
+}
+
+/// Sets a new password with the token from a reset link; ends every session.
+#[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "auth", request_body = ResetRequest,
+    responses((status = 204), (status = 400, body = super::problem::Problem, description = "invalid_token"),
+        (status = 422, body = super::problem::Problem, description = "a password rule")))]
+pub async fn reset_password(
+    state: web::Data<AppState>,
+    body: web::Json<ResetRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let ResetRequest {
+        token,
+        new_password,
+    } = body.into_inner();
+    state.identity.reset_password(&token, new_password).await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -18,7 +18,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(patch_me))
             .route(web::delete().to(delete_me)),
     )
-    .route("/me/export", web::get().to(export_me));
+    .route("/me/export", web::get().to(export_me))
+    .route("/me/password", web::post().to(change_password))
+    .route("/me/email", web::post().to(change_email));
 }
 
 /// The caller's profile.
@@ -205,4 +207,56 @@ pub async fn delete_me(
     state.identity.revoke_all(user.id).await?;
     tracing::info!(user_id = %user.id, "personal data erased");
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Changes the password (needs a recent step-up and the current password); ends every session.
+#[utoipa::path(post, path = "/api/v1/me/password", tag = "me", request_body = ChangePassword, security(("bearer" = [])),
+    responses((status = 204), (status = 401, body = super::problem::Problem, description = "invalid_credentials"),
+        (status = 403, body = super::problem::Problem, description = "step_up_required"),
+        (status = 422, body = super::problem::Problem, description = "a password rule")))]
+pub async fn change_password(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<ChangePassword>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_step_up(state.identity.clock.now())?;
+    let ChangePassword {
+        current_password,
+        new_password,
+    } = body.into_inner();
+    state
+        .identity
+        .change_password(user.id, current_password, new_password)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmail {
+    #[schema(example = "jane.new@example.com")]
+    pub email: String,
+}
+
+/// Moves the account to another email address (needs a recent step-up); it is unverified
+/// until confirmed.
+#[utoipa::path(post, path = "/api/v1/me/email", tag = "me", request_body = ChangeEmail, security(("bearer" = [])),
+    responses((status = 200, body = Profile), (status = 403, body = super::problem::Problem, description = "step_up_required"),
+        (status = 409, body = super::problem::Problem, description = "email_taken")))]
+pub async fn change_email(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<ChangeEmail>,
+) -> Result<HttpResponse, ApiError> {
+    let email = super::auth::parse_email(&body.email)?;
+    user.require_step_up(state.identity.clock.now())?;
+    let updated = state.identity.change_email(user.id, email).await?;
+    Ok(HttpResponse::Ok().json(Profile::from(&updated)))
 }

@@ -1,9 +1,13 @@
 //! Accounts and sessions: registration, login with brute-force limits, refresh-token rotation
 //! with reuse detection, logout, and the access tokens every other handler trusts.
 
+mod codes;
 pub mod password;
 pub mod tokens;
 
+pub use codes::{OTP_MAX_ATTEMPTS, OTP_TTL, OtpOutcome, OtpPurpose};
+
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
@@ -11,11 +15,13 @@ use chrono::{DateTime, Duration, Utc};
 use crate::clock::Clock;
 use crate::domain::identity::{Email, PasswordRule, Phone, Role, check_password};
 use crate::domain::ids::{SessionId, UserId};
+use crate::notify::{NotifyError, SharedEmail, SharedSms};
 use crate::ratelimit::{Decision, LimitError, Quota, SharedLimiter};
-use crate::store::StoreError;
+use crate::store::auth_codes::AuthCodeRepo;
 use crate::store::carts::Versioned;
 use crate::store::sessions::{REMEMBERED_HASHES, RefreshFamily, SessionRepo};
 use crate::store::users::{CreateError, User, UserRepo};
+use crate::store::{SharedStore, StoreError};
 use password::PasswordHasher;
 use tokens::{AccessTokens, RefreshToken, constant_time_eq};
 
@@ -73,6 +79,18 @@ pub enum IdentityError {
     NotFound,
     #[error("the account kept changing under this update; try again")]
     Contended,
+    #[error("the account has no phone number")]
+    NoPhone,
+    #[error("the code is wrong, expired or already used")]
+    InvalidCode,
+    #[error("too many wrong guesses; request a new code")]
+    CodeExhausted,
+    #[error("the token is not valid, expired or already used")]
+    InvalidToken,
+    #[error("the email address is already verified")]
+    AlreadyVerified,
+    #[error(transparent)]
+    Delivery(#[from] NotifyError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -91,32 +109,60 @@ pub struct NewAccount {
     pub phone: Option<Phone>,
 }
 
+/// Where codes and links are sent.
+#[derive(Clone)]
+pub struct Delivery {
+    pub sms: SharedSms,
+    pub email: SharedEmail,
+    /// Base URL of the site, for links in emails.
+    pub public_url: String,
+}
+
+/// What the identity service is built from.
+pub struct IdentityParts {
+    pub store: SharedStore,
+    pub tokens: AccessTokens,
+    pub limiter: SharedLimiter,
+    pub clock: Clock,
+    /// Key of the hashes one-time codes and tokens are stored as.
+    pub code_key: [u8; 32],
+    pub delivery: Delivery,
+}
+
 /// The identity service shared by the HTTP handlers and the CLI.
 #[derive(Clone)]
 pub struct Identity {
     pub users: UserRepo,
     sessions: SessionRepo,
+    codes: AuthCodeRepo,
     hasher: PasswordHasher,
     pub tokens: AccessTokens,
     limiter: SharedLimiter,
     pub clock: Clock,
+    code_key: [u8; 32],
+    delivery: Delivery,
 }
 
 impl Identity {
-    pub fn new(
-        users: UserRepo,
-        sessions: SessionRepo,
-        tokens: AccessTokens,
-        limiter: SharedLimiter,
-        clock: Clock,
-    ) -> anyhow::Result<Self> {
+    pub fn new(parts: IdentityParts) -> anyhow::Result<Self> {
+        let IdentityParts {
+            store,
+            tokens,
+            limiter,
+            clock,
+            code_key,
+            delivery,
+        } = parts;
         Ok(Identity {
-            users,
-            sessions,
+            users: UserRepo::new(Arc::clone(&store)),
+            sessions: SessionRepo::new(Arc::clone(&store)),
+            codes: AuthCodeRepo::new(store),
             hasher: PasswordHasher::new()?,
             tokens,
             limiter,
             clock,
+            code_key,
+            delivery,
         })
     }
 

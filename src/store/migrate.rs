@@ -34,11 +34,18 @@ const DDL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Numbered schema files: version (the file name's leading number), file name, text.
 /// Append only; a unit test checks this list against `schema/`.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "001_tables.cql",
-    include_str!("../../schema/001_tables.cql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "001_tables.cql",
+        include_str!("../../schema/001_tables.cql"),
+    ),
+    (
+        2,
+        "002_auth_codes.cql",
+        include_str!("../../schema/002_auth_codes.cql"),
+    ),
+];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an
 /// empty list when the schema is up to date, so running it again is harmless.

@@ -12,6 +12,7 @@
 //! [`seq_key`] sort numerically. Typed repositories in the submodules turn rows into domain
 //! values, so handlers and actors never see bytes and every backend gets them for free.
 
+pub mod auth_codes;
 pub mod carts;
 pub mod embedded;
 pub mod migrate;
@@ -61,11 +62,15 @@ pub enum Table {
     Idempotency,
     /// Courier location trail: partition = courier id and day, clustering = recorded time.
     CourierTrail,
+    /// One-time codes and single-use tokens (SMS OTP, email verification, password reset),
+    /// stored as keyed hashes: partition = user id, clustering = purpose.
+    AuthCodes,
 }
 
 impl Table {
-    /// All tables, in a stable order.
-    pub const ALL: [Table; 8] = [
+    /// All tables, in a stable order. Append only: the embedded store tags its expiry index
+    /// with a table's position here.
+    pub const ALL: [Table; 9] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -74,6 +79,7 @@ impl Table {
         Table::OrderEvents,
         Table::Idempotency,
         Table::CourierTrail,
+        Table::AuthCodes,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -87,6 +93,7 @@ impl Table {
             Table::OrderEvents => "order_events",
             Table::Idempotency => "idempotency",
             Table::CourierTrail => "courier_trail",
+            Table::AuthCodes => "auth_codes",
         }
     }
 

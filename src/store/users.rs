@@ -117,34 +117,45 @@ impl UserRepo {
         UserRepo { store }
     }
 
+    /// Claims `email` for `user_id`: `false` when another live account holds it. A claim
+    /// whose account row never got written (a crash between the two writes of `create`) is
+    /// taken over.
+    pub async fn claim_email(&self, email: &Email, user_id: UserId) -> StoreResult<bool> {
+        let key = email_key(email);
+        let index = encode(Table::UserEmails, &EmailIndex { user_id })?;
+        match self
+            .store
+            .insert(Table::UserEmails, &key, index.clone(), None)
+            .await?
+        {
+            Cas::Applied(_) => Ok(true),
+            Cas::Conflict(Some(row)) => {
+                let claimed: EmailIndex = decode(Table::UserEmails, &row.data)?;
+                if claimed.user_id == user_id {
+                    return Ok(true);
+                }
+                if self
+                    .get(claimed.user_id)
+                    .await?
+                    .is_some_and(|u| u.value.email == *email)
+                {
+                    return Ok(false);
+                }
+                Ok(self
+                    .store
+                    .update(Table::UserEmails, &key, row.version, index, None)
+                    .await?
+                    .is_applied())
+            }
+            Cas::Conflict(None) => Ok(false),
+        }
+    }
+
     /// Creates the account, claiming its email first.
     #[tracing::instrument(skip_all, fields(user_id = %user.id))]
     pub async fn create(&self, user: &User) -> Result<Version, CreateError> {
-        let index_key = email_key(&user.email);
-        let index = encode(Table::UserEmails, &EmailIndex { user_id: user.id })?;
-        match self
-            .store
-            .insert(Table::UserEmails, &index_key, index.clone(), None)
-            .await?
-        {
-            Cas::Applied(_) => {}
-            Cas::Conflict(Some(row)) => {
-                // A claim whose account row never got written (a crash between the two
-                // writes) is taken over; a claim of a live account is a duplicate.
-                let claimed: EmailIndex = decode(Table::UserEmails, &row.data)?;
-                if self.get(claimed.user_id).await?.is_some() {
-                    return Err(CreateError::EmailTaken);
-                }
-                if !self
-                    .store
-                    .update(Table::UserEmails, &index_key, row.version, index, None)
-                    .await?
-                    .is_applied()
-                {
-                    return Err(CreateError::EmailTaken);
-                }
-            }
-            Cas::Conflict(None) => return Err(CreateError::EmailTaken),
+        if !self.claim_email(&user.email, user.id).await? {
+            return Err(CreateError::EmailTaken);
         }
         let data = encode(Table::Users, user)?;
         match self

@@ -12,3 +12,4 @@ mod http;
 mod notify;
 mod ratelimit;
 mod store_contract;
+mod verification;
