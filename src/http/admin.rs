@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::auth::AccountView;
 use super::extract::AuthUser;
@@ -98,6 +99,7 @@ pub async fn list_users(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"banned": true}))]
 pub struct PatchUser {
     pub role: Option<Role>,
     pub banned: Option<bool>,

@@ -4,6 +4,7 @@ use actix_web::cookie::{Cookie, SameSite, time::Duration as CookieDuration};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::extract::AuthUser;
 use super::{ApiError, AppState};
@@ -173,6 +174,7 @@ pub async fn register(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "jane@example.com", "password": "correct horse battery staple"}))]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
@@ -180,6 +182,7 @@ pub struct LoginRequest {
 
 /// Tokens of a session.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl", "refresh_token": "0190f0d28c6a70008000000000000001.0190f0d28c6a70008000000000000002.q1Yk3b0X9bq2H8m1g7v4rW0y5c6n2s9d8f7a1k3j4h5", "token_type": "Bearer", "expires_in": 600}))]
 pub struct TokenResponse {
     pub access_token: String,
     pub refresh_token: String,
@@ -239,6 +242,7 @@ pub async fn login(
 /// The refresh token, from the body or the cookie.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "0190f0d28c6a70008000000000000001.0190f0d28c6a70008000000000000002.q1Yk3b0X9bq2H8m1g7v4rW0y5c6n2s9d8f7a1k3j4h5"}))]
 pub struct RefreshRequest {
     pub refresh_token: Option<String>,
 }
@@ -298,6 +302,7 @@ pub async fn logout_all(
 /// Which code to send.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"purpose": "step_up"}))]
 pub struct OtpRequest {
     pub purpose: OtpPurpose,
 }
@@ -391,6 +396,7 @@ pub async fn request_email_verification(
 /// A token from an email link.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "0190f0d28c6a70008000000000000001.q1Yk3b0X9bq2H8m1g7v4rW0y5c6n2s9d8f7a1k3j4h5"}))]
 pub struct TokenRequest {
     pub token: String,
 }
@@ -429,6 +435,7 @@ pub async fn forgot_password(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"token": "0190f0d28c6a70008000000000000001.q1Yk3b0X9bq2H8m1g7v4rW0y5c6n2s9d8f7a1k3j4h5", "new_password": "a brand new passphrase"}))]
 pub struct ResetRequest {
     pub token: String,
     pub new_password: String,

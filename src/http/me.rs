@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use super::auth::{AccountView, parse_name, parse_phone};
 use super::extract::AuthUser;
@@ -64,6 +65,7 @@ pub async fn get_me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRe
 /// Fields of the profile a user may change. Changing the phone needs a recent step-up.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Jane Doe", "addresses": [{"label": "home", "text": "1 High Street, London", "lat": 51.5074, "lng": -0.1278}], "notifications": {"sms": {"order_paid": false}}}))]
 pub struct PatchMe {
     pub name: Option<String>,
     pub phone: Option<String>,
@@ -211,6 +213,7 @@ pub async fn delete_me(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"current_password": "correct horse battery staple", "new_password": "a brand new passphrase"}))]
 pub struct ChangePassword {
     pub current_password: String,
     pub new_password: String,

@@ -35,6 +35,39 @@ async fn health_ready_metrics_openapi_and_docs_answer() {
     let openapi: Value = openapi.json().await.unwrap();
     assert!(openapi["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(openapi["paths"]["/api/v1/cart/items"]["post"].is_object());
+    for path in [
+        "/api/v1/auth/register",
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/phone/otp",
+        "/api/v1/auth/phone/verify",
+        "/api/v1/auth/password/reset",
+        "/api/v1/me",
+        "/api/v1/admin/users",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "{path} documented");
+    }
+    for schema in [
+        "RegisterRequest",
+        "LoginRequest",
+        "TokenResponse",
+        "OtpRequest",
+        "PatchMe",
+    ] {
+        let s = &openapi["components"]["schemas"][schema];
+        let example = s.get("example").or_else(|| s.get("examples"));
+        assert!(
+            example.is_some()
+                || s["properties"].as_object().is_some_and(|p| p
+                    .values()
+                    .any(|v| v.get("example").is_some() || v.get("examples").is_some())),
+            "{schema} has an example: {s}"
+        );
+    }
+    assert_eq!(
+        openapi["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
 
     let docs = app.get("/docs").await;
     assert_eq!(docs.status(), 200);
