@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::auth::AccountView;
 use super::extract::AuthUser;

@@ -2,7 +2,6 @@
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::auth::{AccountView, parse_name, parse_phone};
 use super::extract::AuthUser;
