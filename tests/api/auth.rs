@@ -713,3 +713,39 @@ async fn the_profile_can_be_changed_exported_and_erased() {
     // The email is free again.
     assert_eq!(app.register(&email, "customer").await.status(), 201);
 }
+
+#[actix_web::test]
+async fn create_admin_reads_the_password_from_stdin_and_the_admin_can_log_in() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let email = unique_email();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"))
+        .args(["create-admin", "--email", &email, "--name", "Ops"])
+        .env_clear()
+        .env("HEXMARKET_DATA_DIR", dir.path())
+        .env("HEXMARKET_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().await.unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created admin"));
+
+    let app = crate::helpers::spawn_in(dir, |_| {}).await;
+    let tokens: Value = app.login(&email, PASSWORD).await.json().await.unwrap();
+    let me: Value = app
+        .get_authed("/api/v1/me", tokens["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "admin");
+}
