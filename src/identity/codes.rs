@@ -102,17 +102,7 @@ impl Identity {
         self.limit(&format!("otp:send:{}", phone.as_str()), &[OTP_SEND_QUOTA])
             .await?;
         let code = format!("{:06}", rand::random_range(0..1_000_000u32));
-        let now = self.clock.now();
-        let record = AuthCode {
-            digest: self.digest(user_id, purpose.as_str(), &code),
-            sent_to: phone.as_str().to_owned(),
-            created_at: now,
-            expires_at: now + OTP_TTL,
-            attempts: 0,
-            used: false,
-        };
-        self.codes
-            .replace(user_id, purpose.as_str(), &record)
+        self.store_code(user_id, purpose.as_str(), &code, phone.as_str(), OTP_TTL)
             .await?;
         let body = format!(
             "Your hexmarket code is {code}. It expires in {} minutes. Never share it.",
@@ -226,10 +216,9 @@ impl Identity {
         }
         self.limit(&format!("email:send:{}", user.email), &[EMAIL_SEND_QUOTA])
             .await?;
-        let token = self
-            .issue_token(&user, EMAIL_VERIFY, EMAIL_TOKEN_TTL)
+        let link = self
+            .email_link(&user, EMAIL_VERIFY, EMAIL_TOKEN_TTL, "verify-email")
             .await?;
-        let link = format!("{}/verify-email?token={token}", self.delivery.public_url);
         let text = format!(
             "Hello {},\n\nConfirm your email address for hexmarket by opening this link within 24 hours:\n\n{link}\n\nIf you did not create an account, ignore this message.\n",
             user.name
@@ -289,10 +278,9 @@ impl Identity {
             tracing::warn!("password reset emails rate limited");
             return Ok(());
         }
-        let token = self
-            .issue_token(&user, PASSWORD_RESET, RESET_TOKEN_TTL)
+        let link = self
+            .email_link(&user, PASSWORD_RESET, RESET_TOKEN_TTL, "reset-password")
             .await?;
-        let link = format!("{}/reset-password?token={token}", self.delivery.public_url);
         let text = format!(
             "Hello {},\n\nSomeone asked to reset your hexmarket password. Open this link within 30 minutes to choose a new one:\n\n{link}\n\nIf it was not you, ignore this message; your password stays as it is.\n",
             user.name
@@ -396,25 +384,40 @@ impl Identity {
         }
     }
 
-    async fn issue_token(
+    /// Stores the keyed digest of `secret` for `purpose`, replacing any earlier one.
+    async fn store_code(
         &self,
-        user: &User,
+        user_id: UserId,
         purpose: &str,
+        secret: &str,
+        sent_to: &str,
         ttl: Duration,
-    ) -> Result<String, IdentityError> {
-        let secret: [u8; 32] = rand::random();
-        let secret = URL_SAFE_NO_PAD.encode(secret);
+    ) -> Result<(), IdentityError> {
         let now = self.clock.now();
         let record = AuthCode {
-            digest: self.digest(user.id, purpose, &secret),
-            sent_to: user.email.as_str().to_owned(),
+            digest: self.digest(user_id, purpose, secret),
+            sent_to: sent_to.to_owned(),
             created_at: now,
             expires_at: now + ttl,
             attempts: 0,
             used: false,
         };
-        self.codes.replace(user.id, purpose, &record).await?;
-        Ok(format!("{}.{secret}", user.id.as_uuid().simple()))
+        Ok(self.codes.replace(user_id, purpose, &record).await?)
+    }
+
+    /// Issues a single-use token for `purpose` and returns the site link carrying it.
+    async fn email_link(
+        &self,
+        user: &User,
+        purpose: &str,
+        ttl: Duration,
+        page: &str,
+    ) -> Result<String, IdentityError> {
+        let secret = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        self.store_code(user.id, purpose, &secret, user.email.as_str(), ttl)
+            .await?;
+        let token = format!("{}.{secret}", user.id.as_uuid().simple());
+        Ok(format!("{}/{page}?token={token}", self.delivery.public_url))
     }
 }
 

@@ -70,6 +70,14 @@ impl TestApp {
     }
 }
 
+/// The six-digit code in an SMS body.
+fn six_digits(body: &str) -> String {
+    body.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("a six-digit code")
+        .to_owned()
+}
+
 /// The six-digit code in the newest SMS to `phone`.
 fn last_code(twilio: &FakeTwilio, phone: &str) -> String {
     let sms = twilio
@@ -78,11 +86,7 @@ fn last_code(twilio: &FakeTwilio, phone: &str) -> String {
         .rev()
         .find(|m| m.to == phone)
         .expect("an SMS was sent");
-    sms.body
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .expect("a code")
-        .to_owned()
+    six_digits(&sms.body)
 }
 
 /// The token in the newest email to `to`.
@@ -525,13 +529,7 @@ async fn without_twilio_and_smtp_messages_go_to_the_outbox() {
     let sms = std::fs::read_to_string(outbox.join("sms.jsonl")).unwrap();
     let line: Value = serde_json::from_str(sms.lines().last().unwrap()).unwrap();
     assert_eq!(line["to"], me.phone);
-    let code = line["body"]
-        .as_str()
-        .unwrap()
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .unwrap()
-        .to_owned();
+    let code = six_digits(line["body"].as_str().unwrap());
     let ok = app
         .post_authed(
             "/api/v1/auth/phone/verify",
