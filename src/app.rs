@@ -11,18 +11,21 @@ use anyhow::Context as _;
 
 use crate::actors::{ArbiterPool, Registry};
 use crate::bus::SharedBus;
+use crate::catalog::{Catalog, CatalogParts};
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::identity::tokens::AccessTokens;
+use crate::media::Media;
 use crate::identity::{Delivery, Identity, IdentityParts};
 use crate::metrics::Metrics;
 use crate::notify::{OutboxEmail, OutboxSms, SharedEmail, SharedSms, SmtpEmail, TwilioSms};
 use crate::ratelimit::SharedLimiter;
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
+use crate::search::SearchIndex;
 use crate::secrets::Secrets;
 use crate::store::SharedStore;
 use crate::store::carts::CartRepo;
@@ -56,7 +59,8 @@ impl Application {
             pool.clone(),
             settings.actor_idle,
         );
-        let identity = build_identity(&settings, &store, &secrets, clock)?;
+        let identity = build_identity(&settings, &store, &secrets, clock.clone())?;
+        let catalog = build_catalog(&settings, &store, &bus, &secrets, clock).await?;
         let state = web::Data::new(AppState {
             store,
             bus,
@@ -65,6 +69,7 @@ impl Application {
             metrics: Metrics::new(),
             cart_tokens: secrets.signer("cart-token"),
             identity,
+            catalog,
             secure_cookies: settings.secure_cookies,
         });
 
@@ -109,6 +114,11 @@ impl Application {
         self.state.identity.clone()
     }
 
+    /// The catalog this node uses (for tools and tests).
+    pub fn catalog(&self) -> Catalog {
+        self.state.catalog.clone()
+    }
+
     /// A handle that stops the server gracefully.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
@@ -139,6 +149,30 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<SharedStore> {
         ),
         None => Arc::new(EmbeddedStore::open(&settings.data_dir.join("store"))?),
     })
+}
+
+/// The catalog: search index and media in the data directory (or object storage), on the
+/// same store and bus.
+pub async fn build_catalog(
+    settings: &Settings,
+    store: &SharedStore,
+    bus: &SharedBus,
+    secrets: &Secrets,
+    clock: Clock,
+) -> anyhow::Result<Catalog> {
+    let search_dir = settings.data_dir.join("search");
+    let search = SearchIndex::open(&search_dir, secrets.signer("search-cursor"))
+        .with_context(|| format!("opening the search index in {}", search_dir.display()))?;
+    let media_dir = settings.data_dir.join("media");
+    let media = Media::local(&media_dir)
+        .with_context(|| format!("opening the media store in {}", media_dir.display()))?;
+    Ok(Catalog::new(CatalogParts {
+        store: Arc::clone(store),
+        search,
+        media,
+        clock,
+        bus: Arc::clone(bus),
+    }))
 }
 
 /// The identity service, on the same store and with the rate limiter the settings name.

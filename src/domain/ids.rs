@@ -68,3 +68,23 @@ entity_id!(
     /// A family of refresh tokens descending from one login.
     SessionId
 );
+entity_id!(
+    /// A vendor's store.
+    VendorId
+);
+entity_id!(
+    /// A node of the category tree.
+    CategoryId
+);
+entity_id!(
+    /// A review of a product or a vendor.
+    ReviewId
+);
+entity_id!(
+    /// One vendor's share of a checkout.
+    OrderId
+);
+entity_id!(
+    /// A checkout: the orders of one purchase, paid by one payment.
+    CheckoutId
+);

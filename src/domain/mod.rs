@@ -2,5 +2,11 @@
 //! parsing happens once, at the edge.
 
 pub mod cart;
+pub mod catalog;
+pub mod geo;
 pub mod identity;
 pub mod ids;
+pub mod inventory;
+pub mod money;
+pub mod order;
+pub mod review;

@@ -6,18 +6,25 @@
 pub mod admin;
 pub mod auth;
 pub mod cart;
+pub mod categories;
 pub mod extract;
 pub mod health;
+pub mod inventory;
 pub mod me;
+pub mod media;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
+pub mod products;
+pub mod reviews;
+pub mod vendors;
 
 use actix_web::web;
 
 use crate::actors::Registry;
 use crate::actors::cart::CartActor;
 use crate::bus::SharedBus;
+use crate::catalog::Catalog;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::secrets::Signer;
@@ -35,6 +42,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub cart_tokens: Signer,
     pub identity: Identity,
+    pub catalog: Catalog,
     /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).
     pub secure_cookies: bool,
 }
@@ -56,8 +64,15 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(auth::configure)
                 .configure(me::configure)
                 .configure(admin::configure)
-                .configure(cart::configure),
+                .configure(cart::configure)
+                .configure(vendors::configure)
+                .configure(categories::configure)
+                .configure(products::configure)
+                .configure(inventory::configure)
+                .configure(reviews::configure)
+                .configure(media::configure),
         )
+        .configure(media::configure_public)
         .default_service(web::to(not_found));
     }
 }

@@ -9,12 +9,7 @@ use crate::domain::ids::CartId;
 /// A cart nobody touched for this long is forgotten (its row expires).
 pub const CART_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// A value together with the version of the row it was read from (0: no row yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Versioned<T> {
-    pub version: Version,
-    pub value: T,
-}
+pub use super::typed::Versioned;
 
 /// Typed access to the `carts` table.
 #[derive(Clone)]

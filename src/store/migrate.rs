@@ -45,6 +45,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "002_auth_codes.cql",
         include_str!("../../schema/002_auth_codes.cql"),
     ),
+    (
+        3,
+        "003_catalog.cql",
+        include_str!("../../schema/003_catalog.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

@@ -14,10 +14,12 @@
 
 pub mod auth_codes;
 pub mod carts;
+pub mod catalog;
 pub mod embedded;
 pub mod migrate;
 pub mod scylla;
 pub mod sessions;
+pub mod typed;
 pub mod users;
 
 use std::fmt;
@@ -65,12 +67,32 @@ pub enum Table {
     /// One-time codes and single-use tokens (SMS OTP, email verification, password reset),
     /// stored as keyed hashes: partition = user id, clustering = purpose.
     AuthCodes,
+    /// Vendor stores, one row per vendor id.
+    Vendors,
+    /// Unique index: vendor user id → the one store they run.
+    VendorOwners,
+    /// The category tree, one row changed by compare-and-set.
+    Categories,
+    /// Products, one row per product id.
+    Products,
+    /// Stock and checkout holds, one row per product id.
+    Inventory,
+    /// Stock adjustment history: partition = product id, clustering = adjustment id.
+    InventoryLog,
+    /// Reviews: partition = target (`product:{id}`, `vendor:{id}`), clustering = review id.
+    Reviews,
+    /// Unique index: one review per order line (`{order}:{target}`) → review id.
+    ReviewClaims,
+    /// Rating count and sum per review target.
+    Ratings,
+    /// Admin-curated catalog settings (the featured list), one row per setting.
+    CatalogSettings,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 19] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -80,6 +102,16 @@ impl Table {
         Table::Idempotency,
         Table::CourierTrail,
         Table::AuthCodes,
+        Table::Vendors,
+        Table::VendorOwners,
+        Table::Categories,
+        Table::Products,
+        Table::Inventory,
+        Table::InventoryLog,
+        Table::Reviews,
+        Table::ReviewClaims,
+        Table::Ratings,
+        Table::CatalogSettings,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -94,12 +126,22 @@ impl Table {
             Table::Idempotency => "idempotency",
             Table::CourierTrail => "courier_trail",
             Table::AuthCodes => "auth_codes",
+            Table::Vendors => "vendors",
+            Table::VendorOwners => "vendor_owners",
+            Table::Categories => "categories",
+            Table::Products => "products",
+            Table::Inventory => "inventory",
+            Table::InventoryLog => "inventory_log",
+            Table::Reviews => "reviews",
+            Table::ReviewClaims => "review_claims",
+            Table::Ratings => "ratings",
+            Table::CatalogSettings => "catalog_settings",
         }
     }
 
     pub fn mode(self) -> Mode {
         match self {
-            Table::CourierTrail => Mode::Append,
+            Table::CourierTrail | Table::InventoryLog => Mode::Append,
             _ => Mode::Versioned,
         }
     }

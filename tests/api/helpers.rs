@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use hexmarket::app::Application;
+use hexmarket::catalog::Catalog;
 use hexmarket::clock::Clock;
 use hexmarket::config::Settings;
 use hexmarket::identity::Identity;
@@ -17,6 +18,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub clock: Clock,
     pub identity: Identity,
+    /// The node's catalog (its store, search index and services), for fixtures and checks.
+    pub catalog: Catalog,
     pub client: reqwest::Client,
     pub data_dir: TempDir,
     handle: ServerHandle,
@@ -48,12 +51,14 @@ pub async fn spawn_in(data_dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> 
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     let identity = app.identity();
+    let catalog = app.catalog();
     let stopped = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         settings,
         clock,
         identity,
+        catalog,
         client: client(),
         data_dir,
         handle,

@@ -1,0 +1,377 @@
+//! Stock of one product and the holds checkouts place on it.
+//!
+//! The invariant: `stock ≥ units held by live holds` after every write, so
+//! `available = stock − live holds` is never negative and a committed hold always finds its
+//! units. Holds expire by time alone: an expired hold simply stops counting, so stock comes
+//! back even if nobody ever releases it (a crashed checkout, an unpaid order). A committed
+//! hold is kept for a while after it expires so that a repeated commit is recognised rather
+//! than applied twice.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Most units of one product a vendor may have in stock.
+pub const MAX_STOCK: u32 = 1_000_000;
+/// Adjustments kept inside the inventory row (older ones live only in the history table).
+pub const RECENT_ADJUSTMENTS: usize = 20;
+/// Days of per-day sales kept for "popular".
+pub const SALES_DAYS: usize = 14;
+/// How long a committed hold is remembered after its expiry, to make commits idempotent.
+pub const COMMITTED_RETENTION: chrono::Duration = chrono::Duration::hours(48);
+/// Most holds one product may have at once (each is a checkout in progress).
+pub const MAX_HOLDS: usize = 20_000;
+
+/// Units a checkout holds on a product until it is paid or the hold expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub quantity: u32,
+    pub expires_at: DateTime<Utc>,
+    /// Whether the units were sold (taken out of `stock`).
+    #[serde(default)]
+    pub committed: bool,
+}
+
+impl Hold {
+    fn is_live(&self, now: DateTime<Utc>) -> bool {
+        !self.committed && self.expires_at > now
+    }
+}
+
+/// How a vendor changes stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StockChange {
+    /// Sets the stock to this many units.
+    Set(u32),
+    /// Adds (or, negative, removes) this many units.
+    Delta(i64),
+}
+
+/// One recorded change of stock, with who made it and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Adjustment {
+    /// Time-ordered id of the adjustment (also its key in the history table).
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub change: StockChange,
+    pub stock_before: u32,
+    pub stock_after: u32,
+    pub reason: String,
+    /// User id of whoever made it.
+    pub by: String,
+}
+
+/// The stock row of one product.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// Units on hand and not yet sold.
+    pub stock: u32,
+    /// Holds by reservation id (a checkout or order id).
+    #[serde(default)]
+    pub holds: BTreeMap<String, Hold>,
+    /// Units sold over the product's life.
+    #[serde(default)]
+    pub sold_total: u64,
+    /// Units sold per UTC day (`YYYY-MM-DD`), the last [`SALES_DAYS`] days.
+    #[serde(default)]
+    pub sales_by_day: BTreeMap<String, u32>,
+    /// The last [`RECENT_ADJUSTMENTS`] adjustments, newest last.
+    #[serde(default)]
+    pub recent_adjustments: Vec<Adjustment>,
+}
+
+/// Why units could not be held or sold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InventoryError {
+    #[error("only {available} available")]
+    Short { available: u32 },
+    #[error("no hold under this reservation")]
+    NoHold,
+    #[error("stock cannot go below the {held} units held by checkouts in progress")]
+    BelowHeld { held: u32 },
+    #[error("stock must stay between 0 and {MAX_STOCK}")]
+    OutOfRange,
+    #[error("too many checkouts in progress for this product")]
+    TooManyHolds,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The units were sold now.
+    Now,
+    /// They had been sold by an earlier commit of the same reservation.
+    Already,
+}
+
+/// What a release did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The hold was dropped; its units are available again.
+    Now,
+    /// There was no live hold (never placed, already released, or expired).
+    NothingHeld,
+    /// The units were already sold; releasing does not unsell them.
+    AlreadyCommitted,
+}
+
+impl Inventory {
+    /// Units held by live (uncommitted, unexpired) holds.
+    pub fn held(&self, now: DateTime<Utc>) -> u32 {
+        self.holds
+            .values()
+            .filter(|h| h.is_live(now))
+            .map(|h| h.quantity)
+            .fold(0u32, u32::saturating_add)
+    }
+
+    /// Units a new checkout could hold now.
+    pub fn available(&self, now: DateTime<Utc>) -> u32 {
+        self.stock.saturating_sub(self.held(now))
+    }
+
+    /// Drops expired holds and committed holds past their retention.
+    pub fn prune(&mut self, now: DateTime<Utc>) {
+        self.holds.retain(|_, h| {
+            if h.committed {
+                h.expires_at + COMMITTED_RETENTION > now
+            } else {
+                h.expires_at > now
+            }
+        });
+    }
+
+    /// Holds `quantity` units for `reservation` until `expires_at`. Placing the same hold again
+    /// is a no-op (and may change its quantity if the units are there).
+    pub fn reserve(
+        &mut self,
+        reservation: &str,
+        quantity: u32,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), InventoryError> {
+        self.prune(now);
+        let already = match self.holds.get(reservation) {
+            Some(h) if h.committed => return Ok(()),
+            Some(h) if h.is_live(now) => h.quantity,
+            _ => 0,
+        };
+        let available = self.available(now) + already;
+        if quantity > available {
+            return Err(InventoryError::Short { available });
+        }
+        if already == 0 && self.holds.len() >= MAX_HOLDS {
+            return Err(InventoryError::TooManyHolds);
+        }
+        self.holds.insert(
+            reservation.to_owned(),
+            Hold {
+                quantity,
+                expires_at,
+                committed: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Sells the units of `reservation`. A hold that expired but is still remembered is sold if
+    /// its units are still available.
+    pub fn commit(
+        &mut self,
+        reservation: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Committed, InventoryError> {
+        let hold = self
+            .holds
+            .get(reservation)
+            .cloned()
+            .ok_or(InventoryError::NoHold)?;
+        if hold.committed {
+            return Ok(Committed::Already);
+        }
+        if !hold.is_live(now) {
+            let available = self.available(now);
+            if hold.quantity > available {
+                return Err(InventoryError::Short { available });
+            }
+        }
+        self.stock = self.stock.saturating_sub(hold.quantity);
+        self.sold_total += u64::from(hold.quantity);
+        let day = now.format("%Y-%m-%d").to_string();
+        *self.sales_by_day.entry(day).or_default() += hold.quantity;
+        while self.sales_by_day.len() > SALES_DAYS {
+            self.sales_by_day.pop_first();
+        }
+        if let Some(h) = self.holds.get_mut(reservation) {
+            h.committed = true;
+            // Remember it at least as long as the retention from now.
+            h.expires_at = h.expires_at.max(now);
+        }
+        self.prune(now);
+        Ok(Committed::Now)
+    }
+
+    /// Gives the units of `reservation` back.
+    pub fn release(&mut self, reservation: &str, now: DateTime<Utc>) -> Released {
+        let outcome = match self.holds.get(reservation) {
+            Some(h) if h.committed => Released::AlreadyCommitted,
+            Some(h) if h.is_live(now) => {
+                self.holds.remove(reservation);
+                Released::Now
+            }
+            Some(_) => {
+                self.holds.remove(reservation);
+                Released::NothingHeld
+            }
+            None => Released::NothingHeld,
+        };
+        self.prune(now);
+        outcome
+    }
+
+    /// Units sold in the `days` days up to and including `now`'s day.
+    pub fn sold_recently(&self, now: DateTime<Utc>, days: i64) -> u32 {
+        let from = (now - chrono::Duration::days(days - 1))
+            .format("%Y-%m-%d")
+            .to_string();
+        self.sales_by_day
+            .range(from..)
+            .map(|(_, n)| *n)
+            .fold(0u32, u32::saturating_add)
+    }
+
+    /// Applies a vendor's stock change, refusing to go below what checkouts hold.
+    pub fn adjust(
+        &mut self,
+        id: String,
+        change: StockChange,
+        reason: String,
+        by: String,
+        now: DateTime<Utc>,
+    ) -> Result<Adjustment, InventoryError> {
+        self.prune(now);
+        let target = match change {
+            StockChange::Set(n) => i64::from(n),
+            StockChange::Delta(d) => i64::from(self.stock).saturating_add(d),
+        };
+        if !(0..=i64::from(MAX_STOCK)).contains(&target) {
+            return Err(InventoryError::OutOfRange);
+        }
+        let target = target as u32;
+        let held = self.held(now);
+        if target < held {
+            return Err(InventoryError::BelowHeld { held });
+        }
+        let adjustment = Adjustment {
+            id,
+            at: now,
+            change,
+            stock_before: self.stock,
+            stock_after: target,
+            reason,
+            by,
+        };
+        self.stock = target;
+        self.recent_adjustments.push(adjustment.clone());
+        if self.recent_adjustments.len() > RECENT_ADJUSTMENTS {
+            let excess = self.recent_adjustments.len() - RECENT_ADJUSTMENTS;
+            self.recent_adjustments.drain(..excess);
+        }
+        Ok(adjustment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap_or_default()
+    }
+
+    fn stocked(n: u32) -> Inventory {
+        let mut inv = Inventory::default();
+        assert!(
+            inv.adjust("a".into(), StockChange::Set(n), "initial".into(), "v".into(), t(0))
+                .is_ok()
+        );
+        inv
+    }
+
+    #[test]
+    fn holds_count_until_they_expire() {
+        let mut inv = stocked(5);
+        assert_eq!(inv.reserve("c1", 3, t(60), t(0)), Ok(()));
+        assert_eq!(inv.available(t(1)), 2);
+        assert_eq!(
+            inv.reserve("c2", 3, t(60), t(1)),
+            Err(InventoryError::Short { available: 2 })
+        );
+        assert_eq!(inv.available(t(61)), 5);
+        assert_eq!(inv.reserve("c2", 5, t(120), t(61)), Ok(()));
+        assert_eq!(inv.available(t(62)), 0);
+    }
+
+    #[test]
+    fn reserving_twice_is_one_hold() {
+        let mut inv = stocked(5);
+        assert_eq!(inv.reserve("c1", 3, t(60), t(0)), Ok(()));
+        assert_eq!(inv.reserve("c1", 3, t(60), t(1)), Ok(()));
+        assert_eq!(inv.available(t(2)), 2);
+        assert_eq!(inv.reserve("c1", 5, t(60), t(2)), Ok(()));
+        assert_eq!(inv.available(t(2)), 0);
+    }
+
+    #[test]
+    fn commit_sells_once_and_release_returns() {
+        let mut inv = stocked(5);
+        assert!(inv.reserve("c1", 2, t(60), t(0)).is_ok());
+        assert!(inv.reserve("c2", 2, t(60), t(0)).is_ok());
+        assert_eq!(inv.commit("c1", t(10)), Ok(Committed::Now));
+        assert_eq!(inv.commit("c1", t(11)), Ok(Committed::Already));
+        assert_eq!(inv.stock, 3);
+        assert_eq!(inv.sold_total, 2);
+        assert_eq!(inv.release("c1", t(12)), Released::AlreadyCommitted);
+        assert_eq!(inv.release("c2", t(12)), Released::Now);
+        assert_eq!(inv.available(t(13)), 3);
+        assert_eq!(inv.commit("c2", t(14)), Err(InventoryError::NoHold));
+        assert_eq!(inv.sold_recently(t(14), 1), 2);
+    }
+
+    #[test]
+    fn late_commit_needs_the_units_still_free() {
+        let mut inv = stocked(2);
+        assert!(inv.reserve("c1", 2, t(60), t(0)).is_ok());
+        inv.holds.insert(
+            "c2".into(),
+            Hold {
+                quantity: 2,
+                expires_at: t(200),
+                committed: false,
+            },
+        );
+        // c1 expired at 60 and c2 now holds both units.
+        assert_eq!(
+            inv.commit("c1", t(61)),
+            Err(InventoryError::Short { available: 0 })
+        );
+    }
+
+    #[test]
+    fn stock_never_goes_below_holds() {
+        let mut inv = stocked(5);
+        assert!(inv.reserve("c1", 4, t(60), t(0)).is_ok());
+        let set = inv.adjust("b".into(), StockChange::Set(3), "count".into(), "v".into(), t(1));
+        assert_eq!(set, Err(InventoryError::BelowHeld { held: 4 }));
+        let delta = inv.adjust("c".into(), StockChange::Delta(-10), "x".into(), "v".into(), t(1));
+        assert_eq!(delta, Err(InventoryError::OutOfRange));
+        assert!(
+            inv.adjust("d".into(), StockChange::Delta(3), "delivery".into(), "v".into(), t(1))
+                .is_ok()
+        );
+        assert_eq!(inv.stock, 8);
+        assert_eq!(inv.recent_adjustments.len(), 2);
+    }
+}

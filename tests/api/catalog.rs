@@ -1,0 +1,1 @@
+//! Vendors, categories and products over HTTP; featured and popular caches.

@@ -1,0 +1,1 @@
+//! Stock, adjustments and reservations.

@@ -1,0 +1,1 @@
+//! Reviews, eligibility, ratings and moderation.

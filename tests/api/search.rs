@@ -1,0 +1,1 @@
+//! Product search: relevance, typos, filters, facets, cursors, reindexing.
