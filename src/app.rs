@@ -11,15 +11,16 @@ use anyhow::Context as _;
 
 use crate::actors::{ArbiterPool, Registry};
 use crate::bus::SharedBus;
-use crate::catalog::{Catalog, CatalogParts};
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
+use crate::cache::{LocalCache, RedisCache, SharedCache};
+use crate::catalog::{Catalog, CatalogParts};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::identity::tokens::AccessTokens;
-use crate::media::Media;
 use crate::identity::{Delivery, Identity, IdentityParts};
+use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::notify::{OutboxEmail, OutboxSms, SharedEmail, SharedSms, SmtpEmail, TwilioSms};
 use crate::ratelimit::SharedLimiter;
@@ -163,16 +164,32 @@ pub async fn build_catalog(
     let search_dir = settings.data_dir.join("search");
     let search = SearchIndex::open(&search_dir, secrets.signer("search-cursor"))
         .with_context(|| format!("opening the search index in {}", search_dir.display()))?;
-    let media_dir = settings.data_dir.join("media");
-    let media = Media::local(&media_dir)
-        .with_context(|| format!("opening the media store in {}", media_dir.display()))?;
-    Ok(Catalog::new(CatalogParts {
+    let media = match &settings.s3 {
+        Some(s3) => Media::s3(s3)?,
+        None => {
+            let media_dir = settings.data_dir.join("media");
+            Media::local(&media_dir)
+                .with_context(|| format!("opening the media store in {}", media_dir.display()))?
+        }
+    };
+    let cache: SharedCache = match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisCache::new(url, &settings.redis_prefix)
+                .map_err(anyhow::Error::msg)
+                .context("HEXMARKET_REDIS_URL")?,
+        ),
+        None => Arc::new(LocalCache::new()),
+    };
+    let catalog = Catalog::new(CatalogParts {
         store: Arc::clone(store),
         search,
         media,
+        cache,
         clock,
         bus: Arc::clone(bus),
-    }))
+    });
+    catalog.start().await?;
+    Ok(catalog)
 }
 
 /// The identity service, on the same store and with the rate limiter the settings name.

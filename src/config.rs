@@ -52,6 +52,33 @@ impl std::fmt::Debug for TwilioSettings {
     }
 }
 
+/// An S3-compatible bucket for product images, present when `HEXMARKET_S3_BUCKET` is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Endpoint of an S3-compatible store (MinIO, R2, …); AWS S3 when unset.
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// Static credentials; when unset, the instance's metadata service provides them.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Whether a plain `http://` endpoint may be used (local MinIO only).
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    // The secret key never reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("allow_http", &self.allow_http)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything configurable about a hexmarket process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -89,6 +116,8 @@ pub struct Settings {
     pub twilio: Option<TwilioSettings>,
     /// Base URL of the site, for links in emails.
     pub public_url: String,
+    /// S3 for product images; they go to `<data dir>/media` when unset.
+    pub s3: Option<S3Settings>,
 }
 
 /// A setting that could not be used.
@@ -204,6 +233,7 @@ impl Settings {
                     .to_owned(),
             }),
         };
+        let s3 = parse_s3(&env)?;
         let listen = env.parse_with("HEXMARKET_LISTEN", "127.0.0.1:8080", |s| {
             s.parse::<SocketAddr>()
                 .map_err(|_| format!("expected host:port, got {s:?}"))
@@ -261,6 +291,7 @@ impl Settings {
                 .to_owned(),
             twilio,
             public_url,
+            s3,
         })
     }
 
@@ -330,6 +361,59 @@ fn err(var: &'static str, reason: impl Into<String>) -> ConfigError {
         var,
         reason: reason.into(),
     }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(format!("expected true or false, got {other:?}")),
+    }
+}
+
+fn parse_s3(env: &Env) -> Result<Option<S3Settings>, ConfigError> {
+    let Some(bucket) = env.get("HEXMARKET_S3_BUCKET") else {
+        return Ok(None);
+    };
+    let allow_http = env.parse_with("HEXMARKET_S3_ALLOW_HTTP", "false", parse_bool)?;
+    let endpoint = match env.get("HEXMARKET_S3_ENDPOINT") {
+        None => None,
+        Some(raw) => {
+            let url = parse_http_url(raw.trim()).map_err(|r| err("HEXMARKET_S3_ENDPOINT", r))?;
+            if url.starts_with("http://") && !allow_http {
+                return Err(err(
+                    "HEXMARKET_S3_ENDPOINT",
+                    "is plain http://; set HEXMARKET_S3_ALLOW_HTTP=true to allow it",
+                ));
+            }
+            Some(url)
+        }
+    };
+    let access_key_id = env.get("HEXMARKET_S3_ACCESS_KEY_ID").map(str::to_owned);
+    let secret_access_key = env.get("HEXMARKET_S3_SECRET_ACCESS_KEY").map(str::to_owned);
+    match (&access_key_id, &secret_access_key) {
+        (Some(_), None) => {
+            return Err(err(
+                "HEXMARKET_S3_SECRET_ACCESS_KEY",
+                "must be set with HEXMARKET_S3_ACCESS_KEY_ID",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(err(
+                "HEXMARKET_S3_ACCESS_KEY_ID",
+                "must be set with HEXMARKET_S3_SECRET_ACCESS_KEY",
+            ));
+        }
+        _ => {}
+    }
+    Ok(Some(S3Settings {
+        bucket: bucket.trim().to_owned(),
+        endpoint,
+        region: env.parse_with("HEXMARKET_S3_REGION", "us-east-1", |s| Ok(s.to_owned()))?,
+        access_key_id,
+        secret_access_key,
+        allow_http,
+    }))
 }
 
 fn parse_nodes(raw: &str) -> Result<Vec<String>, ConfigError> {
@@ -419,6 +503,35 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.var, "HEXMARKET_SCYLLA_KEYSPACE");
+    }
+
+    #[test]
+    fn s3_is_off_by_default_and_checks_its_group() {
+        assert!(Settings::from_vars(vars(&[])).unwrap().s3.is_none());
+        let s = Settings::from_vars(vars(&[
+            ("HEXMARKET_S3_BUCKET", "images"),
+            ("HEXMARKET_S3_ENDPOINT", "http://minio:9000/"),
+            ("HEXMARKET_S3_ALLOW_HTTP", "true"),
+            ("HEXMARKET_S3_ACCESS_KEY_ID", "minio"),
+            ("HEXMARKET_S3_SECRET_ACCESS_KEY", "minio-secret"),
+        ]))
+        .unwrap();
+        let s3 = s.s3.unwrap();
+        assert_eq!(s3.endpoint.as_deref(), Some("http://minio:9000"));
+        assert_eq!(s3.region, "us-east-1");
+        assert!(!format!("{s3:?}").contains("minio-secret"));
+        let e = Settings::from_vars(vars(&[
+            ("HEXMARKET_S3_BUCKET", "images"),
+            ("HEXMARKET_S3_ENDPOINT", "http://minio:9000"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_S3_ENDPOINT");
+        let e = Settings::from_vars(vars(&[
+            ("HEXMARKET_S3_BUCKET", "images"),
+            ("HEXMARKET_S3_ACCESS_KEY_ID", "minio"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_S3_SECRET_ACCESS_KEY");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod actors;
 pub mod app;
 pub mod bus;
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

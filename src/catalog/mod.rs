@@ -1,22 +1,69 @@
 //! The catalog service: vendors, categories, products, stock, search, images and reviews,
 //! wired together so that every change reaches the search index and the caches.
 
+pub mod categories;
+pub mod directory;
 pub mod indexing;
 pub mod inventory;
+pub mod lists;
+pub mod products;
 pub mod reviews;
+pub mod vendors;
 
 use std::sync::Arc;
 
-use crate::bus::SharedBus;
+use crate::bus::{Delivery, SharedBus};
+use crate::cache::SharedCache;
 use crate::clock::Clock;
 use crate::media::Media;
 use crate::search::SearchIndex;
-use crate::store::SharedStore;
 use crate::store::catalog::CatalogRepo;
+use crate::store::typed::ModifyError;
+use crate::store::{SharedStore, StoreError};
 
+use directory::{VENDOR_TOPIC, VendorDirectory};
 use indexing::{Indexer, Wait};
 use inventory::InventoryService;
 use reviews::ReviewService;
+
+/// Why a catalog operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No such object, or the caller may not know it exists.
+    #[error("no such resource")]
+    NotFound,
+    /// The caller's role or standing does not allow this.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A field broke a rule.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The request conflicts with the current state.
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl CatalogError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        CatalogError::Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ModifyError<CatalogError>> for CatalogError {
+    fn from(e: ModifyError<CatalogError>) -> Self {
+        match e {
+            ModifyError::Rejected(e) => e,
+            ModifyError::Store(e) => CatalogError::Store(e),
+        }
+    }
+}
 
 /// Everything catalog handlers need, cheap to clone.
 #[derive(Clone)]
@@ -26,6 +73,8 @@ pub struct Catalog {
     pub inventory: InventoryService,
     pub reviews: ReviewService,
     pub media: Media,
+    pub cache: SharedCache,
+    pub directory: VendorDirectory,
     pub clock: Clock,
     pub bus: SharedBus,
 }
@@ -35,6 +84,7 @@ pub struct CatalogParts {
     pub store: SharedStore,
     pub search: SearchIndex,
     pub media: Media,
+    pub cache: SharedCache,
     pub clock: Clock,
     pub bus: SharedBus,
 }
@@ -62,8 +112,49 @@ impl Catalog {
             inventory,
             reviews,
             media: parts.media,
+            cache: parts.cache,
+            directory: VendorDirectory::new(),
             clock: parts.clock,
             bus: parts.bus,
         }
+    }
+
+    /// Loads the vendor directory, follows vendor changes made on other nodes, and in the
+    /// background brings the search index up to date and warms the cached lists.
+    pub async fn start(&self) -> anyhow::Result<()> {
+        let vendors = self.load_directory().await?;
+        tracing::info!(vendors, "vendor directory loaded");
+        match self.bus.subscribe(VENDOR_TOPIC).await {
+            Ok(mut subscription) => {
+                let catalog = self.clone();
+                tokio::spawn(async move {
+                    while let Some(delivery) = subscription.recv().await {
+                        match delivery {
+                            Delivery::Message(payload) => {
+                                let id = std::str::from_utf8(&payload)
+                                    .ok()
+                                    .and_then(|s| s.parse().ok());
+                                if let Some(id) = id
+                                    && let Err(e) = catalog.reload_vendor(id).await
+                                {
+                                    tracing::warn!(error = %e, "vendor change not loaded");
+                                }
+                            }
+                            Delivery::Lagged(_) => {
+                                if let Err(e) = catalog.load_directory().await {
+                                    tracing::warn!(error = %e, "vendor directory not reloaded");
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "not following vendor changes of other nodes"),
+        }
+        let catalog = self.clone();
+        tokio::spawn(async move {
+            catalog.warm_lists().await;
+        });
+        Ok(())
     }
 }

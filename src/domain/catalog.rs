@@ -46,9 +46,7 @@ pub fn check_text(field: &str, raw: &str, max: usize) -> Result<String, String> 
 }
 
 /// Whether a store takes orders.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VendorStatus {
     /// Open for business (subject to opening hours).
@@ -63,7 +61,17 @@ pub enum VendorStatus {
 
 /// A day of the week.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Weekday {
@@ -377,9 +385,7 @@ impl CategoryTree {
 }
 
 /// Who may see a product.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Visibility {
     /// Being prepared; only its vendor sees it.
@@ -469,11 +475,15 @@ mod tests {
         let mut parent = c;
         for i in 0..2 {
             let next = CategoryId::new();
-            assert!(tree.create(next, &format!("level {i}"), Some(parent)).is_ok());
+            assert!(
+                tree.create(next, &format!("level {i}"), Some(parent))
+                    .is_ok()
+            );
             parent = next;
         }
         assert_eq!(
-            tree.create(CategoryId::new(), "too deep", Some(parent)).map(|_| ()),
+            tree.create(CategoryId::new(), "too deep", Some(parent))
+                .map(|_| ()),
             Err(CategoryError::TooDeep)
         );
         assert!(tree.move_to(c, None).is_ok());

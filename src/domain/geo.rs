@@ -38,7 +38,9 @@ impl TryFrom<RawPoint> for GeoPoint {
 impl GeoPoint {
     pub fn new(lat: f64, lng: f64) -> Result<Self, String> {
         if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
-            return Err(format!("latitude must be a number from -90 to 90, not {lat}"));
+            return Err(format!(
+                "latitude must be a number from -90 to 90, not {lat}"
+            ));
         }
         if !lng.is_finite() || !(-180.0..=180.0).contains(&lng) {
             return Err(format!(

@@ -22,6 +22,13 @@ pub const SALES_DAYS: usize = 14;
 pub const COMMITTED_RETENTION: chrono::Duration = chrono::Duration::hours(48);
 /// Most holds one product may have at once (each is a checkout in progress).
 pub const MAX_HOLDS: usize = 20_000;
+/// Longest reason a vendor may give for an adjustment, in characters.
+pub const MAX_REASON: usize = 200;
+
+/// Checks the reason of an adjustment: one line of 1..=[`MAX_REASON`] characters, trimmed.
+pub fn check_reason(raw: &str) -> Result<String, String> {
+    super::catalog::check_line("reason", raw, MAX_REASON)
+}
 
 /// Units a checkout holds on a product until it is paid or the hold expires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,7 +143,10 @@ impl Inventory {
     pub fn prune(&mut self, now: DateTime<Utc>) {
         self.holds.retain(|_, h| {
             if h.committed {
-                h.expires_at + COMMITTED_RETENTION > now
+                // A time too far out to add the retention to is kept: it is not past.
+                h.expires_at
+                    .checked_add_signed(COMMITTED_RETENTION)
+                    .is_none_or(|until| until > now)
             } else {
                 h.expires_at > now
             }
@@ -158,7 +168,7 @@ impl Inventory {
             Some(h) if h.is_live(now) => h.quantity,
             _ => 0,
         };
-        let available = self.available(now) + already;
+        let available = self.available(now).saturating_add(already);
         if quantity > available {
             return Err(InventoryError::Short { available });
         }
@@ -198,9 +208,10 @@ impl Inventory {
             }
         }
         self.stock = self.stock.saturating_sub(hold.quantity);
-        self.sold_total += u64::from(hold.quantity);
+        self.sold_total = self.sold_total.saturating_add(u64::from(hold.quantity));
         let day = now.format("%Y-%m-%d").to_string();
-        *self.sales_by_day.entry(day).or_default() += hold.quantity;
+        let sold = self.sales_by_day.entry(day).or_default();
+        *sold = sold.saturating_add(hold.quantity);
         while self.sales_by_day.len() > SALES_DAYS {
             self.sales_by_day.pop_first();
         }
@@ -233,9 +244,10 @@ impl Inventory {
 
     /// Units sold in the `days` days up to and including `now`'s day.
     pub fn sold_recently(&self, now: DateTime<Utc>, days: i64) -> u32 {
-        let from = (now - chrono::Duration::days(days - 1))
-            .format("%Y-%m-%d")
-            .to_string();
+        let from = chrono::Duration::try_days(days.saturating_sub(1))
+            .and_then(|span| now.checked_sub_signed(span))
+            .map(|from| from.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
         self.sales_by_day
             .range(from..)
             .map(|(_, n)| *n)
@@ -294,8 +306,14 @@ mod tests {
     fn stocked(n: u32) -> Inventory {
         let mut inv = Inventory::default();
         assert!(
-            inv.adjust("a".into(), StockChange::Set(n), "initial".into(), "v".into(), t(0))
-                .is_ok()
+            inv.adjust(
+                "a".into(),
+                StockChange::Set(n),
+                "initial".into(),
+                "v".into(),
+                t(0)
+            )
+            .is_ok()
         );
         inv
     }
@@ -363,15 +381,99 @@ mod tests {
     fn stock_never_goes_below_holds() {
         let mut inv = stocked(5);
         assert!(inv.reserve("c1", 4, t(60), t(0)).is_ok());
-        let set = inv.adjust("b".into(), StockChange::Set(3), "count".into(), "v".into(), t(1));
+        let set = inv.adjust(
+            "b".into(),
+            StockChange::Set(3),
+            "count".into(),
+            "v".into(),
+            t(1),
+        );
         assert_eq!(set, Err(InventoryError::BelowHeld { held: 4 }));
-        let delta = inv.adjust("c".into(), StockChange::Delta(-10), "x".into(), "v".into(), t(1));
+        let delta = inv.adjust(
+            "c".into(),
+            StockChange::Delta(-10),
+            "x".into(),
+            "v".into(),
+            t(1),
+        );
         assert_eq!(delta, Err(InventoryError::OutOfRange));
         assert!(
-            inv.adjust("d".into(), StockChange::Delta(3), "delivery".into(), "v".into(), t(1))
-                .is_ok()
+            inv.adjust(
+                "d".into(),
+                StockChange::Delta(3),
+                "delivery".into(),
+                "v".into(),
+                t(1)
+            )
+            .is_ok()
         );
         assert_eq!(inv.stock, 8);
         assert_eq!(inv.recent_adjustments.len(), 2);
+    }
+    #[test]
+    fn expired_holds_are_dropped_and_committed_ones_remembered_for_a_while() {
+        let mut inv = stocked(5);
+        assert!(inv.reserve("c1", 1, t(60), t(0)).is_ok());
+        assert!(inv.reserve("c2", 1, t(60), t(0)).is_ok());
+        assert_eq!(inv.commit("c2", t(10)), Ok(Committed::Now));
+        inv.prune(t(61));
+        assert!(!inv.holds.contains_key("c1"));
+        assert!(inv.holds.contains_key("c2"));
+        let retention = COMMITTED_RETENTION.num_seconds();
+        inv.prune(t(60 + retention + 1));
+        assert!(inv.holds.is_empty());
+    }
+
+    #[test]
+    fn holds_far_in_the_future_do_not_break_pruning() {
+        let mut inv = stocked(5);
+        assert!(inv.reserve("c1", 2, DateTime::<Utc>::MAX_UTC, t(0)).is_ok());
+        assert_eq!(inv.commit("c1", t(1)), Ok(Committed::Now));
+        inv.prune(t(2));
+        assert_eq!(inv.commit("c1", t(3)), Ok(Committed::Already));
+        assert_eq!(inv.sold_recently(t(3), i64::MAX), 2);
+        assert_eq!(inv.sold_recently(t(3), 0), 0);
+    }
+
+    #[test]
+    fn releasing_an_expired_hold_gives_nothing_back_twice() {
+        let mut inv = stocked(3);
+        assert!(inv.reserve("c1", 3, t(60), t(0)).is_ok());
+        assert_eq!(inv.release("c1", t(61)), Released::NothingHeld);
+        assert_eq!(inv.release("c1", t(62)), Released::NothingHeld);
+        assert_eq!(inv.available(t(62)), 3);
+        assert_eq!(inv.commit("c1", t(63)), Err(InventoryError::NoHold));
+    }
+
+    #[test]
+    fn only_the_latest_adjustments_stay_in_the_row() {
+        let mut inv = Inventory::default();
+        for i in 0..(RECENT_ADJUSTMENTS + 5) {
+            let change = StockChange::Delta(1);
+            assert!(
+                inv.adjust(format!("{i:03}"), change, "x".into(), "v".into(), t(0))
+                    .is_ok()
+            );
+        }
+        assert_eq!(inv.recent_adjustments.len(), RECENT_ADJUSTMENTS);
+        assert_eq!(inv.recent_adjustments[0].id, "005");
+        assert_eq!(inv.stock, 25);
+        let over = inv.adjust(
+            "z".into(),
+            StockChange::Set(MAX_STOCK + 1),
+            "x".into(),
+            "v".into(),
+            t(0),
+        );
+        assert_eq!(over, Err(InventoryError::OutOfRange));
+    }
+
+    #[test]
+    fn reasons_are_one_trimmed_line_of_at_most_200_characters() {
+        assert_eq!(check_reason("  delivery "), Ok("delivery".to_owned()));
+        assert!(check_reason("   ").is_err());
+        assert!(check_reason(&"x".repeat(MAX_REASON)).is_ok());
+        assert!(check_reason(&"x".repeat(MAX_REASON + 1)).is_err());
+        assert!(check_reason("two\u{0007}").is_err());
     }
 }

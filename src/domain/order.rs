@@ -7,9 +7,7 @@ use super::ids::{CheckoutId, OrderId, ProductId, UserId, VendorId};
 use super::money::Money;
 
 /// Where an order is in its life.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     PendingPayment,

@@ -9,7 +9,7 @@ use super::ids::{OrderId, ReviewId, UserId};
 pub const MAX_REVIEW_TEXT: usize = 2_000;
 
 /// What a review is about, as the store's partition key (`product:{id}`, `vendor:{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum ReviewTarget {
     Product(crate::domain::ids::ProductId),
     Vendor(crate::domain::ids::VendorId),
@@ -22,6 +22,20 @@ impl ReviewTarget {
             ReviewTarget::Vendor(id) => format!("vendor:{id}"),
         }
     }
+
+    /// The product reviewed, if the target is a product.
+    pub fn product(&self) -> Option<crate::domain::ids::ProductId> {
+        match self {
+            ReviewTarget::Product(id) => Some(*id),
+            ReviewTarget::Vendor(_) => None,
+        }
+    }
+}
+
+/// Review text as stored: trimmed, at most [`MAX_REVIEW_TEXT`] characters, no control
+/// characters but line breaks (and tabs). May be empty: stars alone are a review.
+pub fn review_text(raw: &str) -> Result<String, String> {
+    crate::domain::catalog::check_text("text", raw.trim(), MAX_REVIEW_TEXT)
 }
 
 /// A star rating, 1..=5.
@@ -75,6 +89,23 @@ pub struct Review {
     /// How many users reported it.
     #[serde(default)]
     pub reports: u32,
+    /// Who reported it, so each user reports a review at most once (changed in the same
+    /// compare-and-set as `reports`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(ignore)]
+    pub reporters: Vec<UserId>,
+    /// Whether the target's rating aggregate includes this review. It lags `!hidden` only
+    /// while a change is being settled; see `store::reviews` for the protocol.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub counted: bool,
+}
+
+impl Review {
+    /// Whether the review should count towards its target's rating.
+    pub fn should_count(&self) -> bool {
+        !self.hidden
+    }
 }
 
 /// Count and sum of the visible ratings of one target.
@@ -85,6 +116,18 @@ pub struct RatingTotals {
 }
 
 impl RatingTotals {
+    /// Adds (`include`) or removes one rating.
+    pub fn apply(&mut self, rating: Stars, include: bool) {
+        let stars = u64::from(rating.get());
+        if include {
+            self.count += 1;
+            self.sum += stars;
+        } else {
+            self.count = self.count.saturating_sub(1);
+            self.sum = self.sum.saturating_sub(stars);
+        }
+    }
+
     /// The mean rating, absent without ratings.
     pub fn average(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum as f64 / self.count as f64)

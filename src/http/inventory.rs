@@ -1,5 +1,276 @@
-//! Stock of a product: read, set or adjust, and the adjustment history.
+//! Stock of a product: read, set or adjust, and the adjustment history. Only the product's
+//! vendor and admins see or change it; to anyone else the product's stock does not exist.
 
-use actix_web::web;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use super::extract::AuthUser;
+use super::problem::FieldError;
+use super::{ApiError, AppState};
+use crate::catalog::inventory::{InventoryFailure, InventoryView, ReserveFailure, ShortItem};
+use crate::domain::ids::ProductId;
+use crate::domain::inventory::{Adjustment, InventoryError, MAX_STOCK, StockChange, check_reason};
+
+/// Default and largest page of the history.
+pub const DEFAULT_HISTORY_PAGE: usize = 20;
+pub const MAX_HISTORY_PAGE: usize = 100;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/products/{id}/inventory")
+            .route(web::get().to(get_inventory))
+            .route(web::put().to(put_inventory)),
+    )
+    .route(
+        "/products/{id}/inventory/history",
+        web::get().to(inventory_history),
+    );
+}
+
+/// Sets (`stock`) or changes (`delta`) the stock: exactly one of the two, and a reason.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"delta": -2, "reason": "two broken in transport"}))]
+pub struct StockUpdate {
+    /// The new stock, 0 to 1,000,000.
+    pub stock: Option<i64>,
+    /// Units to add (negative: remove).
+    pub delta: Option<i64>,
+    /// Why, 1 to 200 characters; kept in the history.
+    pub reason: String,
+}
+
+impl StockUpdate {
+    /// The change and its reason, or every field that is wrong.
+    fn parse(self) -> Result<(StockChange, String), ApiError> {
+        let mut errors = Vec::new();
+        let mut field = |field: &str, message: &str| {
+            errors.push(FieldError {
+                field: field.to_owned(),
+                message: message.to_owned(),
+            });
+        };
+        let change = match (self.stock, self.delta) {
+            (Some(stock), None) => match u32::try_from(stock) {
+                Ok(n) if n <= MAX_STOCK => Some(StockChange::Set(n)),
+                _ => {
+                    field("stock", "must be between 0 and 1000000");
+                    None
+                }
+            },
+            (None, Some(delta)) => Some(StockChange::Delta(delta)),
+            (Some(_), Some(_)) => {
+                field("stock", "give either stock or delta, not both");
+                None
+            }
+            (None, None) => {
+                field("stock", "give either stock or delta");
+                None
+            }
+        };
+        let reason = check_reason(&self.reason)
+            .map_err(|message| field("reason", &message))
+            .ok();
+        match (change, reason) {
+            (Some(change), Some(reason)) => Ok((change, reason)),
+            _ => Err(ApiError::validation(errors)),
+        }
+    }
+}
+
+/// The stock after a change, and the change as recorded.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StockUpdated {
+    pub inventory: InventoryView,
+    pub adjustment: Adjustment,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// 1 to 100 (default 20).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A page of adjustments, oldest first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    pub adjustments: Vec<Adjustment>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+impl From<InventoryFailure> for ApiError {
+    fn from(e: InventoryFailure) -> Self {
+        match e {
+            InventoryFailure::Rejected(e) => e.into(),
+            InventoryFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        let detail = e.to_string();
+        match e {
+            InventoryError::Short { .. } => ApiError::conflict("insufficient_stock", detail),
+            InventoryError::BelowHeld { .. } => ApiError::conflict("stock_below_reserved", detail),
+            InventoryError::OutOfRange => {
+                ApiError::field_rule("stock_out_of_range", "stock", detail)
+            }
+            InventoryError::NoHold => ApiError::conflict("no_reservation", detail),
+            InventoryError::TooManyHolds => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_checkouts",
+                detail,
+            )
+            .with_retry_after(5),
+        }
+    }
+}
+
+impl From<ReserveFailure> for ApiError {
+    fn from(e: ReserveFailure) -> Self {
+        match e {
+            ReserveFailure::Short(items) => {
+                ApiError::conflict("insufficient_stock", short_detail(&items))
+            }
+            ReserveFailure::Busy(product) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_checkouts",
+                format!("too many checkouts in progress for product {product}; try again shortly"),
+            )
+            .with_retry_after(5),
+            ReserveFailure::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Names every short item, e.g. `not enough stock: 0192… (requested 3, available 1)`.
+fn short_detail(items: &[ShortItem]) -> String {
+    let listed: Vec<String> = items
+        .iter()
+        .map(|i| {
+            format!(
+                "{} (requested {}, available {})",
+                i.product_id, i.requested, i.available
+            )
+        })
+        .collect();
+    format!("not enough stock: {}", listed.join("; "))
+}
+
+/// Passes for the product's vendor and admins; anyone else gets 404, as does a product that
+/// does not exist.
+async fn authorize(state: &AppState, caller: &AuthUser, id: ProductId) -> Result<(), ApiError> {
+    let repo = &state.catalog.repo;
+    let not_found = || ApiError::not_found("no such resource");
+    let product = repo.product(id).await?.ok_or_else(not_found)?.value;
+    match repo.vendor(product.vendor_id).await? {
+        Some(vendor) => caller.require_owner_or_admin(vendor.value.owner),
+        None if caller.is_admin() => Ok(()),
+        None => Err(not_found()),
+    }
+}
+
+/// Stock of a product: on hand, held by checkouts, available, sold, latest adjustments.
+#[utoipa::path(get, path = "/api/v1/products/{id}/inventory", tag = "inventory",
+    params(("id" = String, Path, description = "product id")), security(("bearer" = [])),
+    responses((status = 200, body = InventoryView), (status = 401, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem)))]
+#[tracing::instrument(skip_all, fields(product_id = %path, user_id = %caller.id))]
+pub async fn get_inventory(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<ProductId>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    authorize(&state, &caller, id).await?;
+    Ok(HttpResponse::Ok().json(state.catalog.inventory.get(id).await?))
+}
+
+/// Sets or changes the stock. Stock can never go below the units checkouts hold.
+#[utoipa::path(put, path = "/api/v1/products/{id}/inventory", tag = "inventory",
+    request_body = StockUpdate, params(("id" = String, Path, description = "product id")),
+    security(("bearer" = [])),
+    responses((status = 200, body = StockUpdated), (status = 400, body = super::problem::Problem),
+        (status = 401, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "`stock_below_reserved`"),
+        (status = 422, body = super::problem::Problem)))]
+#[tracing::instrument(skip_all, fields(product_id = %path, user_id = %caller.id))]
+pub async fn put_inventory(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<ProductId>,
+    body: web::Json<StockUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    authorize(&state, &caller, id).await?;
+    let (change, reason) = body.into_inner().parse()?;
+    let field = match change {
+        StockChange::Set(_) => "stock",
+        StockChange::Delta(_) => "delta",
+    };
+    let (adjustment, inventory) = state
+        .catalog
+        .inventory
+        .adjust(id, change, reason, caller.id)
+        .await
+        .map_err(|e| match e {
+            InventoryFailure::Rejected(InventoryError::OutOfRange) => ApiError::field_rule(
+                "stock_out_of_range",
+                field,
+                format!("the stock would leave 0 to {MAX_STOCK}"),
+            ),
+            other => other.into(),
+        })?;
+    tracing::info!(adjustment_id = %adjustment.id, stock = inventory.stock, "stock adjusted");
+    Ok(HttpResponse::Ok().json(StockUpdated {
+        inventory,
+        adjustment,
+    }))
+}
+
+/// Every adjustment of the stock, oldest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/products/{id}/inventory/history", tag = "inventory",
+    params(("id" = String, Path, description = "product id"), HistoryQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = HistoryPage), (status = 400, body = super::problem::Problem),
+        (status = 401, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
+        (status = 422, body = super::problem::Problem)))]
+#[tracing::instrument(skip_all, fields(product_id = %path, user_id = %caller.id))]
+pub async fn inventory_history(
+    state: web::Data<AppState>,
+    caller: AuthUser,
+    path: web::Path<ProductId>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    authorize(&state, &caller, id).await?;
+    let HistoryQuery { limit, cursor } = query.into_inner();
+    let limit = limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+    if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be between 1 and {MAX_HISTORY_PAGE}"),
+        ));
+    }
+    // Cursors are adjustment ids; anything else cannot come from a previous page.
+    if let Some(cursor) = &cursor
+        && Uuid::parse_str(cursor).is_err()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_cursor",
+            "the cursor is not valid",
+        ));
+    }
+    let (adjustments, next_cursor) = state.catalog.inventory.history(id, cursor, limit).await?;
+    Ok(HttpResponse::Ok().json(HistoryPage {
+        adjustments,
+        next_cursor,
+    }))
+}

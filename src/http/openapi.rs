@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
-use super::{admin, auth, cart, health, me, problem};
+use super::{admin, auth, cart, categories, health, me, problem, products, vendors};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,12 +36,31 @@ use super::{admin, auth, cart, health, me, problem};
         cart::set_quantity,
         cart::remove_item,
         cart::clear_cart,
+        vendors::create_vendor,
+        vendors::list_vendors,
+        vendors::my_vendor,
+        vendors::get_vendor,
+        vendors::patch_vendor,
+        categories::list_categories,
+        categories::create_category,
+        categories::patch_category,
+        categories::delete_category,
+        products::search_products,
+        products::create_product,
+        products::get_product,
+        products::patch_product,
+        products::delete_product,
+        products::my_products,
+        products::featured,
+        products::popular,
+        products::set_featured,
     ),
     components(schemas(problem::Problem, problem::FieldError)),
     modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Liveness, readiness and metrics"),
         (name = "cart", description = "Carts of guests and customers"),
+        (name = "catalog", description = "Vendors, categories, products, search, stock and reviews"),
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile"),
         (name = "admin", description = "Platform administration"),

@@ -1,5 +1,268 @@
 //! Vendors and their stores: create, edit, show, list near a place.
 
-use actix_web::web;
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
 
-pub fn configure(_cfg: &mut web::ServiceConfig) {}
+use super::extract::AuthUser;
+use super::{ApiError, AppState};
+use crate::catalog::vendors::{NewVendor, VendorPatch};
+use crate::domain::catalog::{Vendor, VendorStatus};
+use crate::domain::geo::{GeoPoint, parse_radius_km};
+use crate::domain::identity::Role;
+use crate::domain::ids::VendorId;
+use crate::domain::review::{RatingSummary, RatingTotals, ReviewTarget};
+use crate::store::typed::Rows;
+use crate::store::{Key, Table};
+
+/// Radius of "near me" when the query names none.
+pub const DEFAULT_RADIUS_KM: f64 = 5.0;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/vendors")
+            .route(web::get().to(list_vendors))
+            .route(web::post().to(create_vendor)),
+    )
+    .route("/vendors/mine", web::get().to(my_vendor))
+    .service(
+        web::resource("/vendors/{id}")
+            .route(web::get().to(get_vendor))
+            .route(web::patch().to(patch_vendor)),
+    );
+}
+
+/// A store as clients see it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VendorView {
+    #[serde(flatten)]
+    pub vendor: Vendor,
+    /// Whether the store is open now by its opening hours.
+    pub open_now: bool,
+    pub rating: RatingSummary,
+    /// Distance from the `near` point, when the list was asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+}
+
+/// One page of stores.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VendorPage {
+    pub items: Vec<VendorView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Which stores to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VendorQuery {
+    /// `lat,lng`: list stores near this place, nearest first.
+    pub near: Option<String>,
+    /// Radius around `near` in km (default 5, at most 50).
+    pub radius_km: Option<f64>,
+    /// Page size, 1–100 (default 20).
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+async fn view(
+    state: &AppState,
+    vendor: Vendor,
+    distance_m: Option<f64>,
+) -> Result<VendorView, ApiError> {
+    let ratings: Rows<RatingTotals> = Rows::new(state.store.clone(), Table::Ratings);
+    let rating = ratings
+        .get(&Key::single(ReviewTarget::Vendor(vendor.id).key()))
+        .await?
+        .map(|t| t.value.into())
+        .unwrap_or_default();
+    Ok(VendorView {
+        open_now: vendor.opening_hours.is_open_at(state.catalog.clock.now()),
+        vendor,
+        rating,
+        distance_km: distance_m.map(|m| (m / 10.0).round() / 100.0),
+    })
+}
+
+/// Whether everyone may see a store (active or paused; closed and suspended stores are
+/// visible only to their owner and admins).
+fn publicly_visible(vendor: &Vendor) -> bool {
+    matches!(vendor.status, VendorStatus::Active | VendorStatus::Paused)
+}
+
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(20);
+    if (1..=100).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid_field(
+            "limit",
+            "must be between 1 and 100",
+        ))
+    }
+}
+
+fn bad_cursor() -> ApiError {
+    ApiError::bad_request("invalid_cursor", "the cursor is not one this API issued")
+}
+
+/// Opens the caller's store (vendors only; one store each).
+#[utoipa::path(post, path = "/api/v1/vendors", tag = "catalog", request_body = NewVendor,
+    security(("bearer" = [])),
+    responses((status = 201, body = VendorView), (status = 403, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+pub async fn create_vendor(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<NewVendor>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_role(&[Role::Vendor])?;
+    let vendor = state
+        .catalog
+        .create_vendor(user.id, body.into_inner())
+        .await?;
+    Ok(HttpResponse::Created().json(view(&state, vendor, None).await?))
+}
+
+/// The caller's own store.
+#[utoipa::path(get, path = "/api/v1/vendors/mine", tag = "catalog", security(("bearer" = [])),
+    responses((status = 200, body = VendorView), (status = 404, body = super::problem::Problem)))]
+pub async fn my_vendor(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    let vendor = state
+        .catalog
+        .vendor_of(user.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("you do not run a store yet"))?;
+    Ok(HttpResponse::Ok().json(view(&state, vendor, None).await?))
+}
+
+/// A store. Closed and suspended stores are shown only to their owner and admins.
+#[utoipa::path(get, path = "/api/v1/vendors/{id}", tag = "catalog", params(("id" = String, Path)),
+    responses((status = 200, body = VendorView), (status = 404, body = super::problem::Problem)))]
+pub async fn get_vendor(
+    state: web::Data<AppState>,
+    user: Option<AuthUser>,
+    path: web::Path<VendorId>,
+) -> Result<HttpResponse, ApiError> {
+    let vendor = state
+        .catalog
+        .repo
+        .vendor(path.into_inner())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such store"))?
+        .value;
+    let privileged = user
+        .as_ref()
+        .is_some_and(|u| u.is_admin() || u.id == vendor.owner);
+    if !privileged && !publicly_visible(&vendor) {
+        return Err(ApiError::not_found("no such store"));
+    }
+    Ok(HttpResponse::Ok().json(view(&state, vendor, None).await?))
+}
+
+/// Changes a store (its owner or an admin). Only admins suspend or lift a suspension.
+#[utoipa::path(patch, path = "/api/v1/vendors/{id}", tag = "catalog", request_body = VendorPatch,
+    params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, body = VendorView), (status = 403, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+pub async fn patch_vendor(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<VendorId>,
+    body: web::Json<VendorPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let vendor = state
+        .catalog
+        .update_vendor(
+            path.into_inner(),
+            user.id,
+            user.is_admin(),
+            body.into_inner(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(view(&state, vendor, None).await?))
+}
+
+/// Active stores: near a place (nearest first, by H3 rings then great-circle distance) or
+/// all of them (by id).
+#[utoipa::path(get, path = "/api/v1/vendors", tag = "catalog", params(VendorQuery),
+    responses((status = 200, body = VendorPage), (status = 400, body = super::problem::Problem),
+        (status = 422, body = super::problem::Problem)))]
+pub async fn list_vendors(
+    state: web::Data<AppState>,
+    query: web::Query<VendorQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = page_limit(query.limit)?;
+    let directory = &state.catalog.directory;
+    let (found, next_cursor): (Vec<(Vendor, Option<f64>)>, Option<String>) = match &query.near {
+        Some(near) => {
+            let center =
+                GeoPoint::parse_pair(near).map_err(|m| ApiError::invalid_field("near", m))?;
+            let radius_km = parse_radius_km(query.radius_km.unwrap_or(DEFAULT_RADIUS_KM))
+                .map_err(|m| ApiError::invalid_field("radius_km", m))?;
+            // Keyset cursor: distance in millimetres and id of the last store of the page.
+            let after = match &query.cursor {
+                Some(c) => {
+                    let (mm, id) = c.split_once('_').ok_or_else(bad_cursor)?;
+                    let mm: u64 = mm.parse().map_err(|_| bad_cursor())?;
+                    let id: VendorId = id.parse().map_err(|_| bad_cursor())?;
+                    Some((mm, id))
+                }
+                None => None,
+            };
+            let nearby = directory.near(center, radius_km * 1000.0, Vendor::is_active);
+            let rest: Vec<_> = nearby
+                .into_iter()
+                .filter(|n| match after {
+                    Some((mm, id)) => ((n.distance_m * 1000.0) as u64, n.vendor.id) > (mm, id),
+                    None => true,
+                })
+                .collect();
+            let more = rest.len() > limit;
+            let page: Vec<_> = rest.into_iter().take(limit).collect();
+            let next = match page.last() {
+                Some(last) if more => Some(format!(
+                    "{}_{}",
+                    (last.distance_m * 1000.0) as u64,
+                    last.vendor.id
+                )),
+                _ => None,
+            };
+            (
+                page.into_iter()
+                    .map(|n| (n.vendor, Some(n.distance_m)))
+                    .collect(),
+                next,
+            )
+        }
+        None => {
+            if query.radius_km.is_some() {
+                return Err(ApiError::invalid_field("radius_km", "needs `near`"));
+            }
+            let after: Option<VendorId> = match &query.cursor {
+                Some(c) => Some(c.parse().map_err(|_| bad_cursor())?),
+                None => None,
+            };
+            let rest: Vec<Vendor> = directory
+                .all(Vendor::is_active)
+                .into_iter()
+                .filter(|v| after.is_none_or(|a| v.id > a))
+                .collect();
+            let more = rest.len() > limit;
+            let page: Vec<Vendor> = rest.into_iter().take(limit).collect();
+            let next = match page.last() {
+                Some(last) if more => Some(last.id.to_string()),
+                _ => None,
+            };
+            (page.into_iter().map(|v| (v, None)).collect(), next)
+        }
+    };
+    let mut items = Vec::with_capacity(found.len());
+    for (vendor, distance) in found {
+        items.push(view(&state, vendor, distance).await?);
+    }
+    Ok(HttpResponse::Ok().json(VendorPage { items, next_cursor }))
+}

@@ -5,18 +5,47 @@
 //! [`ProductDoc`] from the product, its vendor, the category tree, its stock and its rating,
 //! and hands it here. Writes are group-committed: every change queued while a commit runs goes
 //! into the next one, and [`SearchIndex::upsert`] returns once its documents are searchable.
+//! Searches run on the blocking pool; cursors pin the snapshot their walk started on (see
+//! [`cursor`]).
+
+pub mod collect;
+pub mod cursor;
+pub mod query;
+pub mod schema;
+pub mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tantivy::directory::error::LockError;
+use tantivy::directory::{INDEX_WRITER_LOCK, MmapDirectory};
+use tantivy::query::{AllQuery, Query, TermQuery};
+use tantivy::schema::{IndexRecordOption, Schema};
+use tantivy::{
+    Directory as _, Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Searcher,
+    TantivyDocument, TantivyError, Term,
+};
+use tokio::sync::oneshot;
 
 use crate::domain::catalog::{Product, Visibility};
 use crate::domain::ids::{CategoryId, ProductId, VendorId};
 use crate::domain::money::Money;
 use crate::domain::review::RatingSummary;
 use crate::secrets::Signer;
+
+use collect::{IdCollector, Indexed, Order, PageCollector};
+use cursor::{Cursor, Snapshots, query_digest};
+use query::QueryBuilder;
+use schema::{Fields, SCHEMA_VERSION};
+pub use writer::Rebuild;
+use writer::{Change, Shared, WriterTask, answer};
 
 /// Everything the index knows about one product.
 #[derive(Debug, Clone)]
@@ -140,65 +169,411 @@ pub struct IndexStats {
     pub bytes_on_disk: u64,
 }
 
+/// Memory of the index writer, shared by its indexing threads.
+const WRITER_HEAP_BYTES: usize = 50_000_000;
+const WRITER_THREADS: usize = 2;
+/// How long opening waits for a previous writer of the same directory (a node restarting in
+/// the same process) to let go of its lock.
+const WRITER_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Most results per page.
+pub const MAX_LIMIT: usize = 100;
+/// Documents per batch when [`SearchIndex::replace_all`] feeds a rebuild.
+const REBUILD_BATCH: usize = 1_000;
+
+/// What each commit records about the index it leaves behind.
+#[derive(Debug, Deserialize)]
+struct CommitPayload {
+    schema: u32,
+    /// Whether the index was a complete copy of the store at some point since its creation
+    /// (a rebuild finished).
+    complete: bool,
+}
+
 /// The product index of this node.
 #[derive(Clone)]
 pub struct SearchIndex {
-    _signer: Signer,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    reader: IndexReader,
+    fields: Fields,
+    queries: QueryBuilder,
+    signer: Signer,
+    shared: Arc<Shared>,
+    snapshots: Mutex<Snapshots>,
+    /// Tells this opening's reader generations apart from another's (another node, or before
+    /// a restart).
+    instance: u64,
+    rebuilds: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
 }
 
 impl SearchIndex {
     /// Opens (or creates) the index in `dir`. Cursors are signed with `signer`.
-    pub fn open(_dir: &Path, signer: Signer) -> anyhow::Result<Self> {
-        Ok(SearchIndex { _signer: signer })
+    ///
+    /// An index of another schema version (or an unreadable one) is wiped; then, as for a new
+    /// index, [`needs_rebuild`](Self::needs_rebuild) says so until a rebuild finishes.
+    pub fn open(dir: &Path, signer: Signer) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let fields = Fields::new();
+        let (index, complete) = open_index(dir, &fields.schema)?;
+        schema::register_analyzers(&index);
+        let reader: IndexReader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .context("opening the search index reader")?;
+        let writer = acquire_writer(&index)?;
+        let shared = Arc::new(Shared::default());
+        shared.needs_rebuild.store(!complete, Ordering::SeqCst);
+        let task = WriterTask::new(
+            writer,
+            reader.clone(),
+            fields.clone(),
+            Arc::clone(&shared),
+            dir.to_path_buf(),
+        );
+        std::thread::Builder::new()
+            .name("search-writer".into())
+            .spawn(move || task.run())
+            .context("starting the search index writer")?;
+        let queries = QueryBuilder::new(&index, &fields);
+        Ok(SearchIndex {
+            inner: Arc::new(Inner {
+                reader,
+                fields,
+                queries,
+                signer,
+                shared,
+                snapshots: Mutex::new(Snapshots::default()),
+                instance: rand::random(),
+                rebuilds: Arc::new(tokio::sync::Mutex::new(())),
+            }),
+        })
+    }
+
+    /// Whether the index is not a complete copy of the store (new, wiped after a schema
+    /// change, or a rebuild never finished): then catching up must rebuild it.
+    pub fn needs_rebuild(&self) -> bool {
+        self.inner.shared.needs_rebuild.load(Ordering::SeqCst)
     }
 
     /// Adds or replaces documents; returns once they are searchable.
-    pub async fn upsert(&self, _docs: Vec<ProductDoc>) -> anyhow::Result<()> {
-        Ok(())
+    pub async fn upsert(&self, docs: Vec<ProductDoc>) -> anyhow::Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let (reply, answered) = oneshot::channel();
+        self.inner.shared.submit(upserts(docs), Some(reply));
+        answer(answered).await
     }
 
-    /// Adds or replaces documents without waiting for them to become searchable.
-    pub fn upsert_soon(&self, _docs: Vec<ProductDoc>) {}
+    /// Adds or replaces documents without waiting for them to become searchable (they are
+    /// within [`writer::COMMIT_DELAY`]).
+    pub fn upsert_soon(&self, docs: Vec<ProductDoc>) {
+        if !docs.is_empty() {
+            self.inner.shared.submit(upserts(docs), None);
+        }
+    }
 
     /// Removes products; returns once they no longer match.
-    pub async fn remove(&self, _ids: Vec<ProductId>) -> anyhow::Result<()> {
-        Ok(())
+    pub async fn remove(&self, ids: Vec<ProductId>) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (reply, answered) = oneshot::channel();
+        self.inner.shared.submit(removals(ids), Some(reply));
+        answer(answered).await
     }
 
-    pub async fn search(&self, _query: SearchQuery) -> Result<SearchResults, SearchError> {
-        Ok(SearchResults {
-            items: Vec::new(),
-            total: 0,
-            facets: Vec::new(),
-            next_cursor: None,
-        })
+    /// Removes products without waiting.
+    pub fn remove_soon(&self, ids: Vec<ProductId>) {
+        if !ids.is_empty() {
+            self.inner.shared.submit(removals(ids), None);
+        }
+    }
+
+    pub async fn search(&self, query: SearchQuery) -> Result<SearchResults, SearchError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.search(query))
+            .await
+            .map_err(|e| SearchError::Internal(anyhow::anyhow!("search task failed: {e}")))?
     }
 
     /// Products per category (their own category). `public_only`: count only what everyone
     /// sees.
     pub async fn count_by_category(
         &self,
-        _public_only: bool,
+        public_only: bool,
     ) -> anyhow::Result<HashMap<CategoryId, u64>> {
-        Ok(HashMap::new())
+        self.blocking(move |inner| {
+            let query: Box<dyn Query> = if public_only {
+                inner.public_query()
+            } else {
+                Box::new(AllQuery)
+            };
+            let collector = PageCollector {
+                order: Order::Newest,
+                after: None,
+                take: 0,
+                facets: true,
+            };
+            let page = inner.reader.searcher().search(&*query, &collector)?;
+            Ok(parse_facets(page.facets)
+                .into_iter()
+                .map(|c| (c.category_id, c.count))
+                .collect())
+        })
+        .await
     }
 
     /// Every indexed product of a vendor (any visibility).
-    pub async fn products_of_vendor(&self, _vendor: VendorId) -> anyhow::Result<Vec<ProductId>> {
-        Ok(Vec::new())
+    pub async fn products_of_vendor(&self, vendor: VendorId) -> anyhow::Result<Vec<ProductId>> {
+        self.blocking(move |inner| {
+            let term = Term::from_field_text(inner.fields.vendor_id, &vendor.to_string());
+            let query = TermQuery::new(term, IndexRecordOption::Basic);
+            let found = inner.reader.searcher().search(&query, &IdCollector)?;
+            Ok(found.into_iter().map(|i| i.id).collect())
+        })
+        .await
     }
 
     /// Product id → the product row version each indexed document was built from.
     pub async fn indexed_versions(&self) -> anyhow::Result<HashMap<ProductId, u64>> {
-        Ok(HashMap::new())
+        Ok(self
+            .indexed()
+            .await?
+            .into_iter()
+            .map(|(id, i)| (id, i.version))
+            .collect())
+    }
+
+    /// Product id → what its indexed document was built from (version and fingerprint).
+    pub async fn indexed(&self) -> anyhow::Result<HashMap<ProductId, Indexed>> {
+        self.blocking(|inner| {
+            let found = inner.reader.searcher().search(&AllQuery, &IdCollector)?;
+            Ok(found.into_iter().map(|i| (i.id, i)).collect())
+        })
+        .await
+    }
+
+    /// Starts replacing the whole index: feed it every document with [`Rebuild::add`], then
+    /// [`Rebuild::finish`]. Searches see the old index until then; one rebuild at a time.
+    pub async fn rebuild(&self) -> anyhow::Result<Rebuild> {
+        let exclusive = Arc::clone(&self.inner.rebuilds).lock_owned().await;
+        Rebuild::start(Arc::clone(&self.inner.shared), exclusive).await
     }
 
     /// Replaces the whole index with `docs` (a rebuild); searchable when it returns.
-    pub async fn replace_all(&self, _docs: Vec<ProductDoc>) -> anyhow::Result<()> {
+    pub async fn replace_all(&self, docs: Vec<ProductDoc>) -> anyhow::Result<()> {
+        let mut rebuild = self.rebuild().await?;
+        let mut docs = docs.into_iter().peekable();
+        while docs.peek().is_some() {
+            rebuild
+                .add(docs.by_ref().take(REBUILD_BATCH).collect())
+                .await?;
+        }
+        rebuild.finish().await?;
         Ok(())
     }
 
     pub fn stats(&self) -> IndexStats {
-        IndexStats::default()
+        IndexStats {
+            documents: self.inner.shared.documents.load(Ordering::Relaxed),
+            bytes_on_disk: self.inner.shared.bytes_on_disk.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `work` on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> tantivy::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let inner = Arc::clone(&self.inner);
+        let result = tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .context("search task failed")?;
+        Ok(result?)
+    }
+}
+
+impl Inner {
+    fn public_query(&self) -> Box<dyn Query> {
+        Box::new(TermQuery::new(
+            Term::from_field_bool(self.fields.public, true),
+            IndexRecordOption::Basic,
+        ))
+    }
+
+    /// The searcher a walk continues on: its pinned snapshot while kept, else the current one.
+    fn searcher_for(&self, cursor: Option<&Cursor>) -> Searcher {
+        cursor
+            .filter(|c| c.instance == self.instance)
+            .and_then(|c| self.snapshots.lock().get(c.generation, Instant::now()))
+            .unwrap_or_else(|| self.reader.searcher())
+    }
+
+    fn search(&self, q: SearchQuery) -> Result<SearchResults, SearchError> {
+        let limit = q.limit.clamp(1, MAX_LIMIT);
+        let digest = query_digest(&q);
+        let cursor = match &q.cursor {
+            Some(token) => Some(Cursor::decode(token, &self.signer, digest)?),
+            None => None,
+        };
+        let searcher = self.searcher_for(cursor.as_ref());
+        let (query, has_text) = self.queries.build(&q);
+        let collector = PageCollector {
+            order: Order::of(q.sort, has_text),
+            after: cursor.as_ref().map(|c| c.after),
+            take: limit + 1,
+            facets: true,
+        };
+        let page = searcher
+            .search(&*query, &collector)
+            .context("searching the product index")?;
+        let shown = &page.entries[..page.entries.len().min(limit)];
+        let items = shown
+            .iter()
+            .map(|entry| {
+                let doc: TantivyDocument = searcher
+                    .doc(entry.address)
+                    .context("reading an indexed product")?;
+                self.fields.hit(&doc, entry.score)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let next_cursor = match shown.last() {
+            Some(last) if page.entries.len() > limit => {
+                self.snapshots.lock().keep(&searcher, Instant::now());
+                let offset = cursor.as_ref().map_or(0, |c| c.offset) + shown.len() as u64;
+                let next = Cursor::new(
+                    self.instance,
+                    searcher.generation().generation_id(),
+                    offset,
+                    last.key,
+                    digest,
+                );
+                Some(next.encode(&self.signer)?)
+            }
+            _ => None,
+        };
+        Ok(SearchResults {
+            items,
+            total: page.total,
+            facets: parse_facets(page.facets),
+            next_cursor,
+        })
+    }
+}
+
+fn upserts(docs: Vec<ProductDoc>) -> impl Iterator<Item = (ProductId, Change)> {
+    docs.into_iter()
+        .map(|doc| (doc.product.id, Change::Upsert(Box::new(doc))))
+}
+
+fn removals(ids: Vec<ProductId>) -> impl Iterator<Item = (ProductId, Change)> {
+    ids.into_iter().map(|id| (id, Change::Remove))
+}
+
+/// Category counts, most matches first.
+fn parse_facets(raw: HashMap<String, u64>) -> Vec<CategoryCount> {
+    let mut facets: Vec<CategoryCount> = raw
+        .into_iter()
+        .filter_map(|(id, count)| {
+            Some(CategoryCount {
+                category_id: id.parse().ok()?,
+                count,
+            })
+        })
+        .collect();
+    facets.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.category_id.cmp(&b.category_id))
+    });
+    facets
+}
+
+/// Opens the index in `dir` if it is of this schema version, else creates it afresh; also
+/// says whether it is complete (see [`CommitPayload`]).
+fn open_index(dir: &Path, schema: &Schema) -> anyhow::Result<(Index, bool)> {
+    let directory = MmapDirectory::open(dir)
+        .with_context(|| format!("opening the search index directory {}", dir.display()))?;
+    if Index::exists(&directory).context("looking for a search index")? {
+        match Index::open(directory.clone()) {
+            Ok(index) => {
+                let payload = index
+                    .load_metas()
+                    .ok()
+                    .and_then(|metas| metas.payload)
+                    .and_then(|p| serde_json::from_str::<CommitPayload>(&p).ok());
+                let same_schema = index.schema() == *schema;
+                match payload {
+                    Some(p) if same_schema && p.schema == SCHEMA_VERSION => {
+                        return Ok((index, p.complete));
+                    }
+                    None if same_schema => return Ok((index, false)),
+                    _ => tracing::warn!(
+                        dir = %dir.display(),
+                        "search index of another schema version; rebuilding it"
+                    ),
+                }
+            }
+            Err(e) => tracing::warn!(
+                dir = %dir.display(),
+                error = %e,
+                "search index unreadable; rebuilding it"
+            ),
+        }
+        wipe(&directory, dir)?;
+    }
+    let index = Index::create(directory, schema.clone(), IndexSettings::default())
+        .context("creating the search index")?;
+    Ok((index, false))
+}
+
+/// Deletes the index files in `dir`, unless another writer holds the index.
+fn wipe(directory: &MmapDirectory, dir: &Path) -> anyhow::Result<()> {
+    let _lock = directory
+        .acquire_lock(&INDEX_WRITER_LOCK)
+        .map_err(|e| anyhow::anyhow!("the search index in {} is in use: {e}", dir.display()))?;
+    let lock_file = INDEX_WRITER_LOCK.filepath.clone();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if entry.path().file_name() == lock_file.file_name() {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The index writer, waiting a little for a previous writer in this process to let go.
+fn acquire_writer(index: &Index) -> anyhow::Result<IndexWriter<TantivyDocument>> {
+    let started = Instant::now();
+    loop {
+        match index.writer_with_num_threads(WRITER_THREADS, WRITER_HEAP_BYTES) {
+            Ok(writer) => return Ok(writer),
+            Err(TantivyError::LockFailure(LockError::LockBusy, _))
+                if started.elapsed() < WRITER_LOCK_WAIT =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(e).context("opening the search index writer (is another process using it?)");
+            }
+        }
     }
 }

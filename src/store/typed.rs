@@ -181,10 +181,9 @@ impl<T: Serialize + DeserializeOwned> Rows<T> {
                 (Change::Keep(r), Some(cur)) => return Ok((r, cur.version)),
                 (Change::Keep(r), None) | (Change::Delete(r), None) => return Ok((r, 0)),
                 (Change::Put(value, r), None) => self.insert(key, &value).await?.map(|v| (r, v)),
-                (Change::Put(value, r), Some(cur)) => self
-                    .update(key, cur.version, &value)
-                    .await?
-                    .map(|v| (r, v)),
+                (Change::Put(value, r), Some(cur)) => {
+                    self.update(key, cur.version, &value).await?.map(|v| (r, v))
+                }
                 (Change::Delete(r), Some(cur)) => {
                     self.delete(key, cur.version).await?.map(|_| (r, 0))
                 }

@@ -1,0 +1,307 @@
+//! Products: created, changed and deleted by the vendor who sells them (or an admin), read by
+//! everyone while published by an active vendor.
+
+use serde::{Deserialize, Serialize};
+
+use super::indexing::Wait;
+use super::{Catalog, CatalogError};
+use crate::domain::catalog::{
+    Attributes, MAX_DESCRIPTION, MAX_TITLE, Product, Vendor, VendorStatus, Visibility,
+    check_attributes, check_line, check_text,
+};
+use crate::domain::geo::GeoPoint;
+use crate::domain::ids::{CategoryId, ProductId, UserId, VendorId};
+use crate::domain::inventory::Inventory;
+use crate::domain::money::Money;
+use crate::domain::review::{RatingSummary, RatingTotals, ReviewTarget};
+use crate::store::catalog::id_key;
+use crate::store::typed::{Change, Rows};
+use crate::store::{Key, Table};
+
+/// A new product. It starts as a draft unless `visibility` says otherwise.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProduct {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[schema(value_type = String, format = Uuid)]
+    pub category_id: CategoryId,
+    /// Unit price: more than zero, at most one million major units.
+    pub price: Money,
+    #[serde(default)]
+    pub attributes: Attributes,
+    pub visibility: Option<Visibility>,
+}
+
+/// Changes to a product; absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatch {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub category_id: Option<CategoryId>,
+    pub price: Option<Money>,
+    /// Replaces all attributes.
+    pub attributes: Option<Attributes>,
+    pub visibility: Option<Visibility>,
+}
+
+/// The store a product comes from, as shown with the product.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VendorSummary {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: VendorId,
+    pub name: String,
+    pub location: GeoPoint,
+    pub status: VendorStatus,
+    pub delivery_radius_km: f64,
+}
+
+impl From<&Vendor> for VendorSummary {
+    fn from(v: &Vendor) -> Self {
+        VendorSummary {
+            id: v.id,
+            name: v.name.clone(),
+            location: v.location,
+            status: v.status,
+            delivery_radius_km: v.delivery_radius_km,
+        }
+    }
+}
+
+/// A product as clients see it: with its store, stock and rating.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ProductView {
+    #[serde(flatten)]
+    pub product: Product,
+    pub vendor: VendorSummary,
+    /// Units that can be bought now.
+    pub available: u32,
+    pub rating: RatingSummary,
+}
+
+fn check_price(price: Money) -> Result<Money, CatalogError> {
+    Money::unit_price(price.amount_minor, price.currency)
+        .map_err(|m| CatalogError::invalid("price.amount_minor", m))
+}
+
+impl ProductPatch {
+    fn apply(&self, product: &mut Product) -> Result<(), CatalogError> {
+        if let Some(title) = &self.title {
+            product.title = check_line("title", title, MAX_TITLE)
+                .map_err(|m| CatalogError::invalid("title", m))?;
+        }
+        if let Some(description) = &self.description {
+            product.description = check_text("description", description, MAX_DESCRIPTION)
+                .map_err(|m| CatalogError::invalid("description", m))?;
+        }
+        if let Some(category) = self.category_id {
+            product.category_id = category;
+        }
+        if let Some(price) = self.price {
+            product.price = check_price(price)?;
+        }
+        if let Some(attributes) = &self.attributes {
+            check_attributes(attributes).map_err(|m| CatalogError::invalid("attributes", m))?;
+            product.attributes = attributes.clone();
+        }
+        if let Some(visibility) = self.visibility {
+            product.visibility = visibility;
+        }
+        Ok(())
+    }
+}
+
+impl Catalog {
+    /// Lists a new product in the caller's store.
+    pub async fn create_product(
+        &self,
+        caller: UserId,
+        new: NewProduct,
+    ) -> Result<Product, CatalogError> {
+        let vendor = self
+            .vendor_of(caller)
+            .await?
+            .ok_or(CatalogError::Forbidden(
+                "open a store (POST /api/v1/vendors) before listing products",
+            ))?;
+        self.check_category(new.category_id).await?;
+        let now = self.clock.now();
+        let mut product = Product {
+            id: ProductId::new(),
+            vendor_id: vendor.id,
+            title: String::new(),
+            description: String::new(),
+            category_id: new.category_id,
+            price: check_price(new.price)?,
+            attributes: Attributes::new(),
+            visibility: new.visibility.unwrap_or(Visibility::Draft),
+            images: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        ProductPatch {
+            title: Some(new.title),
+            description: Some(new.description),
+            attributes: Some(new.attributes),
+            ..ProductPatch::default()
+        }
+        .apply(&mut product)?;
+        if let Err(Some(_)) = self
+            .repo
+            .products
+            .insert(&id_key(product.id), &product)
+            .await?
+        {
+            return Err(CatalogError::Internal(anyhow::anyhow!(
+                "product id collision"
+            )));
+        }
+        self.product_changed(product.id).await;
+        Ok(product)
+    }
+
+    async fn check_category(&self, id: CategoryId) -> Result<(), CatalogError> {
+        let tree = self.repo.category_tree().await?.value;
+        if tree.get(id).is_some() {
+            Ok(())
+        } else {
+            Err(CatalogError::invalid("category_id", "no such category"))
+        }
+    }
+
+    /// The product and its store, if `caller` may change it (its vendor or an admin);
+    /// anyone else gets 404, as if it did not exist.
+    pub async fn product_for_owner(
+        &self,
+        id: ProductId,
+        caller: UserId,
+        by_admin: bool,
+    ) -> Result<(Product, Vendor), CatalogError> {
+        let product = self
+            .repo
+            .product(id)
+            .await?
+            .ok_or(CatalogError::NotFound)?
+            .value;
+        let vendor = self
+            .repo
+            .vendor(product.vendor_id)
+            .await?
+            .ok_or(CatalogError::NotFound)?
+            .value;
+        if vendor.owner == caller || by_admin {
+            Ok((product, vendor))
+        } else {
+            Err(CatalogError::NotFound)
+        }
+    }
+
+    pub async fn update_product(
+        &self,
+        id: ProductId,
+        caller: UserId,
+        by_admin: bool,
+        patch: ProductPatch,
+    ) -> Result<Product, CatalogError> {
+        self.product_for_owner(id, caller, by_admin).await?;
+        if let Some(category) = patch.category_id {
+            self.check_category(category).await?;
+        }
+        let now = self.clock.now();
+        let (product, _) = self
+            .repo
+            .products
+            .modify(&id_key(id), |current| {
+                let mut product = current.cloned().ok_or(CatalogError::NotFound)?;
+                patch.apply(&mut product)?;
+                product.updated_at = now;
+                Ok(Change::Put(product.clone(), product))
+            })
+            .await?;
+        self.product_changed(id).await;
+        Ok(product)
+    }
+
+    pub async fn delete_product(
+        &self,
+        id: ProductId,
+        caller: UserId,
+        by_admin: bool,
+    ) -> Result<(), CatalogError> {
+        self.product_for_owner(id, caller, by_admin).await?;
+        self.repo
+            .products
+            .modify(&id_key(id), |current| match current {
+                Some(_) => Ok::<_, CatalogError>(Change::Delete(())),
+                None => Err(CatalogError::NotFound),
+            })
+            .await?;
+        self.product_changed(id).await;
+        Ok(())
+    }
+
+    /// Re-indexes a changed product (searchable when this returns) and drops cached lists.
+    pub async fn product_changed(&self, id: ProductId) {
+        if let Err(e) = self.indexer.refresh(&[id], Wait::Visible).await {
+            tracing::warn!(error = ?e, product_id = %id, "product not re-indexed");
+        }
+        self.invalidate_lists().await;
+    }
+
+    /// A product as `viewer` may see it: everyone sees published products of active stores;
+    /// the store's owner and admins see every product of the store.
+    pub async fn product_view(
+        &self,
+        id: ProductId,
+        viewer: Option<(UserId, bool)>,
+    ) -> Result<ProductView, CatalogError> {
+        let product = self
+            .repo
+            .product(id)
+            .await?
+            .ok_or(CatalogError::NotFound)?
+            .value;
+        let vendor = match self.directory.get(product.vendor_id) {
+            Some(v) => v,
+            None => {
+                self.repo
+                    .vendor(product.vendor_id)
+                    .await?
+                    .ok_or(CatalogError::NotFound)?
+                    .value
+            }
+        };
+        let privileged = viewer.is_some_and(|(user, admin)| admin || user == vendor.owner);
+        if !privileged && !(product.visibility == Visibility::Published && vendor.is_active()) {
+            return Err(CatalogError::NotFound);
+        }
+        let (available, rating) = self.stock_and_rating(id).await?;
+        Ok(ProductView {
+            product,
+            vendor: VendorSummary::from(&vendor),
+            available,
+            rating,
+        })
+    }
+
+    /// Units available now and the rating of a product.
+    pub async fn stock_and_rating(
+        &self,
+        id: ProductId,
+    ) -> Result<(u32, RatingSummary), CatalogError> {
+        let store = self.repo.products.store().clone();
+        let inventory: Rows<Inventory> = Rows::new(store.clone(), Table::Inventory);
+        let ratings: Rows<RatingTotals> = Rows::new(store, Table::Ratings);
+        let (stock_key, rating_key) = (id_key(id), Key::single(ReviewTarget::Product(id).key()));
+        let (stock, totals) =
+            tokio::try_join!(inventory.get(&stock_key), ratings.get(&rating_key))?;
+        let now = self.clock.now();
+        Ok((
+            stock.map_or(0, |s| s.value.available(now)),
+            totals.map(|t| t.value.into()).unwrap_or_default(),
+        ))
+    }
+}

@@ -1,0 +1,227 @@
+//! Pagination cursors and the searcher snapshots they pin.
+//!
+//! A cursor names the index snapshot its first page was read from (this node's instance and
+//! the reader generation), how many results came before, the sort key of the last result,
+//! and a digest of the query. While the snapshot is kept (a small LRU with idle expiry), the
+//! next page is read from exactly the same documents and scores, so a walk sees every
+//! product that existed at its first page exactly once whatever is written meanwhile. When
+//! the snapshot is gone (expired, another node, a restart) the walk continues on the current
+//! index after the same sort key. Cursors are signed: a cursor altered, made by someone else
+//! or used with other parameters is refused.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tantivy::Searcher;
+
+use super::collect::SortKey;
+use super::{SearchError, SearchQuery};
+use crate::secrets::Signer;
+
+/// Format of the cursor payload.
+const CURSOR_FORMAT: u8 = 1;
+/// Most snapshots kept for open walks.
+pub const MAX_SNAPSHOTS: usize = 32;
+/// A snapshot nobody paged through for this long is dropped.
+pub const SNAPSHOT_IDLE: Duration = Duration::from_secs(600);
+
+/// Where a walk stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    #[serde(rename = "f")]
+    pub format: u8,
+    /// The index instance (one per open) whose generation `generation` is.
+    #[serde(rename = "i")]
+    pub instance: u64,
+    #[serde(rename = "g")]
+    pub generation: u64,
+    /// Results returned before the next page.
+    #[serde(rename = "o")]
+    pub offset: u64,
+    /// Sort key of the last result returned.
+    #[serde(rename = "k")]
+    pub after: SortKey,
+    /// Digest of the query parameters (see [`query_digest`]).
+    #[serde(rename = "q")]
+    pub query: u64,
+}
+
+impl Cursor {
+    pub fn new(instance: u64, generation: u64, offset: u64, after: SortKey, query: u64) -> Self {
+        Cursor {
+            format: CURSOR_FORMAT,
+            instance,
+            generation,
+            offset,
+            after,
+            query,
+        }
+    }
+
+    /// The signed token handed to clients.
+    pub fn encode(&self, signer: &Signer) -> Result<String, SearchError> {
+        let json = serde_json::to_vec(self).map_err(anyhow::Error::from)?;
+        Ok(signer.sign(&URL_SAFE_NO_PAD.encode(json)))
+    }
+
+    /// The cursor of a token this platform issued for this query.
+    pub fn decode(token: &str, signer: &Signer, query: u64) -> Result<Self, SearchError> {
+        let payload = signer.verify(token).ok_or(SearchError::BadCursor)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| SearchError::BadCursor)?;
+        let cursor: Cursor = serde_json::from_slice(&json).map_err(|_| SearchError::BadCursor)?;
+        if cursor.format != CURSOR_FORMAT || cursor.query != query {
+            return Err(SearchError::BadCursor);
+        }
+        Ok(cursor)
+    }
+}
+
+/// A digest of everything that decides which results a query has and in what order (not the
+/// page size nor the cursor).
+pub fn query_digest(q: &SearchQuery) -> u64 {
+    let mut vendors: Vec<String> = q
+        .vendors_in
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    vendors.sort_unstable();
+    let canonical = serde_json::json!({
+        "text": q.text.as_deref().map(str::trim),
+        "category": q.category.map(|c| c.to_string()),
+        "vendor": q.vendor.map(|v| v.to_string()),
+        "vendors_in": q.vendors_in.as_ref().map(|_| vendors),
+        "min_price": q.min_price,
+        "max_price": q.max_price,
+        "in_stock": q.in_stock,
+        "min_rating": q.min_rating.map(f64::to_bits),
+        "sort": format!("{:?}", q.sort),
+        "include_unlisted": q.include_unlisted,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// Searchers kept for open walks, by reader generation.
+#[derive(Default)]
+pub struct Snapshots {
+    entries: Vec<(u64, Searcher, Instant)>,
+}
+
+impl Snapshots {
+    /// The searcher of `generation` if still kept (and marks it used).
+    pub fn get(&mut self, generation: u64, now: Instant) -> Option<Searcher> {
+        self.expire(now);
+        let entry = self.entries.iter_mut().find(|(g, _, _)| *g == generation)?;
+        entry.2 = now;
+        Some(entry.1.clone())
+    }
+
+    /// Keeps `searcher` for walks that continue from it.
+    pub fn keep(&mut self, searcher: &Searcher, now: Instant) {
+        self.expire(now);
+        let generation = searcher.generation().generation_id();
+        if let Some(entry) = self.entries.iter_mut().find(|(g, _, _)| *g == generation) {
+            entry.2 = now;
+            return;
+        }
+        if self.entries.len() >= MAX_SNAPSHOTS
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(i, _)| i)
+        {
+            self.entries.swap_remove(oldest);
+        }
+        self.entries.push((generation, searcher.clone(), now));
+    }
+
+    fn expire(&mut self, now: Instant) {
+        self.entries
+            .retain(|(_, _, used)| now.saturating_duration_since(*used) < SNAPSHOT_IDLE);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::Sort;
+
+    fn signer(purpose: &str) -> Signer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = crate::config::Settings::for_data_dir(dir.path());
+        settings.secret_key = Some("k".repeat(32));
+        crate::secrets::Secrets::load(&settings)
+            .unwrap()
+            .signer(purpose)
+    }
+
+    #[test]
+    fn a_cursor_round_trips_and_is_bound_to_its_signer_and_query() {
+        let signer = signer("search-cursor");
+        let query = SearchQuery {
+            text: Some("pizza".into()),
+            ..SearchQuery::default()
+        };
+        let digest = query_digest(&query);
+        let cursor = Cursor::new(7, 3, 20, [1, 2, 3, 4], digest);
+        let token = cursor.encode(&signer).unwrap();
+        assert_eq!(Cursor::decode(&token, &signer, digest).unwrap(), cursor);
+
+        let other_query = SearchQuery {
+            sort: Sort::PriceAsc,
+            ..query.clone()
+        };
+        assert!(matches!(
+            Cursor::decode(&token, &signer, query_digest(&other_query)),
+            Err(SearchError::BadCursor)
+        ));
+        assert!(matches!(
+            Cursor::decode(&token, &self::signer("other"), digest),
+            Err(SearchError::BadCursor)
+        ));
+        let mut tampered = token.clone().into_bytes();
+        tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert!(matches!(
+            Cursor::decode(&tampered, &signer, digest),
+            Err(SearchError::BadCursor)
+        ));
+    }
+
+    #[test]
+    fn the_page_size_does_not_change_the_query_digest() {
+        let a = SearchQuery {
+            limit: 10,
+            ..SearchQuery::default()
+        };
+        let b = SearchQuery {
+            limit: 50,
+            cursor: Some("x".into()),
+            ..SearchQuery::default()
+        };
+        assert_eq!(query_digest(&a), query_digest(&b));
+        let c = SearchQuery {
+            in_stock: true,
+            ..SearchQuery::default()
+        };
+        assert_ne!(query_digest(&a), query_digest(&c));
+    }
+}
