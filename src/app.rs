@@ -257,7 +257,8 @@ fn open_delivery(settings: &Settings) -> anyhow::Result<Delivery> {
     })
 }
 
-fn open_bus(settings: &Settings) -> anyhow::Result<SharedBus> {
+/// The bus the settings name: Redis pub/sub, or in-process.
+pub fn open_bus(settings: &Settings) -> anyhow::Result<SharedBus> {
     Ok(match &settings.redis_url {
         Some(url) => {
             Arc::new(RedisBus::new(url, &settings.redis_prefix).context("HEXMARKET_REDIS_URL")?)

@@ -1,4 +1,5 @@
-//! The command line: `serve` (the default) and `migrate`.
+//! The command line: `serve` (the default), `migrate`, `create-admin`, `seed-demo` and
+//! `reindex`.
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +31,22 @@ pub enum Command {
         #[arg(long, default_value = "Administrator")]
         name: String,
     },
+    /// Create (or complete) a demo city: vendors with products and stock, couriers and
+    /// customers, all with one password. Idempotent. On the embedded store, run it while the
+    /// server is stopped.
+    SeedDemo {
+        #[arg(long, default_value_t = 50)]
+        vendors: usize,
+        #[arg(long, default_value_t = 5_000)]
+        products: usize,
+        #[arg(long, default_value_t = 200)]
+        couriers: usize,
+        #[arg(long, default_value_t = 100)]
+        customers: usize,
+    },
+    /// Rebuild the search index (in the data directory) from the store. Run it with the node
+    /// on this data directory stopped.
+    Reindex,
 }
 
 /// Runs a command to completion.
@@ -55,6 +72,22 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name).await,
+        Command::SeedDemo {
+            vendors,
+            products,
+            couriers,
+            customers,
+        } => {
+            let options = crate::seed::SeedOptions {
+                vendors: vendors.max(1),
+                products,
+                couriers,
+                customers,
+                ..Default::default()
+            };
+            seed_demo(&settings, &options).await
+        }
+        Command::Reindex => reindex(&settings).await,
     }
 }
 
@@ -92,4 +125,48 @@ async fn create_admin(settings: &Settings, email: &str, name: &str) -> anyhow::R
         Err(IdentityError::EmailTaken) => anyhow::bail!("an account with this email exists"),
         Err(e) => Err(e.into()),
     }
+}
+
+async fn seed_demo(settings: &Settings, options: &crate::seed::SeedOptions) -> anyhow::Result<()> {
+    let store = crate::app::open_store(settings).await?;
+    let secrets = crate::secrets::Secrets::load(settings)?;
+    let clock = crate::clock::Clock::default();
+    let identity = crate::app::build_identity(settings, &store, &secrets, clock.clone())?;
+    let bus = crate::app::open_bus(settings)?;
+    let catalog = crate::app::build_catalog(settings, &store, &bus, &secrets, clock).await?;
+    let report = crate::seed::seed_demo(&catalog, &identity, options).await?;
+    println!(
+        "demo city ready in {:.1} s: {} vendors and {} products created ({} products already there), \
+         {} accounts created ({} already there)",
+        report.took.as_secs_f64(),
+        report.vendors_created,
+        report.products_created,
+        report.products_existing,
+        report.users_created,
+        report.users_existing,
+    );
+    println!(
+        "sign in as vendor0@{d}, courier0@{d} or customer0@{d} with the password {p}",
+        d = crate::seed::DEMO_DOMAIN,
+        p = crate::seed::DEMO_PASSWORD,
+    );
+    Ok(())
+}
+
+async fn reindex(settings: &Settings) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let store = crate::app::open_store(settings).await?;
+    let secrets = crate::secrets::Secrets::load(settings)?;
+    let dir = settings.data_dir.join("search");
+    let search = crate::search::SearchIndex::open(&dir, secrets.signer("search-cursor"))
+        .with_context(|| format!("opening the search index in {}", dir.display()))?;
+    let indexer = crate::catalog::indexing::Indexer::new(store, search.clone());
+    let report = indexer.reindex_all().await?;
+    let stats = search.stats();
+    println!(
+        "reindexed {} products in {:.2?} ({} documents, {} bytes on disk)",
+        report.products, report.took, stats.documents, stats.bytes_on_disk
+    );
+    Ok(())
 }

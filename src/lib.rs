@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod redis_link;
 pub mod search;
 pub mod secrets;
+pub mod seed;
 pub mod store;
 pub mod telemetry;
 pub mod ws;

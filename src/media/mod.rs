@@ -259,7 +259,9 @@ mod tests {
         let thumb = image::load_from_memory(&bytes).unwrap();
         assert_eq!((thumb.width(), thumb.height()), (320, 80));
 
-        media.delete([stored.key.as_str(), stored.thumbnail_key.as_str()]).await;
+        media
+            .delete([stored.key.as_str(), stored.thumbnail_key.as_str()])
+            .await;
         assert!(media.open(&stored.key).await.unwrap().is_none());
         assert!(media.open("../secret").await.unwrap().is_none());
     }

@@ -105,9 +105,7 @@ fn decode(bytes: &[u8], kind: ImageKind) -> Result<DynamicImage, MediaError> {
     limits()
         .reserve(decoder.total_bytes())
         .map_err(decode_error)?;
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);
     Ok(image)
@@ -116,7 +114,7 @@ fn decode(bytes: &[u8], kind: ImageKind) -> Result<DynamicImage, MediaError> {
 fn decode_error(e: ImageError) -> MediaError {
     match e {
         ImageError::Limits(_) => MediaError::Invalid(format!(
-            "the image may be at most {MAX_DIMENSION} × {MAX_DIMENSION} pixels"
+            "the image may be at most {MAX_DIMENSION} × {MAX_DIMENSION} pixels of 8-bit colour"
         )),
         ImageError::Unsupported(e) => {
             MediaError::Unsupported(format!("this image cannot be read: {e}"))
@@ -206,6 +204,58 @@ mod tests {
             process(&png(MAX_DIMENSION + 1, 1)),
             Err(MediaError::Invalid(_))
         ));
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in bytes {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A PNG that is all header: it claims any size while weighing a few dozen bytes.
+    fn png_header(width: u32, height: u32, bit_depth: u8, color_type: u8) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        for (kind, data) in [
+            (*b"IHDR", {
+                let mut ihdr = width.to_be_bytes().to_vec();
+                ihdr.extend_from_slice(&height.to_be_bytes());
+                ihdr.extend_from_slice(&[bit_depth, color_type, 0, 0, 0]);
+                ihdr
+            }),
+            // Image data that ends at once: nothing to inflate.
+            (
+                *b"IDAT",
+                vec![0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+            ),
+            (*b"IEND", Vec::new()),
+        ] {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut chunk = kind.to_vec();
+            chunk.extend_from_slice(&data);
+            out.extend_from_slice(&chunk);
+            out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn bombs_are_refused_from_their_header() {
+        let refused_for_size = |bytes: Vec<u8>| matches!(process(&bytes), Err(MediaError::Invalid(m)) if m.contains("at most"));
+        // 9,000 × 9,000 RGB: over the dimension limit.
+        assert!(refused_for_size(png_header(9_000, 9_000, 8, 2)));
+        // 8,000 × 8,000 16-bit RGBA: within the dimensions, but 512 MB of pixels.
+        assert!(refused_for_size(png_header(8_000, 8_000, 16, 6)));
+        // The same header at a size that fits gets as far as the (missing) pixel data.
+        assert!(!refused_for_size(png_header(100, 100, 16, 6)));
     }
 
     #[test]

@@ -574,3 +574,70 @@ async fn the_featured_cache_is_invalidated_on_change_in_redis() {
         .unwrap();
     assert!(!keys.is_empty(), "nothing cached under {prefix}");
 }
+
+#[actix_web::test]
+async fn seed_demo_builds_a_city_once_and_running_it_again_adds_nothing() {
+    use hexmarket::seed::{SeedOptions, seed_demo};
+    let app = spawn_app().await;
+    let options = SeedOptions {
+        vendors: 4,
+        products: 40,
+        couriers: 2,
+        customers: 2,
+        ..SeedOptions::default()
+    };
+    let first = seed_demo(&app.catalog, &app.identity, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.vendors_created,
+            first.products_created,
+            first.users_created
+        ),
+        (4, 40, 8)
+    );
+    let again = seed_demo(&app.catalog, &app.identity, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            again.vendors_created,
+            again.products_created,
+            again.users_created
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!((again.products_existing, again.users_existing), (40, 8));
+
+    let near: Value = app
+        .get("/api/v1/vendors?near=52.5219,13.4132&radius_km=10")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(near["items"].as_array().unwrap().len(), 4);
+    let found: Value = app
+        .get("/api/v1/products?limit=100")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 40);
+    let tree: Value = app.get("/api/v1/categories").await.json().await.unwrap();
+    let counted: u64 = tree
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["product_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 40);
+    // Demo accounts can sign in.
+    let login = app
+        .post_json(
+            "/api/v1/auth/login",
+            json!({ "email": "customer0@demo.hexmarket.dev", "password": hexmarket::seed::DEMO_PASSWORD }),
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+}

@@ -28,7 +28,11 @@ fn multipart(field: &str, filename: &str, content_type: &str, bytes: &[u8]) -> (
 
 fn picture(width: u32, height: u32) -> DynamicImage {
     DynamicImage::ImageRgb8(RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x * 7 % 256) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 3 % 256) as u8,
+            ((x + y) % 256) as u8,
+        ])
     }))
 }
 
@@ -130,7 +134,10 @@ async fn a_png_upload_is_stored_and_served_with_cache_headers() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["index"], 0);
     assert_eq!(body["content_type"], "image/png");
-    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(800), Some(600)));
+    assert_eq!(
+        (body["width"].as_u64(), body["height"].as_u64()),
+        (Some(800), Some(600))
+    );
     let key = body["key"].as_str().unwrap();
     assert!(key.starts_with("images/") && key.ends_with(".png"), "{key}");
     assert_eq!(body["url"], format!("/media/{key}"));
@@ -141,7 +148,10 @@ async fn a_png_upload_is_stored_and_served_with_cache_headers() {
     assert_eq!(served.status(), 200);
     let headers = served.headers().clone();
     assert_eq!(headers["content-type"], "image/png");
-    assert_eq!(headers["cache-control"], "public, max-age=31536000, immutable");
+    assert_eq!(
+        headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
     assert_eq!(headers["x-content-type-options"], "nosniff");
     let etag = headers["etag"].to_str().unwrap().to_owned();
     let hash = key.trim_start_matches("images/").trim_end_matches(".png");
@@ -190,7 +200,10 @@ async fn a_jpeg_upload_loses_its_exif_and_keeps_standing_upright() {
     assert_eq!(body["content_type"], "image/jpeg");
     assert!(body["key"].as_str().unwrap().ends_with(".jpg"));
     // Orientation 6 was applied to the pixels before the metadata was dropped.
-    assert_eq!((body["width"].as_u64(), body["height"].as_u64()), (Some(400), Some(640)));
+    assert_eq!(
+        (body["width"].as_u64(), body["height"].as_u64()),
+        (Some(400), Some(640))
+    );
 
     for url in [&body["url"], &body["thumbnail_url"]] {
         let served = app.get(url.as_str().unwrap()).await;
@@ -202,7 +215,10 @@ async fn a_jpeg_upload_loses_its_exif_and_keeps_standing_upright() {
         );
         let bytes = served.bytes().await.unwrap();
         assert!(!contains(&bytes, b"Exif\0\0"), "{url} still has EXIF");
-        assert!(!contains(&bytes, EXIF_SECRET), "{url} still has the location");
+        assert!(
+            !contains(&bytes, EXIF_SECRET),
+            "{url} still has the location"
+        );
         let image = image::load_from_memory_with_format(&bytes, ImageFormat::Jpeg).unwrap();
         assert!(image.width() <= 640 && image.height() <= 640);
     }
@@ -222,7 +238,12 @@ async fn a_text_file_named_png_is_refused_with_415() {
         .upload_image(
             &product,
             Some(&token),
-            multipart("image", "totally-a-picture.png", "image/png", b"just some text\n"),
+            multipart(
+                "image",
+                "totally-a-picture.png",
+                "image/png",
+                b"just some text\n",
+            ),
         )
         .await;
 
@@ -345,7 +366,11 @@ async fn media_keys_cannot_escape_the_store() {
     // Arrange: something worth stealing next to the media directory.
     let app = spawn_app().await;
     std::fs::write(app.data_dir.path().join("secret.key"), b"top secret").unwrap();
-    std::fs::write(app.data_dir.path().join("media").join("secret.key"), b"top secret").unwrap();
+    std::fs::write(
+        app.data_dir.path().join("media").join("secret.key"),
+        b"top secret",
+    )
+    .unwrap();
     let missing = format!("/media/images/{}.png", "0".repeat(64));
 
     // Act + Assert
@@ -408,7 +433,10 @@ async fn deleting_an_image_removes_it_and_objects_nothing_else_uses() {
     // Act + Assert: a shared picture stays while still in use.
     assert_eq!(delete(0).await.unwrap().status(), 204);
     assert_eq!(app.images_of(&product).await.len(), 2);
-    assert_eq!(app.get(views[1]["url"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(
+        app.get(views[1]["url"].as_str().unwrap()).await.status(),
+        200
+    );
 
     // Act + Assert: the last use of it goes with its objects.
     assert_eq!(delete(0).await.unwrap().status(), 204);
@@ -418,7 +446,10 @@ async fn deleting_an_image_removes_it_and_objects_nothing_else_uses() {
     for url in [&views[1]["url"], &views[1]["thumbnail_url"]] {
         assert_problem(app.get(url.as_str().unwrap()).await, 404, "not_found").await;
     }
-    assert_eq!(app.get(views[2]["url"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(
+        app.get(views[2]["url"].as_str().unwrap()).await.status(),
+        200
+    );
 
     assert_problem(delete(5).await.unwrap(), 404, "not_found").await;
 }
