@@ -562,7 +562,7 @@ pub async fn seed_demo(
                 created_at: now,
                 updated_at: now,
             };
-            let stock = if draw("sold-out", n) % 20 == 0 {
+            let stock = if draw("sold-out", n).is_multiple_of(20) {
                 0
             } else {
                 (draw("stock", n) % 200) as u32 + 1

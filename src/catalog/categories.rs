@@ -74,7 +74,7 @@ fn build_nodes(
             }
         })
         .collect();
-    nodes.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    nodes.sort_by_key(|n| n.name.to_lowercase());
     nodes
 }
 

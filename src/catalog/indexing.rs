@@ -106,7 +106,11 @@ impl Indexer {
     #[tracing::instrument(skip(self, ids), fields(products = ids.len()))]
     pub async fn refresh(&self, ids: &[ProductId], wait: Wait) -> anyhow::Result<()> {
         let mut unique = HashSet::new();
-        let ids: Vec<ProductId> = ids.iter().copied().filter(|id| unique.insert(*id)).collect();
+        let ids: Vec<ProductId> = ids
+            .iter()
+            .copied()
+            .filter(|id| unique.insert(*id))
+            .collect();
         if ids.is_empty() {
             return Ok(());
         }
@@ -129,11 +133,8 @@ impl Indexer {
         }
         match wait {
             Wait::Visible => {
-                futures_util::future::try_join(
-                    self.search.upsert(docs),
-                    self.search.remove(gone),
-                )
-                .await?;
+                futures_util::future::try_join(self.search.upsert(docs), self.search.remove(gone))
+                    .await?;
             }
             Wait::No => {
                 self.search.upsert_soon(docs);
@@ -193,7 +194,11 @@ impl Indexer {
             products,
             took: started.elapsed(),
         };
-        tracing::info!(products, took_ms = report.took.as_millis() as u64, "search index rebuilt");
+        tracing::info!(
+            products,
+            took_ms = report.took.as_millis() as u64,
+            "search index rebuilt"
+        );
         Ok(report)
     }
 
@@ -235,9 +240,9 @@ impl Indexer {
                 let stock = stock.get(&id).copied().unwrap_or_default();
                 let rating = ratings.get(&id).copied().unwrap_or_default();
                 let doc = builder.build(product, stock, rating).await?;
-                let current = indexed
-                    .get(&id)
-                    .is_some_and(|i| i.version == doc.version && i.fingerprint == fingerprint(&doc));
+                let current = indexed.get(&id).is_some_and(|i| {
+                    i.version == doc.version && i.fingerprint == fingerprint(&doc)
+                });
                 if !current {
                     stale.push(id);
                 }
@@ -285,7 +290,10 @@ impl Indexer {
         &self,
         id: ProductId,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<(ProductId, Option<(Versioned<Product>, Stock, RatingSummary)>)> {
+    ) -> anyhow::Result<(
+        ProductId,
+        Option<(Versioned<Product>, Stock, RatingSummary)>,
+    )> {
         let Some(product) = self.repo.product(id).await.context("reading a product")? else {
             return Ok((id, None));
         };

@@ -275,7 +275,8 @@ impl Catalog {
             }
         };
         let privileged = viewer.is_some_and(|(user, admin)| admin || user == vendor.owner);
-        if !privileged && !(product.visibility == Visibility::Published && vendor.is_active()) {
+        let listed = product.visibility == Visibility::Published && vendor.is_active();
+        if !privileged && !listed {
             return Err(CatalogError::NotFound);
         }
         let (available, rating) = self.stock_and_rating(id).await?;

@@ -13,8 +13,9 @@ use crate::catalog::inventory::{InventoryFailure, InventoryView, ReserveFailure,
 use crate::domain::ids::ProductId;
 use crate::domain::inventory::{Adjustment, InventoryError, MAX_STOCK, StockChange, check_reason};
 
-/// Default and largest page of the history.
+/// Adjustments on a page of the history unless the client asks for another number.
 pub const DEFAULT_HISTORY_PAGE: usize = 20;
+/// Most adjustments on one page of the history.
 pub const MAX_HISTORY_PAGE: usize = 100;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -273,4 +274,30 @@ pub async fn inventory_history(
         adjustments,
         next_cursor,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi;
+
+    use super::*;
+
+    #[derive(OpenApi)]
+    #[openapi(paths(get_inventory, put_inventory, inventory_history))]
+    struct InventoryDoc;
+
+    #[test]
+    fn the_inventory_paths_document_their_bodies() {
+        let json = InventoryDoc::openapi().to_json().unwrap_or_default();
+        for needle in [
+            "/api/v1/products/{id}/inventory/history",
+            "StockUpdate",
+            "StockUpdated",
+            "InventoryView",
+            "HistoryPage",
+            "Adjustment",
+        ] {
+            assert!(json.contains(needle), "{needle} missing from the document");
+        }
+    }
 }

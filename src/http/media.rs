@@ -238,7 +238,7 @@ pub async fn upload_image(
     responses((status = 204), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem)),
     security(("bearer" = [])))]
-#[tracing::instrument(name = "media.delete_image", skip_all, fields(product_id = %(*path).0, index = (*path).1))]
+#[tracing::instrument(name = "media.delete_image", skip_all, fields(product_id = %path.0, index = path.1))]
 pub async fn delete_image(
     state: web::Data<AppState>,
     user: AuthUser,

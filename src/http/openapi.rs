@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
-use super::{admin, auth, cart, categories, health, me, problem, products, vendors};
+use super::{admin, auth, cart, categories, health, me, problem, products, reviews, vendors};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,13 +54,21 @@ use super::{admin, auth, cart, categories, health, me, problem, products, vendor
         products::featured,
         products::popular,
         products::set_featured,
+        reviews::create_product_review,
+        reviews::create_vendor_review,
+        reviews::list_product_reviews,
+        reviews::list_vendor_reviews,
+        reviews::report_product_review,
+        reviews::report_vendor_review,
+        reviews::moderate_review,
     ),
     components(schemas(problem::Problem, problem::FieldError)),
     modifiers(&BearerAuth),
     tags(
         (name = "operations", description = "Liveness, readiness and metrics"),
         (name = "cart", description = "Carts of guests and customers"),
-        (name = "catalog", description = "Vendors, categories, products, search, stock and reviews"),
+        (name = "catalog", description = "Vendors, categories, products, search and stock"),
+        (name = "reviews", description = "Reviews and ratings of products and vendors"),
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile"),
         (name = "admin", description = "Platform administration"),

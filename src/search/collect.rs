@@ -198,13 +198,10 @@ impl Collector for PageCollector {
         reader: &SegmentReader,
     ) -> tantivy::Result<PageSegment> {
         let categories = if self.facets {
-            reader
-                .fast_fields()
-                .str(fast::CATEGORY)?
-                .map(|column| {
-                    let terms = column.num_terms();
-                    (column, vec![0u64; terms])
-                })
+            reader.fast_fields().str(fast::CATEGORY)?.map(|column| {
+                let terms = column.num_terms();
+                (column, vec![0u64; terms])
+            })
         } else {
             None
         };
@@ -262,9 +259,7 @@ impl SegmentCollector for PageSegment {
         if self.after.is_some_and(|after| key <= after) {
             return;
         }
-        if self.best.len() == self.take
-            && self.best.peek().is_some_and(|worst| worst.key <= key)
-        {
+        if self.best.len() == self.take && self.best.peek().is_some_and(|worst| worst.key <= key) {
             return;
         }
         self.best.push(Entry {

@@ -220,8 +220,7 @@ impl SearchIndex {
     /// An index of another schema version (or an unreadable one) is wiped; then, as for a new
     /// index, [`needs_rebuild`](Self::needs_rebuild) says so until a rebuild finishes.
     pub fn open(dir: &Path, signer: Signer) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let fields = Fields::new();
         let (index, complete) = open_index(dir, &fields.schema)?;
         schema::register_analyzers(&index);
@@ -572,7 +571,8 @@ fn acquire_writer(index: &Index) -> anyhow::Result<IndexWriter<TantivyDocument>>
                 std::thread::sleep(Duration::from_millis(50));
             }
             Err(e) => {
-                return Err(e).context("opening the search index writer (is another process using it?)");
+                return Err(e)
+                    .context("opening the search index writer (is another process using it?)");
             }
         }
     }

@@ -108,7 +108,8 @@ impl QueryBuilder {
                     vec![(Occur::Should, self.exact.parse_query_lenient(word).0)];
                 if chars >= FUZZY_MIN_CHARS {
                     let typo = self.typo.parse_query_lenient(word).0;
-                    alternatives.push((Occur::Should, Box::new(BoostQuery::new(typo, FUZZY_WEIGHT))));
+                    alternatives
+                        .push((Occur::Should, Box::new(BoostQuery::new(typo, FUZZY_WEIGHT))));
                 }
                 if i == last && chars >= PREFIX_MIN_CHARS {
                     let prefix = self.prefix.parse_query_lenient(word).0;
@@ -138,7 +139,10 @@ impl QueryBuilder {
             )));
         }
         if let Some(vendor) = q.vendor {
-            filters.push(term(Term::from_field_text(f.vendor_id, &vendor.to_string())));
+            filters.push(term(Term::from_field_text(
+                f.vendor_id,
+                &vendor.to_string(),
+            )));
         }
         if let Some(vendors) = &q.vendors_in {
             if vendors.is_empty() {

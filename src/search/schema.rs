@@ -89,7 +89,11 @@ impl Fields {
                 .set_tokenizer(TEXT_ANALYZER)
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions);
             let options = TextOptions::default().set_indexing_options(indexing);
-            if stored { options.set_stored() } else { options }
+            if stored {
+                options.set_stored()
+            } else {
+                options
+            }
         };
         let id = b.add_text_field("id", STRING | STORED);
         let id_hi = b.add_u64_field(fast::ID_HI, FAST);

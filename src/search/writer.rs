@@ -71,7 +71,11 @@ pub struct Shared {
 
 impl Shared {
     /// Queues changes; with `reply`, it is answered once they are searchable.
-    pub fn submit(&self, changes: impl IntoIterator<Item = (ProductId, Change)>, reply: Option<Reply>) {
+    pub fn submit(
+        &self,
+        changes: impl IntoIterator<Item = (ProductId, Change)>,
+        reply: Option<Reply>,
+    ) {
         let mut queue = self.queue.lock();
         if queue.stopped {
             // Dropping `reply` tells the caller the writer is gone.
@@ -206,20 +210,21 @@ impl WriterTask {
         shared: Arc<Shared>,
         dir: PathBuf,
     ) -> Self {
-        WriterTask {
+        let task = WriterTask {
             writer,
             reader,
             fields,
             shared,
             dir,
             rebuild: None,
-        }
+        };
+        task.update_stats();
+        task
     }
 
     /// Runs until the index is closed, then waits for merges to finish.
     pub fn run(mut self) {
         let _stopped = Stopped(Arc::clone(&self.shared));
-        self.update_stats();
         while let Some(batch) = self.next() {
             for step in batch.rebuild {
                 self.rebuild_step(step);

@@ -189,6 +189,24 @@ async fn only_owners_and_admins_change_stores_and_only_admins_suspend() {
     assert_eq!(response.status(), 200);
 
     let admin = admin(&app);
+    let category = app.create_category(&admin, "Sushi", None).await;
+    app.send_json(
+        reqwest::Method::PATCH,
+        &path,
+        &owner,
+        json!({ "status": "active" }),
+    )
+    .await;
+    let product = app
+        .list_product(&owner, &category, "Salmon Nigiri", 450)
+        .await;
+    let listed = |app: &TestApp| {
+        let url = format!("/api/v1/products?vendor={id}");
+        let request = app.client.get(app.url(&url));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["total"].clone() }
+    };
+    assert_eq!(listed(&app).await, 1);
+
     let response = app
         .send_json(
             reqwest::Method::PATCH,
@@ -198,8 +216,12 @@ async fn only_owners_and_admins_change_stores_and_only_admins_suspend() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    // Suspended stores are hidden from the public, not from their owner.
+    // Suspended stores and their products are hidden from the public, not from their owner.
     assert_problem(app.get(&path).await, 404, "not_found").await;
+    assert_eq!(listed(&app).await, 0);
+    let product_path = format!("/api/v1/products/{product}");
+    assert_problem(app.get(&product_path).await, 404, "not_found").await;
+    assert_eq!(app.get_authed(&product_path, &owner).await.status(), 200);
     let seen: Value = app.get_authed(&path, &owner).await.json().await.unwrap();
     assert_eq!(seen["name"], "Sushi Bar 2");
     assert_eq!(seen["status"], "suspended");
