@@ -138,7 +138,14 @@ impl From<ReserveFailure> for ApiError {
     fn from(e: ReserveFailure) -> Self {
         match e {
             ReserveFailure::Short(items) => {
-                ApiError::conflict("insufficient_stock", short_detail(&items))
+                let fields = items
+                    .iter()
+                    .map(|i| super::problem::FieldError {
+                        field: format!("items.{}", i.product_id),
+                        message: format!("requested {}, available {}", i.requested, i.available),
+                    })
+                    .collect();
+                ApiError::conflict("insufficient_stock", short_detail(&items)).with_fields(fields)
             }
             ReserveFailure::Busy(product) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -200,24 +200,8 @@ pub async fn upload_image(
         .store_image(&product_id.to_string(), bytes)
         .await
         .map_err(media_error)?;
-    let now = state.catalog.clock.now();
-    let appended = state
-        .catalog
-        .repo
-        .products
-        .modify(&id_key(product_id), |current| {
-            let mut product = current.cloned().ok_or(Refused::NoProduct)?;
-            if product.images.len() >= MAX_IMAGES {
-                return Err(Refused::TooMany);
-            }
-            product.images.push(stored.clone());
-            product.updated_at = now;
-            let index = product.images.len() - 1;
-            Ok(Change::Put(product, index))
-        })
-        .await;
-    let index = match appended {
-        Ok((index, _)) => index,
+    let index = match append_image(&state, product_id, &stored).await {
+        Ok(index) => index,
         Err(e) => {
             discard_unreferenced(&state, product_id, &stored).await;
             return Err(modify_error(e));
@@ -246,8 +230,52 @@ pub async fn delete_image(
 ) -> Result<HttpResponse, ApiError> {
     let (product_id, index) = path.into_inner();
     product_for_owner(&state, &user, product_id).await?;
+    let (removed, remaining) = remove_image(&state, product_id, index)
+        .await
+        .map_err(modify_error)?;
+    state.catalog.product_changed(product_id).await;
+    state
+        .catalog
+        .media
+        .delete(unreferenced(&removed, &remaining))
+        .await;
+    tracing::info!(key = %removed.key, "product image removed");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Appends a stored image to the product; its index.
+async fn append_image(
+    state: &AppState,
+    product_id: ProductId,
+    stored: &ImageRef,
+) -> Result<usize, ModifyError<Refused>> {
     let now = state.catalog.clock.now();
-    let ((removed, remaining), _) = state
+    let (index, _) = state
+        .catalog
+        .repo
+        .products
+        .modify(&id_key(product_id), |current| {
+            let mut product = current.cloned().ok_or(Refused::NoProduct)?;
+            if product.images.len() >= MAX_IMAGES {
+                return Err(Refused::TooMany);
+            }
+            product.images.push(stored.clone());
+            product.updated_at = now;
+            let index = product.images.len() - 1;
+            Ok(Change::Put(product, index))
+        })
+        .await?;
+    Ok(index)
+}
+
+/// Takes the image at `index` out of the product; it and the images left.
+async fn remove_image(
+    state: &AppState,
+    product_id: ProductId,
+    index: usize,
+) -> Result<(ImageRef, Vec<ImageRef>), ModifyError<Refused>> {
+    let now = state.catalog.clock.now();
+    let (outcome, _) = state
         .catalog
         .repo
         .products
@@ -261,16 +289,8 @@ pub async fn delete_image(
             let remaining = product.images.clone();
             Ok(Change::Put(product, (removed, remaining)))
         })
-        .await
-        .map_err(modify_error)?;
-    state.catalog.product_changed(product_id).await;
-    state
-        .catalog
-        .media
-        .delete(unreferenced(&removed, &remaining))
-        .await;
-    tracing::info!(key = %removed.key, "product image removed");
-    Ok(HttpResponse::NoContent().finish())
+        .await?;
+    Ok(outcome)
 }
 
 /// Serves a stored image or thumbnail.

@@ -4,7 +4,9 @@ use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
-use super::{admin, auth, cart, categories, health, me, problem, products, reviews, vendors};
+use super::{
+    admin, auth, cart, categories, health, inventory, me, problem, products, reviews, vendors,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,6 +56,9 @@ use super::{admin, auth, cart, categories, health, me, problem, products, review
         products::featured,
         products::popular,
         products::set_featured,
+        inventory::get_inventory,
+        inventory::put_inventory,
+        inventory::inventory_history,
         reviews::create_product_review,
         reviews::create_vendor_review,
         reviews::list_product_reviews,
@@ -68,6 +73,7 @@ use super::{admin, auth, cart, categories, health, me, problem, products, review
         (name = "operations", description = "Liveness, readiness and metrics"),
         (name = "cart", description = "Carts of guests and customers"),
         (name = "catalog", description = "Vendors, categories, products, search and stock"),
+        (name = "inventory", description = "Stock of a product"),
         (name = "reviews", description = "Reviews and ratings of products and vendors"),
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile"),

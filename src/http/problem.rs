@@ -136,6 +136,13 @@ impl ApiError {
         }
     }
 
+    /// Lists offending items (fields, or for instance the products a checkout is short of)
+    /// in the problem's `errors`, whatever its status.
+    pub fn with_fields(mut self, fields: Vec<FieldError>) -> Self {
+        self.fields = fields;
+        self
+    }
+
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self

@@ -266,6 +266,22 @@ mod tests {
         assert!(media.open("../secret").await.unwrap().is_none());
     }
 
+    #[test]
+    fn an_s3_store_builds_from_settings_without_connecting() {
+        let settings = S3Settings {
+            bucket: "hexmarket-images".to_owned(),
+            endpoint: Some("http://127.0.0.1:9".to_owned()),
+            region: "us-east-1".to_owned(),
+            access_key_id: Some("minio".to_owned()),
+            secret_access_key: Some("minio-secret".to_owned()),
+            allow_http: true,
+        };
+        let media = Media::s3(&settings).unwrap();
+        assert_eq!(media.backend(), "s3");
+        // A second store in the same process finds the TLS provider installed.
+        assert!(Media::s3(&settings).is_ok());
+    }
+
     #[tokio::test]
     async fn local_store_refuses_paths_outside_its_keys() {
         let dir = tempfile::tempdir().unwrap();

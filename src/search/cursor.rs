@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tantivy::Searcher;
 
@@ -29,30 +28,25 @@ pub const MAX_SNAPSHOTS: usize = 32;
 pub const SNAPSHOT_IDLE: Duration = Duration::from_secs(600);
 
 /// Where a walk stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    #[serde(rename = "f")]
-    pub format: u8,
     /// The index instance (one per open) whose generation `generation` is.
-    #[serde(rename = "i")]
     pub instance: u64,
-    #[serde(rename = "g")]
     pub generation: u64,
     /// Results returned before the next page.
-    #[serde(rename = "o")]
     pub offset: u64,
     /// Sort key of the last result returned.
-    #[serde(rename = "k")]
     pub after: SortKey,
     /// Digest of the query parameters (see [`query_digest`]).
-    #[serde(rename = "q")]
     pub query: u64,
 }
+
+/// Bytes of an encoded cursor: the format, then eight big-endian `u64`s.
+const ENCODED_LEN: usize = 1 + 8 * 8;
 
 impl Cursor {
     pub fn new(instance: u64, generation: u64, offset: u64, after: SortKey, query: u64) -> Self {
         Cursor {
-            format: CURSOR_FORMAT,
             instance,
             generation,
             offset,
@@ -62,19 +56,43 @@ impl Cursor {
     }
 
     /// The signed token handed to clients.
-    pub fn encode(&self, signer: &Signer) -> Result<String, SearchError> {
-        let json = serde_json::to_vec(self).map_err(anyhow::Error::from)?;
-        Ok(signer.sign(&URL_SAFE_NO_PAD.encode(json)))
+    pub fn encode(&self, signer: &Signer) -> String {
+        let mut bytes = Vec::with_capacity(ENCODED_LEN);
+        bytes.push(CURSOR_FORMAT);
+        for n in [self.instance, self.generation, self.offset]
+            .into_iter()
+            .chain(self.after)
+            .chain([self.query])
+        {
+            bytes.extend_from_slice(&n.to_be_bytes());
+        }
+        signer.sign(&URL_SAFE_NO_PAD.encode(bytes))
     }
 
     /// The cursor of a token this platform issued for this query.
     pub fn decode(token: &str, signer: &Signer, query: u64) -> Result<Self, SearchError> {
         let payload = signer.verify(token).ok_or(SearchError::BadCursor)?;
-        let json = URL_SAFE_NO_PAD
+        let bytes = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| SearchError::BadCursor)?;
-        let cursor: Cursor = serde_json::from_slice(&json).map_err(|_| SearchError::BadCursor)?;
-        if cursor.format != CURSOR_FORMAT || cursor.query != query {
+        let (format, rest) = bytes.split_first().ok_or(SearchError::BadCursor)?;
+        if *format != CURSOR_FORMAT || bytes.len() != ENCODED_LEN {
+            return Err(SearchError::BadCursor);
+        }
+        let mut numbers = rest.chunks_exact(8).map(|chunk| {
+            let mut n = [0u8; 8];
+            n.copy_from_slice(chunk);
+            u64::from_be_bytes(n)
+        });
+        let mut next = || numbers.next().ok_or(SearchError::BadCursor);
+        let cursor = Cursor {
+            instance: next()?,
+            generation: next()?,
+            offset: next()?,
+            after: [next()?, next()?, next()?, next()?],
+            query: next()?,
+        };
+        if cursor.query != query {
             return Err(SearchError::BadCursor);
         }
         Ok(cursor)
@@ -182,7 +200,7 @@ mod tests {
         };
         let digest = query_digest(&query);
         let cursor = Cursor::new(7, 3, 20, [1, 2, 3, 4], digest);
-        let token = cursor.encode(&signer).unwrap();
+        let token = cursor.encode(&signer);
         assert_eq!(Cursor::decode(&token, &signer, digest).unwrap(), cursor);
 
         let other_query = SearchQuery {

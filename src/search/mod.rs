@@ -458,7 +458,7 @@ impl Inner {
                     last.key,
                     digest,
                 );
-                Some(next.encode(&self.signer)?)
+                Some(next.encode(&self.signer))
             }
             _ => None,
         };
@@ -539,9 +539,16 @@ fn open_index(dir: &Path, schema: &Schema) -> anyhow::Result<(Index, bool)> {
 
 /// Deletes the index files in `dir`, unless another writer holds the index.
 fn wipe(directory: &MmapDirectory, dir: &Path) -> anyhow::Result<()> {
-    let _lock = directory
-        .acquire_lock(&INDEX_WRITER_LOCK)
-        .map_err(|e| anyhow::anyhow!("the search index in {} is in use: {e}", dir.display()))?;
+    let started = Instant::now();
+    let _lock = loop {
+        match directory.acquire_lock(&INDEX_WRITER_LOCK) {
+            Ok(lock) => break lock,
+            Err(LockError::LockBusy) if started.elapsed() < WRITER_LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => anyhow::bail!("the search index in {} is in use: {e}", dir.display()),
+        }
+    };
     let lock_file = INDEX_WRITER_LOCK.filepath.clone();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
