@@ -5,7 +5,8 @@ use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
 use super::{
-    admin, auth, cart, categories, health, inventory, me, problem, products, reviews, vendors,
+    admin, auth, cart, categories, health, inventory, me, media, problem, products, reviews,
+    vendors,
 };
 
 #[derive(OpenApi)]
@@ -56,6 +57,9 @@ use super::{
         products::featured,
         products::popular,
         products::set_featured,
+        media::upload_image,
+        media::delete_image,
+        media::serve_media,
         inventory::get_inventory,
         inventory::put_inventory,
         inventory::inventory_history,
@@ -73,6 +77,7 @@ use super::{
         (name = "operations", description = "Liveness, readiness and metrics"),
         (name = "cart", description = "Carts of guests and customers"),
         (name = "catalog", description = "Vendors, categories, products, search and stock"),
+        (name = "media", description = "Stored product images"),
         (name = "inventory", description = "Stock of a product"),
         (name = "reviews", description = "Reviews and ratings of products and vendors"),
         (name = "auth", description = "Accounts and sessions"),

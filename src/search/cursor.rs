@@ -168,12 +168,9 @@ impl Snapshots {
             .retain(|(_, _, used)| now.saturating_duration_since(*used) < SNAPSHOT_IDLE);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
@@ -241,5 +238,50 @@ mod tests {
             ..SearchQuery::default()
         };
         assert_ne!(query_digest(&a), query_digest(&c));
+    }
+
+    #[test]
+    fn snapshots_keep_the_most_recently_used_and_expire_idle_ones() {
+        use tantivy::schema::{INDEXED, Schema};
+        use tantivy::{Index, IndexWriter, ReloadPolicy, doc};
+
+        let mut builder = Schema::builder();
+        let n = builder.add_u64_field("n", INDEXED);
+        let index = Index::create_in_ram(builder.build());
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .unwrap();
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut snapshots = Snapshots::default();
+        let mut generations = Vec::new();
+        for i in 0..=MAX_SNAPSHOTS as u64 {
+            writer.add_document(doc!(n => i)).unwrap();
+            writer.commit().unwrap();
+            reader.reload().unwrap();
+            let searcher = reader.searcher();
+            generations.push(searcher.generation().generation_id());
+            snapshots.keep(&searcher, at(i));
+        }
+
+        assert_eq!(snapshots.len(), MAX_SNAPSHOTS);
+        assert!(
+            snapshots.get(generations[0], at(40)).is_none(),
+            "least recently used"
+        );
+        assert!(snapshots.get(generations[1], at(40)).is_some());
+        let idle = at(40) + SNAPSHOT_IDLE - Duration::from_secs(1);
+        assert!(
+            snapshots.get(generations[2], idle).is_none(),
+            "idle too long"
+        );
+        assert!(
+            snapshots.get(generations[1], idle).is_some(),
+            "used at 40 s"
+        );
+        assert_eq!(snapshots.len(), 1);
     }
 }

@@ -8,11 +8,11 @@
 //! Searches run on the blocking pool; cursors pin the snapshot their walk started on (see
 //! [`cursor`]).
 
-pub mod collect;
-pub mod cursor;
-pub mod query;
-pub mod schema;
-pub mod writer;
+mod collect;
+mod cursor;
+mod query;
+mod schema;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,11 +40,13 @@ use crate::domain::money::Money;
 use crate::domain::review::RatingSummary;
 use crate::secrets::Signer;
 
-use collect::{IdCollector, Indexed, Order, PageCollector};
+pub use collect::Indexed;
+use collect::{IdCollector, Order, PageCollector};
 use cursor::{Cursor, Snapshots, query_digest};
 use query::QueryBuilder;
-use schema::{Fields, SCHEMA_VERSION};
-pub use writer::Rebuild;
+use schema::Fields;
+pub use schema::{SCHEMA_VERSION, fingerprint};
+pub use writer::{COMMIT_DELAY, Rebuild};
 use writer::{Change, Shared, WriterTask, answer};
 
 /// Everything the index knows about one product.
@@ -275,7 +277,7 @@ impl SearchIndex {
     }
 
     /// Adds or replaces documents without waiting for them to become searchable (they are
-    /// within [`writer::COMMIT_DELAY`]).
+    /// within [`COMMIT_DELAY`]).
     pub fn upsert_soon(&self, docs: Vec<ProductDoc>) {
         if !docs.is_empty() {
             self.inner.shared.submit(upserts(docs), None);

@@ -478,8 +478,12 @@ async fn a_cursor_walk_sees_every_product_once_while_products_are_added() {
         Sort::Newest,
     ] {
         // Everything indexed when the walk starts (earlier walks added more).
-        let expected: HashSet<ProductId> =
-            index.indexed_versions().await.unwrap().into_keys().collect();
+        let expected: HashSet<ProductId> = index
+            .indexed_versions()
+            .await
+            .unwrap()
+            .into_keys()
+            .collect();
         let q = SearchQuery {
             sort,
             limit: 7,
@@ -647,6 +651,48 @@ async fn an_index_of_another_schema_version_is_wiped_for_a_rebuild() {
     assert_eq!(wiped.search(query("")).await.unwrap().total, 0);
 }
 
+#[tokio::test]
+async fn a_rebuild_is_invisible_until_it_finishes_and_keeps_changes_made_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = open(&dir);
+    index.upsert(widgets(3, "previous")).await.unwrap();
+
+    // Abandoned half-way: rolled back.
+    {
+        let mut abandoned = index.rebuild().await.unwrap();
+        abandoned.add(widgets(2, "abandoned")).await.unwrap();
+    }
+
+    let mut rebuild = index.rebuild().await.unwrap();
+    let fresh = widgets(4, "fresh");
+    rebuild.add(fresh[..2].to_vec()).await.unwrap();
+    assert_eq!(index.search(query("")).await.unwrap().total, 3);
+    assert_eq!(index.search(query("abandoned")).await.unwrap().total, 0);
+
+    // Edited while the rebuild runs; the rebuild then brings the older copy.
+    let mut edited = fresh[2].clone();
+    edited.version = 2;
+    edited.product.title = "Widget renamed".to_owned();
+    let waiter = tokio::spawn({
+        let index = index.clone();
+        async move { index.upsert(vec![edited]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "answered with the rebuild's commit");
+    rebuild.add(fresh[2..].to_vec()).await.unwrap();
+    rebuild.finish().await.unwrap();
+    waiter.await.unwrap().unwrap();
+
+    assert_eq!(index.search(query("")).await.unwrap().total, 4);
+    assert_eq!(index.search(query("previous")).await.unwrap().total, 0);
+    let renamed = index.search(query("renamed")).await.unwrap();
+    assert_eq!(
+        renamed.items.first().map(|h| h.id),
+        Some(fresh[2].product.id)
+    );
+    assert!(!index.needs_rebuild());
+}
+
 /// Stores a category tree Food → Pizza.
 async fn seed_categories(app: &crate::helpers::TestApp) -> (CategoryId, CategoryId) {
     let (food, pizza) = (CategoryId::new(), CategoryId::new());
@@ -777,4 +823,68 @@ async fn refresh_reads_stock_and_removes_products_gone_from_the_store() {
             .total,
         0
     );
+}
+
+#[actix_web::test]
+#[ignore]
+async fn zz_measure_reindex() {
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let index = open(&dir);
+    let docs = widgets(n, "bulk");
+    let t = std::time::Instant::now();
+    index.replace_all(docs).await.unwrap();
+    println!("replace_all {n}: {:?} {:?}", t.elapsed(), index.stats());
+    let t = std::time::Instant::now();
+    let r = index
+        .search(SearchQuery {
+            limit: 20,
+            ..query("widget")
+        })
+        .await
+        .unwrap();
+    println!("search widget total {}: {:?}", r.total, t.elapsed());
+    let t = std::time::Instant::now();
+    let r = index
+        .search(SearchQuery {
+            limit: 20,
+            sort: Sort::PriceAsc,
+            ..query("")
+        })
+        .await
+        .unwrap();
+    println!("search all by price total {}: {:?}", r.total, t.elapsed());
+    let t = std::time::Instant::now();
+    let r = index
+        .search(SearchQuery {
+            limit: 20,
+            ..query("widgt bulk")
+        })
+        .await
+        .unwrap();
+    println!("search typo total {}: {:?}", r.total, t.elapsed());
+
+    let app = spawn_app().await;
+    let (_, pizza) = seed_categories(&app).await;
+    let (vendor, _) = seed_vendor(&app, "Luigi's", berlin(0.0, 0.0)).await;
+    let m = n / 10;
+    let t = std::time::Instant::now();
+    for i in 0..m {
+        seed_product(
+            &app,
+            &vendor,
+            pizza,
+            &format!("Pizza number {i}"),
+            800 + i as i64,
+        )
+        .await;
+    }
+    println!("seeded {m}: {:?}", t.elapsed());
+    let report = app.catalog.indexer.reindex_all().await.unwrap();
+    println!("reindex_all {report:?}");
+    let c = app.catalog.indexer.catch_up().await.unwrap();
+    println!("catch_up {c:?}");
 }
