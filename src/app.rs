@@ -130,6 +130,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.server.await.context("the HTTP server failed")?;
         tracing::info!("shutting down: persisting live actors");
+        self.state.catalog.stop();
         self.state
             .carts
             .shutdown(self.settings.shutdown_timeout)

@@ -77,6 +77,8 @@ pub struct Catalog {
     pub directory: VendorDirectory,
     pub clock: Clock,
     pub bus: SharedBus,
+    /// Background tasks started by [`Catalog::start`], stopped by [`Catalog::stop`].
+    tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// What a catalog is built from.
@@ -116,6 +118,14 @@ impl Catalog {
             directory: VendorDirectory::new(),
             clock: parts.clock,
             bus: parts.bus,
+            tasks: Arc::default(),
+        }
+    }
+
+    /// Stops the background tasks, so that nothing holds the store once the node stops.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
         }
     }
 
@@ -127,7 +137,7 @@ impl Catalog {
         match self.bus.subscribe(VENDOR_TOPIC).await {
             Ok(mut subscription) => {
                 let catalog = self.clone();
-                tokio::spawn(async move {
+                let follower = tokio::spawn(async move {
                     while let Some(delivery) = subscription.recv().await {
                         match delivery {
                             Delivery::Message(payload) => {
@@ -148,13 +158,15 @@ impl Catalog {
                         }
                     }
                 });
+                self.tasks.lock().push(follower);
             }
             Err(e) => tracing::warn!(error = %e, "not following vendor changes of other nodes"),
         }
         let catalog = self.clone();
-        tokio::spawn(async move {
+        let warming = tokio::spawn(async move {
             catalog.warm_lists().await;
         });
+        self.tasks.lock().push(warming);
         Ok(())
     }
 }
