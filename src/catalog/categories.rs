@@ -133,12 +133,7 @@ impl Catalog {
             .await?;
         if parent.is_some() {
             // Products below it now have another category path.
-            let products = self.products_in_category(id).await?;
-            if let Err(e) = self
-                .indexer
-                .refresh(&products, super::indexing::Wait::Visible)
-                .await
-            {
+            if let Err(e) = self.indexer.refresh_category(id).await {
                 tracing::warn!(error = ?e, "products of a moved category not re-indexed");
             }
         }
@@ -155,34 +150,5 @@ impl Catalog {
             });
         }
         self.change_tree(|tree| tree.remove(id)).await
-    }
-
-    /// Every product (any visibility) in a category or below it.
-    async fn products_in_category(
-        &self,
-        id: CategoryId,
-    ) -> Result<Vec<crate::domain::ids::ProductId>, CatalogError> {
-        let mut ids = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .indexer
-                .search
-                .search(crate::search::SearchQuery {
-                    category: Some(id),
-                    include_unlisted: true,
-                    limit: 100,
-                    cursor,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| CatalogError::Internal(anyhow::anyhow!(e)))?;
-            ids.extend(page.items.iter().map(|h| h.id));
-            match page.next_cursor {
-                Some(next) if !page.items.is_empty() => cursor = Some(next),
-                _ => break,
-            }
-        }
-        Ok(ids)
     }
 }

@@ -12,7 +12,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 
 use crate::clock::Clock;
 use crate::domain::catalog::{CategoryTree, Product};
-use crate::domain::ids::{ProductId, VendorId};
+use crate::domain::ids::{CategoryId, ProductId, VendorId};
 use crate::domain::inventory::Inventory;
 use crate::domain::review::{RatingSummary, RatingTotals, ReviewTarget};
 use crate::search::{ProductDoc, SearchIndex, fingerprint};
@@ -147,6 +147,16 @@ impl Indexer {
     /// returns how many.
     pub async fn refresh_vendor(&self, vendor: VendorId) -> anyhow::Result<usize> {
         let ids = self.search.products_of_vendor(vendor).await?;
+        for chunk in ids.chunks(CATCH_UP_CHUNK) {
+            self.refresh(chunk, Wait::Visible).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Re-indexes every indexed product in a category or below it (after the category moved
+    /// in the tree); returns how many.
+    pub async fn refresh_category(&self, category: CategoryId) -> anyhow::Result<usize> {
+        let ids = self.search.products_in_category(category).await?;
         for chunk in ids.chunks(CATCH_UP_CHUNK) {
             self.refresh(chunk, Wait::Visible).await?;
         }

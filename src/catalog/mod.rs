@@ -93,7 +93,8 @@ pub struct CatalogParts {
 
 impl Catalog {
     pub fn new(parts: CatalogParts) -> Self {
-        let indexer = Indexer::new(parts.store.clone(), parts.search);
+        let indexer =
+            Indexer::new(parts.store.clone(), parts.search).with_clock(parts.clock.clone());
         let stock_indexer = indexer.clone();
         let inventory = InventoryService::new(
             parts.store.clone(),
@@ -134,6 +135,8 @@ impl Catalog {
     pub async fn start(&self) -> anyhow::Result<()> {
         let vendors = self.load_directory().await?;
         tracing::info!(vendors, "vendor directory loaded");
+        let caught_up = self.indexer.catch_up().await?;
+        tracing::info!(report = ?caught_up, "search index is current");
         match self.bus.subscribe(VENDOR_TOPIC).await {
             Ok(mut subscription) => {
                 let catalog = self.clone();

@@ -2,7 +2,6 @@
 
 use serde::Deserialize;
 
-use super::indexing::Wait;
 use super::{Catalog, CatalogError, directory::VENDOR_TOPIC};
 use crate::domain::catalog::{
     MAX_ADDRESS, MAX_DESCRIPTION, MAX_NAME, OpeningHours, Vendor, VendorStatus,
@@ -177,10 +176,7 @@ impl Catalog {
             .await?;
         self.vendor_changed(&vendor).await;
         if patch.name.is_some() || patch.status.is_some() {
-            let reindexed = match self.indexer.search.products_of_vendor(vendor.id).await {
-                Ok(ids) => self.indexer.refresh(&ids, Wait::Visible).await,
-                Err(e) => Err(e),
-            };
+            let reindexed = self.indexer.refresh_vendor(vendor.id).await;
             if let Err(e) = reindexed {
                 tracing::warn!(error = ?e, vendor_id = %vendor.id, "vendor's products not re-indexed");
             }

@@ -346,6 +346,20 @@ impl SearchIndex {
         .await
     }
 
+    /// Every indexed product in a category or below it (any visibility).
+    pub async fn products_in_category(
+        &self,
+        category: CategoryId,
+    ) -> anyhow::Result<Vec<ProductId>> {
+        self.blocking(move |inner| {
+            let term = Term::from_field_text(inner.fields.category_path, &category.to_string());
+            let query = TermQuery::new(term, IndexRecordOption::Basic);
+            let found = inner.reader.searcher().search(&query, &IdCollector)?;
+            Ok(found.into_iter().map(|i| i.id).collect())
+        })
+        .await
+    }
+
     /// Product id → the product row version each indexed document was built from.
     pub async fn indexed_versions(&self) -> anyhow::Result<HashMap<ProductId, u64>> {
         Ok(self

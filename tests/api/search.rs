@@ -685,6 +685,7 @@ async fn a_rebuild_is_invisible_until_it_finishes_and_keeps_changes_made_meanwhi
 
     assert_eq!(index.search(query("")).await.unwrap().total, 4);
     assert_eq!(index.search(query("previous")).await.unwrap().total, 0);
+    assert_eq!(index.search(query("abandoned")).await.unwrap().total, 0);
     let renamed = index.search(query("renamed")).await.unwrap();
     assert_eq!(
         renamed.items.first().map(|h| h.id),
@@ -773,7 +774,7 @@ async fn reindex_all_rebuilds_from_the_store_and_catch_up_picks_up_what_the_inde
 #[actix_web::test]
 async fn refresh_reads_stock_and_removes_products_gone_from_the_store() {
     let app = spawn_app().await;
-    let (_, pizza) = seed_categories(&app).await;
+    let (food, pizza) = seed_categories(&app).await;
     let (vendor, _) = seed_vendor(&app, "Luigi's", berlin(0.0, 0.0)).await;
     let product = seed_product(&app, &vendor, pizza, "Pizza Quattro Formaggi", 1200).await;
     let inventory: Rows<Inventory> =
@@ -806,6 +807,30 @@ async fn refresh_reads_stock_and_removes_products_gone_from_the_store() {
     let refreshed = indexer.refresh_vendor(vendor.id).await.unwrap();
     assert_eq!(refreshed, 1);
 
+    // The category moves to the top level: it is no longer below Food.
+    let categories = &app.catalog.repo.categories;
+    let mut tree = categories
+        .get(&Key::single(CATEGORY_TREE))
+        .await
+        .unwrap()
+        .unwrap();
+    tree.value.move_to(pizza, None).unwrap();
+    categories
+        .update(&Key::single(CATEGORY_TREE), tree.version, &tree.value)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(indexer.refresh_category(pizza).await.unwrap(), 1);
+    let below_food = indexer
+        .search
+        .search(SearchQuery {
+            category: Some(food),
+            ..query("")
+        })
+        .await
+        .unwrap();
+    assert_eq!(below_food.total, 0);
+
     app.catalog
         .repo
         .products
@@ -823,68 +848,4 @@ async fn refresh_reads_stock_and_removes_products_gone_from_the_store() {
             .total,
         0
     );
-}
-
-#[actix_web::test]
-#[ignore]
-async fn zz_measure_reindex() {
-    let n: usize = std::env::var("N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
-    let dir = tempfile::tempdir().unwrap();
-    let index = open(&dir);
-    let docs = widgets(n, "bulk");
-    let t = std::time::Instant::now();
-    index.replace_all(docs).await.unwrap();
-    println!("replace_all {n}: {:?} {:?}", t.elapsed(), index.stats());
-    let t = std::time::Instant::now();
-    let r = index
-        .search(SearchQuery {
-            limit: 20,
-            ..query("widget")
-        })
-        .await
-        .unwrap();
-    println!("search widget total {}: {:?}", r.total, t.elapsed());
-    let t = std::time::Instant::now();
-    let r = index
-        .search(SearchQuery {
-            limit: 20,
-            sort: Sort::PriceAsc,
-            ..query("")
-        })
-        .await
-        .unwrap();
-    println!("search all by price total {}: {:?}", r.total, t.elapsed());
-    let t = std::time::Instant::now();
-    let r = index
-        .search(SearchQuery {
-            limit: 20,
-            ..query("widgt bulk")
-        })
-        .await
-        .unwrap();
-    println!("search typo total {}: {:?}", r.total, t.elapsed());
-
-    let app = spawn_app().await;
-    let (_, pizza) = seed_categories(&app).await;
-    let (vendor, _) = seed_vendor(&app, "Luigi's", berlin(0.0, 0.0)).await;
-    let m = n / 10;
-    let t = std::time::Instant::now();
-    for i in 0..m {
-        seed_product(
-            &app,
-            &vendor,
-            pizza,
-            &format!("Pizza number {i}"),
-            800 + i as i64,
-        )
-        .await;
-    }
-    println!("seeded {m}: {:?}", t.elapsed());
-    let report = app.catalog.indexer.reindex_all().await.unwrap();
-    println!("reindex_all {report:?}");
-    let c = app.catalog.indexer.catch_up().await.unwrap();
-    println!("catch_up {c:?}");
 }
