@@ -663,3 +663,110 @@ async fn seed_demo_builds_a_city_once_and_running_it_again_adds_nothing() {
         .await;
     assert_eq!(login.status(), 200);
 }
+
+#[actix_web::test]
+async fn product_search_over_http_filters_by_place_and_stock_and_refuses_bad_parameters() {
+    let app = spawn_app().await;
+    let admin = admin(&app);
+    let bakery = app.create_category(&admin, "Bakery", None).await;
+    let (near, _) = app.open_store("Near Bakery", 52.521, 13.405).await;
+    let (far, _) = app.open_store("Far Bakery", 52.60, 13.405).await;
+    let near_bread = app
+        .list_product(&near, &bakery, "Sourdough Bread", 450)
+        .await;
+    let far_bread = app
+        .list_product(&far, &bakery, "Sourdough Bread", 420)
+        .await;
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let everywhere: Value = app
+        .get("/api/v1/products?q=sourdo")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(everywhere["total"], 2);
+    let close: Value = app
+        .get("/api/v1/products?q=bread&near=52.52,13.405&radius_km=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ids(&close), vec![near_bread.clone()]);
+
+    // Stock set by the vendor shows in the `in_stock` filter.
+    let none: Value = app
+        .get("/api/v1/products?in_stock=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none["total"], 0);
+    let put = app
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/products/{far_bread}/inventory"),
+            &far,
+            json!({ "stock": 12, "reason": "morning bake" }),
+        )
+        .await;
+    assert_eq!(put.status(), 200);
+    let mut stocked = Value::Null;
+    for _ in 0..50 {
+        stocked = app
+            .get("/api/v1/products?in_stock=true")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if stocked["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ids(&stocked), vec![far_bread.clone()]);
+    assert_eq!(stocked["items"][0]["available"], 12);
+
+    let first: Value = app
+        .get("/api/v1/products?limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    cursor.replace_range(cursor.len() - 2.., "xx");
+    for (query, status, code) in [
+        ("limit=101".to_owned(), 422, "validation_failed"),
+        ("limit=0".to_owned(), 422, "validation_failed"),
+        ("min_price=-1".to_owned(), 422, "validation_failed"),
+        (
+            "min_price=500&max_price=100".to_owned(),
+            422,
+            "validation_failed",
+        ),
+        ("min_rating=6".to_owned(), 422, "validation_failed"),
+        (
+            "near=52.5,13.4&radius_km=500".to_owned(),
+            422,
+            "validation_failed",
+        ),
+        ("category=pizza".to_owned(), 422, "validation_failed"),
+        ("sort=cheapest".to_owned(), 400, "invalid_query"),
+        (format!("limit=1&cursor={cursor}"), 400, "invalid_cursor"),
+        ("q=".to_owned() + &"x".repeat(201), 422, "validation_failed"),
+    ] {
+        assert_problem(
+            app.get(&format!("/api/v1/products?{query}")).await,
+            status,
+            code,
+        )
+        .await;
+    }
+}
