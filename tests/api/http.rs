@@ -44,6 +44,18 @@ async fn health_ready_metrics_openapi_and_docs_answer() {
         "/api/v1/auth/password/reset",
         "/api/v1/me",
         "/api/v1/admin/users",
+        "/api/v1/vendors",
+        "/api/v1/vendors/{id}",
+        "/api/v1/categories",
+        "/api/v1/admin/categories/{id}",
+        "/api/v1/products",
+        "/api/v1/products/{id}",
+        "/api/v1/products/featured",
+        "/api/v1/products/{id}/images",
+        "/api/v1/products/{id}/inventory",
+        "/api/v1/products/{id}/reviews",
+        "/api/v1/vendors/{id}/reviews",
+        "/media/{key}",
     ] {
         assert!(openapi["paths"][path].is_object(), "{path} documented");
     }
