@@ -14,7 +14,8 @@ PORT=${PORT:-18181}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/hexmarket
 WORK=$(mktemp -d /tmp/hexmarket-bench.XXXXXX)
-DATA=$WORK/data
+# BENCH_DATA=dir keeps the seeded data there (and reuses it on the next run).
+DATA=${BENCH_DATA:-$WORK/data}
 SERVER_PID=
 
 cleanup() {
@@ -30,6 +31,7 @@ export HEXMARKET_DATA_DIR=$DATA HEXMARKET_LOG=warn HEXMARKET_LISTEN=127.0.0.1:$P
 vendors=$(( PRODUCTS / 100 )); (( vendors < 50 )) && vendors=50
 
 echo "== seed-demo: $vendors vendors, $PRODUCTS products"
+[[ -d $DATA/store ]] && echo "(reusing $DATA: seed-demo only adds what is missing)"
 /usr/bin/time -f "seed-demo took %e s, max RSS %M KiB" \
   "$BIN" seed-demo --vendors "$vendors" --products "$PRODUCTS" --couriers 200 --customers 100
 

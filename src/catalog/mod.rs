@@ -9,6 +9,7 @@ pub mod lists;
 pub mod products;
 pub mod reviews;
 pub mod vendors;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -77,6 +78,8 @@ pub struct Catalog {
     pub directory: VendorDirectory,
     pub clock: Clock,
     pub bus: SharedBus,
+    /// Rendered public product pages, kept for a moment.
+    pub views: Arc<views::ProductViews>,
     /// Background tasks started by [`Catalog::start`], stopped by [`Catalog::stop`].
     tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -96,10 +99,13 @@ impl Catalog {
         let indexer =
             Indexer::new(parts.store.clone(), parts.search).with_clock(parts.clock.clone());
         let stock_indexer = indexer.clone();
+        let views = Arc::new(views::ProductViews::default());
+        let stock_views = Arc::clone(&views);
         let inventory = InventoryService::new(
             parts.store.clone(),
             parts.clock.clone(),
             Arc::new(move |ids| {
+                stock_views.forget(&ids);
                 let indexer = stock_indexer.clone();
                 tokio::spawn(async move {
                     if let Err(e) = indexer.refresh(&ids, Wait::No).await {
@@ -119,6 +125,7 @@ impl Catalog {
             directory: VendorDirectory::new(),
             clock: parts.clock,
             bus: parts.bus,
+            views,
             tasks: Arc::default(),
         }
     }

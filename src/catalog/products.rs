@@ -1,7 +1,10 @@
 //! Products: created, changed and deleted by the vendor who sells them (or an admin), read by
 //! everyone while published by an active vendor.
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use super::views::View;
 
 use super::indexing::Wait;
 use super::{Catalog, CatalogError};
@@ -245,6 +248,7 @@ impl Catalog {
 
     /// Re-indexes a changed product (searchable when this returns) and drops cached lists.
     pub async fn product_changed(&self, id: ProductId) {
+        self.views.forget(&[id]);
         if let Err(e) = self.indexer.refresh(&[id], Wait::Visible).await {
             tracing::warn!(error = ?e, product_id = %id, "product not re-indexed");
         }
@@ -285,6 +289,73 @@ impl Catalog {
             vendor: VendorSummary::from(&vendor),
             available,
             rating,
+        })
+    }
+
+    /// The product page as JSON for `viewer`: the public page from the short-lived cache when
+    /// the viewer is not privileged, a fresh render otherwise.
+    pub async fn product_page(
+        &self,
+        id: ProductId,
+        viewer: Option<(UserId, bool)>,
+    ) -> Result<Bytes, CatalogError> {
+        let privileged = |owner: UserId| viewer.is_some_and(|(user, admin)| admin || user == owner);
+        if let Some(view) = self.views.get(id)
+            && !privileged(view.owner)
+        {
+            return view.public.ok_or(CatalogError::NotFound);
+        }
+        let rendered = self.render_page(id).await?;
+        let owner = rendered.owner;
+        self.views.put(id, rendered.clone());
+        match rendered.public {
+            Some(public) if !privileged(owner) => Ok(public),
+            None if !privileged(owner) => Err(CatalogError::NotFound),
+            _ => {
+                let view = self.product_view(id, viewer).await?;
+                Ok(Bytes::from(
+                    serde_json::to_vec(&view).map_err(|e| CatalogError::Internal(e.into()))?,
+                ))
+            }
+        }
+    }
+
+    /// Renders the public page of a product (absent when it is not listed).
+    async fn render_page(&self, id: ProductId) -> Result<View, CatalogError> {
+        let product = self
+            .repo
+            .product(id)
+            .await?
+            .ok_or(CatalogError::NotFound)?
+            .value;
+        let vendor = match self.directory.get(product.vendor_id) {
+            Some(v) => v,
+            None => {
+                self.repo
+                    .vendor(product.vendor_id)
+                    .await?
+                    .ok_or(CatalogError::NotFound)?
+                    .value
+            }
+        };
+        let owner = vendor.owner;
+        if !(product.visibility == Visibility::Published && vendor.is_active()) {
+            return Ok(View {
+                owner,
+                public: None,
+            });
+        }
+        let (available, rating) = self.stock_and_rating(id).await?;
+        let view = ProductView {
+            product,
+            vendor: VendorSummary::from(&vendor),
+            available,
+            rating,
+        };
+        let json = serde_json::to_vec(&view).map_err(|e| CatalogError::Internal(e.into()))?;
+        Ok(View {
+            owner,
+            public: Some(Bytes::from(json)),
         })
     }
 

@@ -196,6 +196,8 @@ impl Catalog {
     /// Tells the directory here and on every other node that a vendor changed.
     async fn vendor_changed(&self, vendor: &Vendor) {
         self.directory.upsert(vendor.clone());
+        // Its products' pages show the store (and vanish with it).
+        self.views.forget_all();
         let payload = bytes::Bytes::from(vendor.id.to_string());
         if let Err(e) = self.bus.publish(VENDOR_TOPIC, payload).await {
             tracing::warn!(error = %e, "vendor change not announced to other nodes");
@@ -204,6 +206,7 @@ impl Catalog {
 
     /// Re-reads a vendor into the directory (a change announced by another node).
     pub async fn reload_vendor(&self, id: VendorId) -> Result<(), CatalogError> {
+        self.views.forget_all();
         match self.repo.vendor(id).await? {
             Some(v) => self.directory.upsert(v.value),
             None => self.directory.remove(id),

@@ -241,11 +241,13 @@ pub async fn get_product(
     path: web::Path<ProductId>,
 ) -> Result<HttpResponse, ApiError> {
     let viewer = user.map(|u| (u.id, u.is_admin()));
-    let view = state
+    let page = state
         .catalog
-        .product_view(path.into_inner(), viewer)
+        .product_page(path.into_inner(), viewer)
         .await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(page))
 }
 
 /// Changes a product (its vendor or an admin); `visibility: hidden` takes it off the shelf.

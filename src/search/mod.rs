@@ -181,6 +181,9 @@ const WRITER_LOCK_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_LIMIT: usize = 100;
 /// Documents per batch when [`SearchIndex::replace_all`] feeds a rebuild.
 const REBUILD_BATCH: usize = 1_000;
+/// Decompressed doc-store blocks kept per segment (16 KiB each): ≈ 64 MiB at most, enough for
+/// the stored fields of a few hundred thousand products.
+const DOC_STORE_CACHE_BLOCKS: usize = 4_096;
 
 /// What each commit records about the index it leaves behind.
 #[derive(Debug, Deserialize)]
@@ -229,6 +232,9 @@ impl SearchIndex {
         let reader: IndexReader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
+            // Hits are read from the doc store; keep its decompressed blocks (16 KiB each) so a
+            // page of results rarely decompresses anything.
+            .doc_store_cache_num_blocks(DOC_STORE_CACHE_BLOCKS)
             .try_into()
             .context("opening the search index reader")?;
         let writer = acquire_writer(&index)?;
@@ -443,7 +449,7 @@ impl Inner {
             None => None,
         };
         let searcher = self.searcher_for(cursor.as_ref());
-        let (query, has_text) = self.queries.build(&q);
+        let (query, has_text) = self.queries.build(&q, &searcher);
         let collector = PageCollector {
             order: Order::of(q.sort, has_text),
             after: cursor.as_ref().map(|c| c.after),

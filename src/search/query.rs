@@ -4,13 +4,13 @@
 
 use std::ops::Bound;
 
-use tantivy::Term;
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, Occur, Query, QueryParser,
     RangeQuery, TermQuery, TermSetQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::tokenizer::{TextAnalyzer, TokenStream as _};
+use tantivy::{Searcher, Term};
 
 use super::SearchQuery;
 use super::schema::{Fields, text_analyzer};
@@ -96,7 +96,32 @@ impl QueryBuilder {
 
     /// Every word must match, exactly, with one typo (longer words) or, for the last word,
     /// as a prefix. `None` when the text has no searchable word.
-    pub fn text(&self, text: &str) -> Option<Box<dyn Query>> {
+    /// Whether some indexed text field holds `word` exactly (after analysis).
+    fn known(&self, word: &str, searcher: &Searcher) -> bool {
+        let mut analyzer = self.analyzer.clone();
+        let mut stream = analyzer.token_stream(word);
+        let mut tokens = Vec::new();
+        while stream.advance() {
+            tokens.push(stream.token().text.clone());
+        }
+        let f = &self.fields;
+        !tokens.is_empty()
+            && tokens.iter().all(|token| {
+                [f.title, f.attributes, f.vendor_name, f.description]
+                    .into_iter()
+                    .any(|field| {
+                        searcher
+                            .doc_freq(&Term::from_field_text(field, token))
+                            .is_ok_and(|n| n > 0)
+                    })
+            })
+    }
+
+    /// The text part of a query: every word must match. A word the index holds exactly is
+    /// looked up as it is; only a word it does not hold is expanded to its one-typo neighbours
+    /// (and, the last word, to the words it begins), which is what makes typo tolerance cheap
+    /// for the common case of correctly spelt queries.
+    pub fn text(&self, text: &str, searcher: &Searcher) -> Option<Box<dyn Query>> {
         let words = self.words(text);
         let last = words.len().checked_sub(1)?;
         let clauses = words
@@ -104,14 +129,15 @@ impl QueryBuilder {
             .enumerate()
             .map(|(i, word)| {
                 let chars = word.chars().count();
+                let known = self.known(word, searcher);
                 let mut alternatives: Vec<(Occur, Box<dyn Query>)> =
                     vec![(Occur::Should, self.exact.parse_query_lenient(word).0)];
-                if chars >= FUZZY_MIN_CHARS {
+                if !known && chars >= FUZZY_MIN_CHARS {
                     let typo = self.typo.parse_query_lenient(word).0;
                     alternatives
                         .push((Occur::Should, Box::new(BoostQuery::new(typo, FUZZY_WEIGHT))));
                 }
-                if i == last && chars >= PREFIX_MIN_CHARS {
+                if !known && i == last && chars >= PREFIX_MIN_CHARS {
                     let prefix = self.prefix.parse_query_lenient(word).0;
                     alternatives.push((
                         Occur::Should,
@@ -184,8 +210,8 @@ impl QueryBuilder {
     }
 
     /// The whole query: the text (if any) scoring, every filter required.
-    pub fn build(&self, q: &SearchQuery) -> (Box<dyn Query>, bool) {
-        let text = q.text.as_deref().and_then(|t| self.text(t));
+    pub fn build(&self, q: &SearchQuery, searcher: &Searcher) -> (Box<dyn Query>, bool) {
+        let text = q.text.as_deref().and_then(|t| self.text(t, searcher));
         let has_text = text.is_some();
         let filters = self.filters(q);
         let query: Box<dyn Query> = match (text, filters.is_empty()) {

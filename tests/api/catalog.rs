@@ -718,6 +718,14 @@ async fn product_search_over_http_filters_by_place_and_stock_and_refuses_bad_par
         )
         .await;
     assert_eq!(put.status(), 200);
+    // The product page (served from a short-lived cache) shows the new stock at once.
+    let page: Value = app
+        .get(&format!("/api/v1/products/{far_bread}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["available"], 12);
     let mut stocked = Value::Null;
     for _ in 0..50 {
         stocked = app
