@@ -95,27 +95,32 @@ impl KeyColumns {
         })
     }
 
-    fn key(&self, order: Order, doc: DocId, score: Score) -> SortKey {
+    /// The order-deciding part of a key: (primary, secondary).
+    fn head(&self, order: Order, doc: DocId, score: Score) -> [u64; 2] {
         let created = || i64_to_u64(first(&self.created_at, doc).unwrap_or(0));
         let price = || i64_to_u64(first(&self.price, doc).unwrap_or(0));
         let rating = || rating_bits(first(&self.rating, doc));
-        let (primary, secondary) = match order {
-            Order::Score => (desc(score_bits(score)), desc(created())),
-            Order::PriceAsc => (price(), 0),
-            Order::PriceDesc => (desc(price()), 0),
-            Order::Rating => (
+        match order {
+            Order::Score => [desc(score_bits(score)), desc(created())],
+            Order::PriceAsc => [price(), 0],
+            Order::PriceDesc => [desc(price()), 0],
+            Order::Rating => [
                 desc(rating()),
                 desc(first(&self.rating_count, doc).unwrap_or(0)),
-            ),
-            Order::Newest => (desc(created()), 0),
-            Order::Popular => (
+            ],
+            Order::Newest => [desc(created()), 0],
+            Order::Popular => [
                 desc(first(&self.sold_recent, doc).unwrap_or(0)),
                 desc(rating()),
-            ),
-        };
+            ],
+        }
+    }
+
+    /// The full key: the head, then the product id, which makes the order total.
+    fn complete(&self, head: [u64; 2], doc: DocId) -> SortKey {
         [
-            primary,
-            secondary,
+            head[0],
+            head[1],
             first(&self.id_hi, doc).unwrap_or(0),
             first(&self.id_lo, doc).unwrap_or(0),
         ]
@@ -255,7 +260,24 @@ impl SegmentCollector for PageSegment {
         if self.take == 0 {
             return;
         }
-        let key = self.columns.key(self.order, doc, score);
+        // Most matches sort behind the page: decide on the head alone and read the id columns
+        // only for candidates (and ties).
+        let head = self.columns.head(self.order, doc, score);
+        if self
+            .after
+            .is_some_and(|after| [head[0], head[1]] < [after[0], after[1]])
+        {
+            return;
+        }
+        if self.best.len() == self.take
+            && self
+                .best
+                .peek()
+                .is_some_and(|worst| [worst.key[0], worst.key[1]] < head)
+        {
+            return;
+        }
+        let key = self.columns.complete(head, doc);
         if self.after.is_some_and(|after| key <= after) {
             return;
         }

@@ -17,6 +17,8 @@ use super::schema::{Fields, text_analyzer};
 
 /// Words of a text query beyond this many are ignored.
 const MAX_WORDS: usize = 12;
+/// Up to this many stores, the "near" filter is a union of term lookups.
+const VENDOR_TERMS_AS_CLAUSES: usize = 256;
 /// Words at least this long also match terms one edit away.
 const FUZZY_MIN_CHARS: usize = 4;
 /// The last word matches as a prefix when at least this long.
@@ -173,6 +175,19 @@ impl QueryBuilder {
         if let Some(vendors) = &q.vendors_in {
             if vendors.is_empty() {
                 filters.push(Box::new(EmptyQuery));
+            } else if vendors.len() <= VENDOR_TERMS_AS_CLAUSES {
+                // A handful of stores: look each up, rather than walk the whole term dictionary
+                // with a set automaton.
+                let clauses = vendors
+                    .iter()
+                    .map(|v| {
+                        (
+                            Occur::Should,
+                            term(Term::from_field_text(f.vendor_id, &v.to_string())),
+                        )
+                    })
+                    .collect();
+                filters.push(Box::new(BooleanQuery::new(clauses)));
             } else {
                 let terms = vendors
                     .iter()
