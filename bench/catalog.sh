@@ -4,7 +4,8 @@
 #   - search at 32 connections (latency percentiles),
 #   - GET /api/v1/products/{id} and GET /health in the same run (throughput ratio),
 #   - the server's resident memory and the index size on disk.
-# The server is pinned to core 0 and wrk to core 1. Everything runs on 127.0.0.1 and stops by
+# The server is pinned to core 0 and wrk to core 1 (UNPINNED=1: the server may use both cores
+# and wrk is not pinned either). Everything runs on 127.0.0.1 and stops by
 # itself. Usage: bench/catalog.sh [PRODUCTS] [DURATION_SECONDS]
 set -euo pipefail
 
@@ -39,7 +40,8 @@ echo "== reindex"
 /usr/bin/time -f "reindex took %e s, max RSS %M KiB" "$BIN" reindex
 echo "index size on disk: $(du -sh "$DATA/search" | cut -f1)"
 
-taskset -c 0 "$BIN" serve &
+if [[ -n ${UNPINNED:-} ]]; then SERVER_CPUS=0-1; WRK_CPUS=0-1; else SERVER_CPUS=0; WRK_CPUS=1; fi
+taskset -c $SERVER_CPUS "$BIN" serve &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
@@ -60,11 +62,13 @@ ids=$(curl -fsS "http://127.0.0.1:$PORT/api/v1/products?limit=100&sort=newest" \
 # Warm up every path once.
 wrk -t1 -c8 -d2s -s "$ROOT/bench/catalog/search.lua" "http://127.0.0.1:$PORT" >/dev/null
 
-echo "== search, 32 connections, ${DURATION}s"
-taskset -c 1 wrk -t1 -c32 -d"${DURATION}s" --latency -s "$ROOT/bench/catalog/search.lua" "http://127.0.0.1:$PORT"
+echo "== search (answers cached per index generation), 32 connections, ${DURATION}s"
+taskset -c $WRK_CPUS wrk -t1 -c32 -d"${DURATION}s" --latency -s "$ROOT/bench/catalog/search.lua" "http://127.0.0.1:$PORT"
+echo "== search (every request computed), 32 connections, ${DURATION}s"
+taskset -c $WRK_CPUS wrk -t1 -c32 -d"${DURATION}s" --latency -s "$ROOT/bench/catalog/search-uncached.lua" "http://127.0.0.1:$PORT"
 echo "== GET /health, 64 connections, ${DURATION}s"
-taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/health"
+taskset -c $WRK_CPUS wrk -t1 -c64 -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/health"
 echo "== GET /api/v1/products/{id}, 64 connections, ${DURATION}s"
-taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" --latency -s "$WORK/product.lua" "http://127.0.0.1:$PORT"
+taskset -c $WRK_CPUS wrk -t1 -c64 -d"${DURATION}s" --latency -s "$WORK/product.lua" "http://127.0.0.1:$PORT"
 
 echo "== server memory: $(grep VmRSS /proc/$SERVER_PID/status | awk '{print $2, $3}') resident"

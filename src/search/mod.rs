@@ -11,6 +11,7 @@
 mod collect;
 mod cursor;
 mod query;
+mod results;
 mod schema;
 mod writer;
 
@@ -207,6 +208,7 @@ struct Inner {
     signer: Signer,
     shared: Arc<Shared>,
     snapshots: Mutex<Snapshots>,
+    answers: Mutex<results::Answers>,
     /// Tells this opening's reader generations apart from another's (another node, or before
     /// a restart).
     instance: u64,
@@ -260,6 +262,7 @@ impl SearchIndex {
                 signer,
                 shared,
                 snapshots: Mutex::new(Snapshots::default()),
+                answers: Mutex::new(results::Answers::default()),
                 instance: rand::random(),
                 rebuilds: Arc::new(tokio::sync::Mutex::new(())),
             }),
@@ -309,7 +312,7 @@ impl SearchIndex {
 
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResults, SearchError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.search(query))
+        tokio::task::spawn_blocking(move || inner.search_cached(query))
             .await
             .map_err(|e| SearchError::Internal(anyhow::anyhow!("search task failed: {e}")))?
     }
@@ -439,6 +442,25 @@ impl Inner {
             .filter(|c| c.instance == self.instance)
             .and_then(|c| self.snapshots.lock().get(c.generation, Instant::now()))
             .unwrap_or_else(|| self.reader.searcher())
+    }
+
+    /// Answers from the current snapshot's answers when it has this one; computes (and keeps)
+    /// it otherwise.
+    fn search_cached(&self, q: SearchQuery) -> Result<SearchResults, SearchError> {
+        let generation = self.reader.searcher().generation().generation_id();
+        let key = (query_digest(&q), q.limit, q.cursor.clone());
+        if q.cursor.is_none()
+            && let Some(answer) = self.answers.lock().get(generation, &key)
+        {
+            return Ok((*answer).clone());
+        }
+        let answer = self.search(q)?;
+        if key.2.is_none() {
+            self.answers
+                .lock()
+                .put(generation, key, Arc::new(answer.clone()));
+        }
+        Ok(answer)
     }
 
     fn search(&self, q: SearchQuery) -> Result<SearchResults, SearchError> {
