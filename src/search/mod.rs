@@ -209,6 +209,8 @@ struct Inner {
     shared: Arc<Shared>,
     snapshots: Mutex<Snapshots>,
     answers: Mutex<results::Answers>,
+    /// One permit per core: how many searches are computed at once.
+    turns: tokio::sync::Semaphore,
     /// Tells this opening's reader generations apart from another's (another node, or before
     /// a restart).
     instance: u64,
@@ -263,6 +265,9 @@ impl SearchIndex {
                 shared,
                 snapshots: Mutex::new(Snapshots::default()),
                 answers: Mutex::new(results::Answers::default()),
+                turns: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                ),
                 instance: rand::random(),
                 rebuilds: Arc::new(tokio::sync::Mutex::new(())),
             }),
@@ -310,7 +315,20 @@ impl SearchIndex {
         }
     }
 
+    ///
+    /// A first page the current snapshot already answered is served at once. Anything else is
+    /// computed on the blocking pool, at most one search per core at a time: queued searches
+    /// wait their turn in order instead of all slowing each other down.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResults, SearchError> {
+        if let Some(answer) = self.inner.cached(&query) {
+            return Ok(answer);
+        }
+        let _turn = self
+            .inner
+            .turns
+            .acquire()
+            .await
+            .map_err(|e| SearchError::Internal(anyhow::anyhow!("search queue closed: {e}")))?;
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || inner.search_cached(query))
             .await
@@ -446,14 +464,24 @@ impl Inner {
 
     /// Answers from the current snapshot's answers when it has this one; computes (and keeps)
     /// it otherwise.
+    fn cached(&self, q: &SearchQuery) -> Option<SearchResults> {
+        if q.cursor.is_some() {
+            return None;
+        }
+        let generation = self.reader.searcher().generation().generation_id();
+        let key = (query_digest(q), q.limit, None);
+        self.answers
+            .lock()
+            .get(generation, &key)
+            .map(|answer| (*answer).clone())
+    }
+
     fn search_cached(&self, q: SearchQuery) -> Result<SearchResults, SearchError> {
+        if let Some(answer) = self.cached(&q) {
+            return Ok(answer);
+        }
         let generation = self.reader.searcher().generation().generation_id();
         let key = (query_digest(&q), q.limit, q.cursor.clone());
-        if q.cursor.is_none()
-            && let Some(answer) = self.answers.lock().get(generation, &key)
-        {
-            return Ok((*answer).clone());
-        }
         let answer = self.search(q)?;
         if key.2.is_none() {
             self.answers
