@@ -50,6 +50,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "003_catalog.cql",
         include_str!("../../schema/003_catalog.cql"),
     ),
+    (
+        4,
+        "004_orders.cql",
+        include_str!("../../schema/004_orders.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

@@ -90,12 +90,22 @@ pub enum Table {
     Ratings,
     /// Admin-curated catalog settings (the featured list), one row per setting.
     CatalogSettings,
+    /// Payments, one row per payment id (one per checkout).
+    Payments,
+    /// Payment provider events already applied, by event id (deduplication).
+    PaymentEvents,
+    /// Index: partition = customer id, clustering = order id.
+    CustomerOrders,
+    /// Index: partition = vendor id, clustering = order id.
+    VendorOrders,
+    /// Pending order deadlines (payment expiry): partition = time bucket, clustering = due time and order id.
+    OrderTimers,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 19] = [
+    pub const ALL: [Table; 24] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -115,6 +125,11 @@ impl Table {
         Table::ReviewClaims,
         Table::Ratings,
         Table::CatalogSettings,
+        Table::Payments,
+        Table::PaymentEvents,
+        Table::CustomerOrders,
+        Table::VendorOrders,
+        Table::OrderTimers,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -139,6 +154,11 @@ impl Table {
             Table::ReviewClaims => "review_claims",
             Table::Ratings => "ratings",
             Table::CatalogSettings => "catalog_settings",
+            Table::Payments => "payments",
+            Table::PaymentEvents => "payment_events",
+            Table::CustomerOrders => "customer_orders",
+            Table::VendorOrders => "vendor_orders",
+            Table::OrderTimers => "order_timers",
         }
     }
 
