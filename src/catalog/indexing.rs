@@ -61,6 +61,8 @@ pub struct CatchUpReport {
 struct Stock {
     available: u32,
     sold_recent: u32,
+    /// When the first live hold expires (and `available` grows without any write).
+    next_expiry: Option<DateTime<Utc>>,
 }
 
 impl Stock {
@@ -68,9 +70,18 @@ impl Stock {
         Stock {
             available: inventory.available(now),
             sold_recent: inventory.sold_recently(now, POPULAR_DAYS),
+            next_expiry: inventory
+                .holds
+                .values()
+                .filter(|h| !h.committed && h.expires_at > now)
+                .map(|h| h.expires_at)
+                .min(),
         }
     }
 }
+
+/// Asks for a product to be re-indexed at a moment (when a hold on it expires).
+pub type Recheck = tokio::sync::mpsc::UnboundedSender<(DateTime<Utc>, ProductId)>;
 
 /// Builds index documents from the store and feeds them to the index.
 #[derive(Clone)]
@@ -80,6 +91,7 @@ pub struct Indexer {
     inventory: Rows<Inventory>,
     ratings: Rows<RatingTotals>,
     clock: Clock,
+    recheck: Option<Recheck>,
 }
 
 impl Indexer {
@@ -91,7 +103,19 @@ impl Indexer {
             inventory: Rows::new(store.clone(), Table::Inventory),
             ratings: Rows::new(store, Table::Ratings),
             clock: Clock::default(),
+            recheck: None,
         }
+    }
+
+    /// Re-indexes a product again when a hold on it expires, so "in stock" comes back without
+    /// waiting for the next write to its stock.
+    pub fn with_rechecks(mut self, recheck: Recheck) -> Self {
+        self.recheck = Some(recheck);
+        self
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Uses `clock` for "available now" and "sold in the last days".
@@ -313,6 +337,10 @@ impl Indexer {
             .context("reading inventory")?
             .map(|row| Stock::of(&row.value, now))
             .unwrap_or_default();
+        if let (Some(at), Some(recheck)) = (stock.next_expiry, &self.recheck) {
+            // A closed channel only means the node is stopping.
+            let _ = recheck.send((at, id));
+        }
         let rating = self
             .ratings
             .get(&Key::single(ReviewTarget::Product(id).key()))

@@ -24,6 +24,57 @@ use crate::store::{SharedStore, StoreError};
 
 use directory::{VENDOR_TOPIC, VendorDirectory};
 use indexing::{Indexer, Wait};
+
+/// A product and the moment to re-index it.
+type Recheck = (chrono::DateTime<chrono::Utc>, crate::domain::ids::ProductId);
+
+/// Re-indexes products when holds on them expire: keeps the earliest moment per product and
+/// sleeps until the next one (waking at least every second, so a clock moved forward in tests
+/// is noticed).
+async fn recheck_expired_holds(
+    indexer: Indexer,
+    views: Arc<views::ProductViews>,
+    mut rechecks: tokio::sync::mpsc::UnboundedReceiver<Recheck>,
+) {
+    use std::collections::HashMap;
+    let mut due: HashMap<crate::domain::ids::ProductId, chrono::DateTime<chrono::Utc>> =
+        HashMap::new();
+    loop {
+        let now = indexer.clock().now();
+        let ready: Vec<_> = due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        if !ready.is_empty() {
+            for id in &ready {
+                due.remove(id);
+            }
+            views.forget(&ready);
+            if let Err(e) = indexer.refresh(&ready, Wait::No).await {
+                tracing::warn!(error = ?e, "products not re-indexed after holds expired");
+            }
+        }
+        let wait = due
+            .values()
+            .min()
+            .and_then(|at| (*at - indexer.clock().now()).to_std().ok())
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .min(std::time::Duration::from_secs(1));
+        tokio::select! {
+            message = rechecks.recv() => match message {
+                Some((at, id)) => {
+                    // Just after the expiry, so the hold no longer counts.
+                    let at = at + chrono::Duration::milliseconds(10);
+                    let entry = due.entry(id).or_insert(at);
+                    *entry = (*entry).min(at);
+                }
+                None => return,
+            },
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
 use inventory::InventoryService;
 use reviews::ReviewService;
 
@@ -80,6 +131,8 @@ pub struct Catalog {
     pub bus: SharedBus,
     /// Rendered public product pages, kept for a moment.
     pub views: Arc<views::ProductViews>,
+    /// Products to re-index when a hold on them expires, consumed by [`Catalog::start`].
+    rechecks: Arc<parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Recheck>>>>,
     /// Background tasks started by [`Catalog::start`], stopped by [`Catalog::stop`].
     tasks: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
@@ -96,8 +149,10 @@ pub struct CatalogParts {
 
 impl Catalog {
     pub fn new(parts: CatalogParts) -> Self {
-        let indexer =
-            Indexer::new(parts.store.clone(), parts.search).with_clock(parts.clock.clone());
+        let (recheck, rechecks) = tokio::sync::mpsc::unbounded_channel();
+        let indexer = Indexer::new(parts.store.clone(), parts.search)
+            .with_clock(parts.clock.clone())
+            .with_rechecks(recheck);
         let stock_indexer = indexer.clone();
         let views = Arc::new(views::ProductViews::default());
         let stock_views = Arc::clone(&views);
@@ -126,6 +181,7 @@ impl Catalog {
             clock: parts.clock,
             bus: parts.bus,
             views,
+            rechecks: Arc::new(parking_lot::Mutex::new(Some(rechecks))),
             tasks: Arc::default(),
         }
     }
@@ -171,6 +227,12 @@ impl Catalog {
                 self.tasks.lock().push(follower);
             }
             Err(e) => tracing::warn!(error = %e, "not following vendor changes of other nodes"),
+        }
+        if let Some(rechecks) = self.rechecks.lock().take() {
+            let indexer = self.indexer.clone();
+            let views = Arc::clone(&self.views);
+            let task = tokio::spawn(recheck_expired_holds(indexer, views, rechecks));
+            self.tasks.lock().push(task);
         }
         let catalog = self.clone();
         let warming = tokio::spawn(async move {

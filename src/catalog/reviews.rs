@@ -26,6 +26,8 @@ use crate::store::{SharedStore, StoreError};
 
 use super::indexing::{Indexer, Wait};
 
+/// Reporters remembered per review.
+pub const MAX_REPORTERS: usize = 100;
 /// Largest page of reviews one listing returns.
 pub const MAX_PAGE: usize = 100;
 
@@ -203,7 +205,12 @@ impl ReviewService {
                     return Err(ReviewError::AlreadyReported);
                 }
                 let mut review = review.clone();
-                review.reporters.push(reporter);
+                // Who reported is remembered for the first MAX_REPORTERS reports (enough to
+                // stop anyone reporting twice while it matters); later ones are only counted,
+                // so a review's row stays bounded.
+                if review.reporters.len() < MAX_REPORTERS {
+                    review.reporters.push(reporter);
+                }
                 review.reports = review.reports.saturating_add(1);
                 Ok(Change::Put(review.clone(), review))
             })

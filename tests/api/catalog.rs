@@ -778,3 +778,60 @@ async fn product_search_over_http_filters_by_place_and_stock_and_refuses_bad_par
         .await;
     }
 }
+
+#[actix_web::test]
+async fn products_come_back_in_stock_in_search_when_a_hold_expires() {
+    let app = spawn_app().await;
+    let admin = admin(&app);
+    let category = app.create_category(&admin, "Juice", None).await;
+    let (vendor, _) = app.open_store("Juice Bar", 52.5, 13.4).await;
+    let juice = app
+        .list_product(&vendor, &category, "Orange Juice", 350)
+        .await;
+    let put = app
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/api/v1/products/{juice}/inventory"),
+            &vendor,
+            json!({ "stock": 1, "reason": "fresh" }),
+        )
+        .await;
+    assert_eq!(put.status(), 200);
+    let in_stock = || async {
+        let body: Value = app
+            .get("/api/v1/products?in_stock=true")
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["total"].as_u64().unwrap()
+    };
+    let eventually = |want: u64| async move {
+        for _ in 0..60 {
+            if in_stock().await == want {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(eventually(1).await, "stocked product is listed in stock");
+
+    let id = juice.parse().unwrap();
+    app.catalog
+        .inventory
+        .reserve("checkout-1", &[(id, 1)], std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        eventually(0).await,
+        "fully held product leaves in-stock results"
+    );
+
+    // Nobody releases the hold; it expires, and the index notices by itself.
+    app.clock.advance(std::time::Duration::from_secs(61));
+    assert!(
+        eventually(1).await,
+        "the product is back in stock once the hold expired"
+    );
+}
