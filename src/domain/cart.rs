@@ -71,6 +71,10 @@ pub enum CartCommand {
     Remove { product_id: ProductId },
     /// Empties the cart.
     Clear,
+    /// Adds another cart's lines (a guest cart merged into the customer's on login):
+    /// quantities of a product add up to at most [`MAX_QUANTITY`], and lines beyond
+    /// [`MAX_LINES`] are left out.
+    Merge { lines: Vec<CartLine> },
 }
 
 /// Why a cart change was refused.
@@ -120,6 +124,17 @@ impl Cart {
                 }
             }
             CartCommand::Clear => self.lines.clear(),
+            CartCommand::Merge { lines } => {
+                for incoming in lines {
+                    if let Some(line) = self.line_mut(incoming.product_id) {
+                        let total =
+                            (line.quantity.get() + incoming.quantity.get()).min(MAX_QUANTITY);
+                        line.quantity = Quantity::try_from(total)?;
+                    } else if self.lines.len() < MAX_LINES {
+                        self.lines.push(incoming.clone());
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -188,6 +203,30 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, CartError::NotInCart(_)));
         assert_eq!(cart, before);
+    }
+
+    #[test]
+    fn merging_adds_lines_and_caps_quantities() {
+        let (a, b) = (ProductId::new(), ProductId::new());
+        let mut mine = Cart::default();
+        mine.apply(&CartCommand::Add {
+            product_id: a,
+            quantity: qty(90),
+        })
+        .unwrap();
+        let guest = vec![
+            CartLine {
+                product_id: a,
+                quantity: qty(20),
+            },
+            CartLine {
+                product_id: b,
+                quantity: qty(2),
+            },
+        ];
+        mine.apply(&CartCommand::Merge { lines: guest }).unwrap();
+        assert_eq!(mine.quantity_of(a), MAX_QUANTITY);
+        assert_eq!(mine.quantity_of(b), 2);
     }
 
     #[test]

@@ -39,6 +39,7 @@ use super::{
         cart::set_quantity,
         cart::remove_item,
         cart::clear_cart,
+        cart::merge_cart,
         vendors::create_vendor,
         vendors::list_vendors,
         vendors::my_vendor,

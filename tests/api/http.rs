@@ -11,8 +11,20 @@ use crate::helpers::{
     assert_problem, client, free_port, spawn_app, spawn_app_with, spawn_in, wait_healthy,
 };
 
-fn product() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// A product listed by a fresh store, for cart tests.
+async fn product(app: &crate::helpers::TestApp) -> String {
+    let (vendor, _) =
+        crate::fixtures::seed_vendor(app, "Cart Test Shop", crate::fixtures::berlin(0.0, 0.0))
+            .await;
+    let product = crate::fixtures::seed_product(
+        app,
+        &vendor,
+        hexmarket::domain::ids::CategoryId::new(),
+        "Test product",
+        250,
+    )
+    .await;
+    product.id.to_string()
 }
 
 #[actix_web::test]
@@ -85,7 +97,8 @@ async fn health_ready_metrics_openapi_and_docs_answer() {
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("<html"));
 
-    app.add_to_cart(None, json!({"product_id": product(), "quantity": 1}))
+    let p = product(&app).await;
+    app.add_to_cart(None, json!({"product_id": p, "quantity": 1}))
         .await;
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status(), 200);
@@ -143,7 +156,7 @@ async fn unknown_routes_are_problem_details() {
 #[actix_web::test]
 async fn a_guest_cart_is_created_changed_and_cleared_through_its_token() {
     let app = spawn_app().await;
-    let (p1, p2) = (product(), product());
+    let (p1, p2) = (product(&app).await, product(&app).await);
 
     let empty: Value = app.get("/api/v1/cart").await.json().await.unwrap();
     assert_eq!(empty["lines"], json!([]));
@@ -186,7 +199,11 @@ async fn a_guest_cart_is_created_changed_and_cleared_through_its_token() {
     assert_eq!(removed.status(), 200);
 
     let cart: Value = app.get_cart(&token).await.json().await.unwrap();
-    assert_eq!(cart["lines"], json!([{"product_id": p1, "quantity": 5}]));
+    assert_eq!(cart["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(cart["lines"][0]["product_id"], p1.as_str());
+    assert_eq!(cart["lines"][0]["quantity"], 5);
+    assert_eq!(cart["lines"][0]["unit_price"]["amount_minor"], 250);
+    assert_eq!(cart["lines"][0]["line_total"]["amount_minor"], 1250);
 
     let missing = app
         .client
@@ -211,7 +228,10 @@ async fn a_guest_cart_is_created_changed_and_cleared_through_its_token() {
 async fn a_forged_or_tampered_cart_token_is_refused() {
     let app = spawn_app().await;
     let created: Value = app
-        .add_to_cart(None, json!({"product_id": product(), "quantity": 1}))
+        .add_to_cart(
+            None,
+            json!({"product_id": product(&app).await, "quantity": 1}),
+        )
         .await
         .json()
         .await
@@ -236,7 +256,7 @@ async fn a_forged_or_tampered_cart_token_is_refused() {
 #[actix_web::test]
 async fn bad_bodies_get_problem_details_and_change_nothing() {
     let app = spawn_app().await;
-    let p = product();
+    let p = product(&app).await;
     let created: Value = app
         .add_to_cart(None, json!({"product_id": p, "quantity": 1}))
         .await
@@ -315,8 +335,12 @@ async fn bad_bodies_get_problem_details_and_change_nothing() {
 
     let cart: Value = app.get_cart(&token).await.json().await.unwrap();
     assert_eq!(
-        cart["lines"],
-        json!([{"product_id": p, "quantity": 1}]),
+        (
+            cart["lines"][0]["product_id"].clone(),
+            cart["lines"][0]["quantity"].clone(),
+            cart["lines"].as_array().map(Vec::len)
+        ),
+        (json!(p), json!(1), Some(1)),
         "nothing changed"
     );
 }
@@ -324,7 +348,7 @@ async fn bad_bodies_get_problem_details_and_change_nothing() {
 #[actix_web::test]
 async fn carts_survive_a_graceful_restart() {
     let app = spawn_app().await;
-    let p = product();
+    let p = product(&app).await;
     let created: Value = app
         .add_to_cart(None, json!({"product_id": p, "quantity": 4}))
         .await
@@ -336,7 +360,8 @@ async fn carts_survive_a_graceful_restart() {
 
     let app = spawn_in(dir, |_| {}).await;
     let cart: Value = app.get_cart(&token).await.json().await.unwrap();
-    assert_eq!(cart["lines"], json!([{"product_id": p, "quantity": 4}]));
+    assert_eq!(cart["lines"][0]["product_id"], p.as_str());
+    assert_eq!(cart["lines"][0]["quantity"], 4);
 }
 
 /// Forwards TCP connections from `listener` to `target` until dropped.
@@ -416,12 +441,41 @@ async fn a_kill_9_during_a_burst_of_writes_loses_no_acknowledged_write() {
             .spawn()
             .expect("server starts")
     };
+    // One listed product to put in the carts, from a one-store demo city.
+    let seeded = tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"))
+        .env_clear()
+        .env("HEXMARKET_DATA_DIR", dir.path())
+        .env("HEXMARKET_LOG", "warn")
+        .args([
+            "seed-demo",
+            "--vendors",
+            "1",
+            "--products",
+            "1",
+            "--couriers",
+            "0",
+            "--customers",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .expect("seed-demo runs");
+    assert!(seeded.success());
     let mut server = spawn_server();
     wait_healthy(&base, Duration::from_secs(30)).await;
+    let listed: Value = client()
+        .get(format!("{base}/api/v1/products?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product_id = listed["items"][0]["id"].as_str().unwrap().to_owned();
 
     // Each client adds one unit at a time, moving to a new cart before the quantity limit, and
     // remembers how many adds were acknowledged per cart.
-    let product_id = product();
     let stop_at = Instant::now() + Duration::from_secs(30);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
@@ -512,4 +566,141 @@ async fn a_bad_setting_stops_the_binary_with_one_line_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("HEXMARKET_LISTEN"), "{stderr}");
+}
+
+#[actix_web::test]
+async fn customers_have_their_own_cart_with_subtotals_per_store_and_merge_a_guest_cart() {
+    use hexmarket::domain::identity::Role;
+    let app = spawn_app().await;
+    let (shop_a, _) =
+        crate::fixtures::seed_vendor(&app, "Shop A", crate::fixtures::berlin(0.0, 0.0)).await;
+    let (shop_b, _) =
+        crate::fixtures::seed_vendor(&app, "Shop B", crate::fixtures::berlin(0.01, 0.0)).await;
+    let category = hexmarket::domain::ids::CategoryId::new();
+    let bread = crate::fixtures::seed_product(&app, &shop_a, category, "Bread", 300).await;
+    let jam = crate::fixtures::seed_product(&app, &shop_a, category, "Jam", 450).await;
+    let tea = crate::fixtures::seed_product(&app, &shop_b, category, "Tea", 500).await;
+    let (_, customer) = crate::fixtures::user_token(&app, Role::Customer);
+    let add = |body: Value| {
+        let request = app
+            .client
+            .post(app.url("/api/v1/cart/items"))
+            .bearer_auth(&customer)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+
+    // Unknown and unlisted products are refused and change nothing.
+    assert_problem(
+        add(json!({"product_id": uuid::Uuid::now_v7(), "quantity": 1})).await,
+        422,
+        "product_unavailable",
+    )
+    .await;
+    for quantity in [0, 100] {
+        let response = add(json!({"product_id": bread.id, "quantity": quantity})).await;
+        assert_problem(response, 422, "validation_failed").await;
+    }
+
+    add(json!({"product_id": bread.id, "quantity": 2})).await;
+    add(json!({"product_id": jam.id, "quantity": 1})).await;
+    let cart: Value = add(json!({"product_id": tea.id, "quantity": 3}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cart["cart_token"],
+        Value::Null,
+        "a customer's cart needs no token"
+    );
+    assert_eq!(cart["item_count"], 6);
+    // No stock yet: shown, but not purchasable, and not in the totals.
+    assert_eq!(cart["lines"][0]["purchasable"], false);
+    assert_eq!(cart["totals"], json!([]));
+
+    // With stock, subtotals per store and a total.
+    for (product, stock) in [(&bread, 10), (&jam, 10), (&tea, 10)] {
+        app.catalog
+            .inventory
+            .adjust(
+                product.id,
+                hexmarket::domain::inventory::StockChange::Set(stock),
+                "delivery".into(),
+                hexmarket::domain::ids::UserId::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let cart: Value = app
+        .get_authed("/api/v1/cart", &customer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cart["vendors"],
+        json!([
+            {"vendor_id": shop_a.id, "vendor_name": "Shop A", "subtotal": {"amount_minor": 1050, "currency": "EUR"}, "item_count": 3},
+            {"vendor_id": shop_b.id, "vendor_name": "Shop B", "subtotal": {"amount_minor": 1500, "currency": "EUR"}, "item_count": 3},
+        ])
+    );
+    assert_eq!(
+        cart["totals"],
+        json!([{"amount_minor": 2550, "currency": "EUR"}])
+    );
+
+    // Another customer sees their own, empty cart.
+    let (_, other) = crate::fixtures::user_token(&app, Role::Customer);
+    let theirs: Value = app
+        .get_authed("/api/v1/cart", &other)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs["item_count"], 0);
+
+    // A guest cart merges into the customer's on login, and is emptied.
+    let guest: Value = app
+        .add_to_cart(None, json!({"product_id": bread.id, "quantity": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = guest["cart_token"].as_str().unwrap().to_owned();
+    let merged: Value = app
+        .client
+        .post(app.url("/api/v1/cart/merge"))
+        .bearer_auth(&customer)
+        .header("X-Cart-Token", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(merged["lines"][0]["quantity"], 3);
+    assert_eq!(merged["item_count"], 7);
+    let emptied: Value = app.get_cart(&token).await.json().await.unwrap();
+    assert_eq!(emptied["item_count"], 0);
+
+    // Merging needs a customer and a token.
+    let no_token = app
+        .client
+        .post(app.url("/api/v1/cart/merge"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(no_token, 401, "cart_token_required").await;
+    let (_, vendor) = crate::fixtures::user_token(&app, Role::Vendor);
+    let not_customer = app
+        .client
+        .post(app.url("/api/v1/cart/merge"))
+        .bearer_auth(&vendor)
+        .header("X-Cart-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(not_customer, 403, "forbidden").await;
 }
