@@ -15,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod identity;
+pub mod idempotency;
 pub mod media;
 pub mod metrics;
 pub mod notify;
