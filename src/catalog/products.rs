@@ -255,13 +255,8 @@ impl Catalog {
         self.invalidate_lists().await;
     }
 
-    /// A product as `viewer` may see it: everyone sees published products of active stores;
-    /// the store's owner and admins see every product of the store.
-    pub async fn product_view(
-        &self,
-        id: ProductId,
-        viewer: Option<(UserId, bool)>,
-    ) -> Result<ProductView, CatalogError> {
+    /// A product and its store (from the directory when it has it).
+    async fn product_and_store(&self, id: ProductId) -> Result<(Product, Vendor), CatalogError> {
         let product = self
             .repo
             .product(id)
@@ -278,6 +273,17 @@ impl Catalog {
                     .value
             }
         };
+        Ok((product, vendor))
+    }
+
+    /// A product as `viewer` may see it: everyone sees published products of active stores;
+    /// the store's owner and admins see every product of the store.
+    pub async fn product_view(
+        &self,
+        id: ProductId,
+        viewer: Option<(UserId, bool)>,
+    ) -> Result<ProductView, CatalogError> {
+        let (product, vendor) = self.product_and_store(id).await?;
         let privileged = viewer.is_some_and(|(user, admin)| admin || user == vendor.owner);
         let listed = product.visibility == Visibility::Published && vendor.is_active();
         if !privileged && !listed {
@@ -322,22 +328,7 @@ impl Catalog {
 
     /// Renders the public page of a product (absent when it is not listed).
     async fn render_page(&self, id: ProductId) -> Result<View, CatalogError> {
-        let product = self
-            .repo
-            .product(id)
-            .await?
-            .ok_or(CatalogError::NotFound)?
-            .value;
-        let vendor = match self.directory.get(product.vendor_id) {
-            Some(v) => v,
-            None => {
-                self.repo
-                    .vendor(product.vendor_id)
-                    .await?
-                    .ok_or(CatalogError::NotFound)?
-                    .value
-            }
-        };
+        let (product, vendor) = self.product_and_store(id).await?;
         let owner = vendor.owner;
         if !(product.visibility == Visibility::Published && vendor.is_active()) {
             return Ok(View {
