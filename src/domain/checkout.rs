@@ -1,0 +1,144 @@
+//! Checkout rules that need no store: delivery addresses, delivery fees by distance, and the
+//! checkout id a retried request must find again.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::catalog::{MAX_ADDRESS, check_line};
+use super::geo::GeoPoint;
+use super::ids::{CheckoutId, UserId};
+use super::money::{Currency, Money};
+
+/// Where an order is delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryAddress {
+    /// The address as the courier reads it (1–300 characters).
+    pub text: String,
+    pub lat: f64,
+    pub lng: f64,
+}
+
+impl DeliveryAddress {
+    /// The address with its text trimmed, and its point; or the field that is wrong.
+    pub fn validate(&self) -> Result<(DeliveryAddress, GeoPoint), (&'static str, String)> {
+        let text = check_line("delivery_address.text", &self.text, MAX_ADDRESS)
+            .map_err(|m| ("delivery_address.text", m))?;
+        let point = GeoPoint::new(self.lat, self.lng).map_err(|m| {
+            let field = if m.starts_with("latitude") {
+                "delivery_address.lat"
+            } else {
+                "delivery_address.lng"
+            };
+            (field, m)
+        })?;
+        Ok((
+            DeliveryAddress {
+                text,
+                lat: self.lat,
+                lng: self.lng,
+            },
+            point,
+        ))
+    }
+}
+
+/// The delivery fee of a distance: a base fee covering the first 2 km, then a rate per
+/// started kilometre, capped. In minor units of the order's currency, scaled from EUR cents
+/// by the currency's minor-unit digits.
+pub fn delivery_fee(distance_m: f64, currency: Currency) -> Money {
+    const BASE_CENTS: i64 = 199;
+    const INCLUDED_M: f64 = 2_000.0;
+    const PER_KM_CENTS: i64 = 50;
+    const CAP_CENTS: i64 = 1_499;
+    let extra_km = if distance_m.is_finite() && distance_m > INCLUDED_M {
+        ((distance_m - INCLUDED_M) / 1_000.0).ceil() as i64
+    } else {
+        0
+    };
+    let cents = (BASE_CENTS + extra_km.saturating_mul(PER_KM_CENTS)).min(CAP_CENTS);
+    // Cents are 2 digits; JPY has 0, KWD 3.
+    let amount = match currency.minor_digits() {
+        0 => (cents + 50) / 100,
+        3 => cents * 10,
+        _ => cents,
+    };
+    Money::new(amount, currency)
+}
+
+/// The checkout a customer's idempotency key names: the same (customer, key) always gives the
+/// same id, so a retried checkout finds the orders and payment its first attempt created.
+pub fn checkout_id_for(customer: UserId, idempotency_key: &str) -> CheckoutId {
+    let digest = Sha256::digest(format!("checkout:{customer}:{idempotency_key}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // Version 7 layout (time-ordered ids elsewhere; here the "time" is part of the hash) and
+    // the RFC 4122 variant, so it is a well-formed UUID like every other id.
+    bytes[6] = 0x70 | (bytes[6] & 0x0f);
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    CheckoutId::from(Uuid::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_validated_field_by_field() {
+        let ok = DeliveryAddress {
+            text: "  Torstraße 1, Berlin ".into(),
+            lat: 52.53,
+            lng: 13.40,
+        };
+        assert_eq!(
+            ok.validate().map(|(a, _)| a.text),
+            Ok("Torstraße 1, Berlin".into())
+        );
+        let bad_lat = DeliveryAddress {
+            lat: 120.0,
+            ..ok.clone()
+        };
+        assert_eq!(
+            bad_lat.validate().map(|_| ()).map_err(|e| e.0),
+            Err("delivery_address.lat")
+        );
+        let bad_lng = DeliveryAddress {
+            lng: f64::NAN,
+            ..ok.clone()
+        };
+        assert_eq!(
+            bad_lng.validate().map(|_| ()).map_err(|e| e.0),
+            Err("delivery_address.lng")
+        );
+        let empty = DeliveryAddress {
+            text: " ".into(),
+            ..ok
+        };
+        assert_eq!(
+            empty.validate().map(|_| ()).map_err(|e| e.0),
+            Err("delivery_address.text")
+        );
+    }
+
+    #[test]
+    fn fees_grow_with_distance_up_to_a_cap() {
+        assert_eq!(delivery_fee(500.0, Currency::EUR).amount_minor, 199);
+        assert_eq!(delivery_fee(2_000.0, Currency::EUR).amount_minor, 199);
+        assert_eq!(delivery_fee(2_001.0, Currency::EUR).amount_minor, 249);
+        assert_eq!(delivery_fee(5_500.0, Currency::EUR).amount_minor, 399);
+        assert_eq!(delivery_fee(500_000.0, Currency::EUR).amount_minor, 1_499);
+        assert_eq!(delivery_fee(f64::NAN, Currency::EUR).amount_minor, 199);
+        let jpy: Currency = "JPY".parse().unwrap_or(Currency::EUR);
+        assert_eq!(delivery_fee(500.0, jpy).amount_minor, 2);
+    }
+
+    #[test]
+    fn a_key_names_one_checkout_per_customer() {
+        let (a, b) = (UserId::new(), UserId::new());
+        assert_eq!(checkout_id_for(a, "k1"), checkout_id_for(a, "k1"));
+        assert_ne!(checkout_id_for(a, "k1"), checkout_id_for(a, "k2"));
+        assert_ne!(checkout_id_for(a, "k1"), checkout_id_for(b, "k1"));
+        assert_eq!(checkout_id_for(a, "k1").as_uuid().get_version_num(), 7);
+    }
+}
