@@ -9,6 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
+use crate::actors::order::{self, OrderDeps};
 use crate::actors::{ArbiterPool, Registry};
 use crate::bus::SharedBus;
 use crate::bus::local::LocalBus;
@@ -23,6 +24,7 @@ use crate::identity::{Delivery, Identity, IdentityParts};
 use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::notify::{OutboxEmail, OutboxSms, SharedEmail, SharedSms, SmtpEmail, TwilioSms};
+use crate::payments::{Payments, PaymentsParts, SimulatedProvider, StripeProvider};
 use crate::ratelimit::SharedLimiter;
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
@@ -31,6 +33,7 @@ use crate::secrets::Secrets;
 use crate::store::SharedStore;
 use crate::store::carts::CartRepo;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::orders::OrderRepo;
 use crate::store::scylla::ScyllaStore;
 
 /// A built node, listening but not yet serving.
@@ -61,18 +64,43 @@ impl Application {
             settings.actor_idle,
         );
         let identity = build_identity(&settings, &store, &secrets, clock.clone())?;
-        let catalog = build_catalog(&settings, &store, &bus, &secrets, clock).await?;
+        let catalog = build_catalog(&settings, &store, &bus, &secrets, clock.clone()).await?;
+        let orders = Registry::new(
+            OrderDeps {
+                repo: OrderRepo::new(Arc::clone(&store)),
+                bus: Arc::clone(&bus),
+                inventory: catalog.inventory.clone(),
+                clock: clock.clone(),
+                payment_timeout: settings.order_payment_timeout,
+            },
+            pool.clone(),
+            settings.actor_idle,
+        );
+        let expiry_clock = clock.clone();
+        let payments = build_payments(&settings, &store, clock)?;
         let state = web::Data::new(AppState {
             store,
             bus,
             redis: settings.redis_url.is_some(),
             carts,
+            orders,
             metrics: Metrics::new(),
             cart_tokens: secrets.signer("cart-token"),
             identity,
             catalog,
+            payments,
             secure_cookies: settings.secure_cookies,
         });
+        // The sweeper holds the node only during a round, so it ends when the node is dropped.
+        let node = Arc::downgrade(&state);
+        tokio::spawn(order::run_expiry(
+            move || {
+                node.upgrade()
+                    .map(|s| (s.orders.clone(), OrderRepo::new(Arc::clone(&s.store))))
+            },
+            expiry_clock,
+            order::EXPIRY_SWEEP_INTERVAL,
+        ));
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("HEXMARKET_LISTEN: cannot listen on {}", settings.listen))?;
@@ -120,6 +148,11 @@ impl Application {
         self.state.catalog.clone()
     }
 
+    /// The payments service this node uses (for checkout wiring, tools and tests).
+    pub fn payments(&self) -> crate::payments::Payments {
+        self.state.payments.clone()
+    }
+
     /// A handle that stops the server gracefully.
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
@@ -133,6 +166,10 @@ impl Application {
         self.state.catalog.stop();
         self.state
             .carts
+            .shutdown(self.settings.shutdown_timeout)
+            .await;
+        self.state
+            .orders
             .shutdown(self.settings.shutdown_timeout)
             .await;
         self.pool.stop();
@@ -191,6 +228,37 @@ pub async fn build_catalog(
     });
     catalog.start().await?;
     Ok(catalog)
+}
+
+/// Payments: Stripe when configured, the simulated provider always (for development and for
+/// checkouts created before Stripe was switched on).
+pub fn build_payments(
+    settings: &Settings,
+    store: &SharedStore,
+    clock: Clock,
+) -> anyhow::Result<Payments> {
+    let stripe = match &settings.stripe {
+        Some(stripe) => Some(
+            Arc::new(StripeProvider::new(stripe).context("HEXMARKET_STRIPE_*")?)
+                as Arc<dyn crate::payments::PaymentProvider>,
+        ),
+        None => None,
+    };
+    tracing::info!(
+        provider = if stripe.is_some() {
+            "stripe"
+        } else {
+            "simulated"
+        },
+        "payments"
+    );
+    Ok(Payments::new(PaymentsParts {
+        store: Arc::clone(store),
+        clock,
+        simulated: Arc::new(SimulatedProvider::new()),
+        stripe,
+        webhook_secret: settings.stripe.as_ref().map(|s| s.webhook_secret.clone()),
+    }))
 }
 
 /// The identity service, on the same store and with the rate limiter the settings name.

@@ -52,6 +52,25 @@ impl std::fmt::Debug for TwilioSettings {
     }
 }
 
+/// Stripe credentials, present when `HEXMARKET_STRIPE_SECRET_KEY` is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StripeSettings {
+    /// API base; tests point it at localstripe or a loopback fake.
+    pub api_base: String,
+    pub secret_key: String,
+    /// The webhook endpoint's signing secret (`whsec_…`).
+    pub webhook_secret: String,
+}
+
+impl std::fmt::Debug for StripeSettings {
+    // Neither secret ever reaches logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("api_base", &self.api_base)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An S3-compatible bucket for product images, present when `HEXMARKET_S3_BUCKET` is set.
 #[derive(Clone, PartialEq, Eq)]
 pub struct S3Settings {
@@ -101,6 +120,8 @@ pub struct Settings {
     pub actor_idle: Duration,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// How long an order waits for its payment before it expires and its stock is released.
+    pub order_payment_timeout: Duration,
     /// Master secret (≥ 32 bytes) from which signing keys are derived; generated in the data
     /// directory on first start when unset.
     pub secret_key: Option<String>,
@@ -114,6 +135,8 @@ pub struct Settings {
     pub mail_from: String,
     /// Twilio for SMS; SMS go to the outbox when unset.
     pub twilio: Option<TwilioSettings>,
+    /// Stripe for payments; payments are simulated when unset.
+    pub stripe: Option<StripeSettings>,
     /// Base URL of the site, for links in emails.
     pub public_url: String,
     /// S3 for product images; they go to `<data dir>/media` when unset.
@@ -233,6 +256,26 @@ impl Settings {
                     .to_owned(),
             }),
         };
+        let stripe = match env.get("HEXMARKET_STRIPE_SECRET_KEY") {
+            None => None,
+            Some(key) => Some(StripeSettings {
+                api_base: env.parse_with(
+                    "HEXMARKET_STRIPE_API_BASE",
+                    "https://api.stripe.com",
+                    parse_http_url,
+                )?,
+                secret_key: key.to_owned(),
+                webhook_secret: env
+                    .get("HEXMARKET_STRIPE_WEBHOOK_SECRET")
+                    .ok_or_else(|| {
+                        err(
+                            "HEXMARKET_STRIPE_WEBHOOK_SECRET",
+                            "must be set with HEXMARKET_STRIPE_SECRET_KEY",
+                        )
+                    })?
+                    .to_owned(),
+            }),
+        };
         let s3 = parse_s3(&env)?;
         let listen = env.parse_with("HEXMARKET_LISTEN", "127.0.0.1:8080", |s| {
             s.parse::<SocketAddr>()
@@ -277,6 +320,11 @@ impl Settings {
                 30,
                 1..=600,
             )?),
+            order_payment_timeout: Duration::from_secs(env.parse_num(
+                "HEXMARKET_ORDER_PAYMENT_TIMEOUT_SECS",
+                900,
+                1..=86_400,
+            )?),
             secret_key,
             jwt_secret,
             secure_cookies: env.parse_with("HEXMARKET_COOKIE_SECURE", "true", |s| match s {
@@ -290,6 +338,7 @@ impl Settings {
                 .unwrap_or("hexmarket <no-reply@hexmarket.invalid>")
                 .to_owned(),
             twilio,
+            stripe,
             public_url,
             s3,
         })
@@ -540,5 +589,23 @@ mod tests {
         let scylla = s.scylla.unwrap();
         assert_eq!(scylla.nodes, vec!["a:9042", "b:19042"]);
         assert_eq!(scylla.keyspace, "hexmarket");
+    }
+
+    #[test]
+    fn stripe_needs_its_webhook_secret_and_never_shows_either_secret() {
+        assert!(Settings::from_vars(vars(&[])).unwrap().stripe.is_none());
+        let e =
+            Settings::from_vars(vars(&[("HEXMARKET_STRIPE_SECRET_KEY", "sk_test_1")])).unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_STRIPE_WEBHOOK_SECRET");
+        let s = Settings::from_vars(vars(&[
+            ("HEXMARKET_STRIPE_SECRET_KEY", "sk_test_1"),
+            ("HEXMARKET_STRIPE_WEBHOOK_SECRET", "whsec_1"),
+            ("HEXMARKET_STRIPE_API_BASE", "http://127.0.0.1:12111/"),
+        ]))
+        .unwrap();
+        let stripe = s.stripe.unwrap();
+        assert_eq!(stripe.api_base, "http://127.0.0.1:12111");
+        let shown = format!("{stripe:?}");
+        assert!(!shown.contains("sk_test_1") && !shown.contains("whsec_1"));
     }
 }

@@ -152,21 +152,22 @@ impl Catalog {
         let (recheck, rechecks) = tokio::sync::mpsc::unbounded_channel();
         let indexer = Indexer::new(parts.store.clone(), parts.search)
             .with_clock(parts.clock.clone())
-            .with_rechecks(recheck);
-        let stock_indexer = indexer.clone();
+            .with_rechecks(recheck.clone());
         let views = Arc::new(views::ProductViews::default());
         let stock_views = Arc::clone(&views);
+        let stock_clock = parts.clock.clone();
         let inventory = InventoryService::new(
             parts.store.clone(),
             parts.clock.clone(),
+            // Stock changes are re-indexed by the same background task as expiring holds (so
+            // they are batched, and stop with the node): due now.
             Arc::new(move |ids| {
                 stock_views.forget(&ids);
-                let indexer = stock_indexer.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = indexer.refresh(&ids, Wait::No).await {
-                        tracing::warn!(error = ?e, "search index not refreshed after a stock change");
-                    }
-                });
+                let now = stock_clock.now();
+                for id in ids {
+                    // A closed channel only means the node is stopping.
+                    let _ = recheck.send((now, id));
+                }
             }),
         );
         let reviews = ReviewService::new(parts.store.clone(), parts.clock.clone(), indexer.clone());

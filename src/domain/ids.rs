@@ -88,3 +88,7 @@ entity_id!(
     /// A checkout: the orders of one purchase, paid by one payment.
     CheckoutId
 );
+entity_id!(
+    /// The payment of one checkout, at one provider.
+    PaymentId
+);

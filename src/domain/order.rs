@@ -1,8 +1,22 @@
-//! Orders: one vendor's share of a checkout, and the states it moves through.
+//! Orders: one vendor's share of a checkout, the states it moves through, and the events that
+//! record each move.
+//!
+//! The state machine is the pure function [`transition`]: a status and a command give the next
+//! status and the event to record, or an [`IllegalTransition`]. The happy path is
+//! `pending_payment → paid → accepted → preparing → ready_for_pickup → picked_up → delivered`;
+//! a courier is recorded on the way (`courier_assigned`): assigning one while the kitchen is
+//! still busy keeps the status, assigning one to an order that is ready moves it to
+//! `courier_assigned`. The exits are `rejected`, `cancelled`, `payment_failed`, `expired` and
+//! `refunded`.
+//!
+//! [`Order`] is the core every reader needs; [`OrderRecord`] is the row as the order actor keeps
+//! it (the core plus its progress), stored flattened so rows written with only the core still
+//! decode and readers of the core ignore the rest.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::geo::GeoPoint;
 use super::ids::{CheckoutId, OrderId, ProductId, UserId, VendorId};
 use super::money::Money;
 
@@ -25,6 +39,48 @@ pub enum OrderStatus {
     Refunded,
 }
 
+impl OrderStatus {
+    /// The snake_case name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::PendingPayment => "pending_payment",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Accepted => "accepted",
+            OrderStatus::Preparing => "preparing",
+            OrderStatus::ReadyForPickup => "ready_for_pickup",
+            OrderStatus::CourierAssigned => "courier_assigned",
+            OrderStatus::PickedUp => "picked_up",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Rejected => "rejected",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::PaymentFailed => "payment_failed",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+
+    /// Whether the order was paid for on its way to this status (so money may be refunded).
+    fn after_payment(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::Accepted
+                | OrderStatus::Preparing
+                | OrderStatus::ReadyForPickup
+                | OrderStatus::CourierAssigned
+                | OrderStatus::PickedUp
+                | OrderStatus::Delivered
+                | OrderStatus::Refunded
+        )
+    }
+}
+
+impl std::fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One product line of an order, with the price it was sold at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderLine {
@@ -35,7 +91,7 @@ pub struct OrderLine {
     pub unit_price: Money,
 }
 
-/// An order as stored.
+/// An order as stored: the core every reader needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     #[schema(value_type = String, format = Uuid)]
@@ -60,5 +116,512 @@ impl Order {
 
     pub fn contains(&self, product: ProductId) -> bool {
         self.lines.iter().any(|l| l.product_id == product)
+    }
+
+    /// The distinct products of the order (the ones its stock reservation holds).
+    pub fn products(&self) -> Vec<ProductId> {
+        let mut products: Vec<ProductId> = self.lines.iter().map(|l| l.product_id).collect();
+        products.sort();
+        products.dedup();
+        products
+    }
+}
+
+/// Where an order is delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeliveryAddress {
+    /// The address as the customer wrote it.
+    pub address: String,
+    pub location: GeoPoint,
+    /// Directions for the courier (floor, door code...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// What the customer pays for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderTotals {
+    pub subtotal: Money,
+    pub delivery_fee: Money,
+    pub total: Money,
+}
+
+/// Who cancelled an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledBy {
+    /// The customer, before the vendor accepted.
+    Customer,
+    /// An administrator, at any time before delivery.
+    Admin,
+}
+
+/// An order with its progress, as the order actor stores it. Every field beyond the core
+/// defaults, so rows written before a field existed still decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderRecord {
+    #[serde(flatten)]
+    pub order: Order,
+    /// Sequence number of the last event applied to this row (0: none yet).
+    #[serde(default)]
+    pub seq: u64,
+    /// When an unpaid order expires.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub courier_id: Option<UserId>,
+    #[serde(default)]
+    pub delivery_address: Option<DeliveryAddress>,
+    #[serde(default)]
+    pub totals: Option<OrderTotals>,
+    /// The payment (one per checkout) that pays for this order.
+    #[serde(default)]
+    pub payment_id: Option<String>,
+    #[serde(default)]
+    pub paid_at: Option<DateTime<Utc>>,
+    /// Why the vendor rejected the order.
+    #[serde(default)]
+    pub rejection_reason: Option<String>,
+    #[serde(default)]
+    pub cancelled_by: Option<CancelledBy>,
+    /// Money given back so far.
+    #[serde(default)]
+    pub refunded: Option<Money>,
+}
+
+/// A request to move an order on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderCommand {
+    MarkPaid,
+    MarkPaymentFailed,
+    Expire,
+    Accept,
+    Reject {
+        reason: String,
+    },
+    StartPreparing,
+    MarkReady,
+    AssignCourier {
+        courier: UserId,
+    },
+    PickUp,
+    Deliver,
+    Cancel {
+        by: CancelledBy,
+    },
+    Refund {
+        amount: Money,
+        lines: Vec<ProductId>,
+    },
+}
+
+impl OrderCommand {
+    /// The status this command aims for, named in [`IllegalTransition`].
+    pub fn target(&self) -> OrderStatus {
+        match self {
+            OrderCommand::MarkPaid => OrderStatus::Paid,
+            OrderCommand::MarkPaymentFailed => OrderStatus::PaymentFailed,
+            OrderCommand::Expire => OrderStatus::Expired,
+            OrderCommand::Accept => OrderStatus::Accepted,
+            OrderCommand::Reject { .. } => OrderStatus::Rejected,
+            OrderCommand::StartPreparing => OrderStatus::Preparing,
+            OrderCommand::MarkReady => OrderStatus::ReadyForPickup,
+            OrderCommand::AssignCourier { .. } => OrderStatus::CourierAssigned,
+            OrderCommand::PickUp => OrderStatus::PickedUp,
+            OrderCommand::Deliver => OrderStatus::Delivered,
+            OrderCommand::Cancel { .. } => OrderStatus::Cancelled,
+            OrderCommand::Refund { .. } => OrderStatus::Refunded,
+        }
+    }
+}
+
+/// What happened to an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OrderEventKind {
+    Created,
+    Paid,
+    PaymentFailed,
+    Expired,
+    Accepted,
+    Rejected {
+        reason: String,
+    },
+    Preparing,
+    Ready,
+    CourierAssigned {
+        #[schema(value_type = String, format = Uuid)]
+        courier: UserId,
+    },
+    PickedUp,
+    Delivered,
+    Cancelled {
+        by: CancelledBy,
+    },
+    Refunded {
+        amount: Money,
+        #[schema(value_type = Vec<String>)]
+        lines: Vec<ProductId>,
+    },
+}
+
+/// One entry of an order's event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderEvent {
+    /// 1 for `created`, then one more for each event.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub kind: OrderEventKind,
+    pub status_after: OrderStatus,
+}
+
+/// A command the order's status does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an order cannot go from {from} to {to}")]
+pub struct IllegalTransition {
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+}
+
+/// The state machine: the status after `command` and the event recording it.
+pub fn transition(
+    from: OrderStatus,
+    command: &OrderCommand,
+) -> Result<(OrderStatus, OrderEventKind), IllegalTransition> {
+    use OrderCommand as C;
+    use OrderStatus as S;
+    let illegal = IllegalTransition {
+        from,
+        to: command.target(),
+    };
+    let next = match (from, command) {
+        (S::PendingPayment, C::MarkPaid) => (S::Paid, OrderEventKind::Paid),
+        (S::PendingPayment, C::MarkPaymentFailed) => {
+            (S::PaymentFailed, OrderEventKind::PaymentFailed)
+        }
+        (S::PendingPayment, C::Expire) => (S::Expired, OrderEventKind::Expired),
+        (S::Paid, C::Accept) => (S::Accepted, OrderEventKind::Accepted),
+        (S::Paid, C::Reject { reason }) => (
+            S::Rejected,
+            OrderEventKind::Rejected {
+                reason: reason.clone(),
+            },
+        ),
+        (S::Accepted, C::StartPreparing) => (S::Preparing, OrderEventKind::Preparing),
+        (S::Preparing, C::MarkReady) => (S::ReadyForPickup, OrderEventKind::Ready),
+        // The kitchen keeps working while a courier heads over: the status stays.
+        (S::Accepted | S::Preparing, C::AssignCourier { courier }) => {
+            (from, OrderEventKind::CourierAssigned { courier: *courier })
+        }
+        (S::ReadyForPickup | S::CourierAssigned, C::AssignCourier { courier }) => (
+            S::CourierAssigned,
+            OrderEventKind::CourierAssigned { courier: *courier },
+        ),
+        (S::ReadyForPickup | S::CourierAssigned, C::PickUp) => {
+            (S::PickedUp, OrderEventKind::PickedUp)
+        }
+        (S::PickedUp, C::Deliver) => (S::Delivered, OrderEventKind::Delivered),
+        (S::PendingPayment | S::Paid, C::Cancel { by }) => {
+            (S::Cancelled, OrderEventKind::Cancelled { by: *by })
+        }
+        (
+            S::Accepted | S::Preparing | S::ReadyForPickup | S::CourierAssigned | S::PickedUp,
+            C::Cancel {
+                by: CancelledBy::Admin,
+            },
+        ) => (
+            S::Cancelled,
+            OrderEventKind::Cancelled {
+                by: CancelledBy::Admin,
+            },
+        ),
+        (status, C::Refund { amount, lines })
+            if status.after_payment() || matches!(status, S::Cancelled | S::Rejected) =>
+        {
+            (
+                S::Refunded,
+                OrderEventKind::Refunded {
+                    amount: *amount,
+                    lines: lines.clone(),
+                },
+            )
+        }
+        _ => return Err(illegal),
+    };
+    Ok(next)
+}
+
+impl OrderRecord {
+    /// A new order awaiting payment until `expires_at`.
+    pub fn pending(order: Order, expires_at: DateTime<Utc>) -> Self {
+        OrderRecord {
+            order: Order {
+                status: OrderStatus::PendingPayment,
+                ..order
+            },
+            seq: 0,
+            expires_at: Some(expires_at),
+            courier_id: None,
+            delivery_address: None,
+            totals: None,
+            payment_id: None,
+            paid_at: None,
+            rejection_reason: None,
+            cancelled_by: None,
+            refunded: None,
+        }
+    }
+
+    pub fn id(&self) -> OrderId {
+        self.order.id
+    }
+
+    pub fn status(&self) -> OrderStatus {
+        self.order.status
+    }
+
+    /// [`transition`] plus what the status alone cannot tell: a courier must be assigned
+    /// before a pickup, and only an order that was paid can be refunded.
+    pub fn decide(
+        &self,
+        command: &OrderCommand,
+    ) -> Result<(OrderStatus, OrderEventKind), IllegalTransition> {
+        let from = self.status();
+        let illegal = IllegalTransition {
+            from,
+            to: command.target(),
+        };
+        match command {
+            OrderCommand::PickUp if self.courier_id.is_none() => return Err(illegal),
+            OrderCommand::Refund { .. }
+                if matches!(from, OrderStatus::Cancelled | OrderStatus::Rejected)
+                    && self.paid_at.is_none() =>
+            {
+                return Err(illegal);
+            }
+            _ => {}
+        }
+        transition(from, command)
+    }
+
+    /// Applies a recorded event. Events at or below the row's sequence number were applied
+    /// already and change nothing, so replaying a log is safe.
+    pub fn apply(&mut self, event: &OrderEvent) {
+        if event.seq <= self.seq {
+            return;
+        }
+        self.seq = event.seq;
+        self.order.status = event.status_after;
+        self.order.updated_at = event.at;
+        match &event.kind {
+            OrderEventKind::Paid => self.paid_at = Some(event.at),
+            OrderEventKind::Rejected { reason } => self.rejection_reason = Some(reason.clone()),
+            OrderEventKind::CourierAssigned { courier } => self.courier_id = Some(*courier),
+            OrderEventKind::Cancelled { by } => self.cancelled_by = Some(*by),
+            OrderEventKind::Refunded { amount, .. } => {
+                let total = match self.refunded {
+                    Some(before) if before.currency == amount.currency => Money::new(
+                        before.amount_minor.saturating_add(amount.amount_minor),
+                        amount.currency,
+                    ),
+                    _ => *amount,
+                };
+                self.refunded = Some(total);
+            }
+            OrderEventKind::Created
+            | OrderEventKind::PaymentFailed
+            | OrderEventKind::Expired
+            | OrderEventKind::Accepted
+            | OrderEventKind::Preparing
+            | OrderEventKind::Ready
+            | OrderEventKind::PickedUp
+            | OrderEventKind::Delivered => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::money::Currency;
+    use OrderCommand as C;
+    use OrderStatus as S;
+
+    fn refund() -> OrderCommand {
+        C::Refund {
+            amount: Money::new(500, Currency::EUR),
+            lines: vec![ProductId::new()],
+        }
+    }
+
+    fn to(from: OrderStatus, command: &OrderCommand) -> Result<OrderStatus, IllegalTransition> {
+        transition(from, command).map(|(status, _)| status)
+    }
+
+    #[test]
+    fn every_legal_transition_lands_where_it_should() {
+        let courier = UserId::new();
+        let assign = C::AssignCourier { courier };
+        let customer = C::Cancel {
+            by: CancelledBy::Customer,
+        };
+        let admin = C::Cancel {
+            by: CancelledBy::Admin,
+        };
+        let reject = C::Reject {
+            reason: "closed".into(),
+        };
+        let legal = [
+            (S::PendingPayment, C::MarkPaid, S::Paid),
+            (S::PendingPayment, C::MarkPaymentFailed, S::PaymentFailed),
+            (S::PendingPayment, C::Expire, S::Expired),
+            (S::PendingPayment, customer.clone(), S::Cancelled),
+            (S::PendingPayment, admin.clone(), S::Cancelled),
+            (S::Paid, C::Accept, S::Accepted),
+            (S::Paid, reject, S::Rejected),
+            (S::Paid, customer.clone(), S::Cancelled),
+            (S::Paid, admin.clone(), S::Cancelled),
+            (S::Paid, refund(), S::Refunded),
+            (S::Accepted, C::StartPreparing, S::Preparing),
+            (S::Accepted, assign.clone(), S::Accepted),
+            (S::Accepted, admin.clone(), S::Cancelled),
+            (S::Accepted, refund(), S::Refunded),
+            (S::Preparing, C::MarkReady, S::ReadyForPickup),
+            (S::Preparing, assign.clone(), S::Preparing),
+            (S::Preparing, admin.clone(), S::Cancelled),
+            (S::Preparing, refund(), S::Refunded),
+            (S::ReadyForPickup, assign.clone(), S::CourierAssigned),
+            (S::ReadyForPickup, C::PickUp, S::PickedUp),
+            (S::ReadyForPickup, admin.clone(), S::Cancelled),
+            (S::ReadyForPickup, refund(), S::Refunded),
+            (S::CourierAssigned, assign.clone(), S::CourierAssigned),
+            (S::CourierAssigned, C::PickUp, S::PickedUp),
+            (S::CourierAssigned, admin.clone(), S::Cancelled),
+            (S::CourierAssigned, refund(), S::Refunded),
+            (S::PickedUp, C::Deliver, S::Delivered),
+            (S::PickedUp, admin, S::Cancelled),
+            (S::PickedUp, refund(), S::Refunded),
+            (S::Delivered, refund(), S::Refunded),
+            (S::Cancelled, refund(), S::Refunded),
+            (S::Rejected, refund(), S::Refunded),
+            (S::Refunded, refund(), S::Refunded),
+        ];
+        for (from, command, expected) in legal {
+            assert_eq!(to(from, &command), Ok(expected), "{from} with {command:?}");
+        }
+    }
+
+    #[test]
+    fn illegal_transitions_name_where_they_came_from_and_were_going() {
+        let customer = C::Cancel {
+            by: CancelledBy::Customer,
+        };
+        let illegal = [
+            (S::PendingPayment, C::Accept),
+            (S::PendingPayment, C::PickUp),
+            (S::PendingPayment, refund()),
+            (S::Paid, C::MarkPaid),
+            (S::Paid, C::Expire),
+            (S::Paid, C::MarkReady),
+            (S::Accepted, C::Accept),
+            (S::Accepted, customer.clone()),
+            (S::Accepted, C::MarkReady),
+            (S::Preparing, customer),
+            (S::Preparing, C::Deliver),
+            (S::ReadyForPickup, C::StartPreparing),
+            (S::PickedUp, C::PickUp),
+            (
+                S::Delivered,
+                C::Cancel {
+                    by: CancelledBy::Admin,
+                },
+            ),
+            (S::Expired, C::MarkPaid),
+            (S::Cancelled, C::Accept),
+            (S::PaymentFailed, refund()),
+            (S::Expired, refund()),
+            (
+                S::Rejected,
+                C::AssignCourier {
+                    courier: UserId::new(),
+                },
+            ),
+        ];
+        for (from, command) in illegal {
+            assert_eq!(
+                to(from, &command),
+                Err(IllegalTransition {
+                    from,
+                    to: command.target()
+                }),
+                "{from} with {command:?}"
+            );
+        }
+    }
+
+    fn record() -> OrderRecord {
+        let now = Utc::now();
+        OrderRecord::pending(
+            Order {
+                id: OrderId::new(),
+                checkout_id: CheckoutId::new(),
+                customer_id: UserId::new(),
+                vendor_id: VendorId::new(),
+                status: OrderStatus::PendingPayment,
+                lines: Vec::new(),
+                created_at: now,
+                updated_at: now,
+            },
+            now,
+        )
+    }
+
+    fn event(record: &OrderRecord, kind: OrderEventKind, status_after: OrderStatus) -> OrderEvent {
+        OrderEvent {
+            seq: record.seq + 1,
+            at: Utc::now(),
+            kind,
+            status_after,
+        }
+    }
+
+    #[test]
+    fn pickup_needs_a_courier_and_refunds_need_a_payment() {
+        let mut order = record();
+        order.order.status = S::ReadyForPickup;
+        assert!(order.decide(&C::PickUp).is_err());
+        order.courier_id = Some(UserId::new());
+        assert!(order.decide(&C::PickUp).is_ok());
+
+        let mut cancelled = record();
+        cancelled.order.status = S::Cancelled;
+        assert!(cancelled.decide(&refund()).is_err());
+        cancelled.paid_at = Some(Utc::now());
+        assert!(cancelled.decide(&refund()).is_ok());
+    }
+
+    #[test]
+    fn applying_events_moves_the_row_and_replays_are_ignored() {
+        let mut order = record();
+        let paid = event(&order, OrderEventKind::Paid, S::Paid);
+        order.apply(&paid);
+        assert_eq!((order.status(), order.seq), (S::Paid, 1));
+        assert!(order.paid_at.is_some());
+        let courier = UserId::new();
+        let assigned = event(&order, OrderEventKind::CourierAssigned { courier }, S::Paid);
+        order.apply(&assigned);
+        assert_eq!(order.courier_id, Some(courier));
+        // A replay of an older event changes nothing.
+        order.apply(&paid);
+        assert_eq!(order.seq, 2);
+    }
+
+    #[test]
+    fn records_decode_from_rows_holding_only_the_core() {
+        let core = record().order;
+        let json = serde_json::to_vec(&core).unwrap_or_default();
+        let decoded: Result<OrderRecord, _> = serde_json::from_slice(&json);
+        assert!(matches!(decoded, Ok(r) if r.seq == 0 && r.order == core));
     }
 }

@@ -14,6 +14,8 @@ pub mod me;
 pub mod media;
 pub mod middleware;
 pub mod openapi;
+pub mod orders;
+pub mod payments;
 pub mod problem;
 pub mod products;
 pub mod reviews;
@@ -23,10 +25,12 @@ use actix_web::web;
 
 use crate::actors::Registry;
 use crate::actors::cart::CartActor;
+use crate::actors::order::OrderActor;
 use crate::bus::SharedBus;
 use crate::catalog::Catalog;
 use crate::identity::Identity;
 use crate::metrics::Metrics;
+use crate::payments::Payments;
 use crate::secrets::Signer;
 use crate::store::SharedStore;
 
@@ -39,10 +43,12 @@ pub struct AppState {
     /// Whether the bus is Redis (and so must be up for the node to be ready).
     pub redis: bool,
     pub carts: Registry<CartActor>,
+    pub orders: Registry<OrderActor>,
     pub metrics: Metrics,
     pub cart_tokens: Signer,
     pub identity: Identity,
     pub catalog: Catalog,
+    pub payments: Payments,
     /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).
     pub secure_cookies: bool,
 }
@@ -70,6 +76,8 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(products::configure)
                 .configure(inventory::configure)
                 .configure(reviews::configure)
+                .configure(orders::configure)
+                .configure(payments::configure)
                 .configure(media::configure),
         )
         .configure(media::configure_public)

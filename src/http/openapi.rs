@@ -5,8 +5,8 @@ use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
 use super::{
-    admin, auth, cart, categories, health, inventory, me, media, problem, products, reviews,
-    vendors,
+    admin, auth, cart, categories, health, inventory, me, media, orders, payments, problem,
+    products, reviews, vendors,
 };
 
 #[derive(OpenApi)]
@@ -61,6 +61,20 @@ use super::{
         media::upload_image,
         media::delete_image,
         media::serve_media,
+        orders::list_my_orders,
+        orders::get_order,
+        orders::list_order_events,
+        orders::accept_order,
+        orders::reject_order,
+        orders::start_preparing_order,
+        orders::mark_order_ready,
+        orders::cancel_order,
+        orders::list_vendor_orders,
+        orders::list_admin_orders,
+        orders::admin_cancel_order,
+        payments::stripe_webhook,
+        payments::get_payment,
+        payments::simulate,
         inventory::get_inventory,
         inventory::put_inventory,
         inventory::inventory_history,
@@ -79,6 +93,8 @@ use super::{
         (name = "cart", description = "Carts of guests and customers"),
         (name = "catalog", description = "Vendors, categories, products, search and stock"),
         (name = "media", description = "Stored product images"),
+        (name = "orders", description = "Orders: history, the vendor's queue, transitions and events"),
+        (name = "payments", description = "Payments (Stripe or simulated) and the Stripe webhook"),
         (name = "inventory", description = "Stock of a product"),
         (name = "reviews", description = "Reviews and ratings of products and vendors"),
         (name = "auth", description = "Accounts and sessions"),

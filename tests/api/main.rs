@@ -14,6 +14,8 @@ mod http;
 mod inventory;
 mod media;
 mod notify;
+mod orders;
+mod payments;
 mod ratelimit;
 mod reviews;
 mod search;
