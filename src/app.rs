@@ -77,7 +77,9 @@ impl Application {
             settings.actor_idle,
         );
         let expiry_clock = clock.clone();
+        let idempotency = crate::idempotency::Idempotency::new(Arc::clone(&store), clock.clone());
         let payments = build_payments(&settings, &store, clock)?;
+        payments.set_listener(payment_listener(orders.clone(), Arc::clone(&store)));
         let state = web::Data::new(AppState {
             store,
             bus,
@@ -89,6 +91,8 @@ impl Application {
             identity,
             catalog,
             payments,
+            idempotency,
+            order_payment_timeout: settings.order_payment_timeout,
             secure_cookies: settings.secure_cookies,
         });
         // The sweeper holds the node only during a round, so it ends when the node is dropped.
@@ -176,6 +180,53 @@ impl Application {
         tracing::info!("hexmarket stopped");
         Ok(())
     }
+}
+
+/// Moves the orders of a checkout when its payment succeeds or fails (the webhook and the
+/// simulated provider both end here). Applying an outcome twice is harmless: the second
+/// command is refused as an illegal transition and ignored.
+fn payment_listener(
+    orders: Registry<crate::actors::order::OrderActor>,
+    store: SharedStore,
+) -> crate::payments::PaymentListener {
+    use crate::actors::order::ApplyCommand;
+    use crate::domain::order::OrderCommand;
+    use crate::payments::OutcomeKind;
+    Arc::new(move |outcome: crate::payments::PaymentOutcome| {
+        let orders = orders.clone();
+        let checkouts: crate::store::typed::Rows<http::checkout::CheckoutRecord> =
+            crate::store::typed::Rows::new(Arc::clone(&store), crate::store::Table::Checkouts);
+        Box::pin(async move {
+            let command = match outcome.kind {
+                OutcomeKind::Paid => OrderCommand::MarkPaid,
+                OutcomeKind::PaymentFailed => OrderCommand::MarkPaymentFailed,
+                OutcomeKind::Refunded { .. } => return,
+            };
+            let key = crate::store::catalog::id_key(outcome.checkout_id);
+            let checkout = match checkouts.get(&key).await {
+                Ok(Some(c)) => c.value,
+                Ok(None) => {
+                    tracing::warn!(checkout_id = %outcome.checkout_id, "payment outcome for an unknown checkout");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, checkout_id = %outcome.checkout_id, "payment outcome not applied to its orders");
+                    return;
+                }
+            };
+            for order in checkout.orders {
+                match orders.send(order, ApplyCommand(command.clone())).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, order_id = %order, "payment outcome not applied to an order")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, order_id = %order, "payment outcome not delivered to an order")
+                    }
+                }
+            }
+        })
+    })
 }
 
 /// Opens the store the settings name.

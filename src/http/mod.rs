@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod cart;
 pub mod categories;
+pub mod checkout;
 pub mod extract;
 pub mod health;
 pub mod inventory;
@@ -49,6 +50,10 @@ pub struct AppState {
     pub identity: Identity,
     pub catalog: Catalog,
     pub payments: Payments,
+    /// Idempotency records of unsafe requests (`Idempotency-Key`).
+    pub idempotency: crate::idempotency::Idempotency,
+    /// How long a checkout holds stock for its unpaid orders.
+    pub order_payment_timeout: std::time::Duration,
     /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).
     pub secure_cookies: bool,
 }
@@ -77,6 +82,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(inventory::configure)
                 .configure(reviews::configure)
                 .configure(orders::configure)
+                .configure(checkout::configure)
                 .configure(payments::configure)
                 .configure(media::configure),
         )

@@ -5,8 +5,8 @@ use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
 use super::{
-    admin, auth, cart, categories, health, inventory, me, media, orders, payments, problem,
-    products, reviews, vendors,
+    admin, auth, cart, categories, checkout, health, inventory, me, media, orders, payments,
+    problem, products, reviews, vendors,
 };
 
 #[derive(OpenApi)]
@@ -61,6 +61,7 @@ use super::{
         media::upload_image,
         media::delete_image,
         media::serve_media,
+        checkout::checkout,
         orders::list_my_orders,
         orders::get_order,
         orders::list_order_events,

@@ -74,7 +74,7 @@ pub struct PaymentView {
 }
 
 impl PaymentView {
-    fn new(payment: Payment, viewer: UserId) -> Self {
+    pub fn new(payment: Payment, viewer: UserId) -> Self {
         let client_secret = if viewer == payment.payer {
             payment.client_secret
         } else {

@@ -152,6 +152,19 @@ impl ApiError {
         self.code
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The problem document as JSON (to record it, e.g. as an idempotent response). A server
+    /// fault's cause is logged here, as it would be when answered.
+    pub fn to_json(&self) -> String {
+        if let Some(cause) = &self.cause {
+            tracing::error!(code = self.code, status = self.status.as_u16(), error = ?cause, "request failed");
+        }
+        serde_json::to_string(&self.problem()).unwrap_or_default()
+    }
+
     fn problem(&self) -> Problem {
         Problem {
             kind: format!(

@@ -55,6 +55,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "004_orders.cql",
         include_str!("../../schema/004_orders.cql"),
     ),
+    (
+        5,
+        "005_checkouts.cql",
+        include_str!("../../schema/005_checkouts.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

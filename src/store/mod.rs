@@ -100,12 +100,14 @@ pub enum Table {
     VendorOrders,
     /// Pending order deadlines (payment expiry): partition = time bucket, clustering = due time and order id.
     OrderTimers,
+    /// Checkouts: the orders and payment of one purchase, one row per checkout id.
+    Checkouts,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 24] = [
+    pub const ALL: [Table; 25] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -130,6 +132,7 @@ impl Table {
         Table::CustomerOrders,
         Table::VendorOrders,
         Table::OrderTimers,
+        Table::Checkouts,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -159,6 +162,7 @@ impl Table {
             Table::CustomerOrders => "customer_orders",
             Table::VendorOrders => "vendor_orders",
             Table::OrderTimers => "order_timers",
+            Table::Checkouts => "checkouts",
         }
     }
 

@@ -10,6 +10,7 @@ mod actors;
 mod auth;
 mod bus;
 mod catalog;
+mod checkout;
 mod http;
 mod inventory;
 mod media;
