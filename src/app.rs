@@ -77,7 +77,8 @@ impl Application {
             settings.actor_idle,
         );
         let expiry_clock = clock.clone();
-        let idempotency = crate::idempotency::Idempotency::new(Arc::clone(&store), clock.clone());
+        let idempotency = crate::idempotency::Idempotency::new(Arc::clone(&store), clock.clone())
+            .with_lease(settings.idempotency_lease);
         let payments = build_payments(&settings, &store, clock)?;
         payments.set_listener(payment_listener(orders.clone(), Arc::clone(&store)));
         let state = web::Data::new(AppState {

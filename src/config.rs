@@ -122,6 +122,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// How long an order waits for its payment before it expires and its stock is released.
     pub order_payment_timeout: Duration,
+    /// How long a request holding an `Idempotency-Key` keeps it before a retry may take over
+    /// (a request whose node died mid-way).
+    pub idempotency_lease: Duration,
     /// Master secret (≥ 32 bytes) from which signing keys are derived; generated in the data
     /// directory on first start when unset.
     pub secret_key: Option<String>,
@@ -324,6 +327,11 @@ impl Settings {
                 "HEXMARKET_ORDER_PAYMENT_TIMEOUT_SECS",
                 900,
                 1..=86_400,
+            )?),
+            idempotency_lease: Duration::from_secs(env.parse_num(
+                "HEXMARKET_IDEMPOTENCY_LEASE_SECS",
+                30,
+                1..=3_600,
             )?),
             secret_key,
             jwt_secret,

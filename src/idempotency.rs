@@ -24,7 +24,7 @@ use crate::store::{Key, SharedStore, StoreError, Table};
 
 /// How long a key is remembered.
 pub const RECORD_TTL: Duration = Duration::from_secs(24 * 3600);
-/// How long a claim protects a running request before a retry may take it over.
+/// How long a claim protects a running request before a retry may take it over (default).
 pub const LEASE: Duration = Duration::from_secs(30);
 /// How long a concurrent duplicate waits for the first request to finish.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -87,6 +87,7 @@ pub struct Idempotency {
     records: Rows<Record>,
     clock: Clock,
     wait: Duration,
+    lease: Duration,
 }
 
 /// Checks a client's key.
@@ -121,7 +122,14 @@ impl Idempotency {
             records: Rows::new(store, Table::Idempotency).with_ttl(RECORD_TTL),
             clock,
             wait: WAIT,
+            lease: LEASE,
         }
+    }
+
+    /// How long a claim protects a running request (default [`LEASE`]).
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 
     /// How long a duplicate waits for the running request before answering "in progress".
@@ -137,7 +145,7 @@ impl Idempotency {
 
     async fn claim(&self, at: &Key, request: &str) -> Result<Claim, IdempotencyError> {
         let now = self.clock.now();
-        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(30));
+        let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(30));
         let (claim, _) = self
             .records
             .modify(at, |current| match current {

@@ -217,8 +217,16 @@ async fn place(
     let checkout_id = checkout_id_for(customer, key);
     let cart_id = CartId::from(customer.as_uuid());
     let cart = state.carts.send(cart_id, GetCart).await?;
-    // A retry after the cart was emptied by the first attempt finds the checkout.
-    if let Some(existing) = checkouts(state).get(&id_key(checkout_id)).await? {
+    // A retry of a checkout that got as far as its payment only needs the answer (its first
+    // attempt may have emptied the cart). One that stopped earlier runs again from the cart:
+    // every step below finds what the first attempt already did.
+    if let Some(existing) = checkouts(state).get(&id_key(checkout_id)).await?
+        && state
+            .payments
+            .find_by_checkout(checkout_id)
+            .await?
+            .is_some()
+    {
         return finish(
             state,
             customer,
@@ -449,10 +457,12 @@ async fn finish(
             .find_by_checkout(checkout_id)
             .await?
             .ok_or_else(|| {
-                ApiError::conflict(
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
                     "request_in_progress",
                     "the checkout is still being placed; retry shortly",
                 )
+                .with_retry_after(1)
             })?,
     };
     if let Some((_, cart)) = fresh

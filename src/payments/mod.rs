@@ -545,7 +545,16 @@ impl Payments {
         // Losing this race only means another taker marked it first.
         let _ = self.inner.events.update(&key, claim_version, &done).await?;
         let (payment, kind) = match step {
-            Step::Unchanged(payment) => return Ok(Applied::Unchanged(payment)),
+            Step::Unchanged(payment) => {
+                // Nothing moved now, but the notice of an earlier move may have been lost (a
+                // crash between the write and the notice): tell the listener the payment's
+                // outcome again, so a retried request heals its orders. Listeners are
+                // idempotent.
+                if let Some(kind) = outcome_of(&payment) {
+                    self.notify(&payment, kind).await;
+                }
+                return Ok(Applied::Unchanged(payment));
+            }
             Step::AlreadyApplied(payment) if !takeover => {
                 return Ok(Applied::Unchanged(payment));
             }
@@ -558,6 +567,12 @@ impl Payments {
             Step::Moved(payment, kind) => (payment, kind),
         };
         tracing::info!(payment = %payment.id, status = ?payment.status, "payment moved");
+        self.notify(&payment, kind).await;
+        Ok(Applied::Changed(payment))
+    }
+
+    /// Tells the listener (if any) a payment's outcome.
+    async fn notify(&self, payment: &Payment, kind: OutcomeKind) {
         let listener = self.inner.listener.read().clone();
         if let Some(listener) = listener {
             listener(PaymentOutcome {
@@ -567,7 +582,6 @@ impl Payments {
             })
             .await;
         }
-        Ok(Applied::Changed(payment))
     }
 
     /// Refunds `amount_minor` of a paid payment. `idempotency_key` names this refund: a retry

@@ -11,6 +11,7 @@ mod auth;
 mod bus;
 mod catalog;
 mod checkout;
+mod flash_sale;
 mod http;
 mod inventory;
 mod media;

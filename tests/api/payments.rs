@@ -459,9 +459,15 @@ async fn the_payer_simulates_failure_then_success_and_nobody_else_can() {
         assert_eq!(body["provider"], "simulated");
         assert_eq!(body["amount"]["amount_minor"], 500);
     }
+    // The late failure moved nothing, but told the listener the outcome again (a retry heals
+    // orders whose first notice was lost; listeners are idempotent).
     assert_eq!(
         *outcomes.lock(),
-        vec![OutcomeKind::PaymentFailed, OutcomeKind::Paid]
+        vec![
+            OutcomeKind::PaymentFailed,
+            OutcomeKind::Paid,
+            OutcomeKind::Paid
+        ]
     );
 
     // A simulated refund goes through the same path, once per idempotency key.
