@@ -73,6 +73,7 @@ use super::{
         orders::list_vendor_orders,
         orders::list_admin_orders,
         orders::admin_cancel_order,
+        orders::admin_refund_order,
         payments::stripe_webhook,
         payments::get_payment,
         payments::simulate,

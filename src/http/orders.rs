@@ -45,6 +45,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/orders/{id}/cancel",
             web::post().to(admin_cancel_order),
+        )
+        .route(
+            "/admin/orders/{id}/refund",
+            web::post().to(admin_refund_order),
         );
 }
 
@@ -220,6 +224,146 @@ async fn vendor_command(
         return Err(forbidden("only the order's vendor can do this"));
     }
     let order = state.orders.send(id, ApplyCommand(command)).await??;
+    let order = refund_if_paid(state, order).await?;
+    Ok(HttpResponse::Ok().json(order))
+}
+
+/// Gives the money back for an order that was paid and then rejected or cancelled: the whole
+/// order total, under a refund key of its own (so a retry refunds once). Other orders pass
+/// through unchanged.
+async fn refund_if_paid(state: &AppState, order: OrderRecord) -> Result<OrderRecord, ApiError> {
+    let closed = matches!(
+        order.order.status,
+        OrderStatus::Rejected | OrderStatus::Cancelled
+    );
+    let Some(total) = order.totals.map(|t| t.total) else {
+        return Ok(order);
+    };
+    if !closed || order.paid_at.is_none() {
+        return Ok(order);
+    }
+    refund(state, order, total, Vec::new(), "closed").await
+}
+
+/// Refunds `amount` of an order through its checkout's payment, then records it on the order.
+async fn refund(
+    state: &AppState,
+    order: OrderRecord,
+    amount: crate::domain::money::Money,
+    lines: Vec<crate::domain::ids::ProductId>,
+    key: &str,
+) -> Result<OrderRecord, ApiError> {
+    let id = order.id();
+    let payment = state
+        .payments
+        .find_by_checkout(order.order.checkout_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("paid order {id} has no payment")))?;
+    state
+        .payments
+        .refund(
+            payment.id,
+            amount.amount_minor,
+            &format!("refund:{id}:{key}"),
+        )
+        .await?;
+    Ok(state
+        .orders
+        .send(id, ApplyCommand(OrderCommand::Refund { amount, lines }))
+        .await??)
+}
+
+/// What an admin refunds: chosen products' lines, or the whole order without `lines`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundRequest {
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub lines: Vec<crate::domain::ids::ProductId>,
+}
+
+/// An admin refunds an order, whole or chosen lines (needs a step-up; `Idempotency-Key`
+/// names the refund, so a retry refunds once).
+#[utoipa::path(post, path = "/api/v1/admin/orders/{id}/refund", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header)),
+    request_body = RefundRequest,
+    responses((status = 200, body = OrderRecord), (status = 403, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
+        (status = 422, body = super::problem::Problem)))]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn admin_refund_order(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    user: AuthUser,
+    id: web::Path<String>,
+    body: web::Json<RefundRequest>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_role(&[Role::Admin])?;
+    user.require_step_up(state.catalog.clock.now())?;
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| crate::idempotency::check_key(k).is_ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "idempotency_key_required",
+                "send an Idempotency-Key header naming this refund",
+            )
+        })?
+        .to_owned();
+    let id = order_id(&id)?;
+    let order = state
+        .orders
+        .send(id, crate::actors::order::GetOrder)
+        .await??
+        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    let Some(totals) = order.totals else {
+        return Err(ApiError::conflict(
+            "not_refundable",
+            "the order has no totals to refund",
+        ));
+    };
+    if order.paid_at.is_none() {
+        return Err(ApiError::conflict(
+            "not_refundable",
+            "the order was never paid",
+        ));
+    }
+    let lines = body.into_inner().lines;
+    let amount = if lines.is_empty() {
+        totals.total.amount_minor
+    } else {
+        let mut sum = 0i64;
+        for product in &lines {
+            let line = order
+                .order
+                .lines
+                .iter()
+                .find(|l| l.product_id == *product)
+                .ok_or_else(|| {
+                    ApiError::invalid_field("lines", format!("{product} is not in the order"))
+                })?;
+            sum += line
+                .unit_price
+                .times(line.quantity)
+                .map_or(0, |m| m.amount_minor);
+        }
+        sum
+    };
+    let already = order.refunded.map_or(0, |m| m.amount_minor);
+    if amount <= 0 || already + amount > totals.total.amount_minor {
+        return Err(ApiError::field_rule(
+            "refund_exceeds_total",
+            "lines",
+            format!(
+                "{amount} more would exceed the order total of {} ({already} refunded)",
+                totals.total.amount_minor
+            ),
+        ));
+    }
+    let amount = crate::domain::money::Money::new(amount, totals.total.currency);
+    let order = refund(&state, order, amount, lines, &key).await?;
     Ok(HttpResponse::Ok().json(order))
 }
 
@@ -421,6 +565,7 @@ pub async fn cancel_order(
         .orders
         .send(id, ApplyCommand(OrderCommand::Cancel { by }))
         .await??;
+    let order = refund_if_paid(&state, order).await?;
     Ok(HttpResponse::Ok().json(order))
 }
 
@@ -445,6 +590,7 @@ pub async fn admin_cancel_order(
             }),
         )
         .await??;
+    let order = refund_if_paid(&state, order).await?;
     Ok(HttpResponse::Ok().json(order))
 }
 

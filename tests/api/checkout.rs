@@ -293,3 +293,108 @@ async fn checkouts_that_cannot_be_served_are_refused_and_change_nothing() {
         .unwrap();
     assert_eq!(mine["items"].as_array().map(Vec::len), Some(0), "{mine}");
 }
+
+async fn paid_checkout(app: &TestApp, customer: &str, key: &str) -> Value {
+    let body: Value = checkout(app, customer, Some(key), to_berlin())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let payment = body["payment"]["id"].as_str().unwrap();
+    let paid = app
+        .client
+        .post(app.url(&format!("/api/v1/payments/{payment}/simulate")))
+        .bearer_auth(customer)
+        .json(&json!({"outcome": "succeed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+    body
+}
+
+#[actix_web::test]
+async fn a_rejected_paid_order_is_refunded_and_admins_refund_chosen_lines() {
+    let app = spawn_app().await;
+    let (shop, vendor) = seed_vendor(&app, "Bakery", berlin(0.0, 0.0)).await;
+    let bread = seed_product(&app, &shop, CategoryId::new(), "Bread", 300).await;
+    let cake = seed_product(&app, &shop, CategoryId::new(), "Cake", 900).await;
+    stocked(&app, &bread, 10).await;
+    stocked(&app, &cake, 10).await;
+    let (_, customer) = user_token(&app, Role::Customer);
+
+    // The vendor turns a paid order down: the money goes back at once.
+    add(&app, &customer, &bread, 1).await;
+    let first = paid_checkout(&app, &customer, "p1").await;
+    let order = first["orders"][0]["id"].as_str().unwrap();
+    let rejected: Value = app
+        .client
+        .post(app.url(&format!("/api/v1/orders/{order}/reject")))
+        .bearer_auth(&vendor)
+        .json(&json!({"reason": "oven broke"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rejected["status"], "refunded", "{rejected}");
+    let payment = first["payment"]["id"].as_str().unwrap();
+    let seen: Value = app
+        .get_authed(&format!("/api/v1/payments/{payment}"), &customer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["status"], "refunded");
+    assert_eq!(
+        seen["refunded_minor"],
+        first["payment"]["amount"]["amount_minor"]
+    );
+
+    // An admin refunds one line of another order, once per key.
+    add(&app, &customer, &bread, 2).await;
+    add(&app, &customer, &cake, 1).await;
+    let second = paid_checkout(&app, &customer, "p2").await;
+    let order = second["orders"][0]["id"].as_str().unwrap();
+    let (_, admin) = user_token(&app, Role::Admin);
+    let refund = |body: Value, key: &'static str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/api/v1/admin/orders/{order}/refund")))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let refunded = refund(json!({"lines": [cake.id]}), "r1").await;
+    assert_eq!(refunded.status(), 200);
+    let payment = second["payment"]["id"].as_str().unwrap();
+    let seen: Value = app
+        .get_authed(&format!("/api/v1/payments/{payment}"), &customer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (&seen["status"], &seen["refunded_minor"]),
+        (&json!("partially_refunded"), &json!(900))
+    );
+    assert_problem(
+        refund(json!({"lines": [uuid::Uuid::now_v7()]}), "r2").await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let (_, stranger) = user_token(&app, Role::Customer);
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/admin/orders/{order}/refund")))
+        .bearer_auth(&stranger)
+        .header("Idempotency-Key", "r3")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(response, 403, "forbidden").await;
+}
