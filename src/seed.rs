@@ -328,14 +328,11 @@ const NAMES: &[&str] = &[
 
 /// A deterministic UUIDv7-shaped id for the `n`th thing of a kind.
 fn demo_uuid(kind: &str, n: usize) -> Uuid {
-    let digest = Sha256::digest(format!("hexmarket-demo:{kind}:{n}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
+    let mut bytes =
+        *crate::domain::ids::derived_uuid(&format!("hexmarket-demo:{kind}:{n}")).as_bytes();
     // 48-bit timestamp: a fixed instant (2026-01-01) plus n milliseconds, so ids sort by n.
     let ms: u64 = 1_767_225_600_000 + n as u64;
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
-    bytes[6] = 0x70 | (bytes[6] & 0x0f);
-    bytes[8] = 0x80 | (bytes[8] & 0x3f);
     Uuid::from_bytes(bytes)
 }
 

@@ -2,12 +2,10 @@
 //! checkout id a retried request must find again.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use super::catalog::{MAX_ADDRESS, check_line};
 use super::geo::GeoPoint;
-use super::ids::{CheckoutId, UserId};
+use super::ids::{CheckoutId, UserId, derived_uuid};
 use super::money::{Currency, Money};
 
 /// Where an order is delivered.
@@ -70,14 +68,9 @@ pub fn delivery_fee(distance_m: f64, currency: Currency) -> Money {
 /// The checkout a customer's idempotency key names: the same (customer, key) always gives the
 /// same id, so a retried checkout finds the orders and payment its first attempt created.
 pub fn checkout_id_for(customer: UserId, idempotency_key: &str) -> CheckoutId {
-    let digest = Sha256::digest(format!("checkout:{customer}:{idempotency_key}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    // Version 7 layout (time-ordered ids elsewhere; here the "time" is part of the hash) and
-    // the RFC 4122 variant, so it is a well-formed UUID like every other id.
-    bytes[6] = 0x70 | (bytes[6] & 0x0f);
-    bytes[8] = 0x80 | (bytes[8] & 0x3f);
-    CheckoutId::from(Uuid::from_bytes(bytes))
+    CheckoutId::from(derived_uuid(&format!(
+        "checkout:{customer}:{idempotency_key}"
+    )))
 }
 
 #[cfg(test)]

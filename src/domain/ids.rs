@@ -92,3 +92,16 @@ entity_id!(
     /// The payment of one checkout, at one provider.
     PaymentId
 );
+
+/// An id derived from `seed` (the same seed, the same id), laid out as a version 7 UUID with
+/// the RFC 4122 variant like every other id. For things a retry must find again: the checkout
+/// of an idempotency key, the order of a checkout and a store.
+pub fn derived_uuid(seed: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(seed.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = 0x70 | (bytes[6] & 0x0f);
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    Uuid::from_bytes(bytes)
+}

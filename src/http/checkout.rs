@@ -16,8 +16,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use super::extract::AuthUser;
 use super::payments::PaymentView;
@@ -31,7 +29,7 @@ use crate::domain::cart::CartCommand;
 use crate::domain::checkout::{DeliveryAddress, checkout_id_for, delivery_fee};
 use crate::domain::geo::GeoPoint;
 use crate::domain::identity::Role;
-use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId};
+use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId, derived_uuid};
 use crate::domain::money::Money;
 use crate::domain::order::{self, Order, OrderLine, OrderRecord, OrderStatus, OrderTotals};
 use crate::idempotency::{IdempotencyError, Outcome, Recorded, fingerprint};
@@ -81,12 +79,7 @@ pub fn checkouts(state: &AppState) -> Rows<CheckoutRecord> {
 
 /// The order of a checkout for one store.
 fn order_id_for(checkout: CheckoutId, vendor: VendorId) -> OrderId {
-    let digest = Sha256::digest(format!("order:{checkout}:{vendor}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    bytes[6] = 0x70 | (bytes[6] & 0x0f);
-    bytes[8] = 0x80 | (bytes[8] & 0x3f);
-    OrderId::from(Uuid::from_bytes(bytes))
+    OrderId::from(derived_uuid(&format!("order:{checkout}:{vendor}")))
 }
 
 fn parse_request(body: &[u8]) -> Result<CheckoutRequest, ApiError> {
