@@ -398,3 +398,63 @@ async fn a_rejected_paid_order_is_refunded_and_admins_refund_chosen_lines() {
         .unwrap();
     assert_problem(response, 403, "forbidden").await;
 }
+
+#[actix_web::test]
+async fn a_stripe_checkout_answers_the_client_secret_and_the_webhook_pays_the_orders() {
+    let fake = crate::payments::FakeStripe::start();
+    let base = fake.base.clone();
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.stripe = Some(hexmarket::config::StripeSettings {
+            api_base: base,
+            secret_key: "sk_test_hexmarket".to_owned(),
+            webhook_secret: crate::payments::WEBHOOK_SECRET.to_owned(),
+        });
+    })
+    .await;
+    let (shop, _) = seed_vendor(&app, "Bakery", berlin(0.0, 0.0)).await;
+    let bread = seed_product(&app, &shop, CategoryId::new(), "Bread", 300).await;
+    stocked(&app, &bread, 5).await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    add(&app, &customer, &bread, 2).await;
+    let mut body = to_berlin();
+    body["payment_method"] = json!("stripe");
+    let created = checkout(&app, &customer, Some("stripe-1"), body).await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["payment"]["provider"], "stripe");
+    let secret = created["payment"]["client_secret"].as_str().unwrap();
+    assert!(secret.contains("_secret_"), "{secret}");
+
+    // Stripe tells us the intent succeeded: the order is paid and its stock sold.
+    let intent = created["payment"]["provider_ref"].as_str().unwrap();
+    let event = crate::payments::event(
+        "evt_checkout_1",
+        "payment_intent.succeeded",
+        json!({ "id": intent, "object": "payment_intent" }),
+    );
+    let signature = hexmarket::payments::webhook::sign(
+        crate::payments::WEBHOOK_SECRET,
+        app.clock.now().timestamp(),
+        &event,
+    );
+    let delivered = app
+        .client
+        .post(app.url("/api/v1/payments/stripe/webhook"))
+        .header("content-type", "application/json")
+        .header("Stripe-Signature", signature)
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delivered.status(), 200);
+    let order = created["orders"][0]["id"].as_str().unwrap();
+    let seen: Value = app
+        .get_authed(&format!("/api/v1/orders/{order}"), &customer)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["status"], "paid");
+    let stock = app.catalog.inventory.get(bread.id).await.unwrap();
+    assert_eq!((stock.stock, stock.sold_total), (3, 2));
+}

@@ -31,7 +31,7 @@ use tempfile::TempDir;
 
 use crate::helpers::{assert_problem, client, free_port};
 
-const WEBHOOK_SECRET: &str = "whsec_hexmarket_test_secret";
+pub(crate) const WEBHOOK_SECRET: &str = "whsec_hexmarket_test_secret";
 const JWT_SECRET: &str = "payments-test-jwt-secret-0123456789abcdef";
 
 fn eur(minor: i64) -> Money {
@@ -144,7 +144,7 @@ impl PayApp {
     }
 }
 
-fn event(id: &str, kind: &str, object: Value) -> Vec<u8> {
+pub(crate) fn event(id: &str, kind: &str, object: Value) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": id,
         "object": "event",
@@ -160,8 +160,8 @@ type Recorded = Arc<Mutex<Vec<Request>>>;
 
 /// A loopback stand-in for Stripe's API: intents and refunds keyed by `Idempotency-Key`, the
 /// way Stripe replays the first answer to a repeated key.
-struct FakeStripe {
-    base: String,
+pub(crate) struct FakeStripe {
+    pub(crate) base: String,
     requests: Recorded,
     handle: ServerHandle,
 }
@@ -214,7 +214,7 @@ async fn fake_endpoint(
 }
 
 impl FakeStripe {
-    fn start() -> FakeStripe {
+    pub(crate) fn start() -> FakeStripe {
         let state = web::Data::new(FakeState::default());
         let requests = Arc::clone(&state.requests);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
