@@ -357,38 +357,22 @@ impl Indexer {
         now: DateTime<Utc>,
     ) -> anyhow::Result<HashMap<ProductId, Stock>> {
         let mut stock = HashMap::new();
-        let mut cursor = None;
-        loop {
-            let (rows, next) = self
-                .inventory
-                .scan_table(cursor, MAX_PAGE)
-                .await
-                .context("scanning inventory")?;
-            let last_page = rows.is_empty() || next.is_none();
-            for (key, row) in rows {
+        self.inventory
+            .for_each(|key, row| {
                 if let Ok(id) = key.partition.parse::<ProductId>() {
                     stock.insert(id, Stock::of(&row.value, now));
                 }
-            }
-            if last_page {
-                return Ok(stock);
-            }
-            cursor = next;
-        }
+            })
+            .await
+            .context("scanning inventory")?;
+        Ok(stock)
     }
 
     /// Ratings of every rated product.
     async fn ratings_by_product(&self) -> anyhow::Result<HashMap<ProductId, RatingSummary>> {
         let mut ratings = HashMap::new();
-        let mut cursor = None;
-        loop {
-            let (rows, next) = self
-                .ratings
-                .scan_table(cursor, MAX_PAGE)
-                .await
-                .context("scanning ratings")?;
-            let last_page = rows.is_empty() || next.is_none();
-            for (key, row) in rows {
+        self.ratings
+            .for_each(|key, row| {
                 // Partitions are `ReviewTarget::key()`s; vendors' ratings are skipped.
                 if let Some(id) = key
                     .partition
@@ -397,12 +381,10 @@ impl Indexer {
                 {
                     ratings.insert(id, RatingSummary::from(row.value));
                 }
-            }
-            if last_page {
-                return Ok(ratings);
-            }
-            cursor = next;
-        }
+            })
+            .await
+            .context("scanning ratings")?;
+        Ok(ratings)
     }
 }
 

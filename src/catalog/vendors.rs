@@ -216,19 +216,14 @@ impl Catalog {
 
     /// Loads every vendor into the directory.
     pub async fn load_directory(&self) -> Result<usize, CatalogError> {
-        let mut cursor = None;
         let mut count = 0;
-        loop {
-            let (rows, next) = self.repo.vendors.scan_table(cursor, 500).await?;
-            for (_, vendor) in rows {
+        self.repo
+            .vendors
+            .for_each(|_, vendor| {
                 self.directory.upsert(vendor.value);
                 count += 1;
-            }
-            match next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
+            })
+            .await?;
         Ok(count)
     }
 }

@@ -166,6 +166,22 @@ impl<T: Serialize + DeserializeOwned> Rows<T> {
         Ok((rows, page.next))
     }
 
+    /// Hands every row of the table to `each`, a page at a time.
+    pub async fn for_each(&self, mut each: impl FnMut(Key, Versioned<T>)) -> StoreResult<()> {
+        let mut cursor = None;
+        loop {
+            let (rows, next) = self.scan_table(cursor, super::MAX_PAGE).await?;
+            let last = rows.is_empty() || next.is_none();
+            for (key, row) in rows {
+                each(key, row);
+            }
+            if last {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     /// Reads the row, lets `step` decide, and writes by compare-and-set; on losing a race it
     /// re-reads and asks `step` again (with a short jittered pause), so concurrent writers on
     /// any node never lose each other's changes.
