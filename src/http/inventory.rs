@@ -175,14 +175,11 @@ fn short_detail(items: &[ShortItem]) -> String {
 /// Passes for the product's vendor and admins; anyone else gets 404, as does a product that
 /// does not exist.
 async fn authorize(state: &AppState, caller: &AuthUser, id: ProductId) -> Result<(), ApiError> {
-    let repo = &state.catalog.repo;
-    let not_found = || ApiError::not_found("no such resource");
-    let product = repo.product(id).await?.ok_or_else(not_found)?.value;
-    match repo.vendor(product.vendor_id).await? {
-        Some(vendor) => caller.require_owner_or_admin(vendor.value.owner),
-        None if caller.is_admin() => Ok(()),
-        None => Err(not_found()),
-    }
+    state
+        .catalog
+        .product_for_owner(id, caller.id, caller.is_admin())
+        .await?;
+    Ok(())
 }
 
 /// Stock of a product: on hand, held by checkouts, available, sold, latest adjustments.

@@ -144,18 +144,10 @@ async fn product_for_owner(
     user: &AuthUser,
     id: ProductId,
 ) -> Result<Product, ApiError> {
-    let repo = &state.catalog.repo;
-    let product = repo
-        .product(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such product"))?
-        .value;
-    let vendor = repo
-        .vendor(product.vendor_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no such product"))?
-        .value;
-    user.require_owner_or_admin(vendor.owner)?;
+    let (product, _) = state
+        .catalog
+        .product_for_owner(id, user.id, user.is_admin())
+        .await?;
     Ok(product)
 }
 
