@@ -83,24 +83,7 @@ fn order_id_for(checkout: CheckoutId, vendor: VendorId) -> OrderId {
 }
 
 fn parse_request(body: &[u8]) -> Result<CheckoutRequest, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        use serde_json::error::Category;
-        let message = e.to_string();
-        match e.classify() {
-            Category::Data if message.starts_with("unknown field") => {
-                ApiError::bad_request("unknown_field", message)
-            }
-            Category::Data => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                message,
-            ),
-            _ => ApiError::bad_request(
-                "malformed_json",
-                format!("the body is not valid JSON: {message}"),
-            ),
-        }
-    })
+    serde_json::from_slice(body).map_err(|e| super::problem::deserialize_problem(&e))
 }
 
 /// Checks out the caller's cart (customers; `Idempotency-Key` required).

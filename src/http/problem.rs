@@ -256,7 +256,9 @@ pub fn json_error(
     problem.into()
 }
 
-fn deserialize_problem(e: &serde_json::Error) -> ApiError {
+/// The problem for a JSON body that does not parse into the endpoint's type (also for
+/// handlers that read the raw body themselves).
+pub fn deserialize_problem(e: &serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     let message = e.to_string();
     match e.classify() {
