@@ -14,12 +14,10 @@ use crate::domain::catalog::{
 };
 use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{CategoryId, ProductId, UserId, VendorId};
-use crate::domain::inventory::Inventory;
 use crate::domain::money::Money;
-use crate::domain::review::{RatingSummary, RatingTotals, ReviewTarget};
+use crate::domain::review::{RatingSummary, ReviewTarget};
 use crate::store::catalog::id_key;
-use crate::store::typed::{Change, Rows};
-use crate::store::{Key, Table};
+use crate::store::typed::Change;
 
 /// A new product. It starts as a draft unless `visibility` says otherwise.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -355,16 +353,14 @@ impl Catalog {
         &self,
         id: ProductId,
     ) -> Result<(u32, RatingSummary), CatalogError> {
-        let store = self.repo.products.store().clone();
-        let inventory: Rows<Inventory> = Rows::new(store.clone(), Table::Inventory);
-        let ratings: Rows<RatingTotals> = Rows::new(store, Table::Ratings);
-        let (stock_key, rating_key) = (id_key(id), Key::single(ReviewTarget::Product(id).key()));
-        let (stock, totals) =
-            tokio::try_join!(inventory.get(&stock_key), ratings.get(&rating_key))?;
-        let now = self.clock.now();
-        Ok((
-            stock.map_or(0, |s| s.value.available(now)),
-            totals.map(|t| t.value.into()).unwrap_or_default(),
-        ))
+        let (stock, rating) = tokio::join!(
+            self.inventory.get(id),
+            self.reviews.rating(ReviewTarget::Product(id)),
+        );
+        let rating = rating.map_err(|e| match e {
+            crate::catalog::reviews::ReviewError::Store(e) => CatalogError::Store(e),
+            other => CatalogError::Internal(anyhow::anyhow!(other)),
+        })?;
+        Ok((stock?.available, rating))
     }
 }

@@ -10,9 +10,7 @@ use crate::domain::catalog::{Vendor, VendorStatus};
 use crate::domain::geo::{GeoPoint, parse_radius_km};
 use crate::domain::identity::Role;
 use crate::domain::ids::VendorId;
-use crate::domain::review::{RatingSummary, RatingTotals, ReviewTarget};
-use crate::store::typed::Rows;
-use crate::store::{Key, Table};
+use crate::domain::review::{RatingSummary, ReviewTarget};
 
 /// Radius of "near me" when the query names none.
 pub const DEFAULT_RADIUS_KM: f64 = 5.0;
@@ -69,12 +67,11 @@ async fn view(
     vendor: Vendor,
     distance_m: Option<f64>,
 ) -> Result<VendorView, ApiError> {
-    let ratings: Rows<RatingTotals> = Rows::new(state.store.clone(), Table::Ratings);
-    let rating = ratings
-        .get(&Key::single(ReviewTarget::Vendor(vendor.id).key()))
-        .await?
-        .map(|t| t.value.into())
-        .unwrap_or_default();
+    let rating = state
+        .catalog
+        .reviews
+        .rating(ReviewTarget::Vendor(vendor.id))
+        .await?;
     Ok(VendorView {
         open_now: vendor.opening_hours.is_open_at(state.catalog.clock.now()),
         vendor,
