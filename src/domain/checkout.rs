@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{MAX_ADDRESS, check_line};
 use super::geo::GeoPoint;
-use super::ids::{CheckoutId, UserId, derived_uuid};
+use super::ids::{CheckoutId, OrderId, UserId, VendorId, derived_uuid};
 use super::money::{Currency, Money};
 
 /// Where an order is delivered.
@@ -71,6 +71,11 @@ pub fn checkout_id_for(customer: UserId, idempotency_key: &str) -> CheckoutId {
     CheckoutId::from(derived_uuid(&format!(
         "checkout:{customer}:{idempotency_key}"
     )))
+}
+
+/// The order a checkout places with one store: the same on every retry of the checkout.
+pub fn order_id_for(checkout: CheckoutId, vendor: VendorId) -> OrderId {
+    OrderId::from(derived_uuid(&format!("order:{checkout}:{vendor}")))
 }
 
 #[cfg(test)]

@@ -26,10 +26,10 @@ use crate::actors::order::CreateOrder;
 use crate::catalog::inventory::ReserveFailure;
 use crate::catalog::products::ProductView;
 use crate::domain::cart::CartCommand;
-use crate::domain::checkout::{DeliveryAddress, checkout_id_for, delivery_fee};
+use crate::domain::checkout::{DeliveryAddress, checkout_id_for, delivery_fee, order_id_for};
 use crate::domain::geo::GeoPoint;
 use crate::domain::identity::Role;
-use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId, derived_uuid};
+use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId};
 use crate::domain::money::Money;
 use crate::domain::order::{self, Order, OrderLine, OrderRecord, OrderStatus, OrderTotals};
 use crate::idempotency::{IdempotencyError, Outcome, Recorded, fingerprint};
@@ -75,11 +75,6 @@ pub struct CheckoutRecord {
 /// The checkouts table.
 pub fn checkouts(state: &AppState) -> Rows<CheckoutRecord> {
     Rows::new(state.store.clone(), Table::Checkouts)
-}
-
-/// The order of a checkout for one store.
-fn order_id_for(checkout: CheckoutId, vendor: VendorId) -> OrderId {
-    OrderId::from(derived_uuid(&format!("order:{checkout}:{vendor}")))
 }
 
 fn parse_request(body: &[u8]) -> Result<CheckoutRequest, ApiError> {
