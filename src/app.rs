@@ -9,6 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 
+use crate::actors::courier::{self, CourierDeps};
 use crate::actors::order::{self, OrderDeps};
 use crate::actors::{ArbiterPool, Registry};
 use crate::bus::SharedBus;
@@ -18,6 +19,9 @@ use crate::cache::{LocalCache, RedisCache, SharedCache};
 use crate::catalog::{Catalog, CatalogParts};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::dispatch::board::Board;
+use crate::dispatch::index::CourierIndex;
+use crate::dispatch::{DispatchQueue, Dispatcher, DispatcherParts, Live};
 use crate::http::{self, AppState};
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Delivery, Identity, IdentityParts};
@@ -32,7 +36,9 @@ use crate::search::SearchIndex;
 use crate::secrets::Secrets;
 use crate::store::SharedStore;
 use crate::store::carts::CartRepo;
+use crate::store::couriers::CourierRepo;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::live::{OpenOrdersRepo, VendorFeedRepo};
 use crate::store::orders::OrderRepo;
 use crate::store::scylla::ScyllaStore;
 
@@ -43,6 +49,8 @@ pub struct Application {
     state: web::Data<AppState>,
     pool: ArbiterPool,
     settings: Settings,
+    /// The dispatcher loop and the presence follower, stopped on shutdown.
+    live_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -65,6 +73,9 @@ impl Application {
         );
         let identity = build_identity(&settings, &store, &secrets, clock.clone())?;
         let catalog = build_catalog(&settings, &store, &bus, &secrets, clock.clone()).await?;
+        let dispatch_queue = DispatchQueue::new(Arc::clone(&store), clock.clone());
+        let feed = VendorFeedRepo::new(Arc::clone(&store));
+        let open_orders = OpenOrdersRepo::new(Arc::clone(&store));
         let orders = Registry::new(
             OrderDeps {
                 repo: OrderRepo::new(Arc::clone(&store)),
@@ -72,13 +83,69 @@ impl Application {
                 inventory: catalog.inventory.clone(),
                 clock: clock.clone(),
                 payment_timeout: settings.order_payment_timeout,
+                feed: feed.clone(),
+                open: open_orders.clone(),
+                dispatch: dispatch_queue.clone(),
             },
             pool.clone(),
             settings.actor_idle,
         );
+        let metrics = Metrics::new();
+        let node = uuid::Uuid::new_v4();
+        let index = CourierIndex::new();
+        let board = Board::new();
+        let courier_repo = CourierRepo::new(Arc::clone(&store), settings.live.trail_retention);
+        let couriers = Registry::new(
+            CourierDeps {
+                repo: courier_repo.clone(),
+                index: index.clone(),
+                board: board.clone(),
+                bus: Arc::clone(&bus),
+                orders: orders.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                max_accuracy_m: settings.live.gps_max_accuracy_m,
+                node,
+            },
+            pool.clone(),
+            settings.actor_idle,
+        );
+        let dispatcher = Dispatcher::new(DispatcherParts {
+            queue: dispatch_queue,
+            index: index.clone(),
+            bus: Arc::clone(&bus),
+            orders: orders.clone(),
+            couriers: couriers.clone(),
+            catalog: catalog.clone(),
+            store: Arc::clone(&store),
+            clock: clock.clone(),
+            offer_timeout: settings.live.offer_timeout,
+            radius_km: settings.live.dispatch_radius_km,
+        });
+        let live_tasks = vec![
+            dispatcher.start(),
+            tokio::spawn(courier::follow_presence(
+                Arc::clone(&bus),
+                index.clone(),
+                node,
+            )),
+        ];
+        let live = Live {
+            couriers,
+            dispatcher,
+            index,
+            board,
+            courier_repo,
+            feed,
+            open: open_orders,
+            settings: settings.live.clone(),
+        };
         let expiry_clock = clock.clone();
         let idempotency = crate::idempotency::Idempotency::new(Arc::clone(&store), clock.clone())
             .with_lease(settings.idempotency_lease);
+        let ws_gate =
+            crate::ws::handshake::WsGate::new(Arc::clone(&store), &settings.live, clock.clone())
+                .with_sessions_gauge(metrics.ws_sessions.clone());
         let payments = build_payments(&settings, &store, clock)?;
         payments.set_listener(payment_listener(orders.clone(), Arc::clone(&store)));
         let state = web::Data::new(AppState {
@@ -87,7 +154,7 @@ impl Application {
             redis: settings.redis_url.is_some(),
             carts,
             orders,
-            metrics: Metrics::new(),
+            metrics,
             cart_tokens: secrets.signer("cart-token"),
             identity,
             catalog,
@@ -95,6 +162,8 @@ impl Application {
             idempotency,
             order_payment_timeout: settings.order_payment_timeout,
             secure_cookies: settings.secure_cookies,
+            ws: ws_gate,
+            live,
         });
         // The sweeper holds the node only during a round, so it ends when the node is dropped.
         let node = Arc::downgrade(&state);
@@ -135,6 +204,7 @@ impl Application {
             state,
             pool,
             settings,
+            live_tasks,
         })
     }
 
@@ -169,6 +239,14 @@ impl Application {
         self.server.await.context("the HTTP server failed")?;
         tracing::info!("shutting down: persisting live actors");
         self.state.catalog.stop();
+        for task in &self.live_tasks {
+            task.abort();
+        }
+        self.state
+            .live
+            .couriers
+            .shutdown(self.settings.shutdown_timeout)
+            .await;
         self.state
             .carts
             .shutdown(self.settings.shutdown_timeout)

@@ -144,6 +144,25 @@ pub struct Settings {
     pub public_url: String,
     /// S3 for product images; they go to `<data dir>/media` when unset.
     pub s3: Option<S3Settings>,
+    /// Couriers, dispatch and the WebSocket streams.
+    pub live: LiveSettings,
+}
+
+/// Couriers, dispatch and the WebSocket streams.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    /// Browser origins allowed to open a WebSocket (requests without `Origin` always may).
+    pub ws_allowed_origins: Vec<String>,
+    /// Open WebSocket sessions one user may hold on one node.
+    pub ws_max_per_user: usize,
+    /// GPS points less accurate than this (metres) are dropped.
+    pub gps_max_accuracy_m: f64,
+    /// How long a courier's location trail is kept.
+    pub trail_retention: Duration,
+    /// How long a courier has to answer a delivery offer.
+    pub offer_timeout: Duration,
+    /// How far from the vendor the dispatcher looks for couriers, in kilometres.
+    pub dispatch_radius_km: f64,
 }
 
 /// A setting that could not be used.
@@ -347,6 +366,32 @@ impl Settings {
                 .to_owned(),
             twilio,
             stripe,
+            live: LiveSettings {
+                ws_allowed_origins: env.parse_with(
+                    "HEXMARKET_WS_ALLOWED_ORIGINS",
+                    &origin_of(&public_url),
+                    parse_origins,
+                )?,
+                ws_max_per_user: env.parse_num("HEXMARKET_WS_MAX_PER_USER", 8, 1..=1_000)?,
+                gps_max_accuracy_m: env.parse_num(
+                    "HEXMARKET_GPS_MAX_ACCURACY_M",
+                    100.0,
+                    1.0..=10_000.0,
+                )?,
+                trail_retention: Duration::from_secs(
+                    86_400 * env.parse_num("HEXMARKET_TRAIL_RETENTION_DAYS", 30, 1..=3_650)?,
+                ),
+                offer_timeout: Duration::from_secs(env.parse_num(
+                    "HEXMARKET_OFFER_TIMEOUT_SECS",
+                    20,
+                    1..=600,
+                )?),
+                dispatch_radius_km: env.parse_num(
+                    "HEXMARKET_DISPATCH_RADIUS_KM",
+                    8.0,
+                    0.5..=50.0,
+                )?,
+            },
             public_url,
             s3,
         })
@@ -506,6 +551,29 @@ fn parse_http_url(s: &str) -> Result<String, String> {
         }
         _ => Err(format!("expected an http:// or https:// URL, got {s:?}")),
     }
+}
+
+/// The origin (`scheme://host[:port]`) of a URL that passed [`parse_http_url`].
+fn origin_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{host}")
+}
+
+/// A comma-separated list of origins (`http(s)://host[:port]`, no path).
+fn parse_origins(s: &str) -> Result<Vec<String>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|o| {
+            let url = parse_http_url(o)?;
+            if origin_of(&url) == url {
+                Ok(url)
+            } else {
+                Err(format!("an origin has no path, got {o:?}"))
+            }
+        })
+        .collect()
 }
 
 /// Keyspace names and key prefixes: a letter, then letters, digits or `_`, at most 48.

@@ -24,6 +24,11 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// Every metric hexmarket exports. Cheap to clone: the handles share their values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -32,6 +37,11 @@ pub struct Metrics {
     pub http_latency: Family<RouteLabels, Histogram>,
     pub live_actors: Family<KindLabels, Gauge>,
     pub ws_sessions: Gauge,
+    /// GPS points accepted from couriers.
+    pub gps_accepted: Counter,
+    gps_dropped: Family<ReasonLabels, Counter>,
+    /// Frames not sent to a WebSocket client, by reason (`superseded` locations, `lagged`).
+    ws_frames_dropped: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -65,13 +75,48 @@ impl Metrics {
             "Open WebSocket sessions",
             ws_sessions.clone(),
         );
+        let gps_accepted = Counter::default();
+        registry.register(
+            "gps_points_accepted",
+            "GPS points accepted from couriers",
+            gps_accepted.clone(),
+        );
+        let gps_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "gps_points_dropped",
+            "GPS points dropped by cleaning, by reason",
+            gps_dropped.clone(),
+        );
+        let ws_frames_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "ws_frames_dropped",
+            "Frames not sent to WebSocket clients, by reason",
+            ws_frames_dropped.clone(),
+        );
         Metrics {
             registry: std::sync::Arc::new(registry),
+            gps_accepted,
+            gps_dropped,
+            ws_frames_dropped,
             http_requests,
             http_latency,
             live_actors,
             ws_sessions,
         }
+    }
+
+    /// The counter of GPS points dropped for `reason`.
+    pub fn gps_dropped(&self, reason: &'static str) -> Counter {
+        self.gps_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .clone()
+    }
+
+    /// The counter of WebSocket frames dropped for `reason`.
+    pub fn ws_frame_dropped(&self, reason: &'static str) -> Counter {
+        self.ws_frames_dropped
+            .get_or_create(&ReasonLabels { reason })
+            .clone()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -3,6 +3,7 @@
 //! re-activated from the store after a crash, and all persisted on graceful shutdown.
 
 pub mod cart;
+pub mod courier;
 pub mod order;
 pub mod registry;
 

@@ -32,10 +32,12 @@ use super::registry::{ActorError, Entity, Passivate, Registry};
 use crate::bus::SharedBus;
 use crate::catalog::inventory::InventoryService;
 use crate::clock::Clock;
+use crate::dispatch::DispatchQueue;
 use crate::domain::ids::{OrderId, VendorId};
 use crate::domain::order::{
     IllegalTransition, OrderCommand, OrderEvent, OrderEventKind, OrderRecord, OrderStatus,
 };
+use crate::store::live::{OpenOrder, OpenOrdersRepo, VendorFeedRepo};
 use crate::store::orders::{DueTimer, OrderRepo};
 use crate::store::typed::Versioned;
 use crate::store::{StoreError, StoreResult};
@@ -61,6 +63,12 @@ pub struct OrderDeps {
     pub clock: Clock,
     /// How long an order may wait for its payment.
     pub payment_timeout: Duration,
+    /// Each vendor's feed of order events (for `/ws/vendor`).
+    pub feed: VendorFeedRepo,
+    /// Orders in flight (for live operations).
+    pub open: OpenOrdersRepo,
+    /// Orders waiting for a courier.
+    pub dispatch: DispatchQueue,
 }
 
 /// One order.
@@ -121,7 +129,8 @@ pub enum CommandError {
     Contended,
 }
 
-/// What goes on the bus for every event, on `order.{order_id}` and `vendor.{vendor_id}.orders`.
+/// What goes on the bus for every event, on `order.{order_id}`; the vendor's topic
+/// `vendor.{vendor_id}.orders` carries the event as a [`FeedEntry`](crate::store::live::FeedEntry).
 #[derive(Debug, Serialize)]
 pub struct PublishedEvent<'a> {
     pub order_id: OrderId,
@@ -135,7 +144,12 @@ pub fn order_topic(id: OrderId) -> String {
     format!("order.{id}")
 }
 
-/// The live topic of a vendor's order queue.
+/// The live topic of one order's courier position (location frames).
+pub fn order_live_topic(id: OrderId) -> String {
+    format!("order.{id}.live")
+}
+
+/// The live topic of a vendor's order feed.
 pub fn vendor_topic(id: VendorId) -> String {
     format!("vendor.{id}.orders")
 }
@@ -252,6 +266,7 @@ pub async fn create(deps: &OrderDeps, record: OrderRecord) -> StoreResult<Versio
         delivery_address: record.delivery_address.clone(),
         totals: record.totals,
         payment_id: record.payment_id.clone(),
+        handoff_code: Some(crate::domain::courier::new_handoff_code()),
         ..OrderRecord::pending(record.order.clone(), expires_at)
     };
     deps.repo.put_timer(id, expires_at).await?;
@@ -393,12 +408,41 @@ async fn execute(
 async fn after_persist(deps: &OrderDeps, record: &OrderRecord, event: &OrderEvent) {
     publish(deps, record, event).await;
     stock_and_timer(deps, record, event.status_after).await;
+    in_flight(deps, record, event.status_after).await;
 }
 
 /// Re-runs the (idempotent) effects of the event that led to the order's current status, in
 /// case the process died before they ran.
 async fn settle(deps: &OrderDeps, record: &OrderRecord) {
     stock_and_timer(deps, record, record.status()).await;
+    in_flight(deps, record, record.status()).await;
+}
+
+/// Keeps the set of orders in flight and the dispatch queue in step with the order: an order
+/// is in flight from paid to its end, and waits for a courier from accepted until one is
+/// assigned. Both writes are idempotent, so re-running them after a crash is harmless.
+async fn in_flight(deps: &OrderDeps, record: &OrderRecord, entered: OrderStatus) {
+    use OrderStatus as S;
+    let id = record.id();
+    let outcome = match entered {
+        S::Paid => {
+            deps.open
+                .open(&OpenOrder {
+                    order_id: id,
+                    vendor_id: record.order.vendor_id,
+                    since: record.paid_at.unwrap_or(record.order.updated_at),
+                })
+                .await
+        }
+        S::Accepted | S::Preparing | S::ReadyForPickup if record.courier_id.is_none() => {
+            deps.dispatch.enqueue(id, record.order.vendor_id).await
+        }
+        S::Delivered | S::Cancelled | S::Refunded | S::Rejected => deps.open.close(id).await,
+        _ => Ok(()),
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(order_id = %id, error = %e, "order's in-flight bookkeeping not written; retried on the next activation");
+    }
 }
 
 /// What entering `status` does to the order's stock reservation.
@@ -465,14 +509,31 @@ async fn publish(deps: &OrderDeps, record: &OrderRecord, event: &OrderEvent) {
             return;
         }
     };
-    for topic in [
-        order_topic(record.id()),
-        vendor_topic(record.order.vendor_id),
-    ] {
-        // The log is durable; the bus only carries the live copy.
-        if let Err(e) = deps.bus.publish(&topic, payload.clone()).await {
-            tracing::warn!(topic, error = %e, "order event not published");
+    // The log is durable; the bus only carries the live copy.
+    let topic = order_topic(record.id());
+    if let Err(e) = deps.bus.publish(&topic, payload).await {
+        tracing::warn!(topic, error = %e, "order event not published");
+    }
+    // Vendors see their orders from the payment on.
+    if record.paid_at.is_none() {
+        return;
+    }
+    let vendor = record.order.vendor_id;
+    let entry = match deps.feed.append(vendor, record.id(), event).await {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::warn!(order_id = %record.id(), error = %e, "order event not put on the vendor feed");
+            return;
         }
+    };
+    let topic = vendor_topic(vendor);
+    match serde_json::to_vec(&entry) {
+        Ok(bytes) => {
+            if let Err(e) = deps.bus.publish(&topic, Bytes::from(bytes)).await {
+                tracing::warn!(topic, error = %e, "vendor feed entry not published");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "vendor feed entry not encodable"),
     }
 }
 

@@ -188,6 +188,16 @@ pub struct OrderRecord {
     /// Money given back so far.
     #[serde(default)]
     pub refunded: Option<Money>,
+    /// The four digits the customer tells the courier at the door. Shown to the customer
+    /// alone: every other reader gets the record through [`OrderRecord::without_handoff_code`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_code: Option<String>,
+    /// When the courier came within reach of the vendor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arrived_at_pickup_at: Option<DateTime<Utc>>,
+    /// When the courier came within reach of the drop-off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arriving_at: Option<DateTime<Utc>>,
 }
 
 /// A request to move an order on.
@@ -205,7 +215,12 @@ pub enum OrderCommand {
     AssignCourier {
         courier: UserId,
     },
+    /// The courier reached the vendor (a geofence, not a status).
+    RecordArrivedAtPickup,
     PickUp,
+    /// The courier is about to reach the drop-off (a geofence, not a status).
+    RecordArriving,
+    /// Handed over; the courier checked the customer's handoff code first.
     Deliver,
     Cancel {
         by: CancelledBy,
@@ -228,7 +243,9 @@ impl OrderCommand {
             OrderCommand::StartPreparing => OrderStatus::Preparing,
             OrderCommand::MarkReady => OrderStatus::ReadyForPickup,
             OrderCommand::AssignCourier { .. } => OrderStatus::CourierAssigned,
+            OrderCommand::RecordArrivedAtPickup => OrderStatus::CourierAssigned,
             OrderCommand::PickUp => OrderStatus::PickedUp,
+            OrderCommand::RecordArriving => OrderStatus::PickedUp,
             OrderCommand::Deliver => OrderStatus::Delivered,
             OrderCommand::Cancel { .. } => OrderStatus::Cancelled,
             OrderCommand::Refund { .. } => OrderStatus::Refunded,
@@ -254,7 +271,9 @@ pub enum OrderEventKind {
         #[schema(value_type = String, format = Uuid)]
         courier: UserId,
     },
+    ArrivedAtPickup,
     PickedUp,
+    Arriving,
     Delivered,
     Cancelled {
         by: CancelledBy,
@@ -321,6 +340,11 @@ pub fn transition(
         (S::ReadyForPickup | S::CourierAssigned, C::PickUp) => {
             (S::PickedUp, OrderEventKind::PickedUp)
         }
+        (
+            S::Accepted | S::Preparing | S::ReadyForPickup | S::CourierAssigned,
+            C::RecordArrivedAtPickup,
+        ) => (from, OrderEventKind::ArrivedAtPickup),
+        (S::PickedUp, C::RecordArriving) => (from, OrderEventKind::Arriving),
         (S::PickedUp, C::Deliver) => (S::Delivered, OrderEventKind::Delivered),
         (S::PendingPayment | S::Paid, C::Cancel { by }) => {
             (S::Cancelled, OrderEventKind::Cancelled { by: *by })
@@ -370,7 +394,30 @@ impl OrderRecord {
             rejection_reason: None,
             cancelled_by: None,
             refunded: None,
+            handoff_code: None,
+            arrived_at_pickup_at: None,
+            arriving_at: None,
         }
+    }
+
+    /// The record as anyone but its customer may see it: without the handoff code.
+    pub fn without_handoff_code(mut self) -> Self {
+        self.handoff_code = None;
+        self
+    }
+
+    /// Whether the courier's position is part of this order's story: a courier is assigned
+    /// and the order has not reached its end.
+    pub fn is_tracked(&self) -> bool {
+        self.courier_id.is_some()
+            && matches!(
+                self.status(),
+                OrderStatus::Accepted
+                    | OrderStatus::Preparing
+                    | OrderStatus::ReadyForPickup
+                    | OrderStatus::CourierAssigned
+                    | OrderStatus::PickedUp
+            )
     }
 
     pub fn id(&self) -> OrderId {
@@ -394,6 +441,12 @@ impl OrderRecord {
         };
         match command {
             OrderCommand::PickUp if self.courier_id.is_none() => return Err(illegal),
+            OrderCommand::RecordArrivedAtPickup
+                if self.courier_id.is_none() || self.arrived_at_pickup_at.is_some() =>
+            {
+                return Err(illegal);
+            }
+            OrderCommand::RecordArriving if self.arriving_at.is_some() => return Err(illegal),
             OrderCommand::Refund { .. }
                 if matches!(from, OrderStatus::Cancelled | OrderStatus::Rejected)
                     && self.paid_at.is_none() =>
@@ -418,6 +471,8 @@ impl OrderRecord {
             OrderEventKind::Paid => self.paid_at = Some(event.at),
             OrderEventKind::Rejected { reason } => self.rejection_reason = Some(reason.clone()),
             OrderEventKind::CourierAssigned { courier } => self.courier_id = Some(*courier),
+            OrderEventKind::ArrivedAtPickup => self.arrived_at_pickup_at = Some(event.at),
+            OrderEventKind::Arriving => self.arriving_at = Some(event.at),
             OrderEventKind::Cancelled { by } => self.cancelled_by = Some(*by),
             OrderEventKind::Refunded { amount, .. } => {
                 let total = match self.refunded {

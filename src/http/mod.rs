@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cart;
 pub mod categories;
 pub mod checkout;
+pub mod couriers;
 pub mod extract;
 pub mod health;
 pub mod inventory;
@@ -21,6 +22,7 @@ pub mod problem;
 pub mod products;
 pub mod reviews;
 pub mod vendors;
+pub mod ws_ticket;
 
 use actix_web::web;
 
@@ -56,6 +58,10 @@ pub struct AppState {
     pub order_payment_timeout: std::time::Duration,
     /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).
     pub secure_cookies: bool,
+    /// The WebSocket handshake: tokens and tickets, origins, connection caps.
+    pub ws: crate::ws::handshake::WsGate,
+    /// Couriers, dispatch, live positions and feeds.
+    pub live: crate::dispatch::Live,
 }
 
 /// Mounts every route and the extractor configuration.
@@ -83,10 +89,13 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(reviews::configure)
                 .configure(orders::configure)
                 .configure(checkout::configure)
+                .configure(couriers::configure)
                 .configure(payments::configure)
-                .configure(media::configure),
+                .configure(media::configure)
+                .configure(ws_ticket::configure),
         )
         .configure(media::configure_public)
+        .configure(crate::ws::configure)
         .default_service(web::to(not_found));
     }
 }

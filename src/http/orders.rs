@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/orders", web::get().to(list_my_orders))
         .route("/orders/{id}", web::get().to(get_order))
         .route("/orders/{id}/events", web::get().to(list_order_events))
+        .route("/orders/{id}/tracking", web::get().to(get_tracking))
         .route("/orders/{id}/accept", web::post().to(accept_order))
         .route("/orders/{id}/reject", web::post().to(reject_order))
         .route(
@@ -164,15 +165,15 @@ fn id_cursor(cursor: Option<&str>) -> Result<Option<OrderId>, ApiError> {
 
 /// How the caller relates to an order.
 #[derive(Debug, Clone, Copy, Default)]
-struct Parts {
-    customer: bool,
-    vendor: bool,
-    courier: bool,
-    admin: bool,
+pub struct Parts {
+    pub customer: bool,
+    pub vendor: bool,
+    pub courier: bool,
+    pub admin: bool,
 }
 
 impl Parts {
-    fn any(self) -> bool {
+    pub fn any(self) -> bool {
         self.customer || self.vendor || self.courier || self.admin
     }
 }
@@ -188,23 +189,33 @@ async fn visible_order(
         .send(id, GetOrder)
         .await??
         .ok_or_else(|| ApiError::not_found("no such order"))?;
-    let vendor = user.role == Role::Vendor
-        && state
-            .catalog
-            .vendor_of(user.id)
-            .await?
-            .is_some_and(|v| v.id == order.order.vendor_id);
-    let parts = Parts {
-        customer: order.order.customer_id == user.id,
-        vendor,
-        courier: order.courier_id == Some(user.id),
-        admin: user.is_admin(),
-    };
+    let parts = order_parts(state, user.id, user.role, &order).await?;
     if parts.any() {
         Ok((order, parts))
     } else {
         Err(ApiError::not_found("no such order"))
     }
+}
+
+/// How a user relates to an order: its customer, its vendor, its courier, an admin, or none.
+pub async fn order_parts(
+    state: &AppState,
+    user: UserId,
+    role: Role,
+    order: &OrderRecord,
+) -> Result<Parts, ApiError> {
+    let vendor = role == Role::Vendor
+        && state
+            .catalog
+            .vendor_of(user)
+            .await?
+            .is_some_and(|v| v.id == order.order.vendor_id);
+    Ok(Parts {
+        customer: order.order.customer_id == user,
+        vendor,
+        courier: order.courier_id == Some(user),
+        admin: role == Role::Admin,
+    })
 }
 
 fn forbidden(detail: &str) -> ApiError {
@@ -225,7 +236,7 @@ async fn vendor_command(
     }
     let order = state.orders.send(id, ApplyCommand(command)).await??;
     let order = refund_if_paid(state, order).await?;
-    Ok(HttpResponse::Ok().json(order))
+    Ok(HttpResponse::Ok().json(order.without_handoff_code()))
 }
 
 /// Gives the money back for an order that was paid and then rejected or cancelled: the whole
@@ -364,7 +375,7 @@ pub async fn admin_refund_order(
     }
     let amount = crate::domain::money::Money::new(amount, totals.total.currency);
     let order = refund(&state, order, amount, lines, &key).await?;
-    Ok(HttpResponse::Ok().json(order))
+    Ok(HttpResponse::Ok().json(order.without_handoff_code()))
 }
 
 /// Reads the orders of an index a page at a time, keeping those that pass `status`, until the
@@ -394,7 +405,8 @@ where
             if let Some(row) = row?
                 && status.is_none_or(|s| s == row.value.status())
             {
-                items.push(row.value);
+                // Lists never show handoff codes; the customer reads it on the order itself.
+                items.push(row.value.without_handoff_code());
             }
             if items.len() == limit {
                 let last_of_page = next.is_none() && ids.last() == Some(id);
@@ -447,8 +459,63 @@ pub async fn get_order(
     user: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let (order, _) = visible_order(&state, &user, order_id(&id)?).await?;
+    let (order, parts) = visible_order(&state, &user, order_id(&id)?).await?;
+    // The handoff code proves the parcel reached its customer: only they see it.
+    let order = if parts.customer {
+        order
+    } else {
+        order.without_handoff_code()
+    };
     Ok(HttpResponse::Ok().json(order))
+}
+
+/// Where an order's courier is, for clients that poll instead of holding a WebSocket.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Tracking {
+    pub status: OrderStatus,
+    pub courier: Option<crate::dispatch::board::LocationFrame>,
+    pub eta_s: Option<u32>,
+}
+
+/// The courier's position and ETA while the order is on its way; 410 `tracking_ended` once it
+/// reached its end.
+#[utoipa::path(get, path = "/api/v1/orders/{id}/tracking", tag = "live", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)),
+    responses((status = 200, body = Tracking), (status = 404, body = super::problem::Problem),
+        (status = 410, body = super::problem::Problem)))]
+#[tracing::instrument(skip_all, fields(order_id = %id))]
+pub async fn get_tracking(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = order_id(&id)?;
+    let (order, _) = visible_order(&state, &user, id).await?;
+    if matches!(
+        order.status(),
+        OrderStatus::Delivered
+            | OrderStatus::Cancelled
+            | OrderStatus::Refunded
+            | OrderStatus::Rejected
+            | OrderStatus::Expired
+            | OrderStatus::PaymentFailed
+    ) {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "tracking_ended",
+            "this order is no longer on its way",
+        ));
+    }
+    let courier = if order.is_tracked() {
+        state.live.board.get(id)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(Tracking {
+        status: order.status(),
+        eta_s: courier.as_ref().map(|c| c.eta_s),
+        courier,
+    }))
 }
 
 /// The order's events after `after_seq`, oldest first, for resuming a live stream.
@@ -566,7 +633,7 @@ pub async fn cancel_order(
         .send(id, ApplyCommand(OrderCommand::Cancel { by }))
         .await??;
     let order = refund_if_paid(&state, order).await?;
-    Ok(HttpResponse::Ok().json(order))
+    Ok(HttpResponse::Ok().json(order.without_handoff_code()))
 }
 
 /// An admin cancels an order before it is delivered.
@@ -591,7 +658,7 @@ pub async fn admin_cancel_order(
         )
         .await??;
     let order = refund_if_paid(&state, order).await?;
-    Ok(HttpResponse::Ok().json(order))
+    Ok(HttpResponse::Ok().json(order.without_handoff_code()))
 }
 
 /// The caller's store's orders, oldest first, optionally in one status.

@@ -60,6 +60,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "005_checkouts.cql",
         include_str!("../../schema/005_checkouts.cql"),
     ),
+    (6, "006_live.cql", include_str!("../../schema/006_live.cql")),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

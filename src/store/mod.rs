@@ -15,8 +15,10 @@
 pub mod auth_codes;
 pub mod carts;
 pub mod catalog;
+pub mod couriers;
 pub mod embedded;
 pub mod inventory;
+pub mod live;
 pub mod migrate;
 pub mod orders;
 pub mod reviews;
@@ -102,12 +104,23 @@ pub enum Table {
     OrderTimers,
     /// Checkouts: the orders and payment of one purchase, one row per checkout id.
     Checkouts,
+    /// Couriers: profile, online state, last position and active orders, one row per courier.
+    Couriers,
+    /// Orders waiting for a courier: partition `pending`, clustering = order id.
+    Dispatches,
+    /// Each vendor's order feed: partition = vendor id, clustering = feed sequence number; and
+    /// partition `ref:{order}`, clustering = order sequence number, for deduplication.
+    VendorFeed,
+    /// Orders between paid and delivered (for live operations): partition `open`, clustering = order id.
+    OpenOrders,
+    /// Single-use WebSocket tickets: partition = SHA-256 of the ticket.
+    WsTickets,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 25] = [
+    pub const ALL: [Table; 30] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -133,6 +146,11 @@ impl Table {
         Table::VendorOrders,
         Table::OrderTimers,
         Table::Checkouts,
+        Table::Couriers,
+        Table::Dispatches,
+        Table::VendorFeed,
+        Table::OpenOrders,
+        Table::WsTickets,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -163,6 +181,11 @@ impl Table {
             Table::VendorOrders => "vendor_orders",
             Table::OrderTimers => "order_timers",
             Table::Checkouts => "checkouts",
+            Table::Couriers => "couriers",
+            Table::Dispatches => "dispatches",
+            Table::VendorFeed => "vendor_feed",
+            Table::OpenOrders => "open_orders",
+            Table::WsTickets => "ws_tickets",
         }
     }
 

@@ -1,3 +1,79 @@
-//! WebSocket sessions (courier, order tracking, vendor and admin streams), each an
-//! actix-web-actors session actor. The streams arrive with couriers and orders; open sessions
-//! are counted in the `hexmarket_ws_sessions` gauge.
+//! WebSocket sessions, each an actix-web-actors session actor:
+//!
+//! - `/ws/courier` ([`courier`]): a courier's GPS in, offers and assignments out;
+//! - `/ws/orders/{id}` ([`orders`]): one order's status events and courier position, resumable
+//!   with `after_seq`;
+//! - `/ws/vendor` ([`vendor`]): a vendor's order feed, resumable with `after_seq`;
+//! - `/ws/admin/ops` ([`ops`]): couriers and open orders per H3 cell, every 2 s.
+//!
+//! Every handshake goes through [`handshake::WsGate`] (token or ticket, origin, connection
+//! cap) and every session through [`hygiene`] (heartbeats, frame size, inbound rate, token
+//! expiry). Live data reaches a session from the bus: the HTTP handler subscribes *before*
+//! reading anything durable, so nothing published in between is missed, and the session
+//! drops duplicates by sequence number. What a session writes is bounded: location frames
+//! are coalesced, and a subscription that overflows its bounded buffer on a stream of events
+//! closes the session with 1013 so the client resumes from the log. Open sessions are counted
+//! in the `hexmarket_ws_sessions` gauge.
+
+pub mod courier;
+pub mod handshake;
+pub mod hygiene;
+pub mod ops;
+pub mod orders;
+pub mod vendor;
+
+use actix_web::web;
+use futures_util::Stream;
+
+use crate::bus::{Delivery, Subscription};
+
+/// Mounts the WebSocket endpoints (outside `/api/v1`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ws/courier", web::get().to(courier::open))
+        .route("/ws/orders/{id}", web::get().to(orders::open))
+        .route("/ws/vendor", web::get().to(vendor::open))
+        .route("/ws/admin/ops", web::get().to(ops::open));
+}
+
+/// A subscription as a stream the session actor can `add_stream`, each delivery wrapped by
+/// `wrap` so one actor can tell several subscriptions apart.
+pub(crate) fn stream_of<T: 'static>(
+    subscription: Subscription,
+    wrap: fn(Delivery) -> T,
+) -> impl Stream<Item = T> + 'static {
+    futures_util::stream::unfold(subscription, move |mut subscription| async move {
+        subscription
+            .recv()
+            .await
+            .map(|delivery| (wrap(delivery), subscription))
+    })
+}
+
+/// Upgrades the connection to a session; a request that is not a WebSocket handshake gets
+/// 400 `not_a_websocket`.
+pub(crate) fn upgrade<S>(
+    session: S,
+    req: &actix_web::HttpRequest,
+    stream: web::Payload,
+) -> Result<actix_web::HttpResponse, crate::http::ApiError>
+where
+    S: hygiene::LiveSession
+        + actix::StreamHandler<
+            Result<actix_web_actors::ws::Message, actix_web_actors::ws::ProtocolError>,
+        >,
+{
+    hygiene::start_session(session, req, stream).map_err(|e| {
+        crate::http::ApiError::bad_request(
+            "not_a_websocket",
+            format!("expected a WebSocket handshake: {e}"),
+        )
+    })
+}
+
+/// `{"type": kind, ...fields of value}` as text.
+pub(crate) fn tagged<T: serde::Serialize>(kind: &str, value: &T) -> Option<String> {
+    let mut value = serde_json::to_value(value).ok()?;
+    let object = value.as_object_mut()?;
+    object.insert("type".to_owned(), kind.into());
+    serde_json::to_string(&value).ok()
+}

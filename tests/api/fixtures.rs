@@ -90,3 +90,64 @@ pub async fn seed_product(
 pub fn berlin(dlat: f64, dlng: f64) -> GeoPoint {
     GeoPoint::new(52.52 + dlat, 13.405 + dlng).unwrap()
 }
+
+/// Puts `units` of `product` in stock.
+pub async fn stock_product(app: &TestApp, product: &Product, units: u32) {
+    app.catalog
+        .inventory
+        .adjust(
+            product.id,
+            hexmarket::domain::inventory::StockChange::Set(units),
+            "delivery".into(),
+            UserId::new(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Puts one `product` in the customer's cart and checks out with the simulated provider,
+/// delivering to `dropoff`; returns the checkout (its `orders` and `payment`), unpaid.
+pub async fn checkout_one(
+    app: &TestApp,
+    customer: &str,
+    product: &Product,
+    dropoff: GeoPoint,
+) -> serde_json::Value {
+    let added = app
+        .client
+        .post(app.url("/api/v1/cart/items"))
+        .bearer_auth(customer)
+        .json(&serde_json::json!({"product_id": product.id, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let created = app
+        .client
+        .post(app.url("/api/v1/checkout"))
+        .bearer_auth(customer)
+        .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
+        .json(&serde_json::json!({
+            "delivery_address": {"text": "Drop-off 7, Berlin", "lat": dropoff.lat, "lng": dropoff.lng},
+            "payment_method": "simulated",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created.json().await.unwrap()
+}
+
+/// Pays a checkout with the simulated provider.
+pub async fn pay(app: &TestApp, customer: &str, checkout: &serde_json::Value) {
+    let payment = checkout["payment"]["id"].as_str().unwrap();
+    let paid = app
+        .client
+        .post(app.url(&format!("/api/v1/payments/{payment}/simulate")))
+        .bearer_auth(customer)
+        .json(&serde_json::json!({"outcome": "succeed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 200);
+}

@@ -44,7 +44,14 @@ fn deps(app: &TestApp) -> OrderDeps {
         inventory: app.catalog.inventory.clone(),
         clock: app.clock.clone(),
         payment_timeout: FIFTEEN_MINUTES,
+        feed: hexmarket::store::live::VendorFeedRepo::new(store(app)),
+        open: hexmarket::store::live::OpenOrdersRepo::new(store(app)),
+        dispatch: hexmarket::dispatch::DispatchQueue::new(store(app), app.clock.clone()),
     }
+}
+
+fn store(app: &TestApp) -> hexmarket::store::SharedStore {
+    app.catalog.repo.products.store().clone()
 }
 
 fn repo(app: &TestApp) -> OrderRepo {

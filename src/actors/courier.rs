@@ -1,0 +1,760 @@
+//! The courier actor: one per courier, holding their profile, whether they are online, where
+//! they are, and the deliveries in their hands.
+//!
+//! GPS points arrive in batches (one point or a phone's offline buffer of up to 50). Each
+//! batch is cleaned against the last accepted point ([`clean_batch`]; drops are counted by
+//! reason in `/metrics`), and what survives moves the courier: the in-process
+//! [`CourierIndex`] of this node is updated at once, other nodes hear about it on the
+//! `couriers.presence` topic (when the courier changes cell, availability or load, and at
+//! least every few seconds), and every delivery in hand gets a location frame with its ETA
+//! on `order.{id}.live` and a check of its geofences. The batch is then appended to the trail;
+//! the acknowledgement waits for that write, the watchers do not.
+//!
+//! The row (profile, online, last position, deliveries) is written by compare-and-set on
+//! every change of state, and the position with it on passivation; a second activation of
+//! the same courier on another node is told to [`Reload`] by the courier's session when the
+//! dispatcher of that node hands the courier an order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::order::{ApplyCommand, CommandError, GetOrder, OrderActor, order_live_topic};
+use super::registry::{Entity, Passivate, Registry};
+use crate::bus::SharedBus;
+use crate::clock::Clock;
+use crate::dispatch::board::{Board, LocationFrame};
+use crate::dispatch::index::CourierIndex;
+use crate::domain::courier::{
+    ARRIVED_AT_PICKUP_M, ARRIVING_M, CourierProfile, GpsPoint, RecentTrack, clean_batch,
+    eta_seconds, handoff_codes_match,
+};
+use crate::domain::geo::GeoPoint;
+use crate::domain::ids::{OrderId, UserId};
+use crate::domain::order::{IllegalTransition, OrderCommand};
+use crate::metrics::Metrics;
+use crate::store::couriers::{ActiveDelivery, CourierRecord, CourierRepo};
+use crate::store::typed::Versioned;
+use crate::store::{StoreError, StoreResult};
+
+/// The topic every node's courier index listens to.
+pub const PRESENCE_TOPIC: &str = "couriers.presence";
+/// A courier's presence is re-announced at least this often while they move.
+const PRESENCE_EVERY: Duration = Duration::from_secs(5);
+/// Wrong handoff codes allowed per delivery before only an admin can help.
+pub const MAX_WRONG_CODES: u8 = 5;
+
+/// What a courier actor needs.
+#[derive(Clone)]
+pub struct CourierDeps {
+    pub repo: CourierRepo,
+    pub index: CourierIndex,
+    pub board: Board,
+    pub bus: SharedBus,
+    pub orders: Registry<OrderActor>,
+    pub clock: Clock,
+    pub metrics: Metrics,
+    /// GPS points less accurate than this (metres) are dropped.
+    pub max_accuracy_m: f64,
+    /// This node, so its own presence announcements are not applied twice.
+    pub node: uuid::Uuid,
+}
+
+/// A courier's whereabouts as announced to every node's index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Presence {
+    pub node: uuid::Uuid,
+    pub courier: UserId,
+    /// Whether the courier can be offered orders at all (online and connected).
+    pub online: bool,
+    #[serde(default)]
+    pub at: Option<GeoPoint>,
+    pub load: u8,
+    pub max_load: u8,
+}
+
+/// One courier.
+pub struct CourierActor {
+    id: UserId,
+    deps: CourierDeps,
+    record: Versioned<CourierRecord>,
+    track: RecentTrack,
+    /// Whether a session of this courier is connected to this node.
+    connected: bool,
+    last_presence: Option<(Instant, h3o::CellIndex)>,
+    /// The position changed since the row was last written.
+    position_dirty: bool,
+}
+
+impl Actor for CourierActor {
+    type Context = Context<Self>;
+}
+
+impl Entity for CourierActor {
+    type Id = UserId;
+    type Deps = CourierDeps;
+    const KIND: &'static str = "courier";
+
+    fn activate(
+        id: UserId,
+        deps: CourierDeps,
+    ) -> Pin<Box<dyn Future<Output = Result<Self, StoreError>> + Send>> {
+        Box::pin(async move {
+            let record = match deps.repo.load(id).await? {
+                Some(record) => record,
+                None => Versioned {
+                    version: 0,
+                    value: CourierRecord::new(id, deps.clock.now()),
+                },
+            };
+            let mut track = RecentTrack::default();
+            if let Some(p) = &record.value.position {
+                track.push(p);
+            }
+            Ok(CourierActor {
+                id,
+                deps,
+                record,
+                track,
+                connected: false,
+                last_presence: None,
+                position_dirty: false,
+            })
+        })
+    }
+}
+
+/// Why a courier's request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CourierError {
+    #[error("go online first")]
+    NotOnline,
+    #[error("this order is not one of yours")]
+    NotYourOrder,
+    #[error("you already carry as many orders as you take")]
+    AtCapacity,
+    #[error("the handoff code is wrong")]
+    WrongCode,
+    #[error("too many wrong handoff codes for this order; call support")]
+    TooManyAttempts,
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("the courier's state changed elsewhere; try again")]
+    Conflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<CommandError> for CourierError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Illegal(illegal) => CourierError::Illegal(illegal),
+            CommandError::NotFound => CourierError::NotYourOrder,
+            CommandError::Store(e) => CourierError::Store(e),
+            CommandError::Contended => CourierError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+impl From<super::ActorError> for CourierError {
+    fn from(e: super::ActorError) -> Self {
+        CourierError::Unavailable(e.to_string())
+    }
+}
+
+/// How a batch of points went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LocationAck {
+    pub accepted: usize,
+    pub dropped: usize,
+}
+
+/// The courier as they and admins see them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CourierView {
+    #[schema(value_type = String, format = Uuid)]
+    pub courier_id: UserId,
+    pub profile: CourierProfile,
+    pub online: bool,
+    pub position: Option<GpsPoint>,
+    #[schema(value_type = Vec<String>)]
+    pub active_orders: Vec<OrderId>,
+}
+
+impl From<&CourierRecord> for CourierView {
+    fn from(record: &CourierRecord) -> Self {
+        CourierView {
+            courier_id: record.courier_id,
+            profile: record.profile.clone(),
+            online: record.online,
+            position: record.position.clone(),
+            active_orders: record.active.iter().map(|d| d.order_id).collect(),
+        }
+    }
+}
+
+macro_rules! message {
+    ($(#[$doc:meta])* $name:ident $(($($field:ty),*))?, $result:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Message)]
+        #[rtype(result = $result)]
+        pub struct $name $(($(pub $field),*))?;
+    };
+}
+
+message!(/// The courier as stored.
+    GetCourier, "Result<CourierView, CourierError>");
+message!(/// Changes vehicle and capacity.
+    SetProfile(CourierProfile), "Result<CourierView, CourierError>");
+message!(/// Ready for offers.
+    GoOnline, "Result<CourierView, CourierError>");
+message!(/// No more offers.
+    GoOffline, "Result<CourierView, CourierError>");
+message!(/// The courier's session on this node opened (`true`) or closed (`false`).
+    Connected(bool), "()");
+message!(/// GPS points, oldest first or not: they are sorted.
+    ReportLocations(Vec<GpsPoint>), "Result<LocationAck, CourierError>");
+message!(/// The dispatcher hands the courier a delivery (idempotent).
+    Assign(ActiveDelivery), "Result<(), CourierError>");
+message!(/// The dispatcher takes a delivery back (the order no longer needs it).
+    Unassign(OrderId), "Result<(), CourierError>");
+message!(/// The courier has the order.
+    PickedUp(OrderId), "Result<(), CourierError>");
+message!(/// The courier handed the order over, with the customer's code.
+    Delivered(OrderId, String), "Result<(), CourierError>");
+message!(/// Re-reads the row (another node changed it).
+    Reload, "()");
+
+type Work<T> = AtomicResponse<CourierActor, Result<T, CourierError>>;
+
+impl CourierActor {
+    fn view(&self) -> CourierView {
+        CourierView::from(&self.record.value)
+    }
+
+    /// Whether the dispatcher may offer this courier orders from this node.
+    fn offerable(&self) -> bool {
+        self.record.value.online && self.connected
+    }
+
+    /// Brings the index of this node and every other node up to date; `force` announces even
+    /// when nothing an index cares about changed.
+    fn announce(&mut self, force: bool) {
+        let record = &self.record.value;
+        let at = record.position.as_ref().map(GpsPoint::geo);
+        let online = self.offerable();
+        let load = record.load();
+        let max_load = record.profile.max_concurrent_orders;
+        match (online, at) {
+            (true, Some(point)) => self.deps.index.upsert(self.id, point, load, max_load),
+            _ => self.deps.index.remove(self.id),
+        }
+        let cell = at.map(GeoPoint::cell);
+        let due = match (self.last_presence, cell) {
+            (Some((when, last_cell)), Some(cell)) => {
+                last_cell != cell || when.elapsed() >= PRESENCE_EVERY
+            }
+            _ => true,
+        };
+        if !(force || due) {
+            return;
+        }
+        if let Some(cell) = cell {
+            self.last_presence = Some((Instant::now(), cell));
+        }
+        let presence = Presence {
+            node: self.deps.node,
+            courier: self.id,
+            online,
+            at,
+            load,
+            max_load,
+        };
+        let bus = self.deps.bus.clone();
+        if let Ok(payload) = serde_json::to_vec(&presence) {
+            actix::spawn(async move {
+                if let Err(e) = bus.publish(PRESENCE_TOPIC, Bytes::from(payload)).await {
+                    tracing::debug!(error = %e, "courier presence not published");
+                }
+            });
+        }
+    }
+
+    /// Runs `change` on a copy of the row and writes it; the actor adopts the result.
+    fn persist<T, F>(&mut self, change: F) -> Work<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut CourierRecord) -> Result<T, CourierError> + Send + 'static,
+    {
+        let repo = self.deps.repo.clone();
+        let now = self.deps.clock.now();
+        let current = self.record.clone();
+        let work = async move {
+            let mut current = current;
+            let mut change = Some(change);
+            for _ in 0..2 {
+                let mut next = current.value.clone();
+                let Some(apply) = change.take() else { break };
+                let answer = match apply(&mut next) {
+                    Ok(answer) => answer,
+                    Err(e) => return (current, Err(e)),
+                };
+                next.updated_at = now;
+                match repo.save(current.version, &next).await {
+                    Ok(Ok(version)) => {
+                        return (
+                            Versioned {
+                                version,
+                                value: next,
+                            },
+                            Ok(answer),
+                        );
+                    }
+                    Ok(Err(())) => {
+                        // Another activation wrote first: take its row and give up this
+                        // change (the caller retries on fresh state).
+                        match repo.load(current.value.courier_id).await {
+                            Ok(Some(fresh)) => current = fresh,
+                            Ok(None) => {}
+                            Err(e) => return (current, Err(e.into())),
+                        }
+                        return (current, Err(CourierError::Conflict));
+                    }
+                    Err(e) => return (current, Err(e.into())),
+                }
+            }
+            (current, Err(CourierError::Conflict))
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(record, answer), actor: &mut CourierActor, _| {
+                let position = actor.record.value.position.clone();
+                actor.record = record;
+                // Points that arrived meanwhile are newer than what was read.
+                if actor.position_dirty {
+                    actor.record.value.position = position;
+                }
+                actor.announce(false);
+                answer
+            },
+        )))
+    }
+
+    fn delivery(&self, order: OrderId) -> Option<&ActiveDelivery> {
+        self.record
+            .value
+            .active
+            .iter()
+            .find(|d| d.order_id == order)
+    }
+}
+
+impl Handler<GetCourier> for CourierActor {
+    type Result = Result<CourierView, CourierError>;
+
+    fn handle(&mut self, _: GetCourier, _: &mut Context<Self>) -> Self::Result {
+        Ok(self.view())
+    }
+}
+
+impl Handler<SetProfile> for CourierActor {
+    type Result = Work<CourierView>;
+
+    fn handle(&mut self, SetProfile(profile): SetProfile, _: &mut Context<Self>) -> Self::Result {
+        self.persist(move |record| {
+            record.profile = profile;
+            Ok(CourierView::from(&*record))
+        })
+    }
+}
+
+impl Handler<GoOnline> for CourierActor {
+    type Result = Work<CourierView>;
+
+    fn handle(&mut self, _: GoOnline, _: &mut Context<Self>) -> Self::Result {
+        self.connected = true;
+        self.persist(|record| {
+            record.online = true;
+            Ok(CourierView::from(&*record))
+        })
+    }
+}
+
+impl Handler<GoOffline> for CourierActor {
+    type Result = Work<CourierView>;
+
+    fn handle(&mut self, _: GoOffline, _: &mut Context<Self>) -> Self::Result {
+        self.persist(|record| {
+            record.online = false;
+            Ok(CourierView::from(&*record))
+        })
+    }
+}
+
+impl Handler<Connected> for CourierActor {
+    type Result = ();
+
+    fn handle(&mut self, Connected(connected): Connected, _: &mut Context<Self>) {
+        self.connected = connected;
+        self.announce(true);
+    }
+}
+
+impl Handler<Reload> for CourierActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: Reload, _: &mut Context<Self>) -> Self::Result {
+        let repo = self.deps.repo.clone();
+        let id = self.id;
+        AtomicResponse::new(Box::pin(
+            async move { repo.load(id).await }.into_actor(self).map(
+                |loaded, actor: &mut CourierActor, _| match loaded {
+                    Ok(Some(fresh)) => {
+                        let position = actor.record.value.position.clone();
+                        actor.record = fresh;
+                        if actor.position_dirty {
+                            actor.record.value.position = position;
+                        }
+                        actor.announce(true);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(courier_id = %actor.id, error = %e, "courier not reloaded")
+                    }
+                },
+            ),
+        ))
+    }
+}
+
+impl Handler<ReportLocations> for CourierActor {
+    type Result = ResponseFuture<Result<LocationAck, CourierError>>;
+
+    fn handle(
+        &mut self,
+        ReportLocations(points): ReportLocations,
+        _: &mut Context<Self>,
+    ) -> Self::Result {
+        let now = self.deps.clock.now();
+        let last = self
+            .track
+            .last()
+            .cloned()
+            .or_else(|| self.record.value.position.clone());
+        let cleaned = clean_batch(last.as_ref(), points, now, self.deps.max_accuracy_m);
+        for reason in &cleaned.dropped {
+            self.deps.metrics.gps_dropped(reason.as_str()).inc();
+        }
+        let ack = LocationAck {
+            accepted: cleaned.accepted.len(),
+            dropped: cleaned.dropped.len(),
+        };
+        let Some(latest) = cleaned.accepted.last().cloned() else {
+            return Box::pin(async move { Ok(ack) });
+        };
+        self.deps.metrics.gps_accepted.inc_by(ack.accepted as u64);
+        for point in &cleaned.accepted {
+            self.track.push(point);
+        }
+        self.record.value.position = Some(latest.clone());
+        self.position_dirty = true;
+        self.announce(false);
+
+        // Every delivery in hand: a location frame for its watchers, and its geofences.
+        let here = latest.geo();
+        let speed = self.track.speed_mps();
+        let mut frames = Vec::new();
+        let mut fences = Vec::new();
+        for delivery in &mut self.record.value.active {
+            let remaining = if delivery.picked_up {
+                here.distance_m(delivery.dropoff)
+            } else {
+                here.distance_m(delivery.pickup) + delivery.pickup.distance_m(delivery.dropoff)
+            };
+            let frame = LocationFrame {
+                lat: latest.lat,
+                lng: latest.lng,
+                heading_deg: latest.heading_deg,
+                speed_mps: latest.speed_mps,
+                recorded_at: latest.recorded_at,
+                eta_s: eta_seconds(remaining, speed),
+            };
+            self.deps.board.set(delivery.order_id, frame.clone());
+            frames.push((delivery.order_id, frame));
+            if !delivery.picked_up
+                && !delivery.arrived_at_pickup
+                && here.distance_m(delivery.pickup) <= ARRIVED_AT_PICKUP_M
+            {
+                delivery.arrived_at_pickup = true;
+                fences.push((delivery.order_id, OrderCommand::RecordArrivedAtPickup));
+            }
+            if delivery.picked_up
+                && !delivery.arriving
+                && here.distance_m(delivery.dropoff) <= ARRIVING_M
+            {
+                delivery.arriving = true;
+                fences.push((delivery.order_id, OrderCommand::RecordArriving));
+            }
+        }
+        if !fences.is_empty() {
+            let orders = self.deps.orders.clone();
+            let courier = self.id;
+            actix::spawn(async move {
+                for (order, command) in fences {
+                    match orders.send(order, ApplyCommand(command)).await {
+                        Ok(Ok(_)) | Ok(Err(CommandError::Illegal(_))) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(order_id = %order, courier_id = %courier, error = %e, "geofence event not recorded")
+                        }
+                        Err(e) => {
+                            tracing::warn!(order_id = %order, courier_id = %courier, error = %e, "geofence event not recorded")
+                        }
+                    }
+                }
+            });
+        }
+        let bus = self.deps.bus.clone();
+        let repo = self.deps.repo.clone();
+        let id = self.id;
+        let points = cleaned.accepted;
+        Box::pin(async move {
+            // Watchers first: the fan-out does not wait for the disk.
+            for (order, frame) in frames {
+                let mut value = serde_json::to_value(&frame).unwrap_or_default();
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("type".into(), "location".into());
+                }
+                if let Ok(payload) = serde_json::to_vec(&value) {
+                    let topic = order_live_topic(order);
+                    if let Err(e) = bus.publish(&topic, Bytes::from(payload)).await {
+                        tracing::debug!(topic, error = %e, "location not published");
+                    }
+                }
+            }
+            repo.append_trail(id, &points).await?;
+            Ok(ack)
+        })
+    }
+}
+
+impl Handler<Assign> for CourierActor {
+    type Result = Work<()>;
+
+    fn handle(&mut self, Assign(delivery): Assign, _: &mut Context<Self>) -> Self::Result {
+        self.persist(move |record| {
+            if record
+                .active
+                .iter()
+                .any(|d| d.order_id == delivery.order_id)
+            {
+                return Ok(());
+            }
+            if !record.has_room() {
+                return Err(CourierError::AtCapacity);
+            }
+            record.active.push(delivery);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Unassign> for CourierActor {
+    type Result = Work<()>;
+
+    fn handle(&mut self, Unassign(order): Unassign, _: &mut Context<Self>) -> Self::Result {
+        self.deps.board.remove(order);
+        self.persist(move |record| {
+            record.active.retain(|d| d.order_id != order);
+            Ok(())
+        })
+    }
+}
+
+impl Handler<PickedUp> for CourierActor {
+    type Result = Work<()>;
+
+    fn handle(&mut self, PickedUp(order): PickedUp, _: &mut Context<Self>) -> Self::Result {
+        if self.delivery(order).is_none() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
+                CourierError::NotYourOrder,
+            ))));
+        }
+        let orders = self.deps.orders.clone();
+        let repo = self.deps.repo.clone();
+        let now = self.deps.clock.now();
+        let current = self.record.clone();
+        let work = async move {
+            if let Err(e) = command(&orders, order, OrderCommand::PickUp).await {
+                return (current, Err(e));
+            }
+            let mut next = current.value.clone();
+            if let Some(d) = next.active.iter_mut().find(|d| d.order_id == order) {
+                d.picked_up = true;
+            }
+            next.updated_at = now;
+            save_or_reload(&repo, current, next).await
+        };
+        self.adopt(work)
+    }
+}
+
+impl Handler<Delivered> for CourierActor {
+    type Result = Work<()>;
+
+    fn handle(&mut self, Delivered(order, code): Delivered, _: &mut Context<Self>) -> Self::Result {
+        let Some(delivery) = self.delivery(order) else {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
+                CourierError::NotYourOrder,
+            ))));
+        };
+        if delivery.wrong_codes >= MAX_WRONG_CODES {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Err(
+                CourierError::TooManyAttempts,
+            ))));
+        }
+        let orders = self.deps.orders.clone();
+        let repo = self.deps.repo.clone();
+        let board = self.deps.board.clone();
+        let now = self.deps.clock.now();
+        let current = self.record.clone();
+        let work = async move {
+            let expected = match orders.send(order, GetOrder).await {
+                Ok(Ok(Some(record))) => record.handoff_code.unwrap_or_default(),
+                Ok(Ok(None)) => return (current, Err(CourierError::NotYourOrder)),
+                Ok(Err(e)) => return (current, Err(e.into())),
+                Err(e) => return (current, Err(e.into())),
+            };
+            let mut next = current.value.clone();
+            next.updated_at = now;
+            if expected.is_empty() || !handoff_codes_match(&expected, &code) {
+                if let Some(d) = next.active.iter_mut().find(|d| d.order_id == order) {
+                    d.wrong_codes = d.wrong_codes.saturating_add(1);
+                }
+                let (saved, _) = save_or_reload(&repo, current, next).await;
+                return (saved, Err(CourierError::WrongCode));
+            }
+            if let Err(e) = command(&orders, order, OrderCommand::Deliver).await {
+                return (current, Err(e));
+            }
+            board.remove(order);
+            next.active.retain(|d| d.order_id != order);
+            save_or_reload(&repo, current, next).await
+        };
+        self.adopt(work)
+    }
+}
+
+impl Handler<Passivate> for CourierActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Passivate, _: &mut Context<Self>) -> Self::Result {
+        self.deps.index.remove(self.id);
+        let repo = self.deps.repo.clone();
+        let current = self.record.clone();
+        let dirty = self.position_dirty;
+        Box::pin(
+            async move {
+                if dirty
+                    && let Ok(Err(())) = repo.save(current.version, &current.value).await
+                {
+                    tracing::debug!(courier_id = %current.value.courier_id, "courier row moved on elsewhere; last position kept in the trail");
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, ctx: &mut Context<Self>| ctx.stop()),
+        )
+    }
+}
+
+impl CourierActor {
+    /// Adopts the row a piece of work ends with.
+    fn adopt<T, F>(&mut self, work: F) -> Work<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = (Versioned<CourierRecord>, Result<T, CourierError>)> + 'static,
+    {
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(record, answer), actor: &mut CourierActor, _| {
+                let position = actor.record.value.position.clone();
+                actor.record = record;
+                if actor.position_dirty {
+                    actor.record.value.position = position;
+                }
+                actor.announce(true);
+                answer
+            },
+        )))
+    }
+}
+
+/// Applies a command to one of the courier's orders.
+async fn command(
+    orders: &Registry<OrderActor>,
+    order: OrderId,
+    command: OrderCommand,
+) -> Result<(), CourierError> {
+    orders.send(order, ApplyCommand(command)).await??;
+    Ok(())
+}
+
+/// Writes `next` over `current`; on a conflict takes the stored row instead.
+async fn save_or_reload(
+    repo: &CourierRepo,
+    current: Versioned<CourierRecord>,
+    next: CourierRecord,
+) -> (Versioned<CourierRecord>, Result<(), CourierError>) {
+    match repo.save(current.version, &next).await {
+        Ok(Ok(version)) => (
+            Versioned {
+                version,
+                value: next,
+            },
+            Ok(()),
+        ),
+        Ok(Err(())) => match repo.load(next.courier_id).await {
+            Ok(Some(fresh)) => (fresh, Err(CourierError::Conflict)),
+            Ok(None) => (current, Err(CourierError::Conflict)),
+            Err(e) => (current, Err(e.into())),
+        },
+        Err(e) => (current, Err(e.into())),
+    }
+}
+
+/// Applies another node's presence announcements to this node's index until the bus closes.
+pub async fn follow_presence(bus: SharedBus, index: CourierIndex, node: uuid::Uuid) {
+    let mut subscription = match bus.subscribe(PRESENCE_TOPIC).await {
+        Ok(subscription) => subscription,
+        Err(e) => {
+            tracing::error!(error = %e, "courier presence not followed; other nodes' couriers are invisible here");
+            return;
+        }
+    };
+    while let Some(delivery) = subscription.recv().await {
+        let crate::bus::Delivery::Message(payload) = delivery else {
+            continue;
+        };
+        let Ok(presence) = serde_json::from_slice::<Presence>(&payload) else {
+            continue;
+        };
+        if presence.node == node {
+            continue;
+        }
+        match (presence.online, presence.at) {
+            (true, Some(at)) => {
+                index.upsert(presence.courier, at, presence.load, presence.max_load)
+            }
+            _ => index.remove(presence.courier),
+        }
+    }
+}
+
+/// Reads the courier's stored row without activating them (tracking snapshots on a node
+/// where the courier is not connected).
+pub async fn stored_position(repo: &CourierRepo, courier: UserId) -> StoreResult<Option<GpsPoint>> {
+    Ok(repo.load(courier).await?.and_then(|r| r.value.position))
+}

@@ -1,0 +1,126 @@
+//! `hexmarket loadgen`: drives couriers and watchers over real WebSockets against a running node.
+//!
+//! Four scenarios, each bounded in time and count, loopback only, stopping by itself:
+//! - [`live`]: couriers stream positions of assigned orders, customers watch them; measures
+//!   ping → watcher latency, ack latency and delivered frames.
+//! - [`ingest`]: couriers send location frames as fast as acks come back (one in flight).
+//! - [`idle`]: authenticated idle sockets; the server's resident memory per connection.
+//! - [`nearby`]: in-process, no server: the courier index's nearest-courier queries.
+//!
+//! Authentication mints access tokens with the node's own key (the loadgen runs with the
+//! server's HEXMARKET_* environment) instead of logging thousands of users in: password hashing
+//! is slow on purpose and would dominate the setup.
+
+mod accounts;
+mod api;
+mod idle;
+mod ingest;
+mod live;
+mod nearby;
+mod probe;
+mod report;
+mod socket;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use crate::config::Settings;
+
+pub use report::Report;
+
+/// `hexmarket loadgen <scenario> [options]`.
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    #[command(subcommand)]
+    pub scenario: Scenario,
+    /// Base URL of the node (plain http, loopback).
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The server's process id: its CPU time and resident memory are read from /proc.
+    #[arg(long, global = true)]
+    pub server_pid: Option<u32>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, global = true)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Couriers on assigned orders stream positions; each order's customer watches it.
+    Live(live::LiveArgs),
+    /// Couriers send location frames back to back (one in flight each).
+    Ingest(ingest::IngestArgs),
+    /// Authenticated idle sockets: resident memory per connection.
+    Idle(idle::IdleArgs),
+    /// In-process nearest-courier queries on the dispatch index (no server).
+    Nearby(nearby::NearbyArgs),
+}
+
+/// Longest any timed phase may be asked to last.
+const MAX_DURATION_SECS: u64 = 3_600;
+
+/// Runs one scenario, prints its summary and writes the JSON when asked.
+pub async fn run(args: LoadgenArgs, settings: Settings) -> anyhow::Result<()> {
+    let report = match &args.scenario {
+        Scenario::Nearby(s) => nearby::run(s)?,
+        Scenario::Live(s) => live::run(&Target::new(&args, &settings)?, s).await?,
+        Scenario::Ingest(s) => ingest::run(&Target::new(&args, &settings)?, s).await?,
+        Scenario::Idle(s) => idle::run(&Target::new(&args, &settings)?, s).await?,
+    };
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report.json())?;
+        std::fs::write(path, json + "\n")
+            .map_err(|e| anyhow::anyhow!("--json {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The node under load: its REST client, the token minter and the server process probe.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub api: api::Api,
+    pub ws_base: String,
+    pub minter: std::sync::Arc<accounts::Minter>,
+    pub probe: Option<std::sync::Arc<probe::Probe>>,
+}
+
+impl Target {
+    fn new(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Self> {
+        let base = args.url.trim_end_matches('/').to_owned();
+        let ws_base = match base.strip_prefix("http://") {
+            Some(rest) => format!("ws://{rest}"),
+            None => anyhow::bail!("--url: only plain http:// URLs are supported, not {base}"),
+        };
+        Ok(Target {
+            api: api::Api::new(&base)?,
+            ws_base,
+            minter: std::sync::Arc::new(accounts::Minter::from_settings(settings)?),
+            probe: args
+                .server_pid
+                .map(|pid| std::sync::Arc::new(probe::Probe::new(pid))),
+        })
+    }
+
+    /// The server's counters now, when `--server-pid` was given (a failed read is reported
+    /// and skipped).
+    pub fn probe_sample(&self) -> Option<probe::Sample> {
+        let probe = self.probe.as_ref()?;
+        match probe.sample() {
+            Ok(sample) => Some(sample),
+            Err(e) => {
+                eprintln!("loadgen: {e:#}");
+                None
+            }
+        }
+    }
+}
+
+fn check_duration(name: &str, secs: u64) -> anyhow::Result<std::time::Duration> {
+    anyhow::ensure!(
+        (1..=MAX_DURATION_SECS).contains(&secs),
+        "{name}: must be 1 to {MAX_DURATION_SECS} seconds"
+    );
+    Ok(std::time::Duration::from_secs(secs))
+}

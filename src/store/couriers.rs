@@ -1,0 +1,163 @@
+//! Couriers in the store: one versioned row per courier (profile, online state, last known
+//! position, deliveries in hand) and the location trail.
+//!
+//! The trail is an append table partitioned by courier and UTC day (`{courier}:{YYYYMMDD}`),
+//! clustered by the point's time in microseconds, and written with the retention as time to
+//! live, so old days expire whole. Points are written in batches: one `put` per location
+//! message, many couriers' puts sharing one sync on the embedded store.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::catalog::id_key;
+use super::typed::{Rows, Versioned};
+use super::{Key, ScanRange, SharedStore, StoreResult, Table, Version, encode};
+use crate::domain::courier::{CourierProfile, GpsPoint};
+use crate::domain::geo::GeoPoint;
+use crate::domain::ids::{OrderId, UserId, VendorId};
+
+/// A delivery a courier has taken on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveDelivery {
+    pub order_id: OrderId,
+    pub vendor_id: VendorId,
+    pub pickup: GeoPoint,
+    pub dropoff: GeoPoint,
+    #[serde(default)]
+    pub picked_up: bool,
+    #[serde(default)]
+    pub arrived_at_pickup: bool,
+    #[serde(default)]
+    pub arriving: bool,
+    /// Wrong handoff codes tried so far.
+    #[serde(default)]
+    pub wrong_codes: u8,
+}
+
+/// A courier as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CourierRecord {
+    pub courier_id: UserId,
+    #[serde(default)]
+    pub profile: CourierProfile,
+    #[serde(default)]
+    pub online: bool,
+    #[serde(default)]
+    pub position: Option<GpsPoint>,
+    #[serde(default)]
+    pub active: Vec<ActiveDelivery>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl CourierRecord {
+    pub fn new(courier_id: UserId, now: DateTime<Utc>) -> Self {
+        CourierRecord {
+            courier_id,
+            profile: CourierProfile::default(),
+            online: false,
+            position: None,
+            active: Vec::new(),
+            updated_at: now,
+        }
+    }
+
+    /// Deliveries in hand, as the load the dispatcher weighs.
+    pub fn load(&self) -> u8 {
+        u8::try_from(self.active.len()).unwrap_or(u8::MAX)
+    }
+
+    /// Whether the courier can take one more delivery.
+    pub fn has_room(&self) -> bool {
+        self.load() < self.profile.max_concurrent_orders
+    }
+}
+
+/// Couriers and their trails.
+#[derive(Clone)]
+pub struct CourierRepo {
+    rows: Rows<CourierRecord>,
+    store: SharedStore,
+    retention: Duration,
+}
+
+impl CourierRepo {
+    pub fn new(store: SharedStore, retention: Duration) -> Self {
+        CourierRepo {
+            rows: Rows::new(store.clone(), Table::Couriers),
+            store,
+            retention,
+        }
+    }
+
+    pub async fn load(&self, id: UserId) -> StoreResult<Option<Versioned<CourierRecord>>> {
+        self.rows.get(&id_key(id)).await
+    }
+
+    /// Writes the row if it is still at `version` (0: not stored yet); `Err(())` when another
+    /// writer got there first.
+    pub async fn save(
+        &self,
+        version: Version,
+        record: &CourierRecord,
+    ) -> StoreResult<Result<Version, ()>> {
+        let key = id_key(record.courier_id);
+        let outcome = if version == 0 {
+            self.rows.insert(&key, record).await?
+        } else {
+            self.rows.update(&key, version, record).await?
+        };
+        Ok(outcome.map_err(|_| ()))
+    }
+
+    /// Appends points to the courier's trail; durable when this returns.
+    pub async fn append_trail(&self, courier: UserId, points: &[GpsPoint]) -> StoreResult<()> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let rows = points
+            .iter()
+            .map(|p| {
+                Ok((
+                    trail_key(courier, p.recorded_at),
+                    encode(Table::CourierTrail, p)?,
+                ))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.store
+            .put(Table::CourierTrail, rows, Some(self.retention))
+            .await
+    }
+
+    /// The courier's trail on one UTC day, from `after` (exclusive), oldest first.
+    pub async fn trail(
+        &self,
+        courier: UserId,
+        day: chrono::NaiveDate,
+        after: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> StoreResult<Vec<GpsPoint>> {
+        let partition = format!("{courier}:{}", day.format("%Y%m%d"));
+        let range = match after {
+            Some(at) => ScanRange::after(micros_key(at), limit),
+            None => ScanRange::first(limit),
+        };
+        let page = self
+            .store
+            .scan(Table::CourierTrail, &partition, range)
+            .await?;
+        page.rows
+            .iter()
+            .map(|row| super::decode(Table::CourierTrail, &row.data))
+            .collect()
+    }
+}
+
+fn micros_key(at: DateTime<Utc>) -> String {
+    format!("{:020}", at.timestamp_micros().max(0))
+}
+
+fn trail_key(courier: UserId, at: DateTime<Utc>) -> Key {
+    Key::new(format!("{courier}:{}", at.format("%Y%m%d")), micros_key(at))
+}

@@ -1,0 +1,353 @@
+//! `/ws/courier`: a courier's session. In: going on- and offline, GPS (one point or a batch),
+//! answers to offers, pickups and deliveries. Out: acknowledgements, offers, assignments and
+//! errors. Every request goes to the courier's actor (or the dispatcher), and its answer is
+//! written back when it comes; offers and assignments arrive on the courier's inbox topic.
+
+use std::collections::VecDeque;
+
+use actix::prelude::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::handshake::{ConnectionGuard, WsUser};
+use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
+use crate::actors::courier::{
+    Connected, CourierError, Delivered, GoOffline, GoOnline, PickedUp, ReportLocations,
+};
+use crate::bus::Delivery;
+use crate::dispatch::{DispatchError, inbox_topic};
+use crate::domain::courier::{GpsPoint, MAX_BATCH};
+use crate::domain::identity::Role;
+use crate::domain::ids::OrderId;
+use crate::http::{ApiError, AppState};
+
+/// Offers a session remembers (offer id → order), newest last.
+const REMEMBERED_OFFERS: usize = 16;
+
+/// What a courier sends.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum Incoming {
+    GoOnline,
+    GoOffline,
+    Location {
+        #[serde(default)]
+        point: Option<GpsPoint>,
+        #[serde(default)]
+        points: Option<Vec<GpsPoint>>,
+    },
+    OfferResponse {
+        offer_id: Uuid,
+        accept: bool,
+    },
+    PickedUp {
+        order_id: OrderId,
+    },
+    Delivered {
+        order_id: OrderId,
+        code: String,
+    },
+}
+
+const KNOWN_TYPES: [&str; 6] = [
+    "go_online",
+    "go_offline",
+    "location",
+    "offer_response",
+    "picked_up",
+    "delivered",
+];
+
+/// What the inbox carries, as far as the session cares.
+#[derive(Deserialize)]
+struct InboxPeek {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    offer_id: Option<Uuid>,
+    #[serde(default)]
+    order_id: Option<OrderId>,
+}
+
+struct Inbox(Delivery);
+
+impl Message for Inbox {
+    type Result = ();
+}
+
+/// One courier's connection.
+pub struct CourierSession {
+    user: WsUser,
+    state: web::Data<AppState>,
+    hygiene: Hygiene,
+    offers: VecDeque<(Uuid, OrderId)>,
+    inbox: Option<crate::bus::Subscription>,
+    _guard: ConnectionGuard,
+}
+
+/// `GET /ws/courier` — upgrades a courier's connection.
+pub async fn open(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, guard) = state.ws.open(&req, &state.identity.tokens).await?;
+    user.require_role(&[Role::Courier])?;
+    let inbox = state
+        .bus
+        .subscribe(&inbox_topic(user.id))
+        .await
+        .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
+    let session = CourierSession {
+        hygiene: Hygiene::new(
+            TokenBucket::courier(),
+            user.expires_at,
+            state.ws.clock().clone(),
+        ),
+        user,
+        state,
+        offers: VecDeque::new(),
+        inbox: Some(inbox),
+        _guard: guard,
+    };
+    super::upgrade(session, &req, stream)
+}
+
+impl Actor for CourierSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        hygiene::start(self, ctx);
+        if let Some(inbox) = self.inbox.take() {
+            ctx.add_stream(super::stream_of(inbox, Inbox));
+        }
+        let couriers = self.state.live.couriers.clone();
+        let id = self.user.id;
+        actix::spawn(async move {
+            let _ = couriers.send(id, Connected(true)).await;
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        let couriers = self.state.live.couriers.clone();
+        let id = self.user.id;
+        actix::spawn(async move {
+            let _ = couriers.send(id, Connected(false)).await;
+        });
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for CourierSession {
+    fn handle(&mut self, frame: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        hygiene::handle_frame(self, frame, ctx);
+    }
+}
+
+impl StreamHandler<Inbox> for CourierSession {
+    fn handle(&mut self, Inbox(delivery): Inbox, ctx: &mut Self::Context) {
+        let Delivery::Message(payload) = delivery else {
+            self.state.metrics.ws_frame_dropped("lagged").inc();
+            return;
+        };
+        let Ok(text) = std::str::from_utf8(&payload) else {
+            return;
+        };
+        if let Ok(peek) = serde_json::from_str::<InboxPeek>(text) {
+            match (peek.kind.as_str(), peek.offer_id, peek.order_id) {
+                ("offer", Some(offer), Some(order)) => {
+                    if self.offers.len() >= REMEMBERED_OFFERS {
+                        self.offers.pop_front();
+                    }
+                    self.offers.push_back((offer, order));
+                }
+                ("assignment", _, _) => {
+                    // Handed over by a dispatcher elsewhere: the actor here re-reads its row.
+                    let couriers = self.state.live.couriers.clone();
+                    let id = self.user.id;
+                    actix::spawn(async move {
+                        let _ = couriers.send(id, crate::actors::courier::Reload).await;
+                    });
+                }
+                _ => {}
+            }
+        }
+        ctx.text(text.to_owned());
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl LiveSession for CourierSession {
+    fn hygiene(&mut self) -> &mut Hygiene {
+        &mut self.hygiene
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Self::Context) {
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(_) => return send_error(ctx, "invalid_json", "the frame is not valid JSON"),
+        };
+        let kind = value
+            .get("type")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned);
+        if !kind.as_deref().is_some_and(|k| KNOWN_TYPES.contains(&k)) {
+            return send_error(
+                ctx,
+                "unknown_type",
+                "type must be one of go_online, go_offline, location, offer_response, picked_up, delivered",
+            );
+        }
+        let incoming: Incoming = match serde_json::from_value(value) {
+            Ok(incoming) => incoming,
+            Err(e) if kind.as_deref() == Some("location") => {
+                return send_error(ctx, "invalid_location", &e.to_string());
+            }
+            Err(e) => return send_error(ctx, "invalid_message", &e.to_string()),
+        };
+        self.act(incoming, ctx);
+    }
+}
+
+impl CourierSession {
+    fn act(&mut self, incoming: Incoming, ctx: &mut ws::WebsocketContext<Self>) {
+        let couriers = self.state.live.couriers.clone();
+        let id = self.user.id;
+        match incoming {
+            Incoming::GoOnline => {
+                let work = async move { couriers.send(id, GoOnline).await };
+                reply(
+                    ctx,
+                    work,
+                    |view| serde_json::json!({"type": "ack", "of": "go_online", "online": view.online}),
+                );
+            }
+            Incoming::GoOffline => {
+                let work = async move { couriers.send(id, GoOffline).await };
+                reply(
+                    ctx,
+                    work,
+                    |view| serde_json::json!({"type": "ack", "of": "go_offline", "online": view.online}),
+                );
+            }
+            Incoming::Location { point, points } => {
+                let batch = match (point, points) {
+                    (Some(point), None) => vec![point],
+                    (None, Some(points)) if !points.is_empty() && points.len() <= MAX_BATCH => {
+                        points
+                    }
+                    _ => {
+                        return send_error(
+                            ctx,
+                            "invalid_location",
+                            "send either point or points (1 to 50 of them)",
+                        );
+                    }
+                };
+                if let Some(e) = batch.iter().find_map(|p| p.validate().err()) {
+                    return send_error(ctx, "invalid_location", &e);
+                }
+                let work = async move { couriers.send(id, ReportLocations(batch)).await };
+                reply(
+                    ctx,
+                    work,
+                    |ack| serde_json::json!({"type": "ack", "of": "location", "accepted": ack.accepted, "dropped": ack.dropped}),
+                );
+            }
+            Incoming::OfferResponse { offer_id, accept } => {
+                let Some(order) = self
+                    .offers
+                    .iter()
+                    .find(|(offer, _)| *offer == offer_id)
+                    .map(|(_, order)| *order)
+                else {
+                    return send_error(ctx, "offer_expired", "no such offer is open");
+                };
+                let dispatcher = self.state.live.dispatcher.clone();
+                let work = async move { dispatcher.respond(id, order, offer_id, accept).await };
+                ctx.spawn(work.into_actor(self).map(move |outcome, _, ctx| match outcome {
+                    Ok(Some(assignment)) => ctx.text(assignment.to_string()),
+                    Ok(None) => ctx.text(
+                        serde_json::json!({"type": "ack", "of": "offer_response", "offer_id": offer_id})
+                            .to_string(),
+                    ),
+                    Err(DispatchError::OfferGone) => {
+                        send_error(ctx, "offer_expired", "the offer expired or was withdrawn")
+                    }
+                    Err(DispatchError::AtCapacity) => send_error(
+                        ctx,
+                        "at_capacity",
+                        "you already carry as many orders as your profile allows",
+                    ),
+                    Err(DispatchError::OrderGone) => {
+                        send_error(ctx, "offer_expired", "the order no longer needs a courier")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "offer response failed");
+                        send_error(ctx, "unavailable", "try again")
+                    }
+                }));
+            }
+            Incoming::PickedUp { order_id } => {
+                let work = async move { couriers.send(id, PickedUp(order_id)).await };
+                reply(
+                    ctx,
+                    work,
+                    move |()| serde_json::json!({"type": "ack", "of": "picked_up", "order_id": order_id}),
+                );
+            }
+            Incoming::Delivered { order_id, code } => {
+                let work = async move { couriers.send(id, Delivered(order_id, code)).await };
+                reply(
+                    ctx,
+                    work,
+                    move |()| serde_json::json!({"type": "ack", "of": "delivered", "order_id": order_id}),
+                );
+            }
+        }
+    }
+}
+
+/// Runs `work` and writes its answer (or the error frame) when it comes.
+fn reply<T, F, R>(ctx: &mut ws::WebsocketContext<CourierSession>, work: F, render: R)
+where
+    T: 'static,
+    F: std::future::Future<Output = Result<Result<T, CourierError>, crate::actors::ActorError>>
+        + 'static,
+    R: FnOnce(T) -> serde_json::Value + 'static,
+{
+    ctx.spawn(actix::fut::wrap_future::<_, CourierSession>(work).map(
+        move |outcome, _: &mut CourierSession, ctx| match outcome {
+            Ok(Ok(answer)) => ctx.text(render(answer).to_string()),
+            Ok(Err(e)) => {
+                let (code, message) = error_frame(&e);
+                send_error(ctx, code, &message);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "courier actor unavailable");
+                send_error(ctx, "unavailable", "try again");
+            }
+        },
+    ));
+}
+
+/// The error frame for a refused request.
+fn error_frame(e: &CourierError) -> (&'static str, String) {
+    let code = match e {
+        CourierError::NotOnline => "not_online",
+        CourierError::NotYourOrder => "not_your_order",
+        CourierError::AtCapacity => "at_capacity",
+        CourierError::WrongCode => "wrong_code",
+        CourierError::TooManyAttempts => "too_many_attempts",
+        CourierError::Illegal(_) => "illegal_transition",
+        CourierError::Conflict => "conflict",
+        CourierError::Store(_) | CourierError::Unavailable(_) => "unavailable",
+    };
+    let message = match e {
+        CourierError::Store(_) | CourierError::Unavailable(_) => "try again".to_owned(),
+        other => other.to_string(),
+    };
+    (code, message)
+}

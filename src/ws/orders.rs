@@ -1,0 +1,339 @@
+//! `/ws/orders/{id}?after_seq=N`: one order's story, live, for its customer, its vendor, its
+//! courier and admins.
+//!
+//! The handler subscribes to the order's topics first, then reads the order and (with
+//! `after_seq`) its event log, so the session starts with a snapshot and every event after
+//! `N` up to the snapshot's sequence number, then continues with live events whose sequence
+//! number is higher than the last one sent: no status event is ever missed or repeated.
+//! Location frames flow only while a courier is assigned and the order has not reached its
+//! end, at most one per second per watcher; a newer position supersedes an unsent older one.
+//! If the bounded subscription overflows on events, the session closes with 1013 and the
+//! client resumes from the log.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::handshake::{ConnectionGuard, WsUser};
+use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow, send_error};
+use crate::actors::order::{GetOrder, order_live_topic, order_topic};
+use crate::bus::{Delivery, Subscription};
+use crate::dispatch::board::LocationFrame;
+use crate::domain::ids::OrderId;
+use crate::domain::order::{OrderEvent, OrderRecord, OrderStatus};
+use crate::http::orders::order_parts;
+use crate::http::{ApiError, AppState};
+use crate::store::orders::OrderRepo;
+
+/// Watchers get at most one location frame per this interval.
+pub const LOCATION_EVERY: Duration = Duration::from_secs(1);
+/// Events replayed on connect, at most (an order has a few dozen at most).
+const REPLAY_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// The last sequence number the client saw; events after it are replayed.
+    pub after_seq: Option<u64>,
+    /// A single-use ticket instead of an `Authorization` header.
+    pub ticket: Option<String>,
+}
+
+/// The first frame of a watch.
+#[derive(Debug, Serialize)]
+struct Snapshot {
+    order_id: OrderId,
+    status: OrderStatus,
+    seq: u64,
+    eta_s: Option<u32>,
+    courier: Option<LocationFrame>,
+}
+
+/// An order event as a watcher gets it.
+#[derive(Debug, Serialize)]
+struct EventFrame<'a> {
+    order_id: OrderId,
+    #[serde(flatten)]
+    event: &'a OrderEvent,
+}
+
+enum Feed {
+    Event(Delivery),
+    Location(Delivery),
+}
+
+impl Message for Feed {
+    type Result = ();
+}
+
+/// One watcher of one order.
+pub struct WatchSession {
+    order: OrderId,
+    state: web::Data<AppState>,
+    hygiene: Hygiene,
+    /// Frames to write first (snapshot and replay).
+    opening: Vec<String>,
+    subscriptions: Option<(Subscription, Subscription)>,
+    last_seq: u64,
+    /// A courier is on the order and it has not reached its end.
+    tracking: bool,
+    last_location: Option<Instant>,
+    pending_location: Option<Bytes>,
+    flush_scheduled: bool,
+    _guard: ConnectionGuard,
+}
+
+/// `GET /ws/orders/{id}` — upgrades a watcher's connection.
+pub async fn open(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<WatchQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let order: OrderId = path
+        .parse()
+        .map_err(|_| ApiError::not_found("no such order"))?;
+    let (user, guard) = state.ws.open(&req, &state.identity.tokens).await?;
+    let record = load(&state, order).await?;
+    authorize(&state, &user, &record).await?;
+
+    let topics = async {
+        let events = state.bus.subscribe(&order_topic(order)).await?;
+        let locations = state.bus.subscribe(&order_live_topic(order)).await?;
+        Ok::<_, crate::bus::BusError>((events, locations))
+    };
+    let subscriptions = topics
+        .await
+        .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
+    // Read after subscribing: whatever happens from here on arrives live as well.
+    let record = load(&state, order).await?;
+    let mut opening = Vec::new();
+    let tracking = record.is_tracked();
+    let courier = if tracking {
+        match state.live.board.get(order) {
+            Some(frame) => Some(frame),
+            None => stored_position(&state, &record).await,
+        }
+    } else {
+        None
+    };
+    let snapshot = Snapshot {
+        order_id: order,
+        status: record.status(),
+        seq: record.seq,
+        eta_s: courier.as_ref().map(|c| c.eta_s).filter(|eta| *eta > 0),
+        courier,
+    };
+    opening.extend(super::tagged("snapshot", &snapshot));
+    let mut last_seq = record.seq;
+    if let Some(after) = query.after_seq {
+        let (events, _) = OrderRepo::new(state.store.clone())
+            .events_after(order, after, REPLAY_LIMIT)
+            .await?;
+        for event in &events {
+            opening.extend(super::tagged(
+                "event",
+                &EventFrame {
+                    order_id: order,
+                    event,
+                },
+            ));
+            last_seq = last_seq.max(event.seq);
+        }
+    }
+    let session = WatchSession {
+        order,
+        hygiene: Hygiene::new(
+            TokenBucket::watcher(),
+            user.expires_at,
+            state.ws.clock().clone(),
+        ),
+        state,
+        opening,
+        subscriptions: Some(subscriptions),
+        last_seq,
+        tracking,
+        last_location: None,
+        pending_location: None,
+        flush_scheduled: false,
+        _guard: guard,
+    };
+    super::upgrade(session, &req, stream)
+}
+
+async fn load(state: &AppState, order: OrderId) -> Result<OrderRecord, ApiError> {
+    state
+        .orders
+        .send(order, GetOrder)
+        .await??
+        .ok_or_else(|| ApiError::not_found("no such order"))
+}
+
+/// The order's customer, vendor, courier and admins may watch; anyone else learns nothing.
+pub async fn authorize(
+    state: &AppState,
+    user: &WsUser,
+    record: &OrderRecord,
+) -> Result<(), ApiError> {
+    if order_parts(state, user.id, user.role, record).await?.any() {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("no such order"))
+    }
+}
+
+/// The courier's last stored position, when this node has seen no live one.
+async fn stored_position(state: &AppState, record: &OrderRecord) -> Option<LocationFrame> {
+    let courier = record.courier_id?;
+    let point = crate::actors::courier::stored_position(&state.live.courier_repo, courier)
+        .await
+        .ok()??;
+    Some(LocationFrame {
+        lat: point.lat,
+        lng: point.lng,
+        heading_deg: point.heading_deg,
+        speed_mps: point.speed_mps,
+        recorded_at: point.recorded_at,
+        eta_s: 0,
+    })
+}
+
+impl Actor for WatchSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        hygiene::start(self, ctx);
+        for frame in self.opening.drain(..) {
+            ctx.text(frame);
+        }
+        if let Some((events, locations)) = self.subscriptions.take() {
+            ctx.add_stream(super::stream_of(events, Feed::Event));
+            ctx.add_stream(super::stream_of(locations, Feed::Location));
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WatchSession {
+    fn handle(&mut self, frame: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        hygiene::handle_frame(self, frame, ctx);
+    }
+}
+
+impl StreamHandler<Feed> for WatchSession {
+    fn handle(&mut self, feed: Feed, ctx: &mut Self::Context) {
+        match feed {
+            Feed::Event(Delivery::Message(payload)) => self.on_event(&payload, ctx),
+            Feed::Event(Delivery::Lagged(_)) => {
+                self.state.metrics.ws_frame_dropped("lagged").inc();
+                close_too_slow(ctx);
+            }
+            Feed::Location(Delivery::Message(payload)) => self.on_location(payload, ctx),
+            Feed::Location(Delivery::Lagged(n)) => {
+                self.state.metrics.ws_frame_dropped("superseded").inc_by(n);
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+impl LiveSession for WatchSession {
+    fn hygiene(&mut self) -> &mut Hygiene {
+        &mut self.hygiene
+    }
+
+    fn on_text(&mut self, _: &str, ctx: &mut Self::Context) {
+        send_error(
+            ctx,
+            "unknown_type",
+            "this stream only speaks; it takes no messages",
+        );
+    }
+}
+
+impl WatchSession {
+    fn on_event(&mut self, payload: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        let Ok(event) = serde_json::from_slice::<OrderEvent>(payload) else {
+            return;
+        };
+        if event.seq <= self.last_seq {
+            return;
+        }
+        self.last_seq = event.seq;
+        if let Some(frame) = super::tagged(
+            "event",
+            &EventFrame {
+                order_id: self.order,
+                event: &event,
+            },
+        ) {
+            ctx.text(frame);
+        }
+        if matches!(
+            event.kind,
+            crate::domain::order::OrderEventKind::CourierAssigned { .. }
+        ) {
+            self.tracking = true;
+        }
+        if matches!(
+            event.status_after,
+            OrderStatus::Delivered
+                | OrderStatus::Cancelled
+                | OrderStatus::Refunded
+                | OrderStatus::Rejected
+                | OrderStatus::Expired
+                | OrderStatus::PaymentFailed
+        ) {
+            // The position stops with the delivery, for good.
+            self.tracking = false;
+            self.pending_location = None;
+            self.state.live.board.remove(self.order);
+        }
+    }
+
+    fn on_location(&mut self, payload: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.tracking {
+            return;
+        }
+        if let Ok(frame) = serde_json::from_slice::<LocationFrame>(&payload) {
+            self.state.live.board.set(self.order, frame);
+        }
+        let due = self
+            .last_location
+            .is_none_or(|at| at.elapsed() >= LOCATION_EVERY);
+        if due {
+            self.send_location(payload, ctx);
+            return;
+        }
+        if self.pending_location.replace(payload).is_some() {
+            self.state.metrics.ws_frame_dropped("superseded").inc();
+        }
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            let wait = self.last_location.map_or(Duration::ZERO, |at| {
+                LOCATION_EVERY.saturating_sub(at.elapsed())
+            });
+            ctx.run_later(wait, |session, ctx| {
+                session.flush_scheduled = false;
+                if let Some(payload) = session.pending_location.take()
+                    && session.tracking
+                {
+                    session.send_location(payload, ctx);
+                }
+            });
+        }
+    }
+
+    fn send_location(&mut self, payload: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
+        self.last_location = Some(Instant::now());
+        match std::str::from_utf8(&payload) {
+            Ok(text) => ctx.text(text.to_owned()),
+            Err(_) => tracing::debug!("location frame is not UTF-8"),
+        }
+    }
+}

@@ -1,0 +1,926 @@
+//! Live delivery over WebSockets, against the protocol contract: couriers going online and
+//! sending GPS, dispatch offering an order nearest-first, customers tracking their order (with
+//! resume after a disconnect), who may open which stream, how bad frames are answered, the
+//! vendor feed and the admin ops view.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hexmarket::domain::catalog::{Product, Vendor};
+use hexmarket::domain::geo::GeoPoint;
+use hexmarket::domain::identity::Role;
+use hexmarket::domain::ids::CategoryId;
+use serde_json::{Value, json};
+
+use crate::fixtures::{
+    berlin, checkout_one, pay, seed_product, seed_vendor, stock_product, user_token,
+};
+use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::ws_client::{Refused, WsClient, ws_base};
+
+/// Upper bound for anything the server should do promptly.
+const WAIT: Duration = Duration::from_secs(5);
+/// How long a frame that must not come is waited for.
+const QUIET: Duration = Duration::from_secs(1);
+/// Real time between a driving courier's pings.
+const PACE: Duration = Duration::from_millis(250);
+/// Recorded time between a driving courier's pings (positions 100-125 m apart: ~20-25 m/s).
+const DRIVE_STEP: Duration = Duration::from_secs(5);
+const DRIVE_STEP_M: f64 = 125.0;
+const METRES_PER_DEGREE: f64 = 111_195.0;
+
+// ---------------------------------------------------------------------------------------------
+// Arrange: a shop, orders, couriers and sockets.
+
+struct Shop {
+    vendor: Vendor,
+    vendor_token: String,
+    product: Product,
+}
+
+/// A vendor at the centre of Berlin selling a stocked product.
+async fn shop(app: &TestApp, name: &str) -> Shop {
+    let (vendor, vendor_token) = seed_vendor(app, name, berlin(0.0, 0.0)).await;
+    let product = seed_product(app, &vendor, CategoryId::new(), "Ramen", 1450).await;
+    stock_product(app, &product, 50).await;
+    Shop {
+        vendor,
+        vendor_token,
+        product,
+    }
+}
+
+/// Where the orders go: 1.5 km north of the vendor.
+fn dropoff(shop: &Shop) -> GeoPoint {
+    moved(shop.vendor.location, 1500.0, 0.0)
+}
+
+/// A paid order of one product for `customer`; its id.
+async fn paid_order(app: &TestApp, shop: &Shop, customer: &str) -> String {
+    let checkout = checkout_one(app, customer, &shop.product, dropoff(shop)).await;
+    pay(app, customer, &checkout).await;
+    checkout["orders"][0]["id"].as_str().unwrap().to_owned()
+}
+
+/// `from` moved by the given metres north and east.
+fn moved(from: GeoPoint, north_m: f64, east_m: f64) -> GeoPoint {
+    let lat = from.lat + north_m / METRES_PER_DEGREE;
+    let lng = from.lng + east_m / (METRES_PER_DEGREE * from.lat.to_radians().cos());
+    GeoPoint::new(lat, lng).unwrap()
+}
+
+fn heading_deg(from: GeoPoint, to: GeoPoint) -> f64 {
+    let north = (to.lat - from.lat) * METRES_PER_DEGREE;
+    let east = (to.lng - from.lng) * METRES_PER_DEGREE * from.lat.to_radians().cos();
+    east.atan2(north).to_degrees().rem_euclid(360.0)
+}
+
+fn ws_url(app: &TestApp, path: &str) -> String {
+    format!("{}{path}", ws_base(&app.address))
+}
+
+/// Opens `path` with `token`, failing the test if the handshake is refused.
+async fn open(app: &TestApp, path: &str, token: &str) -> WsClient {
+    match WsClient::connect(&ws_url(app, path), Some(token)).await {
+        Ok(client) => client,
+        Err(Refused { status, body }) => panic!("{path} refused with {status}: {body}"),
+    }
+}
+
+/// Opens `path` expecting the handshake to be refused with `status` and problem `code`.
+async fn assert_refused(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+    status: u16,
+    code: &str,
+) {
+    match WsClient::try_connect(&ws_url(app, path), headers).await {
+        Ok(_) => panic!("{path} with {headers:?} was upgraded; expected HTTP {status} {code}"),
+        Err(refused) => {
+            assert_eq!(
+                (refused.status, refused.body["code"].as_str()),
+                (status, Some(code)),
+                "{path} with {headers:?}: body {}",
+                refused.body
+            );
+        }
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn ok_json(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+/// Moves the order on as its vendor (`accept`, `preparing`, `ready`).
+async fn vendor_step(app: &TestApp, shop: &Shop, order: &str, step: &str) -> Value {
+    ok_json(
+        post(
+            app,
+            &shop.vendor_token,
+            &format!("/api/v1/orders/{order}/{step}"),
+        )
+        .await,
+    )
+    .await
+}
+
+/// Waits until the order's REST event log holds an event of `kind`.
+async fn eventually_logged(app: &TestApp, token: &str, order: &str, kind: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = ok_json(
+            get(
+                app,
+                token,
+                &format!("/api/v1/orders/{order}/events?limit=100"),
+            )
+            .await,
+        )
+        .await;
+        if log["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"]["type"] == kind)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind} event in the log of {order}: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn is_event(frame: &Value, kind: &str) -> bool {
+    frame["type"] == "event" && frame["kind"]["type"] == kind
+}
+
+fn seq_of(frame: &Value) -> u64 {
+    frame["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no seq in {frame}"))
+}
+
+fn close_to(frame: &Value, point: GeoPoint) -> bool {
+    let (Some(lat), Some(lng)) = (frame["lat"].as_f64(), frame["lng"].as_f64()) else {
+        return false;
+    };
+    (lat - point.lat).abs() < 1e-5 && (lng - point.lng).abs() < 1e-5
+}
+
+/// A courier on `/ws/courier` and the last point it sent.
+struct Courier {
+    ws: WsClient,
+    at: GeoPoint,
+    recorded: DateTime<Utc>,
+}
+
+impl Courier {
+    /// Connects a fresh courier, goes online and reports one point at `at`, recorded at
+    /// `recorded`.
+    async fn online(app: &TestApp, at: GeoPoint, recorded: DateTime<Utc>) -> Courier {
+        let (_, token) = user_token(app, Role::Courier);
+        let mut ws = open(app, "/ws/courier", &token).await;
+        ws.send_json(&json!({"type": "go_online"})).await;
+        let ack = ws.expect_type("ack", WAIT).await;
+        assert_eq!(
+            (&ack["of"], &ack["online"]),
+            (&json!("go_online"), &json!(true)),
+            "{ack}"
+        );
+        let mut courier = Courier { ws, at, recorded };
+        courier.report(at, recorded, 0.0, 0.0).await;
+        courier
+    }
+
+    /// Sends one point and waits for its ack, which must accept it.
+    async fn report(&mut self, at: GeoPoint, recorded: DateTime<Utc>, heading: f64, speed: f64) {
+        self.ws
+            .send_json(&json!({
+                "type": "location",
+                "point": {
+                    "lat": at.lat,
+                    "lng": at.lng,
+                    "accuracy_m": 10.0,
+                    "heading_deg": heading,
+                    "speed_mps": speed,
+                    "recorded_at": recorded.to_rfc3339(),
+                },
+            }))
+            .await;
+        let ack = self
+            .ws
+            .expect_where("the location ack", WAIT, |f| {
+                f["type"] == "ack" && f["of"] == "location"
+            })
+            .await;
+        assert_eq!(
+            (&ack["accepted"], &ack["dropped"]),
+            (&json!(1), &json!(0)),
+            "a plausible point at {at:?} recorded {recorded} was not accepted: {ack}"
+        );
+        self.at = at;
+        self.recorded = recorded;
+    }
+
+    /// Moves to `to`, `step` of recorded time later.
+    async fn ping(&mut self, to: GeoPoint, step: Duration) {
+        let from = self.at;
+        let speed = from.distance_m(to) / step.as_secs_f64();
+        let recorded = self.recorded + chrono::Duration::from_std(step).unwrap();
+        self.report(to, recorded, heading_deg(from, to), speed)
+            .await;
+    }
+
+    /// Drives in a straight line to `to`: a ping every [`DRIVE_STEP_M`] or less, each
+    /// [`DRIVE_STEP`] of recorded time and [`PACE`] of real time after the last.
+    async fn drive(&mut self, to: GeoPoint) {
+        let from = self.at;
+        let legs = (from.distance_m(to) / DRIVE_STEP_M).ceil().max(1.0);
+        for leg in 1..=legs as u32 {
+            let share = f64::from(leg) / legs;
+            let next = GeoPoint::new(
+                from.lat + (to.lat - from.lat) * share,
+                from.lng + (to.lng - from.lng) * share,
+            )
+            .unwrap();
+            self.ping(next, DRIVE_STEP).await;
+            tokio::time::sleep(PACE).await;
+        }
+    }
+
+    async fn pick_up(&mut self, order: &str) {
+        self.ws
+            .send_json(&json!({"type": "picked_up", "order_id": order}))
+            .await;
+        let ack = self
+            .ws
+            .expect_where("the ack of picked_up", WAIT, |f| {
+                f["type"] == "ack" || f["type"] == "error"
+            })
+            .await;
+        assert_eq!(
+            (&ack["of"], &ack["order_id"]),
+            (&json!("picked_up"), &json!(order)),
+            "{ack}"
+        );
+    }
+
+    async fn answer_offer(&mut self, offer: &Value, accept: bool) -> Value {
+        self.ws
+            .send_json(
+                &json!({"type": "offer_response", "offer_id": offer["offer_id"], "accept": accept}),
+            )
+            .await;
+        if accept {
+            self.ws.expect_type("assignment", WAIT).await
+        } else {
+            self.ws
+                .expect_where("the ack of the declined offer", WAIT, |f| {
+                    f["type"] == "ack" && f["of"] == "offer_response"
+                })
+                .await
+        }
+    }
+}
+
+/// When a test's couriers start: a minute ago, so that routes with realistic speeds (recorded
+/// time running ahead of real time) stay within the server's 30 s tolerance for the future.
+fn route_start(app: &TestApp) -> DateTime<Utc> {
+    app.clock.now() - chrono::Duration::seconds(60)
+}
+
+/// A paid order, accepted by its vendor and assigned to `courier`, the only one online.
+async fn assigned(app: &TestApp, shop: &Shop, customer: &str, courier: &mut Courier) -> String {
+    let order = paid_order(app, shop, customer).await;
+    vendor_step(app, shop, &order, "accept").await;
+    let offer = courier.ws.expect_type("offer", WAIT).await;
+    assert_eq!(offer["order_id"], order.as_str(), "{offer}");
+    let assignment = courier.answer_offer(&offer, true).await;
+    assert_eq!(assignment["order_id"], order.as_str(), "{assignment}");
+    order
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. End to end.
+
+#[actix_web::test]
+async fn an_order_is_offered_nearest_first_and_tracked_live_until_the_handoff() {
+    // Arrange: a paid order and three couriers at 200 m, 600 m and 3 km from the vendor.
+    let app = spawn_app().await;
+    let shop = shop(&app, "Noodle Bar").await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    let order = paid_order(&app, &shop, &customer).await;
+    let pickup = shop.vendor.location;
+    let start = route_start(&app);
+    let mut near = Courier::online(&app, moved(pickup, 0.0, -200.0), start).await;
+    let mut second = Courier::online(&app, moved(pickup, -600.0, 0.0), start).await;
+    let mut far = Courier::online(&app, moved(pickup, 0.0, 3000.0), start).await;
+
+    // Act + assert: accepting starts dispatch, which asks the nearest courier first.
+    vendor_step(&app, &shop, &order, "accept").await;
+    let first_offer = near.ws.expect_type("offer", WAIT).await;
+    assert_eq!(first_offer["order_id"], order.as_str(), "{first_offer}");
+    assert_eq!(first_offer["summary"]["vendor_name"], "Noodle Bar");
+    assert_eq!(first_offer["summary"]["items"], 1);
+    assert!(
+        first_offer["summary"]["total"]["amount_minor"].is_i64(),
+        "{first_offer}"
+    );
+    assert!(close_to(&first_offer["pickup"], pickup), "{first_offer}");
+    assert!(
+        close_to(&first_offer["dropoff"], dropoff(&shop)),
+        "{first_offer}"
+    );
+    assert!(first_offer["distance_m"].is_number(), "{first_offer}");
+    let expires_at = first_offer["expires_at"].as_str().unwrap();
+    DateTime::parse_from_rfc3339(expires_at).unwrap();
+    second.ws.assert_no_frame_of_type("offer", QUIET).await;
+    far.ws
+        .assert_no_frame_of_type("offer", Duration::ZERO)
+        .await;
+
+    // Declined: the second nearest is asked; the far one still is not.
+    near.answer_offer(&first_offer, false).await;
+    let second_offer = second.ws.expect_type("offer", WAIT).await;
+    assert_eq!(second_offer["order_id"], order.as_str());
+    assert_ne!(second_offer["offer_id"], first_offer["offer_id"]);
+    far.ws.assert_no_frame_of_type("offer", QUIET).await;
+    let assignment = second.answer_offer(&second_offer, true).await;
+    assert_eq!(assignment["order_id"], order.as_str(), "{assignment}");
+    assert!(close_to(&assignment["pickup"], pickup), "{assignment}");
+    assert!(
+        close_to(&assignment["dropoff"], dropoff(&shop)),
+        "{assignment}"
+    );
+
+    // The customer starts watching: a snapshot with the assigned courier's position.
+    let mut watcher = open(&app, &format!("/ws/orders/{order}"), &customer).await;
+    let snapshot = watcher.next_json(WAIT).await.expect("a first frame");
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(snapshot["order_id"], order.as_str());
+    assert_eq!(snapshot["status"], "accepted", "{snapshot}");
+    assert!(close_to(&snapshot["courier"], second.at), "{snapshot}");
+    let snapshot_seq = seq_of(&snapshot);
+    let tracking =
+        ok_json(get(&app, &customer, &format!("/api/v1/orders/{order}/tracking")).await).await;
+    assert!(close_to(&tracking["courier"], second.at), "{tracking}");
+
+    vendor_step(&app, &shop, &order, "preparing").await;
+    vendor_step(&app, &shop, &order, "ready").await;
+
+    // To the vendor: the pickup geofence (75 m) fires.
+    second.drive(pickup).await;
+    watcher
+        .expect_where("the arrived_at_pickup event", WAIT, |f| {
+            is_event(f, "arrived_at_pickup")
+        })
+        .await;
+    second.pick_up(&order).await;
+
+    // Towards the drop-off, to 200 m from it: the arriving geofence (300 m) fires.
+    second.drive(moved(dropoff(&shop), -200.0, 0.0)).await;
+    watcher
+        .expect_where("the arriving event", WAIT, |f| is_event(f, "arriving"))
+        .await;
+
+    // The handoff: only the customer sees the code, and only the right code delivers.
+    let mine = ok_json(get(&app, &customer, &format!("/api/v1/orders/{order}")).await).await;
+    let code = mine["handoff_code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no handoff_code for the customer: {mine}"))
+        .to_owned();
+    let theirs =
+        ok_json(get(&app, &shop.vendor_token, &format!("/api/v1/orders/{order}")).await).await;
+    assert!(
+        theirs.get("handoff_code").is_none_or(Value::is_null),
+        "{theirs}"
+    );
+    let wrong = format!("{:04}", (code.parse::<u32>().unwrap() + 1) % 10_000);
+    second
+        .ws
+        .send_json(&json!({"type": "delivered", "order_id": order, "code": wrong}))
+        .await;
+    let refused = second.ws.expect_type("error", WAIT).await;
+    assert_eq!(refused["code"], "wrong_code", "{refused}");
+    second
+        .ws
+        .send_json(&json!({"type": "delivered", "order_id": order, "code": code}))
+        .await;
+    let ack = second
+        .ws
+        .expect_where("the ack of delivered", WAIT, |f| {
+            f["type"] == "ack" || f["type"] == "error"
+        })
+        .await;
+    assert_eq!(
+        (&ack["of"], &ack["order_id"]),
+        (&json!("delivered"), &json!(order)),
+        "{ack}"
+    );
+    watcher
+        .expect_where("the delivered event", WAIT, |f| is_event(f, "delivered"))
+        .await;
+
+    // Delivered: the courier keeps moving but the customer sees no more of it.
+    let keep_pinging = async {
+        for _ in 0..4 {
+            let next = moved(second.at, 5.0, 0.0);
+            second.ping(next, Duration::from_secs(1)).await;
+            tokio::time::sleep(Duration::from_millis(450)).await;
+        }
+    };
+    let quiet = watcher.assert_no_frame_of_type("location", Duration::from_secs(2));
+    tokio::join!(keep_pinging, quiet);
+    assert_problem(
+        get(&app, &customer, &format!("/api/v1/orders/{order}/tracking")).await,
+        410,
+        "tracking_ended",
+    )
+    .await;
+
+    // Everything the customer saw after the snapshot: each status event once, in order, no
+    // gaps; positions with a shrinking ETA; nothing located after the delivery.
+    let frames = &watcher.received[1..];
+    let events: Vec<&Value> = frames.iter().filter(|f| f["type"] == "event").collect();
+    let seqs: Vec<u64> = events.iter().map(|e| seq_of(e)).collect();
+    let expected_seqs: Vec<u64> = (snapshot_seq + 1..=snapshot_seq + 6).collect();
+    assert_eq!(
+        seqs, expected_seqs,
+        "event seqs after snapshot {snapshot_seq}"
+    );
+    let story: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["kind"]["type"].as_str().unwrap_or("?"),
+                e["status_after"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [
+            ("preparing", "preparing"),
+            ("ready", "ready_for_pickup"),
+            ("arrived_at_pickup", "ready_for_pickup"),
+            ("picked_up", "picked_up"),
+            ("arriving", "picked_up"),
+            ("delivered", "delivered"),
+        ]
+    );
+    let delivered_at = frames
+        .iter()
+        .position(|f| is_event(f, "delivered"))
+        .unwrap();
+    assert!(
+        frames[delivered_at..]
+            .iter()
+            .all(|f| f["type"] != "location"),
+        "a location frame came after the delivered event"
+    );
+    let etas: Vec<f64> = frames
+        .iter()
+        .filter(|f| f["type"] == "location")
+        .map(|f| {
+            f["eta_s"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("a location frame without eta_s: {f}"))
+        })
+        .collect();
+    assert!(
+        etas.len() >= 2,
+        "the customer saw {} location frames",
+        etas.len()
+    );
+    assert!(
+        etas[etas.len() - 1] < etas[0],
+        "the ETA did not shrink over the route: {etas:?}"
+    );
+    for location in frames.iter().filter(|f| f["type"] == "location") {
+        DateTime::parse_from_rfc3339(location["recorded_at"].as_str().unwrap()).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Resume.
+
+#[actix_web::test]
+async fn a_watcher_that_reconnects_after_a_seq_gets_every_later_event_then_the_live_position() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "Dumpling House").await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    let pickup = shop.vendor.location;
+    let mut courier = Courier::online(&app, moved(pickup, -600.0, 0.0), route_start(&app)).await;
+    let order = assigned(&app, &shop, &customer, &mut courier).await;
+    vendor_step(&app, &shop, &order, "preparing").await;
+    vendor_step(&app, &shop, &order, "ready").await;
+    let path = format!("/ws/orders/{order}");
+
+    // Watching until the courier reaches the vendor, then gone.
+    let mut watcher = open(&app, &path, &customer).await;
+    watcher.expect_type("snapshot", WAIT).await;
+    courier.drive(pickup).await;
+    let arrived = watcher
+        .expect_where("the arrived_at_pickup event", WAIT, |f| {
+            is_event(f, "arrived_at_pickup")
+        })
+        .await;
+    let last_seen = seq_of(&arrived);
+    watcher.close().await;
+
+    // Meanwhile: pickup, and most of the way to the drop-off.
+    courier.pick_up(&order).await;
+    courier.drive(moved(dropoff(&shop), -200.0, 0.0)).await;
+    eventually_logged(&app, &customer, &order, "arriving").await;
+
+    // Back: the snapshot, every event missed in order, then the live position.
+    let mut watcher = open(&app, &format!("{path}?after_seq={last_seen}"), &customer).await;
+    let snapshot = watcher.next_json(WAIT).await.expect("a first frame");
+    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    assert_eq!(snapshot["status"], "picked_up", "{snapshot}");
+    let current = seq_of(&snapshot);
+    assert!(current >= last_seen + 2, "{snapshot} after seq {last_seen}");
+    let mut replayed = Vec::new();
+    while replayed.len() < (current - last_seen) as usize {
+        let frame = watcher
+            .next_json(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("replay stopped after {replayed:?}, snapshot at {current}"));
+        assert_eq!(frame["type"], "event", "a {frame} before the replay ended");
+        replayed.push(frame);
+    }
+    let seqs: Vec<u64> = replayed.iter().map(seq_of).collect();
+    assert_eq!(seqs, (last_seen + 1..=current).collect::<Vec<_>>());
+    let kinds: Vec<&str> = replayed
+        .iter()
+        .map(|e| e["kind"]["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(kinds, ["picked_up", "arriving"]);
+
+    let next = moved(courier.at, 50.0, 0.0);
+    courier.ping(next, DRIVE_STEP).await;
+    let live = watcher.expect_type("location", WAIT).await;
+    assert!(live["eta_s"].is_number(), "{live}");
+    let later_events: Vec<&Value> = watcher
+        .received
+        .iter()
+        .filter(|f| f["type"] == "event")
+        .collect();
+    assert_eq!(
+        later_events.len(),
+        replayed.len(),
+        "events repeated: {later_events:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Privacy.
+
+const ALLOWED_ORIGIN: &str = "https://shop.hexmarket.test";
+
+#[actix_web::test]
+async fn only_the_parties_of_an_order_may_watch_it_and_sockets_check_role_origin_and_tickets() {
+    let app = spawn_app_with(|s| s.live.ws_allowed_origins = vec![ALLOWED_ORIGIN.to_owned()]).await;
+    let shop = shop(&app, "Taqueria").await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    let order = paid_order(&app, &shop, &customer).await;
+    let path = format!("/ws/orders/{order}");
+
+    // The customer may watch.
+    let mut own = open(&app, &path, &customer).await;
+    assert_eq!(
+        own.expect_type("snapshot", WAIT).await["order_id"],
+        order.as_str()
+    );
+    own.close().await;
+
+    // Nobody else may.
+    let (_, stranger) = user_token(&app, Role::Customer);
+    let (_, rival_vendor) = seed_vendor(&app, "Rival", berlin(0.01, 0.01)).await;
+    let (_, other_courier) = user_token(&app, Role::Courier);
+    for (who, token) in [
+        ("another customer", &stranger),
+        ("another vendor", &rival_vendor),
+        ("an unassigned courier", &other_courier),
+    ] {
+        match WsClient::connect(&ws_url(&app, &path), Some(token.as_str())).await {
+            Ok(_) => panic!("{who} could watch the order"),
+            Err(refused) => assert_eq!(
+                (refused.status, refused.body["code"].as_str()),
+                (404, Some("not_found")),
+                "{who}: {}",
+                refused.body
+            ),
+        }
+    }
+    assert_refused(&app, &path, &[], 401, "unauthenticated").await;
+    assert_refused(
+        &app,
+        &path,
+        &[("authorization", "Bearer not-a-token")],
+        401,
+        "unauthenticated",
+    )
+    .await;
+
+    // Role-bound endpoints.
+    let as_customer = bearer(&customer);
+    assert_refused(
+        &app,
+        "/ws/courier",
+        &[("authorization", as_customer.as_str())],
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "/ws/admin/ops",
+        &[("authorization", as_customer.as_str())],
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "/ws/vendor",
+        &[("authorization", as_customer.as_str())],
+        403,
+        "forbidden",
+    )
+    .await;
+
+    // Browser origins: only the allowed one.
+    assert_refused(
+        &app,
+        &path,
+        &[
+            ("authorization", as_customer.as_str()),
+            ("origin", "https://evil.example"),
+        ],
+        403,
+        "origin_not_allowed",
+    )
+    .await;
+    let mut from_browser = WsClient::try_connect(
+        &ws_url(&app, &path),
+        &[
+            ("authorization", as_customer.as_str()),
+            ("origin", ALLOWED_ORIGIN),
+        ],
+    )
+    .await
+    .unwrap_or_else(|r| panic!("the allowed origin was refused: {} {}", r.status, r.body));
+    from_browser.expect_type("snapshot", WAIT).await;
+    from_browser.close().await;
+
+    // A ticket opens one socket, once.
+    let unauthenticated = app
+        .client
+        .post(app.url("/api/v1/ws/ticket"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(unauthenticated, 401, "unauthenticated").await;
+    let ticket = ok_json(post(&app, &customer, "/api/v1/ws/ticket").await).await;
+    assert_eq!(ticket["expires_in_s"], 30, "{ticket}");
+    let ticket = ticket["ticket"].as_str().unwrap();
+    let with_ticket = format!("{path}?ticket={ticket}");
+    let mut by_ticket = WsClient::try_connect(&ws_url(&app, &with_ticket), &[])
+        .await
+        .unwrap_or_else(|r| panic!("a fresh ticket was refused: {} {}", r.status, r.body));
+    by_ticket.expect_type("snapshot", WAIT).await;
+    by_ticket.close().await;
+    assert_refused(&app, &with_ticket, &[], 401, "unauthenticated").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Bad frames.
+
+async fn expect_error(courier: &mut WsClient, code: &str, after: &str) {
+    let error = courier.expect_type("error", WAIT).await;
+    assert_eq!(error["code"], code, "after {after}: {error}");
+    assert!(error["message"].is_string(), "{error}");
+}
+
+#[actix_web::test]
+async fn bad_courier_frames_get_error_frames_or_a_close_and_the_node_keeps_serving() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "Kebab Corner").await;
+    let (_, courier_token) = user_token(&app, Role::Courier);
+    let mut courier = open(&app, "/ws/courier", &courier_token).await;
+    let now = app.clock.now().to_rfc3339();
+
+    // Error frames, and the session stays open.
+    courier.send_text("{\"type\": \"go_online\"").await;
+    expect_error(&mut courier, "invalid_json", "truncated JSON").await;
+    courier.send_json(&json!({"type": "teleport"})).await;
+    expect_error(&mut courier, "unknown_type", "an unknown type").await;
+    courier
+        .send_json(&json!({"type": "location", "point": {
+            "lat": 91.0, "lng": 13.4, "accuracy_m": 10.0, "recorded_at": now,
+        }}))
+        .await;
+    expect_error(&mut courier, "invalid_location", "lat 91").await;
+    courier
+        .send_text(&format!(
+            "{{\"type\":\"location\",\"point\":{{\"lat\":NaN,\"lng\":13.4,\"accuracy_m\":10,\"recorded_at\":\"{now}\"}}}}"
+        ))
+        .await;
+    expect_error(&mut courier, "invalid_json", "a NaN latitude").await;
+    courier.send_raw_bytes(&[0x01, 0x02, 0x03]).await;
+    expect_error(&mut courier, "unsupported_frame", "a binary frame").await;
+    courier.send_json(&json!({"type": "go_online"})).await;
+    let ack = courier.expect_type("ack", WAIT).await;
+    assert_eq!(ack["of"], "go_online", "{ack}");
+
+    // A frame over 64 KiB closes the session with 1009.
+    courier.send_text(&"x".repeat(65 * 1024)).await;
+    assert_eq!(
+        courier.expect_close(WAIT).await,
+        Some(1009),
+        "after a 65 KiB frame: {:?}",
+        courier.ended
+    );
+
+    // A flood closes the session with 1008.
+    let (_, flooder_token) = user_token(&app, Role::Courier);
+    let mut flooder = open(&app, "/ws/courier", &flooder_token).await;
+    flooder
+        .flood((0..300).map(|_| json!({"type": "go_offline"}).to_string()))
+        .await;
+    assert_eq!(
+        flooder.expect_close(WAIT).await,
+        Some(1008),
+        "after 300 frames at once: {:?}",
+        flooder.ended
+    );
+
+    // Others are served as before.
+    let mut fresh = Courier::online(&app, berlin(0.002, 0.0), app.clock.now()).await;
+    fresh
+        .ping(berlin(0.0025, 0.0), Duration::from_secs(10))
+        .await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    let order = paid_order(&app, &shop, &customer).await;
+    let mut watcher = open(&app, &format!("/ws/orders/{order}"), &customer).await;
+    let snapshot = watcher.expect_type("snapshot", WAIT).await;
+    assert_eq!(snapshot["status"], "paid", "{snapshot}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Vendor stream.
+
+#[actix_web::test]
+async fn the_vendor_stream_carries_paid_orders_and_resumes_after_a_feed_seq() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "Pizza Oven").await;
+    let mut stream = open(&app, "/ws/vendor", &shop.vendor_token).await;
+    let hello = stream.next_json(WAIT).await.expect("a first frame");
+    assert_eq!(hello["type"], "hello", "{hello}");
+    assert_eq!(hello["vendor_id"], shop.vendor.id.to_string());
+    assert!(hello["seq"].is_u64(), "{hello}");
+
+    // An unpaid order stays off the feed; a paid one is on it.
+    let (_, hesitant) = user_token(&app, Role::Customer);
+    let unpaid = checkout_one(&app, &hesitant, &shop.product, dropoff(&shop)).await;
+    let unpaid = unpaid["orders"][0]["id"].as_str().unwrap().to_owned();
+    let (_, customer) = user_token(&app, Role::Customer);
+    let order = paid_order(&app, &shop, &customer).await;
+    let paid = stream
+        .expect_where("the paid order_event", WAIT, |f| {
+            f["type"] == "order_event"
+                && f["order_id"] == order.as_str()
+                && f["kind"]["type"] == "paid"
+        })
+        .await;
+    assert_eq!(paid["status_after"], "paid", "{paid}");
+    assert_eq!(paid["order_seq"], 2, "{paid}");
+    let last_seen = seq_of(&paid);
+    stream.close().await;
+
+    // Offline meanwhile: the order is accepted and prepared.
+    vendor_step(&app, &shop, &order, "accept").await;
+    vendor_step(&app, &shop, &order, "preparing").await;
+
+    // Back: hello, the entries after the last one seen in order, then live.
+    let mut stream = open(
+        &app,
+        &format!("/ws/vendor?after_seq={last_seen}"),
+        &shop.vendor_token,
+    )
+    .await;
+    let hello = stream.next_json(WAIT).await.expect("a first frame");
+    assert_eq!(hello["type"], "hello", "{hello}");
+    let current = seq_of(&hello);
+    assert!(
+        current >= last_seen + 2,
+        "{hello} after feed seq {last_seen}"
+    );
+    let mut replayed = Vec::new();
+    while replayed.len() < (current - last_seen) as usize {
+        let frame = stream
+            .next_json(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("replay stopped after {replayed:?}, feed at {current}"));
+        assert_eq!(frame["type"], "order_event", "{frame}");
+        replayed.push(frame);
+    }
+    let seqs: Vec<u64> = replayed.iter().map(seq_of).collect();
+    assert_eq!(seqs, (last_seen + 1..=current).collect::<Vec<_>>());
+    let kinds: Vec<&str> = replayed
+        .iter()
+        .filter(|f| f["order_id"] == order.as_str())
+        .map(|f| f["kind"]["type"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(kinds, ["accepted", "preparing"]);
+
+    vendor_step(&app, &shop, &order, "ready").await;
+    let ready = stream
+        .expect_where("the live ready order_event", WAIT, |f| {
+            f["type"] == "order_event" && f["kind"]["type"] == "ready"
+        })
+        .await;
+    assert_eq!(seq_of(&ready), current + 1, "{ready}");
+    assert_eq!(ready["status_after"], "ready_for_pickup");
+    assert!(
+        stream
+            .received
+            .iter()
+            .all(|f| f["order_id"] != unpaid.as_str()),
+        "the unpaid order {unpaid} was on the feed: {:?}",
+        stream.received
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Admin ops.
+
+#[actix_web::test]
+async fn the_admin_ops_stream_counts_an_online_courier_in_its_cell() {
+    let app = spawn_app().await;
+    let at = berlin(0.003, 0.002);
+    let courier = Courier::online(&app, at, app.clock.now()).await;
+    let cell = at.cell_at(h3o::Resolution::Seven).to_string();
+
+    let (_, courier_token) = user_token(&app, Role::Courier);
+    assert_refused(
+        &app,
+        "/ws/admin/ops",
+        &[("authorization", bearer(&courier_token).as_str())],
+        403,
+        "forbidden",
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let mut ops = open(&app, "/ws/admin/ops", &admin).await;
+    let frame = ops
+        .expect_where(
+            &format!("an ops frame listing cell {cell}"),
+            Duration::from_secs(4),
+            |f| {
+                f["type"] == "ops"
+                    && f["cells"].as_array().is_some_and(|cells| {
+                        cells.iter().any(|c| {
+                            c["cell"]
+                                .as_str()
+                                .is_some_and(|s| s.eq_ignore_ascii_case(&cell))
+                                && c["available_couriers"].as_u64() >= Some(1)
+                        })
+                    })
+            },
+        )
+        .await;
+    assert!(frame["unassigned"].is_array(), "{frame}");
+    DateTime::parse_from_rfc3339(frame["at"].as_str().unwrap()).unwrap();
+    drop(courier);
+}
