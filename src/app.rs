@@ -63,6 +63,17 @@ impl Application {
     /// Like [`build`](Self::build), with a clock the caller can move (tests).
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
         let store = open_store(&settings).await?;
+        Self::build_on_store(settings, clock, store).await
+    }
+
+    /// Like [`build_with_clock`](Self::build_with_clock), on a store that is already open:
+    /// several nodes in one process sharing one store (tests of what crosses nodes, where
+    /// ScyllaDB would be shared in production).
+    pub async fn build_on_store(
+        settings: Settings,
+        clock: Clock,
+        store: SharedStore,
+    ) -> anyhow::Result<Self> {
         let bus = open_bus(&settings)?;
         let secrets = Secrets::load(&settings)?;
         let pool = ArbiterPool::new(settings.actor_threads);
@@ -221,6 +232,11 @@ impl Application {
     /// The catalog this node uses (for tools and tests).
     pub fn catalog(&self) -> Catalog {
         self.state.catalog.clone()
+    }
+
+    /// The store this node uses (to start another node on it in tests).
+    pub fn store(&self) -> SharedStore {
+        Arc::clone(&self.state.store)
     }
 
     /// The payments service this node uses (for checkout wiring, tools and tests).

@@ -45,6 +45,8 @@ use crate::store::{StoreError, StoreResult};
 pub const PRESENCE_TOPIC: &str = "couriers.presence";
 /// A courier's presence is re-announced at least this often while they move.
 const PRESENCE_EVERY: Duration = Duration::from_secs(5);
+/// Writes of the courier's row retried after losing to another activation.
+const PERSIST_ATTEMPTS: usize = 3;
 /// Wrong handoff codes allowed per delivery before only an admin can help.
 pub const MAX_WRONG_CODES: u8 = 5;
 
@@ -286,22 +288,21 @@ impl CourierActor {
         }
     }
 
-    /// Runs `change` on a copy of the row and writes it; the actor adopts the result.
+    /// Runs `change` on a copy of the row and writes it; if another activation wrote first,
+    /// runs it again on the row it wrote. The actor adopts the result.
     fn persist<T, F>(&mut self, change: F) -> Work<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut CourierRecord) -> Result<T, CourierError> + Send + 'static,
+        F: Fn(&mut CourierRecord) -> Result<T, CourierError> + Send + 'static,
     {
         let repo = self.deps.repo.clone();
         let now = self.deps.clock.now();
         let current = self.record.clone();
         let work = async move {
             let mut current = current;
-            let mut change = Some(change);
-            for _ in 0..2 {
+            for _ in 0..PERSIST_ATTEMPTS {
                 let mut next = current.value.clone();
-                let Some(apply) = change.take() else { break };
-                let answer = match apply(&mut next) {
+                let answer = match change(&mut next) {
                     Ok(answer) => answer,
                     Err(e) => return (current, Err(e)),
                 };
@@ -316,16 +317,12 @@ impl CourierActor {
                             Ok(answer),
                         );
                     }
-                    Ok(Err(())) => {
-                        // Another activation wrote first: take its row and give up this
-                        // change (the caller retries on fresh state).
-                        match repo.load(current.value.courier_id).await {
-                            Ok(Some(fresh)) => current = fresh,
-                            Ok(None) => {}
-                            Err(e) => return (current, Err(e.into())),
-                        }
-                        return (current, Err(CourierError::Conflict));
-                    }
+                    Ok(Err(())) => match repo.load(current.value.courier_id).await {
+                        // Another activation wrote first: decide again on its row.
+                        Ok(Some(fresh)) => current = fresh,
+                        Ok(None) => return (current, Err(CourierError::Conflict)),
+                        Err(e) => return (current, Err(e.into())),
+                    },
                     Err(e) => return (current, Err(e.into())),
                 }
             }
@@ -367,7 +364,7 @@ impl Handler<SetProfile> for CourierActor {
 
     fn handle(&mut self, SetProfile(profile): SetProfile, _: &mut Context<Self>) -> Self::Result {
         self.persist(move |record| {
-            record.profile = profile;
+            record.profile = profile.clone();
             Ok(CourierView::from(&*record))
         })
     }
@@ -557,7 +554,7 @@ impl Handler<Assign> for CourierActor {
             if !record.has_room() {
                 return Err(CourierError::AtCapacity);
             }
-            record.active.push(delivery);
+            record.active.push(delivery.clone());
             Ok(())
         })
     }

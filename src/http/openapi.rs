@@ -5,8 +5,8 @@ use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
 use super::{
-    admin, auth, cart, categories, checkout, health, inventory, me, media, orders, payments,
-    problem, products, reviews, vendors,
+    admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, orders,
+    payments, problem, products, reviews, vendors, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -74,6 +74,11 @@ use super::{
         orders::list_admin_orders,
         orders::admin_cancel_order,
         orders::admin_refund_order,
+        orders::get_tracking,
+        couriers::get_my_courier,
+        couriers::put_my_profile,
+        couriers::list_unassigned_orders,
+        ws_ticket::issue_ws_ticket,
         payments::stripe_webhook,
         payments::get_payment,
         payments::simulate,
@@ -96,6 +101,7 @@ use super::{
         (name = "catalog", description = "Vendors, categories, products, search and stock"),
         (name = "media", description = "Stored product images"),
         (name = "orders", description = "Orders: history, the vendor's queue, transitions and events"),
+        (name = "live", description = "Couriers, tracking, dispatch and WebSocket tickets (the streams themselves are WebSockets: see the README)"),
         (name = "payments", description = "Payments (Stripe or simulated) and the Stripe webhook"),
         (name = "inventory", description = "Stock of a product"),
         (name = "reviews", description = "Reviews and ratings of products and vendors"),

@@ -41,10 +41,6 @@ impl Api {
         })
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Sends a request; 2xx answers give their JSON body (`null` when empty), others a
     /// [`Refused`] error.
     pub async fn call(

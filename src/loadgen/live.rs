@@ -7,7 +7,7 @@
 //! sends a position at `--rate-hz`, every watcher records receive time − `recorded_at` of the
 //! location frames it gets. Everything is torn down at the end of the measured window.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,6 +177,9 @@ struct CourierStats {
     /// Error frames by code.
     errors: BTreeMap<String, u64>,
     offers: u64,
+    /// Assignment frames received, and the distinct orders they named.
+    assignment_frames: u64,
+    assigned: HashSet<String>,
 }
 
 impl CourierStats {
@@ -193,6 +196,8 @@ impl CourierStats {
             lost: BTreeMap::new(),
             errors: BTreeMap::new(),
             offers: 0,
+            assignment_frames: 0,
+            assigned: HashSet::new(),
         }
     }
 
@@ -208,6 +213,8 @@ impl CourierStats {
         add_counts(&mut self.lost, &other.lost);
         add_counts(&mut self.errors, &other.errors);
         self.offers += other.offers;
+        self.assignment_frames += other.assignment_frames;
+        self.assigned.extend(other.assigned.iter().cloned());
     }
 }
 
@@ -306,7 +313,7 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
         args.near
     );
     // The seed numbers its stores; counting them tells a demo city from another data set.
-    let demo_ids: std::collections::HashSet<String> = (0..stores.len() * 2)
+    let demo_ids: HashSet<String> = (0..stores.len() * 2)
         .map(|n| demo_uuid("vendor", n).to_string())
         .collect();
     let seeded = stores.iter().filter(|s| demo_ids.contains(&s.id)).count();
@@ -557,6 +564,15 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
         format!("{:?}", couriers_total.errors),
     );
     report.count("offers_seen", couriers_total.offers);
+    report.add(
+        "assignment_frames",
+        json!({"frames": couriers_total.assignment_frames, "distinct_orders": couriers_total.assigned.len()}),
+        format!(
+            "{} frames naming {} distinct orders",
+            couriers_total.assignment_frames,
+            couriers_total.assigned.len()
+        ),
+    );
     report.add(
         "loadgen_late_ticks",
         json!({"late": couriers_total.late_ticks, "skipped": couriers_total.skipped_ticks,
@@ -929,12 +945,16 @@ impl CourierTask {
         let period = Duration::from_secs_f64(1.0 / self.rate_hz);
         let mut ticker: Option<(tokio::time::Interval, Instant)> = None;
         let mut last_tick: Option<Instant> = None;
+        // Whether this session has started (and maybe finished) the measured window's ticks.
+        let mut measured = false;
         let mut in_flight: VecDeque<Instant> = VecDeque::new();
         loop {
             let phase = *self.phase.borrow();
             if ticker.is_none()
+                && !measured
                 && let Phase::Measure(window) = phase
             {
+                measured = true;
                 // 1 ms in, so that no ping is stamped before the window's wall-clock start.
                 let first = window.start + Duration::from_millis(1) + period.mul_f64(self.stagger);
                 let mut interval = tokio::time::interval_at(first, period);
@@ -959,6 +979,11 @@ impl CourierTask {
                     }
                 }
                 scheduled = tick => {
+                    if let Some((_, end)) = &ticker && scheduled >= *end {
+                        // The window closed while this tick was pending.
+                        ticker = None;
+                        continue;
+                    }
                     let now = Instant::now();
                     let late = now.saturating_duration_since(scheduled);
                     record_us(&mut stats.tick_lateness, late.as_micros() as i64);
@@ -1014,7 +1039,10 @@ impl CourierTask {
                 }
             }
             "assignment" => {
-                if let Some(order_id) = frame["order_id"].as_str() {
+                stats.assignment_frames += 1;
+                if let Some(order_id) = frame["order_id"].as_str()
+                    && stats.assigned.insert(order_id.to_owned())
+                {
                     let news = CourierNews::Assigned {
                         order_id: order_id.to_owned(),
                         at: Instant::now(),

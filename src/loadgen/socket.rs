@@ -105,7 +105,7 @@ fn close_parts(frame: CloseFrame) -> (u16, String) {
     (u16::from(frame.code), frame.reason.as_str().to_owned())
 }
 
-/// Reads frames until one satisfies `wanted` (others are handed to `other`), for at most
+/// Reads frames until one satisfies `wanted` (others are skipped; an error frame fails), for at most
 /// `timeout`.
 pub async fn expect(
     ws: &mut Ws,

@@ -390,9 +390,6 @@ async fn an_order_is_offered_nearest_first_and_tracked_live_until_the_handoff() 
     assert_eq!(snapshot["status"], "accepted", "{snapshot}");
     assert!(close_to(&snapshot["courier"], second.at), "{snapshot}");
     let snapshot_seq = seq_of(&snapshot);
-    let tracking =
-        ok_json(get(&app, &customer, &format!("/api/v1/orders/{order}/tracking")).await).await;
-    assert!(close_to(&tracking["courier"], second.at), "{tracking}");
 
     vendor_step(&app, &shop, &order, "preparing").await;
     vendor_step(&app, &shop, &order, "ready").await;
@@ -404,6 +401,11 @@ async fn an_order_is_offered_nearest_first_and_tracked_live_until_the_handoff() 
             is_event(f, "arrived_at_pickup")
         })
         .await;
+    let tracking =
+        ok_json(get(&app, &customer, &format!("/api/v1/orders/{order}/tracking")).await).await;
+    assert_eq!(tracking["status"], "ready_for_pickup", "{tracking}");
+    assert!(close_to(&tracking["courier"], second.at), "{tracking}");
+    assert!(tracking["eta_s"].is_number(), "{tracking}");
     second.pick_up(&order).await;
 
     // Towards the drop-off, to 200 m from it: the arriving geofence (300 m) fires.
