@@ -166,10 +166,19 @@ impl Handler<GetOrder> for OrderActor {
         let id = self.id;
         let work = async move {
             match known {
-                Some(state) => {
-                    let answer = Ok(Some(state.value.clone()));
-                    (Some(state), answer)
-                }
+                // Another node's activation may have moved the order on: one read of the
+                // row tells (the row only ever moves forward).
+                Some(state) => match deps.repo.load(id).await {
+                    Ok(Some(stored)) if stored.value.seq > state.value.seq => {
+                        let answer = Ok(Some(stored.value.clone()));
+                        (Some(stored), answer)
+                    }
+                    Ok(_) => {
+                        let answer = Ok(Some(state.value.clone()));
+                        (Some(state), answer)
+                    }
+                    Err(e) => (Some(state), Err(e)),
+                },
                 None => match reload(&deps, id).await {
                     Ok(state) => {
                         let answer = Ok(state.as_ref().map(|s| s.value.clone()));

@@ -506,14 +506,11 @@ pub async fn get_tracking(
             "this order is no longer on its way",
         ));
     }
-    let courier = if order.is_tracked() {
-        state.live.board.get(id)
-    } else {
-        None
-    };
+    let courier = crate::ws::orders::courier_position(&state, &order).await;
     Ok(HttpResponse::Ok().json(Tracking {
         status: order.status(),
-        eta_s: courier.as_ref().map(|c| c.eta_s),
+        // A stored position has no ETA (0): it is computed from the next live one.
+        eta_s: courier.as_ref().map(|c| c.eta_s).filter(|eta| *eta > 0),
         courier,
     }))
 }

@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::accounts::demo_users;
-use super::live::Motion;
+use super::live::{Motion, last_position};
 use super::report::{Report, latency_histogram, merge, record_us};
 use super::socket::{self, Incoming, Ws};
 use super::{Target, check_duration, probe};
@@ -113,7 +113,7 @@ pub async fn run(target: &Target, args: &IngestArgs) -> anyhow::Result<Report> {
     let mut connect_failures: BTreeMap<String, u64> = BTreeMap::new();
     for task in connects {
         match task.await {
-            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Ok(socket)) => sockets.push(socket),
             Ok(Err(e)) => {
                 let text = format!("{e:#}");
                 if text.contains("EMFILE") {
@@ -138,7 +138,7 @@ pub async fn run(target: &Target, args: &IngestArgs) -> anyhow::Result<Report> {
         .then(|| Duration::from_secs_f64(1.0 / args.max_frames_per_sec));
     let tasks: Vec<_> = sockets
         .into_iter()
-        .map(|ws| tokio::spawn(stream(ws, args.batch, pace, start, end)))
+        .map(|(ws, motion)| tokio::spawn(stream(ws, motion, args.batch, pace, start, end)))
         .collect();
     tokio::time::sleep_until(end).await;
     let after = target.probe_sample();
@@ -213,29 +213,32 @@ pub async fn run(target: &Target, args: &IngestArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Connects a courier and brings it online.
-async fn online(target: &Target, user: UserId) -> anyhow::Result<Ws> {
+/// Connects a courier and brings it online; also gives where it should start from.
+async fn online(target: &Target, user: UserId) -> anyhow::Result<(Ws, Motion)> {
     let token = target.minter.mint(user, Role::Courier)?;
+    let motion = match last_position(target, &token).await {
+        Some((lat, lng)) => Motion::new(lat, lng),
+        None => Motion::around(CENTRE.0, CENTRE.1, 6_000.0),
+    };
     let mut ws = socket::connect(&format!("{}/ws/courier", target.ws_base), &token).await?;
     socket::send(&mut ws, &json!({"type": "go_online"})).await?;
     socket::expect(&mut ws, Duration::from_secs(30), "the go_online ack", |f| {
         f["type"] == "ack" && f["of"] == "go_online"
     })
     .await?;
-    Ok(ws)
+    Ok((ws, motion))
 }
 
 /// Sends frames back to back until `end`, each after the previous one's ack.
 async fn stream(
     mut ws: Ws,
+    mut motion: Motion,
     batch: usize,
     pace: Option<Duration>,
     start: Instant,
     end: Instant,
 ) -> Totals {
     let mut totals = Totals::new();
-    let (lat, lng) = CENTRE;
-    let mut motion = Motion::around(lat, lng, 6_000.0);
     tokio::time::sleep_until(start).await;
     let mut next_send = start;
     while Instant::now() < end {
@@ -290,7 +293,8 @@ async fn stream(
     totals
 }
 
-/// A location frame of `batch` points recorded up to now, a millisecond apart at most.
+/// A location frame of `batch` points recorded up to now, a millisecond apart (the node reads
+/// time between points in whole milliseconds: closer points would look infinitely fast).
 fn location_frame(motion: &mut Motion, batch: usize) -> Value {
     if batch == 1 {
         return json!({"type": "location", "point": motion.advance(Utc::now())});
@@ -298,8 +302,8 @@ fn location_frame(motion: &mut Motion, batch: usize) -> Value {
     let now = Utc::now();
     let points: Vec<Value> = (0..batch)
         .map(|k| {
-            let back = (batch - 1 - k) as i64 * 100;
-            motion.advance(now - chrono::Duration::microseconds(back))
+            let back = (batch - 1 - k) as i64;
+            motion.advance(now - chrono::Duration::milliseconds(back))
         })
         .collect();
     json!({"type": "location", "points": points})

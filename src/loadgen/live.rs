@@ -61,14 +61,19 @@ pub(super) const SPEED_MPS: f64 = 6.0;
 pub(super) const ACCURACY_M: f64 = 10.0;
 /// A tick this late counts as late (the load generator falling behind).
 const LATE_TICK: Duration = Duration::from_millis(20);
+/// How long the setup waits for the next assignment before measuring with what it has.
+const DISPATCH_STALL: Duration = Duration::from_secs(45);
 /// Time after the window for frames and acks still in flight.
 const GRACE: Duration = Duration::from_secs(3);
 
 /// What the whole run is doing; every socket task follows it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Phase {
     Setup,
     Measure(Window),
+    /// Couriers pick up and deliver their orders (handoff code by order id), so that the
+    /// seeded couriers are free for the next run.
+    Finish(Arc<HashMap<String, String>>),
     Stop,
 }
 
@@ -120,11 +125,14 @@ impl Motion {
         Motion::new(lat + dlat, lng + dlng)
     }
 
-    /// The next point, recorded now: moved at [`SPEED_MPS`] for the time since the previous
-    /// one, turning a little, with a strictly later timestamp.
+    /// The next point, recorded at `now`: moved at [`SPEED_MPS`] for the time since the
+    /// previous one, turning a little, at least a millisecond after it (the node measures the
+    /// time between points in whole milliseconds).
     pub fn advance(&mut self, now: DateTime<Utc>) -> Value {
         let at = match self.last_at {
-            Some(last) if now <= last => last + chrono::Duration::microseconds(1),
+            Some(last) if now < last + chrono::Duration::milliseconds(1) => {
+                last + chrono::Duration::milliseconds(1)
+            }
             _ => now,
         };
         if let Some(last) = self.last_at {
@@ -145,6 +153,21 @@ impl Motion {
             "recorded_at": at.to_rfc3339_opts(SecondsFormat::Micros, true),
         })
     }
+}
+
+/// The courier's last accepted position (`GET /couriers/me`), if the node knows one. The node
+/// judges every new point against it (implied speed ≤ 70 m/s), so a courier must resume from
+/// there: a jump to elsewhere would be dropped, and every point after it with it.
+pub(super) async fn last_position(target: &Target, token: &str) -> Option<(f64, f64)> {
+    let me = target
+        .api
+        .get("/api/v1/couriers/me", Some(token))
+        .await
+        .ok()?;
+    Some((
+        me["position"]["lat"].as_f64()?,
+        me["position"]["lng"].as_f64()?,
+    ))
 }
 
 /// Degrees of latitude and longitude of a move of `metres` towards `bearing_deg` at `lat`.
@@ -180,6 +203,9 @@ struct CourierStats {
     /// Assignment frames received, and the distinct orders they named.
     assignment_frames: u64,
     assigned: HashSet<String>,
+    /// Orders picked up and delivered at the end of the run, and why others were not.
+    delivered: u64,
+    delivery_failures: BTreeMap<String, u64>,
 }
 
 impl CourierStats {
@@ -198,6 +224,8 @@ impl CourierStats {
             offers: 0,
             assignment_frames: 0,
             assigned: HashSet::new(),
+            delivered: 0,
+            delivery_failures: BTreeMap::new(),
         }
     }
 
@@ -215,6 +243,8 @@ impl CourierStats {
         self.offers += other.offers;
         self.assignment_frames += other.assignment_frames;
         self.assigned.extend(other.assigned.iter().cloned());
+        self.delivered += other.delivered;
+        add_counts(&mut self.delivery_failures, &other.delivery_failures);
     }
 }
 
@@ -336,6 +366,7 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
             index: i,
             user: *courier,
             motion: Motion::around(store.lat, store.lng, 300.0),
+            resume_from: None,
             rate_hz: args.rate_hz,
             stagger: i as f64 / couriers.len() as f64,
             target: Arc::clone(&target),
@@ -386,11 +417,14 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
         .await;
     let mut order_failures: BTreeMap<String, u64> = BTreeMap::new();
     let mut accepted_at: HashMap<String, Instant> = HashMap::new();
+    // Order id → (customer, vendor owner).
+    let mut parties: HashMap<String, (UserId, UserId)> = HashMap::new();
     let mut watcher_tasks = Vec::new();
     for result in placed {
         match result {
             Ok(placed) => {
                 accepted_at.insert(placed.order_id.clone(), placed.accepted_at);
+                parties.insert(placed.order_id.clone(), (placed.customer, placed.vendor));
                 let task = WatcherTask {
                     customer: placed.customer,
                     order_id: placed.order_id,
@@ -437,10 +471,14 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
         note_assignment(order_id, at, &mut assigned);
     }
     let dispatch_deadline = deadline.max(Instant::now() + Duration::from_secs(30));
+    // Dispatch retries a declined or expired offer after the offer timeout (20 s by default);
+    // no progress for longer than a couple of those means the rest will not be assigned.
+    let mut stalled_at = Instant::now() + DISPATCH_STALL;
     while assigned.len() < orders_placed {
-        match tokio::time::timeout_at(dispatch_deadline, news_rx.recv()).await {
+        match tokio::time::timeout_at(dispatch_deadline.min(stalled_at), news_rx.recv()).await {
             Ok(Some((_, CourierNews::Assigned { order_id, at }))) => {
-                note_assignment(order_id, at, &mut assigned)
+                note_assignment(order_id, at, &mut assigned);
+                stalled_at = Instant::now() + DISPATCH_STALL;
             }
             Ok(Some(_)) => {}
             Ok(None) | Err(_) => break,
@@ -474,16 +512,19 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
             note_assignment(order_id, at, &mut assigned);
         }
     }
-    let _ = phase_tx.send(Phase::Stop);
 
+    // Finish: deliver every order, so the couriers are free for the next run.
+    let codes = ready_for_pickup(&target, &parties, assigned.keys(), concurrency).await;
+    let _ = phase_tx.send(Phase::Finish(Arc::new(codes)));
     let mut couriers_total = CourierStats::new();
     let mut unfinished = 0u64;
     for task in courier_tasks {
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
+        match tokio::time::timeout(Duration::from_secs(60), task).await {
             Ok(Ok(stats)) => couriers_total.absorb(&stats),
             _ => unfinished += 1,
         }
     }
+    let _ = phase_tx.send(Phase::Stop);
     let mut watchers_total = WatcherStats::new();
     for task in watcher_tasks {
         match tokio::time::timeout(Duration::from_secs(10), task).await {
@@ -594,6 +635,14 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
             lag.max() as f64 / 1_000.0,
             lag.len(),
             LATE_TICK.as_millis()
+        ),
+    );
+    report.add(
+        "orders_delivered_at_end",
+        json!({"delivered": couriers_total.delivered, "failures": couriers_total.delivery_failures}),
+        format!(
+            "{} (failures: {:?})",
+            couriers_total.delivered, couriers_total.delivery_failures
         ),
     );
     report.count("tasks_unfinished", unfinished);
@@ -743,6 +792,7 @@ fn plan_orders(customers: &[UserId], mut stores: Vec<Store>) -> Vec<Plan> {
 /// An order placed, paid and accepted.
 struct Placed {
     customer: UserId,
+    vendor: UserId,
     order_id: String,
     accepted_at: Instant,
 }
@@ -818,11 +868,44 @@ async fn place_order(target: &Target, plan: Plan) -> anyhow::Result<Placed> {
         }
         return Ok(Placed {
             customer: plan.customer,
+            vendor: plan.store.owner,
             order_id,
             accepted_at: Instant::now(),
         });
     }
     Err(last_error)
+}
+
+/// Has each order's vendor mark it preparing and ready (pickup needs `ready_for_pickup`), and
+/// reads its handoff code as the customer sees it.
+async fn ready_for_pickup<'a>(
+    target: &Target,
+    parties: &HashMap<String, (UserId, UserId)>,
+    orders: impl Iterator<Item = &'a String>,
+    concurrency: usize,
+) -> HashMap<String, String> {
+    let lookups: Vec<Option<(String, String)>> = futures_util::stream::iter(orders)
+        .map(|order_id| async move {
+            let (customer, vendor) = parties.get(order_id)?;
+            let vendor = target.minter.mint(*vendor, Role::Vendor).ok()?;
+            for step in ["preparing", "ready"] {
+                let path = format!("/api/v1/orders/{order_id}/{step}");
+                // A refusal (already past this step) is fine; the pickup will tell.
+                let _ = target.api.post(&path, &vendor, &Value::Null).await;
+            }
+            let token = target.minter.mint(*customer, Role::Customer).ok()?;
+            let order = target
+                .api
+                .get(&format!("/api/v1/orders/{order_id}"), Some(&token))
+                .await
+                .ok()?;
+            let code = order["handoff_code"].as_str()?.to_owned();
+            Some((order_id.clone(), code))
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    lookups.into_iter().flatten().collect()
 }
 
 /// Measures how late the runtime wakes a sleeping task (the load generator's own lag).
@@ -847,6 +930,8 @@ struct CourierTask {
     index: usize,
     user: UserId,
     motion: Motion,
+    /// The node's last accepted position of this courier, when near enough to start from.
+    resume_from: Option<(f64, f64)>,
     rate_hz: f64,
     /// Where in the period this courier's ticks fall (0..1), so pings spread evenly.
     stagger: f64,
@@ -899,6 +984,18 @@ impl CourierTask {
             let _permit = self.handshakes.acquire().await?;
             if first {
                 self.set_profile(&token).await;
+                // Resume from the last accepted position when it is within reach of the store
+                // this courier was placed at (dispatch looks 8 km around a store by default).
+                self.resume_from =
+                    last_position(&self.target, &token)
+                        .await
+                        .filter(|&(lat, lng)| {
+                            let (dlat, dlng) = (
+                                lat - self.motion.lat,
+                                (lng - self.motion.lng) * lat.to_radians().cos(),
+                            );
+                            (dlat * dlat + dlng * dlng).sqrt() * 111_320.0 < 4_000.0
+                        });
             }
             socket::connect(&format!("{}/ws/courier", self.target.ws_base), &token)
                 .await
@@ -911,6 +1008,9 @@ impl CourierTask {
         })
         .await?;
         if first {
+            if let Some((lat, lng)) = self.resume_from {
+                self.motion = Motion::new(lat, lng);
+            }
             let point = self.motion.advance(Utc::now());
             socket::send(&mut ws, &json!({"type": "location", "point": point})).await?;
             socket::expect(&mut ws, timeout, "the first location ack", |f| {
@@ -949,7 +1049,12 @@ impl CourierTask {
         let mut measured = false;
         let mut in_flight: VecDeque<Instant> = VecDeque::new();
         loop {
-            let phase = *self.phase.borrow();
+            let phase = self.phase.borrow().clone();
+            if let Phase::Finish(codes) = &phase {
+                self.deliver(&mut ws, codes, stats).await;
+                socket::close(ws).await;
+                return Ended::Done;
+            }
             if ticker.is_none()
                 && !measured
                 && let Phase::Measure(window) = phase
@@ -1011,6 +1116,50 @@ impl CourierTask {
                     }
                     Incoming::Other => {}
                     Incoming::Closed(close) => return closed(close),
+                }
+            }
+        }
+    }
+
+    /// Picks up and delivers every order this courier was assigned.
+    async fn deliver(
+        &mut self,
+        ws: &mut Ws,
+        codes: &HashMap<String, String>,
+        stats: &mut CourierStats,
+    ) {
+        let timeout = Duration::from_secs(30);
+        let mut orders: Vec<String> = stats.assigned.iter().cloned().collect();
+        orders.sort();
+        for order_id in orders {
+            let Some(code) = codes.get(&order_id) else {
+                *stats
+                    .delivery_failures
+                    .entry("no handoff code".into())
+                    .or_default() += 1;
+                continue;
+            };
+            let steps = async {
+                socket::send(ws, &json!({"type": "picked_up", "order_id": order_id})).await?;
+                socket::expect(ws, timeout, "the picked_up ack", |f| {
+                    f["type"] == "ack" && f["of"] == "picked_up"
+                })
+                .await?;
+                socket::send(
+                    ws,
+                    &json!({"type": "delivered", "order_id": order_id, "code": code}),
+                )
+                .await?;
+                socket::expect(ws, timeout, "the delivered ack", |f| {
+                    f["type"] == "ack" && f["of"] == "delivered"
+                })
+                .await
+            };
+            match steps.await {
+                Ok(_) => stats.delivered += 1,
+                Err(e) => {
+                    let reason: String = format!("{e:#}").chars().take(100).collect();
+                    *stats.delivery_failures.entry(reason).or_default() += 1;
                 }
             }
         }
@@ -1120,7 +1269,7 @@ impl WatcherTask {
         last_seq: &mut Option<u64>,
     ) -> Ended {
         loop {
-            let phase = *self.phase.borrow();
+            let phase = self.phase.borrow().clone();
             if matches!(phase, Phase::Stop) {
                 socket::close(ws).await;
                 return Ended::Done;
@@ -1135,7 +1284,7 @@ impl WatcherTask {
                 incoming = socket::next(&mut ws) => {
                     let received = Utc::now();
                     match incoming {
-                        Incoming::Frame(frame) => on_watched(&frame, received, phase, stats, last_seq),
+                        Incoming::Frame(frame) => on_watched(&frame, received, &phase, stats, last_seq),
                         Incoming::Other => {}
                         Incoming::Closed(close) => return closed(close),
                     }
@@ -1150,7 +1299,7 @@ impl WatcherTask {
 fn on_watched(
     frame: &Value,
     received: DateTime<Utc>,
-    phase: Phase,
+    phase: &Phase,
     stats: &mut WatcherStats,
     last_seq: &mut Option<u64>,
 ) {

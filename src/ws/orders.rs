@@ -114,14 +114,7 @@ pub async fn open(
     let record = load(&state, order).await?;
     let mut opening = Vec::new();
     let tracking = record.is_tracked();
-    let courier = if tracking {
-        match state.live.board.get(order) {
-            Some(frame) => Some(frame),
-            None => stored_position(&state, &record).await,
-        }
-    } else {
-        None
-    };
+    let courier = courier_position(&state, &record).await;
     let snapshot = Snapshot {
         order_id: order,
         status: record.status(),
@@ -184,6 +177,18 @@ pub async fn authorize(
         Ok(())
     } else {
         Err(ApiError::not_found("no such order"))
+    }
+}
+
+/// Where the order's courier is, while the order is tracked: the latest live position this
+/// node has seen, else the courier's last stored one (without an ETA).
+pub async fn courier_position(state: &AppState, record: &OrderRecord) -> Option<LocationFrame> {
+    if !record.is_tracked() {
+        return None;
+    }
+    match state.live.board.get(record.id()) {
+        Some(frame) => Some(frame),
+        None => stored_position(state, record).await,
     }
 }
 

@@ -66,6 +66,37 @@ pub async fn spawn_in(data_dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> 
     }
 }
 
+/// Spawns a second node on `first`'s store (what ScyllaDB would share between nodes), with
+/// its own data directory, actors, index and sessions, after letting the test adjust its
+/// settings (which start as a copy of the first node's).
+pub async fn spawn_peer(first: &TestApp, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = first.settings.clone();
+    settings.data_dir = data_dir.path().to_path_buf();
+    adjust(&mut settings);
+    let clock = Clock::default();
+    let store = first.catalog.repo.products.store().clone();
+    let app = Application::build_on_store(settings.clone(), clock.clone(), store)
+        .await
+        .expect("peer node builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    let identity = app.identity();
+    let catalog = app.catalog();
+    let stopped = actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        settings,
+        clock,
+        identity,
+        catalog,
+        client: client(),
+        data_dir,
+        handle,
+        stopped: Some(stopped),
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

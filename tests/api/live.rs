@@ -1,7 +1,7 @@
 //! Live delivery over WebSockets, against the protocol contract: couriers going online and
 //! sending GPS, dispatch offering an order nearest-first, customers tracking their order (with
 //! resume after a disconnect), who may open which stream, how bad frames are answered, the
-//! vendor feed and the admin ops view.
+//! vendor feed, the admin ops view and the per-user connection cap.
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::fixtures::{
     berlin, checkout_one, pay, seed_product, seed_vendor, stock_product, user_token,
 };
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with, spawn_peer};
 use crate::ws_client::{Refused, WsClient, ws_base};
 
 /// Upper bound for anything the server should do promptly.
@@ -925,4 +925,89 @@ async fn the_admin_ops_stream_counts_an_online_courier_in_its_cell() {
     assert!(frame["unassigned"].is_array(), "{frame}");
     DateTime::parse_from_rfc3339(frame["at"].as_str().unwrap()).unwrap();
     drop(courier);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Connection cap.
+
+#[actix_web::test]
+async fn a_user_holds_at_most_the_configured_number_of_sockets_on_a_node() {
+    let app = spawn_app_with(|s| s.live.ws_max_per_user = 2).await;
+    let (_, courier) = user_token(&app, Role::Courier);
+    let first = open(&app, "/ws/courier", &courier).await;
+    let _second = open(&app, "/ws/courier", &courier).await;
+    let as_courier = bearer(&courier);
+    let auth = [("authorization", as_courier.as_str())];
+    assert_refused(&app, "/ws/courier", &auth, 429, "too_many_connections").await;
+
+    // Another user is not affected; a closed socket frees its place.
+    let (_, other) = user_token(&app, Role::Courier);
+    open(&app, "/ws/courier", &other).await;
+    first.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match WsClient::try_connect(&ws_url(&app, "/ws/courier"), &auth).await {
+            Ok(_) => break,
+            Err(refused) => {
+                assert_eq!(refused.status, 429, "{}", refused.body);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the closed socket's place was not freed within {WAIT:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across nodes: two nodes sharing one store (as they would share ScyllaDB) and one Redis.
+
+#[actix_web::test]
+async fn a_watcher_on_one_node_follows_a_courier_connected_to_another_through_redis() {
+    let prefix = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let a = spawn_app_with(|s| {
+        s.redis_url = Some("redis://127.0.0.1:6379".into());
+        s.redis_prefix = prefix.clone();
+        s.secret_key = Some("a-secret-both-nodes-share-for-this-test-0123456789".into());
+    })
+    .await;
+    let shop = shop(&a, "Two Node Noodles").await;
+    let b = spawn_peer(&a, |_| {}).await;
+    let (_, customer) = user_token(&a, Role::Customer);
+
+    // The courier is connected to node A, close to the shop.
+    let start = route_start(&a);
+    let mut courier = Courier::online(&a, moved(shop.vendor.location, 150.0, 0.0), start).await;
+
+    // The order is paid on A and accepted on B: B's dispatcher knows the courier only from
+    // A's presence announcements, and its offer reaches the socket on A through Redis.
+    let order = paid_order(&a, &shop, &customer).await;
+    vendor_step(&b, &shop, &order, "accept").await;
+    let offer = courier.ws.expect_type("offer", WAIT).await;
+    assert_eq!(offer["order_id"], order.as_str(), "{offer}");
+    let assignment = courier.answer_offer(&offer, true).await;
+    assert_eq!(assignment["order_id"], order.as_str(), "{assignment}");
+
+    // The customer watches on B while the courier drives on A.
+    let mut watcher = open(&b, &format!("/ws/orders/{order}"), &customer).await;
+    let snapshot = watcher.expect_type("snapshot", WAIT).await;
+    assert_eq!(snapshot["order_id"], order.as_str(), "{snapshot}");
+    let target = moved(shop.vendor.location, 600.0, 0.0);
+    courier.drive(target).await;
+    let location = watcher
+        .expect_where("a location from the courier on node A", WAIT, |f| {
+            f["type"] == "location"
+        })
+        .await;
+    assert!(location["eta_s"].as_u64().is_some(), "{location}");
+
+    // Events recorded on A reach the watcher on B too.
+    vendor_step(&a, &shop, &order, "preparing").await;
+    let event = watcher
+        .expect_where("the preparing event", WAIT, |f| is_event(f, "preparing"))
+        .await;
+    assert!(seq_of(&event) > seq_of(&snapshot), "{event}");
+    b.stop().await;
+    a.stop().await;
 }
