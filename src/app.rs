@@ -175,6 +175,7 @@ impl Application {
             secure_cookies: settings.secure_cookies,
             ws: ws_gate,
             live,
+            closing: tokio::sync::broadcast::channel(1).0,
         });
         // The sweeper holds the node only during a round, so it ends when the node is dropped.
         let node = Arc::downgrade(&state);
@@ -199,6 +200,8 @@ impl Application {
                 .configure(http::configure(json_limit))
         })
         .workers(settings.workers)
+        // Stop signals go through [`NodeHandle::stop`], which closes WebSockets first.
+        .disable_signals()
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .listen(listener)?
         .run();
@@ -244,15 +247,26 @@ impl Application {
         self.state.payments.clone()
     }
 
-    /// A handle that stops the server gracefully.
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    /// A handle that stops the node.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle {
+            server: self.server.handle(),
+            closing: self.state.closing.clone(),
+        }
     }
 
     /// Serves until SIGINT/SIGTERM (or a stop through [`handle`](Self::handle)), then
     /// passivates every live actor so its state is persisted.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await.context("the HTTP server failed")?;
+        let handle = self.handle();
+        let signals = tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stop signal received: closing WebSockets and draining requests");
+            handle.stop(true).await;
+        });
+        let served = self.server.await;
+        signals.abort();
+        served.context("the HTTP server failed")?;
         tracing::info!("shutting down: persisting live actors");
         self.state.catalog.stop();
         for task in &self.live_tasks {
@@ -274,6 +288,47 @@ impl Application {
         self.pool.stop();
         tracing::info!("hexmarket stopped");
         Ok(())
+    }
+}
+
+/// Stops a node: WebSocket sessions are told to go (close 1001, so clients reconnect to
+/// another node) and the HTTP server drains in-flight requests.
+#[derive(Clone)]
+pub struct NodeHandle {
+    server: actix_web::dev::ServerHandle,
+    closing: tokio::sync::broadcast::Sender<()>,
+}
+
+impl NodeHandle {
+    /// Stops the node; `graceful` waits for in-flight requests (up to the shutdown timeout).
+    pub async fn stop(&self, graceful: bool) {
+        // No session listening is fine.
+        let _ = self.closing.send(());
+        self.server.stop(graceful).await;
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGTERM not handled; stopping on SIGINT only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

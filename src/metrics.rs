@@ -87,6 +87,12 @@ impl Metrics {
             "GPS points dropped by cleaning, by reason",
             gps_dropped.clone(),
         );
+        // Every reason shows from the start, at zero.
+        for reason in crate::domain::courier::DropReason::ALL {
+            drop(gps_dropped.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            }));
+        }
         let ws_frames_dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "ws_frames_dropped",

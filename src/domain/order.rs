@@ -555,6 +555,18 @@ mod tests {
             (S::CourierAssigned, admin.clone(), S::Cancelled),
             (S::CourierAssigned, refund(), S::Refunded),
             (S::PickedUp, C::Deliver, S::Delivered),
+            (S::Accepted, C::RecordArrivedAtPickup, S::Accepted),
+            (
+                S::ReadyForPickup,
+                C::RecordArrivedAtPickup,
+                S::ReadyForPickup,
+            ),
+            (
+                S::CourierAssigned,
+                C::RecordArrivedAtPickup,
+                S::CourierAssigned,
+            ),
+            (S::PickedUp, C::RecordArriving, S::PickedUp),
             (S::PickedUp, admin, S::Cancelled),
             (S::PickedUp, refund(), S::Refunded),
             (S::Delivered, refund(), S::Refunded),
@@ -586,6 +598,10 @@ mod tests {
             (S::Preparing, C::Deliver),
             (S::ReadyForPickup, C::StartPreparing),
             (S::PickedUp, C::PickUp),
+            (S::PickedUp, C::RecordArrivedAtPickup),
+            (S::Accepted, C::RecordArriving),
+            (S::Delivered, C::RecordArriving),
+            (S::Paid, C::RecordArrivedAtPickup),
             (
                 S::Delivered,
                 C::Cancel {
@@ -654,6 +670,36 @@ mod tests {
         assert!(cancelled.decide(&refund()).is_err());
         cancelled.paid_at = Some(Utc::now());
         assert!(cancelled.decide(&refund()).is_ok());
+    }
+
+    #[test]
+    fn geofences_need_a_courier_are_recorded_once_and_keep_the_status() {
+        let mut order = record();
+        order.order.status = S::ReadyForPickup;
+        assert!(order.decide(&C::RecordArrivedAtPickup).is_err());
+        order.courier_id = Some(UserId::new());
+        let (status, kind) = order.decide(&C::RecordArrivedAtPickup).unwrap();
+        assert_eq!(
+            (status, kind.clone()),
+            (S::ReadyForPickup, OrderEventKind::ArrivedAtPickup)
+        );
+        let arrived = event(&order, kind, status);
+        order.apply(&arrived);
+        assert!(order.arrived_at_pickup_at.is_some());
+        assert!(order.decide(&C::RecordArrivedAtPickup).is_err());
+        assert!(order.is_tracked());
+        order.order.status = S::Delivered;
+        assert!(!order.is_tracked());
+    }
+
+    #[test]
+    fn only_the_customer_view_keeps_the_handoff_code() {
+        let mut order = record();
+        order.handoff_code = Some("0427".into());
+        let json = serde_json::to_value(order.clone().without_handoff_code()).unwrap();
+        assert!(json.get("handoff_code").is_none());
+        let json = serde_json::to_value(order).unwrap();
+        assert_eq!(json["handoff_code"], "0427");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct AppState {
     pub ws: crate::ws::handshake::WsGate,
     /// Couriers, dispatch, live positions and feeds.
     pub live: crate::dispatch::Live,
+    /// Fires once when the node starts stopping: WebSocket sessions close (1001).
+    pub closing: tokio::sync::broadcast::Sender<()>,
 }
 
 /// Mounts every route and the extractor configuration.

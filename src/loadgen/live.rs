@@ -311,11 +311,6 @@ fn closed(close: Option<(u16, String)>) -> Ended {
     }
 }
 
-/// EMFILE aborts the run with its own message; other failures are per socket.
-fn connect_error(e: ConnectError) -> anyhow::Error {
-    anyhow::Error::new(e)
-}
-
 pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
     let duration = check_duration("--duration-secs", args.duration_secs)?;
     let setup_timeout = check_duration("--setup-timeout-secs", args.setup_timeout_secs)?;
@@ -356,7 +351,10 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
 
     // Couriers: connect, go online, one position next to a store each.
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
-    let (news_tx, mut news_rx) = mpsc::channel::<(usize, CourierNews)>(4_096);
+    // Room for every message the run can produce (one Ready or Failed per courier, one
+    // Assigned per order), so a courier never waits on the coordinator and no news is lost.
+    let (news_tx, mut news_rx) =
+        mpsc::channel::<(usize, CourierNews)>(args.couriers + args.watchers + 1_024);
     let handshakes = Arc::new(Semaphore::new(concurrency));
     let target = Arc::new(target.clone());
     let mut courier_tasks = Vec::with_capacity(couriers.len());
@@ -997,9 +995,7 @@ impl CourierTask {
                             (dlat * dlat + dlng * dlng).sqrt() * 111_320.0 < 4_000.0
                         });
             }
-            socket::connect(&format!("{}/ws/courier", self.target.ws_base), &token)
-                .await
-                .map_err(connect_error)?
+            socket::connect(&format!("{}/ws/courier", self.target.ws_base), &token).await?
         };
         let timeout = Duration::from_secs(30);
         socket::send(&mut ws, &json!({"type": "go_online"})).await?;
@@ -1259,7 +1255,7 @@ impl WatcherTask {
             url.push_str(&format!("?after_seq={seq}"));
         }
         let _permit = self.handshakes.acquire().await?;
-        socket::connect(&url, &token).await.map_err(connect_error)
+        Ok(socket::connect(&url, &token).await?)
     }
 
     async fn session(

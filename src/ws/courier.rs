@@ -120,6 +120,7 @@ impl Actor for CourierSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         hygiene::start(self, ctx);
+        ctx.add_stream(super::closing(&self.state));
         if let Some(inbox) = self.inbox.take() {
             ctx.add_stream(super::stream_of(inbox, Inbox));
         }
@@ -350,4 +351,12 @@ fn error_frame(e: &CourierError) -> (&'static str, String) {
         other => other.to_string(),
     };
     (code, message)
+}
+
+impl StreamHandler<super::Closing> for CourierSession {
+    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
+        super::going_away(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }

@@ -70,6 +70,35 @@ where
     })
 }
 
+/// The node is stopping.
+pub(crate) struct Closing;
+
+impl actix::Message for Closing {
+    type Result = ();
+}
+
+/// A stream that yields [`Closing`] once, when the node starts stopping.
+pub(crate) fn closing(state: &crate::http::AppState) -> impl Stream<Item = Closing> + 'static {
+    let mut rx = state.closing.subscribe();
+    futures_util::stream::once(async move {
+        // A closed channel means the node is gone: stop as well.
+        let _ = rx.recv().await;
+        Closing
+    })
+}
+
+/// Closes a session because the node is stopping; clients reconnect (to another node).
+pub(crate) fn going_away<A>(ctx: &mut actix_web_actors::ws::WebsocketContext<A>)
+where
+    A: actix::Actor<Context = actix_web_actors::ws::WebsocketContext<A>>,
+{
+    hygiene::close(
+        ctx,
+        actix_web_actors::ws::CloseCode::Away,
+        "server_restarting",
+    );
+}
+
 /// `{"type": kind, ...fields of value}` as text.
 pub(crate) fn tagged<T: serde::Serialize>(kind: &str, value: &T) -> Option<String> {
     let mut value = serde_json::to_value(value).ok()?;

@@ -137,6 +137,7 @@ impl Actor for OpsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         hygiene::start(self, ctx);
+        ctx.add_stream(super::closing(&self.state));
         self.send_picture(ctx);
         ctx.run_interval(OPS_EVERY, |session, ctx| session.send_picture(ctx));
     }
@@ -160,4 +161,12 @@ impl LiveSession for OpsSession {
             "this stream only speaks; it takes no messages",
         );
     }
+}
+
+impl StreamHandler<super::Closing> for OpsSession {
+    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
+        super::going_away(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }

@@ -213,6 +213,7 @@ impl Actor for WatchSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         hygiene::start(self, ctx);
+        ctx.add_stream(super::closing(&self.state));
         for frame in self.opening.drain(..) {
             ctx.text(frame);
         }
@@ -341,4 +342,12 @@ impl WatchSession {
             Err(_) => tracing::debug!("location frame is not UTF-8"),
         }
     }
+}
+
+impl StreamHandler<super::Closing> for WatchSession {
+    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
+        super::going_away(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }

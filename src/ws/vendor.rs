@@ -35,6 +35,7 @@ impl Message for FeedDelivery {
 
 /// One vendor screen.
 pub struct VendorSession {
+    state: web::Data<AppState>,
     hygiene: Hygiene,
     opening: Vec<String>,
     subscription: Option<Subscription>,
@@ -86,6 +87,7 @@ pub async fn open(
             user.expires_at,
             state.ws.clock().clone(),
         ),
+        state,
         opening,
         subscription: Some(subscription),
         last_seq,
@@ -99,6 +101,7 @@ impl Actor for VendorSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         hygiene::start(self, ctx);
+        ctx.add_stream(super::closing(&self.state));
         for frame in self.opening.drain(..) {
             ctx.text(frame);
         }
@@ -148,4 +151,12 @@ impl LiveSession for VendorSession {
             "this stream only speaks; it takes no messages",
         );
     }
+}
+
+impl StreamHandler<super::Closing> for VendorSession {
+    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
+        super::going_away(ctx);
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }

@@ -3,7 +3,6 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use actix_web::dev::ServerHandle;
 use hexmarket::app::Application;
 use hexmarket::catalog::Catalog;
 use hexmarket::clock::Clock;
@@ -22,7 +21,7 @@ pub struct TestApp {
     pub catalog: Catalog,
     pub client: reqwest::Client,
     pub data_dir: TempDir,
-    handle: ServerHandle,
+    handle: hexmarket::app::NodeHandle,
     stopped: Option<actix_web::rt::task::JoinHandle<anyhow::Result<()>>>,
 }
 

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::fixtures::{
     berlin, checkout_one, pay, seed_product, seed_vendor, stock_product, user_token,
 };
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with, spawn_peer};
+use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with, spawn_in, spawn_peer};
 use crate::ws_client::{Refused, WsClient, ws_base};
 
 /// Upper bound for anything the server should do promptly.
@@ -1010,4 +1010,150 @@ async fn a_watcher_on_one_node_follows_a_courier_connected_to_another_through_re
     assert!(seq_of(&event) > seq_of(&snapshot), "{event}");
     b.stop().await;
     a.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch without anyone near, silence, and restarts.
+
+#[actix_web::test]
+async fn an_order_nobody_takes_waits_unassigned_survives_a_restart_and_skips_a_silent_courier() {
+    let short_offers = |s: &mut hexmarket::config::Settings| {
+        s.live.offer_timeout = Duration::from_secs(1);
+    };
+    let app = spawn_app_with(short_offers).await;
+    let shop = shop(&app, "Lonely Lentils").await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    let (_, admin) = user_token(&app, Role::Admin);
+
+    // Accepted with no courier online: the order is listed as unassigned.
+    let order = paid_order(&app, &shop, &customer).await;
+    vendor_step(&app, &shop, &order, "accept").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = ok_json(get(&app, &admin, "/api/v1/admin/dispatch/unassigned").await).await;
+        let listed = list["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["order_id"] == order.as_str() && o["attempts"].as_u64() >= Some(1));
+        if listed {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the order was never listed as unassigned: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let customer_sees = get(&app, &customer, "/api/v1/admin/dispatch/unassigned").await;
+    assert_problem(customer_sees, 403, "forbidden").await;
+
+    // The node restarts on the same data; the pending dispatch resumes by itself.
+    let data = app.stop().await;
+    let app = spawn_in(data, short_offers).await;
+    let start = route_start(&app);
+    let mut near = Courier::online(&app, moved(shop.vendor.location, 150.0, 0.0), start).await;
+    let mut far = Courier::online(&app, moved(shop.vendor.location, 900.0, 0.0), start).await;
+
+    // The nearest courier gets the offer first and lets it lapse: it is withdrawn from them
+    // and offered to the next one.
+    let offer = near.ws.expect_type("offer", Duration::from_secs(20)).await;
+    assert_eq!(offer["order_id"], order.as_str(), "{offer}");
+    let withdrawn = near.ws.expect_type("offer_withdrawn", WAIT).await;
+    assert_eq!(withdrawn["offer_id"], offer["offer_id"], "{withdrawn}");
+    let second = far.ws.expect_type("offer", WAIT).await;
+    assert_eq!(second["order_id"], order.as_str(), "{second}");
+    assert_ne!(second["offer_id"], offer["offer_id"]);
+
+    // The lapsed offer can no longer be taken; the live one can.
+    near.ws
+        .send_json(
+            &json!({"type": "offer_response", "offer_id": offer["offer_id"], "accept": true}),
+        )
+        .await;
+    let refused = near.ws.expect_type("error", WAIT).await;
+    assert_eq!(refused["code"], "offer_expired", "{refused}");
+    let assignment = far.answer_offer(&second, true).await;
+    assert_eq!(assignment["order_id"], order.as_str(), "{assignment}");
+    eventually_logged(&app, &customer, &order, "courier_assigned").await;
+    let list = ok_json(get(&app, &admin, "/api/v1/admin/dispatch/unassigned").await).await;
+    assert!(
+        list["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["order_id"] != order.as_str()),
+        "{list}"
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// GPS cleaning.
+
+#[actix_web::test]
+async fn implausible_gps_points_are_dropped_and_counted_by_reason() {
+    let app = spawn_app().await;
+    let (_, token) = user_token(&app, Role::Courier);
+    let mut courier = open(&app, "/ws/courier", &token).await;
+    courier.send_json(&json!({"type": "go_online"})).await;
+    courier.expect_type("ack", WAIT).await;
+    let now = app.clock.now();
+    let here = berlin(0.0, 0.0);
+    let point = |at: GeoPoint, seconds_ago: i64, accuracy: f64| {
+        json!({
+            "lat": at.lat, "lng": at.lng, "accuracy_m": accuracy,
+            "recorded_at": (now - chrono::Duration::seconds(seconds_ago)).to_rfc3339(),
+        })
+    };
+    let batch = json!({"type": "location", "points": [
+        point(here, 100, 10.0),
+        point(here, 100, 10.0),                          // duplicate
+        point(moved(here, 50.0, 0.0), 90, 10.0),         // fine: 5 m/s
+        point(moved(here, 60.0, 0.0), 80, 500.0),        // inaccurate
+        point(moved(here, 5_000.0, 0.0), 70, 10.0),      // 250 m/s: impossible
+        point(moved(here, 80.0, 0.0), -120, 10.0),       // two minutes ahead
+    ]});
+    courier.send_json(&batch).await;
+    let ack = courier
+        .expect_where("the batch ack", WAIT, |f| {
+            f["type"] == "ack" && f["of"] == "location"
+        })
+        .await;
+    assert_eq!(
+        (&ack["accepted"], &ack["dropped"]),
+        (&json!(2), &json!(4)),
+        "{ack}"
+    );
+    // Older than what was accepted: out of order.
+    courier
+        .send_json(&json!({"type": "location", "point": point(here, 95, 10.0)}))
+        .await;
+    let ack = courier
+        .expect_where("the single ack", WAIT, |f| {
+            f["type"] == "ack" && f["of"] == "location"
+        })
+        .await;
+    assert_eq!(
+        (&ack["accepted"], &ack["dropped"]),
+        (&json!(0), &json!(1)),
+        "{ack}"
+    );
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for reason in [
+        "duplicate",
+        "inaccurate",
+        "impossible_speed",
+        "future",
+        "out_of_order",
+    ] {
+        let line = format!("hexmarket_gps_points_dropped_total{{reason=\"{reason}\"}} 1");
+        assert!(metrics.contains(&line), "missing {line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("hexmarket_gps_points_accepted_total 2"),
+        "{metrics}"
+    );
+    app.stop().await;
 }

@@ -44,7 +44,7 @@ struct PayApp {
     clock: Clock,
     payments: Payments,
     client: reqwest::Client,
-    handle: ServerHandle,
+    handle: hexmarket::app::NodeHandle,
     _data_dir: TempDir,
 }
 
