@@ -16,6 +16,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/admin/dispatch/unassigned",
             web::get().to(list_unassigned_orders),
+        )
+        .route(
+            "/admin/couriers/{id}/trail",
+            web::get().to(get_courier_trail),
         );
 }
 
@@ -84,4 +88,63 @@ pub async fn list_unassigned_orders(
     user.require_role(&[Role::Admin])?;
     let orders = state.live.dispatcher.unassigned().await?;
     Ok(HttpResponse::Ok().json(UnassignedList { orders }))
+}
+
+/// Which part of a trail to read.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TrailQuery {
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Only points recorded after this time (the `next_after` of the previous page).
+    pub after: Option<chrono::DateTime<chrono::Utc>>,
+    /// At most this many points (1–1000, default 500).
+    pub limit: Option<usize>,
+}
+
+/// A page of a courier's trail.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TrailPage {
+    pub points: Vec<crate::domain::courier::GpsPoint>,
+    pub next_after: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A courier's location trail on one UTC day, oldest first (admins; kept for
+/// `HEXMARKET_TRAIL_RETENTION_DAYS`).
+#[utoipa::path(get, path = "/api/v1/admin/couriers/{id}/trail", tag = "live", security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid), TrailQuery),
+    responses((status = 200, body = TrailPage), (status = 400, body = super::problem::Problem),
+        (status = 403, body = super::problem::Problem)))]
+pub async fn get_courier_trail(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<String>,
+    query: web::Query<TrailQuery>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_role(&[Role::Admin])?;
+    let courier: crate::domain::ids::UserId = id
+        .parse()
+        .map_err(|_| ApiError::not_found("no such courier"))?;
+    let day = chrono::NaiveDate::parse_from_str(&query.day, "%Y-%m-%d")
+        .map_err(|_| ApiError::field_rule("invalid_day", "day", "expected YYYY-MM-DD"))?;
+    let limit = match query.limit {
+        None => 500,
+        Some(n) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::field_rule(
+                "invalid_limit",
+                "limit",
+                "limit must be 1 to 1000",
+            ));
+        }
+    };
+    let points = state
+        .live
+        .courier_repo
+        .trail(courier, day, query.after, limit)
+        .await?;
+    let next_after = (points.len() == limit)
+        .then(|| points.last().map(|p| p.recorded_at))
+        .flatten();
+    Ok(HttpResponse::Ok().json(TrailPage { points, next_after }))
 }

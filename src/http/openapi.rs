@@ -78,6 +78,7 @@ use super::{
         couriers::get_my_courier,
         couriers::put_my_profile,
         couriers::list_unassigned_orders,
+        couriers::get_courier_trail,
         ws_ticket::issue_ws_ticket,
         payments::stripe_webhook,
         payments::get_payment,

@@ -1094,7 +1094,7 @@ async fn an_order_nobody_takes_waits_unassigned_survives_a_restart_and_skips_a_s
 #[actix_web::test]
 async fn implausible_gps_points_are_dropped_and_counted_by_reason() {
     let app = spawn_app().await;
-    let (_, token) = user_token(&app, Role::Courier);
+    let (courier_id, token) = user_token(&app, Role::Courier);
     let mut courier = open(&app, "/ws/courier", &token).await;
     courier.send_json(&json!({"type": "go_online"})).await;
     courier.expect_type("ack", WAIT).await;
@@ -1155,5 +1155,40 @@ async fn implausible_gps_points_are_dropped_and_counted_by_reason() {
         metrics.contains("hexmarket_gps_points_accepted_total 2"),
         "{metrics}"
     );
+
+    // The accepted points are on the courier's trail, oldest first; nobody but admins reads it.
+    let day = (now - chrono::Duration::seconds(100)).format("%Y-%m-%d");
+    let path = format!("/api/v1/admin/couriers/{courier_id}/trail?day={day}");
+    let (_, admin) = user_token(&app, Role::Admin);
+    let trail = ok_json(get(&app, &admin, &path).await).await;
+    let points = trail["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{trail}");
+    assert!(
+        points[0]["recorded_at"].as_str() < points[1]["recorded_at"].as_str(),
+        "{trail}"
+    );
+    assert_problem(get(&app, &token, &path).await, 403, "forbidden").await;
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access expiry.
+
+#[actix_web::test]
+async fn a_session_closes_with_4001_when_its_access_token_expires() {
+    let app = spawn_app().await;
+    let (courier, _) = user_token(&app, Role::Courier);
+    // Issued long enough ago that it has three seconds left.
+    let issued =
+        app.clock.now() - hexmarket::identity::tokens::ACCESS_TTL + chrono::Duration::seconds(3);
+    let token = app
+        .identity
+        .tokens
+        .issue(courier, Role::Courier, issued, None, issued)
+        .unwrap();
+    let mut ws = open(&app, "/ws/courier", &token).await;
+    ws.send_json(&json!({"type": "go_online"})).await;
+    ws.expect_type("ack", WAIT).await;
+    assert_eq!(ws.expect_close(Duration::from_secs(10)).await, Some(4001));
     app.stop().await;
 }
