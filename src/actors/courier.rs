@@ -113,6 +113,8 @@ impl Entity for CourierActor {
                     value: CourierRecord::new(id, deps.clock.now()),
                 },
             };
+            let mut record = record;
+            forget_finished(&deps, &mut record).await;
             let mut track = RecentTrack::default();
             if let Some(p) = &record.value.position {
                 track.push(p);
@@ -719,6 +721,34 @@ async fn save_or_reload(
             Err(e) => (current, Err(e.into())),
         },
         Err(e) => (current, Err(e.into())),
+    }
+}
+
+/// Drops deliveries whose order ended while the courier was away (cancelled, refunded), so
+/// they do not count against the courier's load.
+async fn forget_finished(deps: &CourierDeps, record: &mut Versioned<CourierRecord>) {
+    if record.value.active.is_empty() {
+        return;
+    }
+    let mut kept = Vec::new();
+    for delivery in &record.value.active {
+        match deps.orders.send(delivery.order_id, GetOrder).await {
+            Ok(Ok(Some(order))) if !order.is_tracked() => {
+                tracing::info!(courier_id = %record.value.courier_id, order_id = %delivery.order_id, "delivery dropped: the order ended");
+            }
+            _ => kept.push(delivery.clone()),
+        }
+    }
+    if kept.len() == record.value.active.len() {
+        return;
+    }
+    let mut next = record.value.clone();
+    next.active = kept;
+    if let Ok(Ok(version)) = deps.repo.save(record.version, &next).await {
+        *record = Versioned {
+            version,
+            value: next,
+        };
     }
 }
 

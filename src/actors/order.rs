@@ -446,7 +446,23 @@ async fn in_flight(deps: &OrderDeps, record: &OrderRecord, entered: OrderStatus)
         S::Accepted | S::Preparing | S::ReadyForPickup if record.courier_id.is_none() => {
             deps.dispatch.enqueue(id, record.order.vendor_id).await
         }
-        S::Delivered | S::Cancelled | S::Refunded | S::Rejected => deps.open.close(id).await,
+        S::Delivered | S::Cancelled | S::Refunded | S::Rejected => {
+            if entered != S::Delivered
+                && let Some(courier) = record.courier_id
+            {
+                // The courier stops carrying it (their session tells their actor).
+                let frame = serde_json::json!({"type": "order_cancelled", "order_id": id});
+                let topic = crate::dispatch::inbox_topic(courier);
+                if let Err(e) = deps
+                    .bus
+                    .publish(&topic, Bytes::from(frame.to_string()))
+                    .await
+                {
+                    tracing::warn!(topic, error = %e, "courier not told of a cancelled order");
+                }
+            }
+            deps.open.close(id).await
+        }
         _ => Ok(()),
     };
     if let Err(e) = outcome {

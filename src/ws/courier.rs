@@ -163,6 +163,15 @@ impl StreamHandler<Inbox> for CourierSession {
                     }
                     self.offers.push_back((offer, order));
                 }
+                ("order_cancelled", _, Some(order)) => {
+                    let couriers = self.state.live.couriers.clone();
+                    let id = self.user.id;
+                    actix::spawn(async move {
+                        let _ = couriers
+                            .send(id, crate::actors::courier::Unassign(order))
+                            .await;
+                    });
+                }
                 ("assignment", _, _) => {
                     // Handed over by a dispatcher elsewhere: the actor here re-reads its row.
                     let couriers = self.state.live.couriers.clone();

@@ -1192,3 +1192,50 @@ async fn a_session_closes_with_4001_when_its_access_token_expires() {
     assert_eq!(ws.expect_close(Duration::from_secs(10)).await, Some(4001));
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cancellation under way.
+
+#[actix_web::test]
+async fn a_courier_is_told_when_their_order_is_cancelled_and_stops_carrying_it() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "Cancelled Curry").await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    let (_, admin) = user_token(&app, Role::Admin);
+    let (_, courier_token) = user_token(&app, Role::Courier);
+    let start = route_start(&app);
+    let mut ws = open(&app, "/ws/courier", &courier_token).await;
+    ws.send_json(&json!({"type": "go_online"})).await;
+    ws.expect_type("ack", WAIT).await;
+    let mut courier = Courier {
+        ws,
+        at: shop.vendor.location,
+        recorded: start,
+    };
+    courier
+        .report(moved(shop.vendor.location, 100.0, 0.0), start, 0.0, 0.0)
+        .await;
+    let order = assigned(&app, &shop, &customer, &mut courier).await;
+    let me = ok_json(get(&app, &courier_token, "/api/v1/couriers/me").await).await;
+    assert_eq!(me["active_orders"], json!([order]), "{me}");
+
+    let cancelled = post(
+        &app,
+        &admin,
+        &format!("/api/v1/admin/orders/{order}/cancel"),
+    )
+    .await;
+    ok_json(cancelled).await;
+    let told = courier.ws.expect_type("order_cancelled", WAIT).await;
+    assert_eq!(told["order_id"], order.as_str(), "{told}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let me = ok_json(get(&app, &courier_token, "/api/v1/couriers/me").await).await;
+        if me["active_orders"] == json!([]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{me}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
