@@ -13,7 +13,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 
-use super::{Bus, BusError, SUBSCRIPTION_CAPACITY, Subscription, validate_topic};
+use super::{Bus, BusError, Subscription, capacity_for, validate_topic};
 
 type Topics = RwLock<HashMap<String, broadcast::Sender<Bytes>>>;
 
@@ -60,7 +60,7 @@ impl Bus for LocalBus {
             match topics.get(topic) {
                 Some(sender) => sender.subscribe(),
                 None => {
-                    let (sender, receiver) = broadcast::channel(SUBSCRIPTION_CAPACITY);
+                    let (sender, receiver) = broadcast::channel(capacity_for(topic));
                     topics.insert(topic.to_owned(), sender);
                     receiver
                 }

@@ -15,8 +15,27 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-/// How many messages a subscription buffers before the oldest are dropped.
+/// How many messages a subscription to a shared topic buffers before the oldest are dropped.
 pub const SUBSCRIPTION_CAPACITY: usize = 256;
+
+/// The same for topics of one order or one courier (`order.…`, `courier.…`): a handful of
+/// events in a lifetime, and one is allocated per watched order, so they stay small.
+pub const ENTITY_CAPACITY: usize = 16;
+
+/// The same for one vendor's order feed (`vendor.…`).
+pub const VENDOR_CAPACITY: usize = 64;
+
+/// How many messages a subscription to `topic` buffers. The buffer is allocated when the
+/// topic gets its first subscriber, so it is the memory cost of a watched topic.
+pub fn capacity_for(topic: &str) -> usize {
+    if topic.starts_with("order.") || topic.starts_with("courier.") {
+        ENTITY_CAPACITY
+    } else if topic.starts_with("vendor.") {
+        VENDOR_CAPACITY
+    } else {
+        SUBSCRIPTION_CAPACITY
+    }
+}
 
 /// What can go wrong on the bus.
 #[derive(Debug, thiserror::Error)]
@@ -97,5 +116,19 @@ pub fn validate_topic(topic: &str) -> Result<(), BusError> {
         Ok(())
     } else {
         Err(BusError::InvalidTopic(topic.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_of_one_entity_get_small_buffers() {
+        assert_eq!(capacity_for("order.0190.live"), ENTITY_CAPACITY);
+        assert_eq!(capacity_for("courier.0190.inbox"), ENTITY_CAPACITY);
+        assert_eq!(capacity_for("vendor.0190.orders"), VENDOR_CAPACITY);
+        assert_eq!(capacity_for("couriers.presence"), SUBSCRIPTION_CAPACITY);
+        assert_eq!(capacity_for("catalog.vendors"), SUBSCRIPTION_CAPACITY);
     }
 }

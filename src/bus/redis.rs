@@ -20,7 +20,7 @@ use redis::{Msg, RedisError};
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{Bus, BusError, SUBSCRIPTION_CAPACITY, Subscription, validate_topic};
+use super::{Bus, BusError, Subscription, capacity_for, validate_topic};
 use crate::redis_link::{COMMAND_TIMEOUT, CONNECT_TIMEOUT, RedisLink};
 
 /// Longest a caller of `subscribe` waits, queueing behind other subscribes included.
@@ -369,7 +369,9 @@ impl PubSubTask {
         };
         match timeout(COMMAND_TIMEOUT, sink.subscribe(channel)).await {
             Ok(Ok(())) => {
-                let (sender, receiver) = broadcast::channel(SUBSCRIPTION_CAPACITY);
+                // The channel is `{prefix}:bus:{topic}`; topics contain no `:bus:`.
+                let topic = channel.rsplit_once(":bus:").map_or(channel, |(_, t)| t);
+                let (sender, receiver) = broadcast::channel(capacity_for(topic));
                 self.channels.insert(channel.to_owned(), sender);
                 Ok(receiver)
             }
