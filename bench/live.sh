@@ -73,14 +73,16 @@ loadgen() {
     --json "$RESULTS/$name.json"
 }
 
+# Idle first, on the fresh server: memory freed by earlier load stays in the allocator and
+# would hide what new sessions cost.
+echo "== idle: $IDLE sockets held 10 s"
+loadgen idle idle --connections "$IDLE" --hold-secs 10
 echo "== live: $COURIERS couriers, $WATCHERS watchers, ${DURATION}s at ${RATE} Hz"
 loadgen live live --couriers "$COURIERS" --watchers "$WATCHERS" --duration-secs "$DURATION" --rate-hz "$RATE"
 echo "== ingest: $INGEST couriers, 20 s, 1 point per frame"
 loadgen ingest-1 ingest --couriers "$INGEST" --duration-secs 20 --batch 1
 echo "== ingest: $INGEST couriers, 20 s, 50 points per frame"
 loadgen ingest-50 ingest --couriers "$INGEST" --duration-secs 20 --batch 50
-echo "== idle: $IDLE sockets held 10 s"
-loadgen idle idle --connections "$IDLE" --hold-secs 10
 echo "== server memory at the end: $(grep VmRSS /proc/$SERVER_PID/status | awk '{print $2, $3}') resident"
 
 echo "== nearby (in-process, no server): 10000 couriers, 100000 queries"

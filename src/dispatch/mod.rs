@@ -67,8 +67,15 @@ pub enum DispatchState {
     },
     Assigning {
         courier: UserId,
+        /// When the courier accepted; the loop finishes the assignment only if it is still
+        /// unfinished a while later (its own node crashed), never alongside it.
+        #[serde(default)]
+        since: Option<DateTime<Utc>>,
     },
 }
+
+/// How long an accepted offer may stay unfinished before a dispatcher round finishes it.
+const ASSIGNING_GRACE: chrono::Duration = chrono::Duration::seconds(10);
 
 /// An order waiting for a courier.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -308,7 +315,9 @@ impl Dispatcher {
                     let (offer_id, courier) = (*offer_id, *courier);
                     self.lapse(row, offer_id, courier).await
                 }
-                DispatchState::Assigning { courier } => {
+                DispatchState::Assigning { courier, since }
+                    if since.is_none_or(|at| at + ASSIGNING_GRACE <= now) =>
+                {
                     let courier = *courier;
                     match self.finish(order, courier).await {
                         Ok(route) => {
@@ -535,7 +544,10 @@ impl Dispatcher {
                 }
                 let mut next = record.clone();
                 if accept {
-                    next.state = DispatchState::Assigning { courier };
+                    next.state = DispatchState::Assigning {
+                        courier,
+                        since: Some(now),
+                    };
                 } else {
                     next.declined.push(courier);
                     next.state = DispatchState::Waiting { next_at: now };

@@ -304,7 +304,12 @@ impl RecentTrack {
 }
 
 fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from).num_milliseconds() as f64 / 1000.0
+    let span = to - from;
+    // Microseconds: phones stamp points finer than a millisecond apart.
+    match span.num_microseconds() {
+        Some(micros) => micros as f64 / 1_000_000.0,
+        None => span.num_milliseconds() as f64 / 1000.0,
+    }
 }
 
 /// Seconds to cover `remaining_m` at the recent speed, never slower than [`ETA_FLOOR_MPS`].

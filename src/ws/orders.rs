@@ -29,8 +29,47 @@ use crate::http::orders::order_parts;
 use crate::http::{ApiError, AppState};
 use crate::store::orders::OrderRepo;
 
-/// Watchers get at most one location frame per this interval.
+/// Watchers get at most one location frame per this interval on average…
 pub const LOCATION_EVERY: Duration = Duration::from_secs(1);
+/// …and never two closer than this: a courier pinging once a second with a little jitter is
+/// forwarded at once instead of waiting out the rest of the second.
+pub const LOCATION_MIN_GAP: Duration = Duration::from_millis(750);
+
+/// Paces one watcher's location frames: a token bucket filling at one frame per
+/// [`LOCATION_EVERY`] that holds at most enough for one frame now and the next after
+/// [`LOCATION_MIN_GAP`].
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    credit: f64,
+    at: Instant,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Pace {
+            credit: 1.0,
+            at: now,
+        }
+    }
+
+    fn capacity() -> f64 {
+        2.0 - LOCATION_MIN_GAP.as_secs_f64() / LOCATION_EVERY.as_secs_f64()
+    }
+
+    /// Takes a frame's worth of credit, or says how long until there is one.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        let earned =
+            now.saturating_duration_since(self.at).as_secs_f64() / LOCATION_EVERY.as_secs_f64();
+        self.credit = (self.credit + earned).min(Self::capacity());
+        self.at = now;
+        if self.credit >= 1.0 {
+            self.credit -= 1.0;
+            Ok(())
+        } else {
+            Err(LOCATION_EVERY.mul_f64(1.0 - self.credit))
+        }
+    }
+}
 /// Events replayed on connect, at most (an order has a few dozen at most).
 const REPLAY_LIMIT: usize = 1000;
 
@@ -81,7 +120,7 @@ pub struct WatchSession {
     last_seq: u64,
     /// A courier is on the order and it has not reached its end.
     tracking: bool,
-    last_location: Option<Instant>,
+    pace: Pace,
     pending_location: Option<Bytes>,
     flush_scheduled: bool,
     _guard: ConnectionGuard,
@@ -151,7 +190,7 @@ pub async fn open(
         subscriptions: Some(subscriptions),
         last_seq,
         tracking,
-        last_location: None,
+        pace: Pace::new(Instant::now()),
         pending_location: None,
         flush_scheduled: false,
         _guard: guard,
@@ -309,38 +348,39 @@ impl WatchSession {
         if let Ok(frame) = serde_json::from_slice::<LocationFrame>(&payload) {
             self.state.live.board.set(self.order, frame);
         }
-        let due = self
-            .last_location
-            .is_none_or(|at| at.elapsed() >= LOCATION_EVERY);
-        if due {
-            self.send_location(payload, ctx);
-            return;
-        }
         if self.pending_location.replace(payload).is_some() {
             self.state.metrics.ws_frame_dropped("superseded").inc();
         }
         if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            let wait = self.last_location.map_or(Duration::ZERO, |at| {
-                LOCATION_EVERY.saturating_sub(at.elapsed())
-            });
-            ctx.run_later(wait, |session, ctx| {
-                session.flush_scheduled = false;
-                if let Some(payload) = session.pending_location.take()
-                    && session.tracking
-                {
-                    session.send_location(payload, ctx);
-                }
-            });
+            self.flush(ctx);
         }
     }
 
-    fn send_location(&mut self, payload: Bytes, ctx: &mut ws::WebsocketContext<Self>) {
-        self.last_location = Some(Instant::now());
-        match std::str::from_utf8(&payload) {
-            Ok(text) => ctx.text(text.to_owned()),
-            Err(_) => tracing::debug!("location frame is not UTF-8"),
+    /// Sends the pending position if the pace allows, else comes back when it will.
+    fn flush(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.flush_scheduled = false;
+        if !self.tracking || self.pending_location.is_none() {
+            return;
         }
+        match self.pace.take(Instant::now()) {
+            Ok(()) => {
+                if let Some(payload) = self.pending_location.take() {
+                    send_text(payload, ctx);
+                }
+            }
+            Err(wait) => {
+                self.flush_scheduled = true;
+                ctx.run_later(wait, |session, ctx| session.flush(ctx));
+            }
+        }
+    }
+}
+
+/// Writes a UTF-8 payload from the bus as a text frame.
+fn send_text(payload: Bytes, ctx: &mut ws::WebsocketContext<WatchSession>) {
+    match std::str::from_utf8(&payload) {
+        Ok(text) => ctx.text(text.to_owned()),
+        Err(_) => tracing::debug!("location frame is not UTF-8"),
     }
 }
 
@@ -350,4 +390,34 @@ impl StreamHandler<super::Closing> for WatchSession {
     }
 
     fn finished(&mut self, _: &mut Self::Context) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watcher_gets_a_second_a_frame_on_average_and_none_closer_than_the_gap() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        assert!(pace.take(start).is_ok());
+        // Too soon: told how long to wait.
+        let wait = pace.take(start + Duration::from_millis(100)).unwrap_err();
+        assert!(wait > Duration::from_millis(500), "{wait:?}");
+        // A ping a little early (jitter) after a quiet second still goes at once …
+        let mut pace = Pace::new(start);
+        let mut at = start;
+        assert!(pace.take(at).is_ok());
+        at += Duration::from_millis(1_400);
+        assert!(pace.take(at).is_ok());
+        at += Duration::from_millis(800);
+        assert!(pace.take(at).is_ok());
+        // … but never twice within the gap, and no faster than one a second over time.
+        assert!(pace.take(at + Duration::from_millis(700)).is_err());
+        let mut pace = Pace::new(start);
+        let sent = (0..100)
+            .filter(|i| pace.take(start + Duration::from_millis(100 * i)).is_ok())
+            .count();
+        assert!((10..=11).contains(&sent), "{sent} frames in 10 s");
+    }
 }
