@@ -195,6 +195,11 @@ impl LiveSession for CourierSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Self::Context) {
+        // The common case in one pass; a frame that does not parse is looked at again to say
+        // what is wrong with it.
+        if let Ok(incoming) = serde_json::from_str::<Incoming>(text) {
+            return self.act(incoming, ctx);
+        }
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(value) => value,
             Err(_) => return send_error(ctx, "invalid_json", "the frame is not valid JSON"),
