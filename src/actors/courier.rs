@@ -330,18 +330,7 @@ impl CourierActor {
             }
             (current, Err(CourierError::Conflict))
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            |(record, answer), actor: &mut CourierActor, _| {
-                let position = actor.record.value.position.clone();
-                actor.record = record;
-                // Points that arrived meanwhile are newer than what was read.
-                if actor.position_dirty {
-                    actor.record.value.position = position;
-                }
-                actor.announce(false);
-                answer
-            },
-        )))
+        self.adopt(work)
     }
 
     fn delivery(&self, order: OrderId) -> Option<&ActiveDelivery> {
@@ -681,6 +670,7 @@ impl CourierActor {
             |(record, answer), actor: &mut CourierActor, _| {
                 let position = actor.record.value.position.clone();
                 actor.record = record;
+                // Points that arrived meanwhile are newer than what was read.
                 if actor.position_dirty {
                     actor.record.value.position = position;
                 }

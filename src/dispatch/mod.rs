@@ -91,6 +91,16 @@ pub struct DispatchRecord {
     pub state: DispatchState,
 }
 
+impl DispatchRecord {
+    /// The record after `courier` turned the order down (or let the offer lapse): they are not
+    /// asked again, and the order looks for the next courier at once.
+    fn declined_by(mut self, courier: UserId, now: DateTime<Utc>) -> Self {
+        self.declined.push(courier);
+        self.state = DispatchState::Waiting { next_at: now };
+        self
+    }
+}
+
 /// An order nobody has taken yet, for admins.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UnassignedOrder {
@@ -491,15 +501,7 @@ impl Dispatcher {
         courier: UserId,
     ) -> Result<(), DispatchError> {
         let order = row.value.order_id;
-        let mut declined = row.value.declined.clone();
-        declined.push(courier);
-        let waiting = DispatchRecord {
-            declined,
-            state: DispatchState::Waiting {
-                next_at: self.inner.clock.now(),
-            },
-            ..row.value
-        };
+        let waiting = row.value.declined_by(courier, self.inner.clock.now());
         if self
             .inner
             .queue
@@ -542,16 +544,17 @@ impl Dispatcher {
                     } if *offered == offer_id && *to == courier && *expires_at > now => {}
                     _ => return Err(DispatchError::OfferGone),
                 }
-                let mut next = record.clone();
-                if accept {
-                    next.state = DispatchState::Assigning {
-                        courier,
-                        since: Some(now),
-                    };
+                let next = if accept {
+                    DispatchRecord {
+                        state: DispatchState::Assigning {
+                            courier,
+                            since: Some(now),
+                        },
+                        ..record.clone()
+                    }
                 } else {
-                    next.declined.push(courier);
-                    next.state = DispatchState::Waiting { next_at: now };
-                }
+                    record.clone().declined_by(courier, now)
+                };
                 Ok(Change::Put(next, ()))
             })
             .await?;
@@ -629,13 +632,10 @@ impl Dispatcher {
             .queue
             .rows
             .modify(&key(order), |current| {
-                let Some(record) = current else {
-                    return Ok::<_, StoreError>(Change::Keep(()));
-                };
-                let mut next = record.clone();
-                next.declined.push(courier);
-                next.state = DispatchState::Waiting { next_at: now };
-                Ok(Change::Put(next, ()))
+                Ok::<_, StoreError>(match current {
+                    Some(record) => Change::Put(record.clone().declined_by(courier, now), ()),
+                    None => Change::Keep(()),
+                })
             })
             .await
             .map_err(|e| match e {

@@ -59,6 +59,20 @@ impl OrderStatus {
         }
     }
 
+    /// Whether the order has reached its end (delivered, or one of the exits): nothing moves
+    /// it on but a refund, and nobody tracks it any more.
+    pub fn has_ended(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Delivered
+                | OrderStatus::Cancelled
+                | OrderStatus::Refunded
+                | OrderStatus::Rejected
+                | OrderStatus::Expired
+                | OrderStatus::PaymentFailed
+        )
+    }
+
     /// Whether the order was paid for on its way to this status (so money may be refunded).
     fn after_payment(self) -> bool {
         matches!(

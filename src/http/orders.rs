@@ -491,15 +491,7 @@ pub async fn get_tracking(
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&id)?;
     let (order, _) = visible_order(&state, &user, id).await?;
-    if matches!(
-        order.status(),
-        OrderStatus::Delivered
-            | OrderStatus::Cancelled
-            | OrderStatus::Refunded
-            | OrderStatus::Rejected
-            | OrderStatus::Expired
-            | OrderStatus::PaymentFailed
-    ) {
+    if order.status().has_ended() {
         return Err(ApiError::new(
             StatusCode::GONE,
             "tracking_ended",

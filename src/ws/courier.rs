@@ -367,10 +367,4 @@ fn error_frame(e: &CourierError) -> (&'static str, String) {
     (code, message)
 }
 
-impl StreamHandler<super::Closing> for CourierSession {
-    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
-        super::going_away(ctx);
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {}
-}
+super::closes_when_the_node_stops!(CourierSession);

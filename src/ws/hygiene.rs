@@ -101,8 +101,15 @@ impl Hygiene {
 pub trait LiveSession: actix::Actor<Context = ws::WebsocketContext<Self>> {
     fn hygiene(&mut self) -> &mut Hygiene;
 
-    /// A text frame that passed the rate limit.
-    fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>);
+    /// A text frame that passed the rate limit. Streams that only speak keep the default,
+    /// which answers every message with an error frame.
+    fn on_text(&mut self, _text: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        send_error(
+            ctx,
+            "unknown_type",
+            "this stream only speaks; it takes no messages",
+        );
+    }
 }
 
 /// Upgrades the request and starts `session`, with inbound frames capped at [`MAX_FRAME`].

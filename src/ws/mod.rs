@@ -87,6 +87,20 @@ pub(crate) fn closing(state: &crate::http::AppState) -> impl Stream<Item = Closi
     })
 }
 
+/// Closes the session with 1001 when the node starts stopping (see [`closing`]).
+macro_rules! closes_when_the_node_stops {
+    ($session:ty) => {
+        impl actix::StreamHandler<super::Closing> for $session {
+            fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
+                super::going_away(ctx);
+            }
+
+            fn finished(&mut self, _: &mut Self::Context) {}
+        }
+    };
+}
+pub(crate) use closes_when_the_node_stops;
+
 /// Closes a session because the node is stopping; clients reconnect (to another node).
 pub(crate) fn going_away<A>(ctx: &mut actix_web_actors::ws::WebsocketContext<A>)
 where

@@ -153,20 +153,6 @@ impl LiveSession for OpsSession {
     fn hygiene(&mut self) -> &mut Hygiene {
         &mut self.hygiene
     }
-
-    fn on_text(&mut self, _: &str, ctx: &mut Self::Context) {
-        send_error(
-            ctx,
-            "unknown_type",
-            "this stream only speaks; it takes no messages",
-        );
-    }
 }
 
-impl StreamHandler<super::Closing> for OpsSession {
-    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
-        super::going_away(ctx);
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {}
-}
+super::closes_when_the_node_stops!(OpsSession);

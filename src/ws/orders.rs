@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::handshake::{ConnectionGuard, WsUser};
-use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow, send_error};
+use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::actors::order::{GetOrder, order_live_topic, order_topic};
 use crate::bus::{Delivery, Subscription};
 use crate::dispatch::board::LocationFrame;
@@ -291,14 +291,6 @@ impl LiveSession for WatchSession {
     fn hygiene(&mut self) -> &mut Hygiene {
         &mut self.hygiene
     }
-
-    fn on_text(&mut self, _: &str, ctx: &mut Self::Context) {
-        send_error(
-            ctx,
-            "unknown_type",
-            "this stream only speaks; it takes no messages",
-        );
-    }
 }
 
 impl WatchSession {
@@ -325,15 +317,7 @@ impl WatchSession {
         ) {
             self.tracking = true;
         }
-        if matches!(
-            event.status_after,
-            OrderStatus::Delivered
-                | OrderStatus::Cancelled
-                | OrderStatus::Refunded
-                | OrderStatus::Rejected
-                | OrderStatus::Expired
-                | OrderStatus::PaymentFailed
-        ) {
+        if event.status_after.has_ended() {
             // The position stops with the delivery, for good.
             self.tracking = false;
             self.pending_location = None;
@@ -384,13 +368,7 @@ fn send_text(payload: Bytes, ctx: &mut ws::WebsocketContext<WatchSession>) {
     }
 }
 
-impl StreamHandler<super::Closing> for WatchSession {
-    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
-        super::going_away(ctx);
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {}
-}
+super::closes_when_the_node_stops!(WatchSession);
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use actix_web_actors::ws;
 use serde::Deserialize;
 
 use super::handshake::ConnectionGuard;
-use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow, send_error};
+use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::actors::order::vendor_topic;
 use crate::bus::{Delivery, Subscription};
 use crate::domain::identity::Role;
@@ -143,20 +143,6 @@ impl LiveSession for VendorSession {
     fn hygiene(&mut self) -> &mut Hygiene {
         &mut self.hygiene
     }
-
-    fn on_text(&mut self, _: &str, ctx: &mut Self::Context) {
-        send_error(
-            ctx,
-            "unknown_type",
-            "this stream only speaks; it takes no messages",
-        );
-    }
 }
 
-impl StreamHandler<super::Closing> for VendorSession {
-    fn handle(&mut self, _: super::Closing, ctx: &mut Self::Context) {
-        super::going_away(ctx);
-    }
-
-    fn finished(&mut self, _: &mut Self::Context) {}
-}
+super::closes_when_the_node_stops!(VendorSession);
