@@ -60,7 +60,7 @@ pub(super) const SPEED_MPS: f64 = 6.0;
 /// Reported GPS accuracy, in metres.
 pub(super) const ACCURACY_M: f64 = 10.0;
 /// A tick this late counts as late (the load generator falling behind).
-const LATE_TICK: Duration = Duration::from_millis(20);
+pub(super) const LATE_TICK: Duration = Duration::from_millis(20);
 /// How long the setup waits for the next assignment before measuring with what it has.
 const DISPATCH_STALL: Duration = Duration::from_secs(45);
 /// Time after the window for frames and acks still in flight.
@@ -650,6 +650,19 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
             probe::delta_json(before, after, seconds),
             probe::delta_human(before, after, seconds),
         );
+        // The figure `loadgen relay` reports too, for comparing with a bare relay.
+        let cpu_s = after.cpu_s - before.cpu_s;
+        let delivered = watchers_total.frames_in_window;
+        let per_cpu_s = if cpu_s > 0.0 {
+            delivered as f64 / cpu_s
+        } else {
+            0.0
+        };
+        report.add(
+            "delivered_frames_per_server_cpu_s",
+            per_cpu_s,
+            format!("{per_cpu_s:.0} location frames per CPU second ({delivered} in {cpu_s:.2} CPU s; includes ingest, acks and trail writes)"),
+        );
     }
     Ok(report)
 }
@@ -907,7 +920,7 @@ async fn ready_for_pickup<'a>(
 }
 
 /// Measures how late the runtime wakes a sleeping task (the load generator's own lag).
-async fn lag_probe(start: Instant, end: Instant) -> (Histogram<u64>, u64) {
+pub(super) async fn lag_probe(start: Instant, end: Instant) -> (Histogram<u64>, u64) {
     const PERIOD: Duration = Duration::from_millis(10);
     let mut lag = latency_histogram();
     let mut late = 0;

@@ -1,11 +1,12 @@
 //! `hexmarket loadgen`: drives couriers and watchers over real WebSockets against a running node.
 //!
-//! Four scenarios, each bounded in time and count, loopback only, stopping by itself:
+//! Five scenarios, each bounded in time and count, loopback only, stopping by itself:
 //! - [`live`]: couriers stream positions of assigned orders, customers watch them; measures
 //!   ping → watcher latency, ack latency and delivered frames.
 //! - [`ingest`]: couriers send location frames as fast as acks come back (one in flight).
 //! - [`idle`]: authenticated idle sockets; the server's resident memory per connection.
 //! - [`nearby`]: in-process, no server: the courier index's nearest-courier queries.
+//! - [`relay`]: `live`'s load shape against a zero-logic WebSocket relay, a peer to compare with.
 //!
 //! Authentication mints access tokens with the node's own key (the loadgen runs with the
 //! server's HEXMARKET_* environment) instead of logging thousands of users in: password hashing
@@ -18,6 +19,7 @@ mod ingest;
 mod live;
 mod nearby;
 mod probe;
+mod relay;
 mod report;
 mod socket;
 
@@ -55,6 +57,9 @@ pub enum Scenario {
     Idle(idle::IdleArgs),
     /// In-process nearest-courier queries on the dispatch index (no server).
     Nearby(nearby::NearbyArgs),
+    /// The `live` load shape against a zero-logic WebSocket relay (bench/peers/relay), for
+    /// comparison: `--url ws://127.0.0.1:PORT`.
+    Relay(relay::RelayArgs),
 }
 
 /// Longest any timed phase may be asked to last.
@@ -67,6 +72,7 @@ pub async fn run(args: LoadgenArgs, settings: Settings) -> anyhow::Result<()> {
         Scenario::Live(s) => live::run(&Target::new(&args, &settings)?, s).await?,
         Scenario::Ingest(s) => ingest::run(&Target::new(&args, &settings)?, s).await?,
         Scenario::Idle(s) => idle::run(&Target::new(&args, &settings)?, s).await?,
+        Scenario::Relay(s) => relay::run(&args.url, args.server_pid, s).await?,
     };
     print!("{}", report.text());
     if let Some(path) = &args.json {

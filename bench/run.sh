@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Every speed claim of the README, measured side by side with a peer in one run, by one command.
+#
+#   bench/run.sh            # full run (≈ 15 minutes once the demo city is seeded)
+#   QUICK=1 bench/run.sh    # smaller and shorter, to check the harness itself
+#
+# Builds the release binary, seeds a demo city (BENCH_DATA=dir keeps it for the next run:
+# seeding thousands of accounts is slow because password hashing is slow on purpose), installs
+# the peers on demand (Node `ws` relay from npm, FastAPI + uvicorn and redis-py from pip; they
+# are never build or test dependencies), and runs each scenario with the server under test
+# pinned to core 0 and the load generator to core 1. Loopback only; every scenario is bounded
+# in time; everything it starts is stopped by pid on exit. Writes bench/results/latest.md and
+# bench/results/latest.json (machine, versions, date, every figure with its peer and ratio).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release/hexmarket
+if [[ -n ${QUICK:-} ]]; then
+  N=${N:-500}; LIVE_SECS=${LIVE_SECS:-15}; HTTP_SECS=${HTTP_SECS:-4}; INGEST_SECS=${INGEST_SECS:-8}
+else
+  N=${N:-5000}; LIVE_SECS=${LIVE_SECS:-60}; HTTP_SECS=${HTTP_SECS:-15}; INGEST_SECS=${INGEST_SECS:-20}
+fi
+PORT=${PORT:-18484}
+RELAY_PORT=${RELAY_PORT:-18485}
+PEER_PORT=${PEER_PORT:-18486}
+WORK=$(mktemp -d /tmp/hexmarket-run.XXXXXX)
+DATA=${BENCH_DATA:-$WORK/data}
+RAW=$WORK/raw
+OUT=$ROOT/bench/results
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+mkdir -p "$RAW" "$OUT"
+
+# --- tools and peers -------------------------------------------------------------------------
+command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
+command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
+command -v node >/dev/null || { echo "node and npm are needed for the relay peer" >&2; exit 1; }
+(cd "$ROOT" && cargo build --release --quiet)
+npm install --no-audit --no-fund --silent --prefix "$ROOT/bench/peers/relay" >/dev/null
+python3 -m pip install --quiet --root-user-action=ignore -r "$ROOT/bench/peers/requirements.txt"
+ulimit -n "$(ulimit -Hn)"
+
+export HEXMARKET_DATA_DIR=$DATA HEXMARKET_LOG=warn HEXMARKET_LISTEN=127.0.0.1:$PORT \
+  HEXMARKET_JWT_SECRET=${HEXMARKET_JWT_SECRET:-bench-run-secret-0123456789abcdef0123456789}
+BASE=http://127.0.0.1:$PORT
+
+echo "== seed-demo: 200 stores, 2,000 products, $N couriers, $N customers"
+"$BIN" seed-demo --vendors 200 --products 2000 --couriers "$N" --customers "$N" >/dev/null
+
+# Starts a command pinned to core 0, remembers its pid in $STARTED.
+start() {
+  taskset -c 0 "$@" &
+  STARTED=$!
+  PIDS+=("$STARTED")
+}
+
+stop() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+wait_http() {
+  for _ in $(seq 1 200); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "nothing answers at $1" >&2
+  exit 1
+}
+
+start_hexmarket() {
+  start "$BIN" serve
+  HEX=$STARTED
+  wait_http "$BASE/health"
+}
+
+loadgen() {
+  taskset -c 1 "$BIN" loadgen "$@"
+}
+
+# CPU ticks (user + system) a process has used so far.
+ticks() {
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# wrk against one URL with the server's CPU measured around it: writes RAW/$name.json.
+http_run() {
+  local name=$1 pid=$2 url=$3 script=${4:-}
+  local before after
+  before=$(ticks "$pid")
+  if [[ -n $script ]]; then
+    taskset -c 1 wrk -t1 -c64 -d"${HTTP_SECS}s" --latency -s "$script" "$url" >"$RAW/$name.wrk"
+  else
+    taskset -c 1 wrk -t1 -c64 -d"${HTTP_SECS}s" --latency "$url" >"$RAW/$name.wrk"
+  fi
+  after=$(ticks "$pid")
+  python3 "$ROOT/bench/run/wrk_json.py" "$RAW/$name.wrk" "$before" "$after" >"$RAW/$name.json"
+}
+
+# --- 1. live fan-out: hexmarket vs a zero-logic relay ----------------------------------------
+echo "== live fan-out: hexmarket, $N couriers and $N watchers, ${LIVE_SECS}s at 1 Hz"
+start_hexmarket
+loadgen live --url "$BASE" --server-pid "$HEX" --couriers "$N" --watchers "$N" \
+  --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/live.json" >"$RAW/live.txt"
+stop "$HEX"
+echo "== live fan-out: relay (Node ws), $N publishers and $N subscribers"
+start node "$ROOT/bench/peers/relay/relay.js" "$RELAY_PORT"
+RELAY=$STARTED
+sleep 1
+loadgen relay --url "ws://127.0.0.1:$RELAY_PORT" --server-pid "$RELAY" --publishers "$N" \
+  --subscribers "$N" --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/relay.json" \
+  >"$RAW/relay.txt"
+stop "$RELAY"
+
+# --- 2. catalog HTTP: hexmarket vs FastAPI -----------------------------------------------------
+echo "== catalog HTTP: hexmarket"
+start_hexmarket
+curl -fsS "$BASE/api/v1/products?limit=100" \
+  | python3 -c 'import json,sys; print("\n".join(p["id"] for p in json.load(sys.stdin)["items"]))' \
+  >"$WORK/ids.txt"
+python3 - "$BASE" "$WORK/ids.txt" "$WORK/products.json" <<'PY'
+import json, sys, urllib.request
+base, ids, out = sys.argv[1:]
+bodies = [json.load(urllib.request.urlopen(f"{base}/api/v1/products/{i.strip()}"))
+          for i in open(ids) if i.strip()]
+json.dump(bodies, open(out, "w"))
+PY
+export IDS_FILE=$WORK/ids.txt
+http_run hex-health "$HEX" "$BASE/health"
+http_run hex-product "$HEX" "$BASE" "$ROOT/bench/run/ids.lua"
+http_run hex-search "$HEX" "$BASE" "$ROOT/bench/run/words.lua"
+stop "$HEX"
+echo "== catalog HTTP: FastAPI + uvicorn"
+start python3 "$ROOT/bench/peers/catalog_app.py" "$WORK/products.json" --port "$PEER_PORT"
+PEER=$STARTED
+wait_http "http://127.0.0.1:$PEER_PORT/health"
+http_run peer-product "$PEER" "http://127.0.0.1:$PEER_PORT" "$ROOT/bench/run/ids.lua"
+http_run peer-search "$PEER" "http://127.0.0.1:$PEER_PORT" "$ROOT/bench/run/words.lua"
+stop "$PEER"
+
+# --- 3. nearby couriers: in-process H3 index vs Redis GEOSEARCH --------------------------------
+echo "== nearby couriers: 10,000 online"
+taskset -c 1 "$BIN" loadgen nearby --couriers 10000 --queries 100000 --json "$RAW/nearby.json" \
+  >"$RAW/nearby.txt"
+redis-cli -h 127.0.0.1 ping >/dev/null
+GEO_QUERIES=${QUICK:+2000}
+taskset -c 1 python3 "$ROOT/bench/peers/geosearch.py" --json --couriers 10000 \
+  --queries "${GEO_QUERIES:-20000}" >"$RAW/geosearch.json"
+
+# --- 4 and 5. checkout and ingest on hexmarket -------------------------------------------------
+echo "== ingest: 1 point per frame and 50 points per frame"
+start_hexmarket
+loadgen ingest --url "$BASE" --server-pid "$HEX" --couriers "$(( N < 3000 ? N : 3000 ))" \
+  --duration-secs "$INGEST_SECS" --batch 1 --json "$RAW/ingest-1.json" >"$RAW/ingest-1.txt"
+loadgen ingest --url "$BASE" --server-pid "$HEX" --couriers "$(( N < 3000 ? N : 3000 ))" \
+  --duration-secs "$INGEST_SECS" --batch 50 --json "$RAW/ingest-50.json" >"$RAW/ingest-50.txt"
+stop "$HEX"
+
+echo "== report"
+python3 "$ROOT/bench/run/report.py" "$RAW" "$OUT" "$N" "$LIVE_SECS" "$HTTP_SECS"
+cat "$OUT/latest.md"

@@ -1,0 +1,141 @@
+"""Builds bench/results/latest.{md,json} from the raw results of one bench/run.sh run:
+`report.py RAW_DIR OUT_DIR N LIVE_SECS HTTP_SECS`."""
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+raw, out, n, live_secs, http_secs = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+
+
+def load(name):
+    path = os.path.join(raw, f"{name}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def version(*command):
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=20).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def ratio(ours, theirs, higher_is_better=True):
+    if not ours or not theirs:
+        return None
+    return round(ours / theirs if higher_is_better else theirs / ours, 2)
+
+
+live, relay = load("live"), load("relay")
+rows = []
+
+
+def row(scenario, what, ours, peer_name, theirs, unit, higher_is_better=True, goal=None):
+    rows.append({
+        "scenario": scenario, "what": what, "hexmarket": ours, "peer": peer_name,
+        "peer_value": theirs, "unit": unit,
+        "ratio": ratio(ours, theirs, higher_is_better), "goal": goal,
+    })
+
+
+if live and relay:
+    ours = live["location_frames_delivered"] / live["server"]["cpu_s"]
+    theirs = relay.get("delivered_frames_per_server_cpu_s")
+    row("1 live fan-out", "frames delivered per server CPU-second", round(ours), "Node ws relay",
+        theirs and round(theirs), "frames/CPU-s", goal="≥ 2×")
+    row("1 live fan-out", "ping → watcher p99", live["ping_to_watcher_latency"]["p99_us"] / 1000,
+        "Node ws relay", relay["publish_to_subscriber_latency"]["p99_us"] / 1000, "ms",
+        higher_is_better=False)
+    row("1 live fan-out", "ping → watcher p50", live["ping_to_watcher_latency"]["p50_us"] / 1000,
+        "Node ws relay", relay["publish_to_subscriber_latency"]["p50_us"] / 1000, "ms",
+        higher_is_better=False)
+    row("1 live fan-out", "resident memory per connection (after the run)",
+        None, "Node ws relay", relay.get("rss_per_connection_kib"), "KiB")
+
+for what, ours, theirs in [("GET /api/v1/products/{id}", "hex-product", "peer-product"),
+                           ("text search", "hex-search", "peer-search")]:
+    o, t = load(ours), load(theirs)
+    if o and t:
+        row("2 catalog HTTP", f"{what}: server CPU per request", round(o["server_cpu_us_per_request"], 1),
+            "FastAPI + uvicorn", round(t["server_cpu_us_per_request"], 1), "CPU-µs",
+            higher_is_better=False, goal="≥ 8× (products)" if "products" in what else None)
+        row("2 catalog HTTP", f"{what}: p99 at 64 connections", o["p99_ms"], "FastAPI + uvicorn",
+            t["p99_ms"], "ms", higher_is_better=False)
+        row("2 catalog HTTP", f"{what}: throughput", round(o["requests_per_s"]), "FastAPI + uvicorn",
+            round(t["requests_per_s"]), "req/s")
+health, product = load("hex-health"), load("hex-product")
+if health and product:
+    row("2 catalog HTTP", "GET /api/v1/products/{id} vs /health (ceiling)",
+        round(product["requests_per_s"]), "hexmarket /health", round(health["requests_per_s"]),
+        "req/s")
+
+nearby, geo = load("nearby"), load("geosearch")
+if nearby and geo:
+    row("3 nearby couriers", "nearest 5 within 3 km of 10,000: queries/s",
+        round(nearby["queries_per_s"]), "Redis GEOSEARCH", round(geo["queries_per_s"]),
+        "queries/s", goal="≥ 10×")
+    row("3 nearby couriers", "p99", nearby["query_latency_us"]["p99"],
+        "Redis GEOSEARCH", geo["query_latency_us"]["p99"], "µs", higher_is_better=False)
+    row("3 nearby couriers", "hits per answer", nearby["mean_candidates"], "Redis GEOSEARCH",
+        geo["mean_candidates"], "couriers")
+
+for batch in (1, 50):
+    ingest = load(f"ingest-{batch}")
+    if ingest:
+        points = ingest["points_accepted"]
+        row("5 ingest", f"acknowledged points/s, {batch} per frame", round(ingest["acked_points_per_s"]),
+            None, None, "points/s")
+        row("5 ingest", f"server CPU per point, {batch} per frame",
+            round(ingest["server"]["cpu_s"] * 1e6 / points, 1) if points else None, None, None,
+            "CPU-µs")
+
+machine = {
+    "cpu": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
+    "rustc": version("rustc", "--version"), "node": version("node", "--version"),
+    "python": platform.python_version(), "redis": version("redis-server", "--version"),
+    "hexmarket": version("git", "-C", os.path.dirname(os.path.dirname(out)), "rev-parse", "--short", "HEAD"),
+}
+result = {
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "machine": machine,
+    "parameters": {"couriers_and_watchers": n, "live_seconds": live_secs, "http_seconds": http_secs,
+                   "pinning": "server under test on core 0, load generator on core 1"},
+    "figures": rows,
+    "raw": {name[:-5]: load(name[:-5]) for name in sorted(os.listdir(raw)) if name.endswith(".json")},
+}
+json.dump(result, open(os.path.join(out, "latest.json"), "w"), indent=2)
+
+
+def cell(value):
+    if value is None:
+        return "—"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.2f}".rstrip("0").rstrip(".")
+
+
+lines = [
+    "# hexmarket benchmarks, side by side",
+    "",
+    f"Run {result['date']} on {machine['cpu']} ({machine['cores']} cores, Linux {machine['kernel']}); "
+    f"{machine['rustc']}, node {machine['node']}, Python {machine['python']}; hexmarket {machine['hexmarket']}.",
+    f"Server under test pinned to core 0, load generator to core 1; {n:,} couriers and watchers, "
+    f"live runs {live_secs} s, HTTP runs {http_secs} s at 64 connections. Produced by `bench/run.sh`.",
+    "",
+    "| scenario | what | hexmarket | peer | peer's | ratio | goal |",
+    "|---|---|---|---|---|---|---|",
+]
+for r in rows:
+    lines.append(
+        f"| {r['scenario']} | {r['what']} ({r['unit']}) | {cell(r['hexmarket'])} | {r['peer'] or '—'} | "
+        f"{cell(r['peer_value'])} | {cell(r['ratio']) + '×' if r['ratio'] else '—'} | {r['goal'] or ''} |"
+    )
+lines += ["", "Ratios are hexmarket's advantage (higher is better for hexmarket) in every row."]
+open(os.path.join(out, "latest.md"), "w").write("\n".join(lines) + "\n")
