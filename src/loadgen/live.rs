@@ -1320,16 +1320,12 @@ fn on_watched(
         "event" => stats.events += 1,
         "location" => {
             stats.frames_total += 1;
-            let recorded = frame["recorded_at"]
-                .as_str()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
-            if let (Some(recorded), Phase::Measure(window)) = (recorded, phase)
-                && recorded >= window.start_wall
-                && recorded < window.end_wall
-            {
+            let window = match phase {
+                Phase::Measure(window) => Some((window.start_wall, window.end_wall)),
+                _ => None,
+            };
+            if let Some(us) = super::report::delay_in_window(frame, received, window) {
                 stats.frames_in_window += 1;
-                let us = (received - recorded).num_microseconds().unwrap_or(i64::MAX);
                 record_us(&mut stats.latency, us);
             }
         }

@@ -1,5 +1,6 @@
 //! What a scenario measured: named figures, printed for people and written as JSON.
 
+use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
@@ -124,4 +125,20 @@ pub fn record_us(h: &mut Histogram<u64>, us: i64) {
 /// were clamped into range when recorded).
 pub fn merge(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     let _ = into.add(from);
+}
+
+/// How late a location frame arrived (µs since its `recorded_at`), if it was recorded inside
+/// the measuring window `[start, end)`; frames from before or after the window are not counted.
+pub fn delay_in_window(
+    frame: &Value,
+    received: DateTime<Utc>,
+    window: Option<(DateTime<Utc>, DateTime<Utc>)>,
+) -> Option<i64> {
+    let (start, end) = window?;
+    let recorded = frame["recorded_at"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))?;
+    (recorded >= start && recorded < end)
+        .then(|| (received - recorded).num_microseconds().unwrap_or(i64::MAX))
 }
