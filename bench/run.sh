@@ -106,6 +106,11 @@ http_run() {
 }
 
 # --- 1. live fan-out: hexmarket vs a zero-logic relay ----------------------------------------
+echo "== idle sockets: $N authenticated courier sockets on a fresh node"
+start_hexmarket
+loadgen idle --url "$BASE" --server-pid "$HEX" --connections "$N" --hold-secs 5 \
+  --json "$RAW/idle.json" >"$RAW/idle.txt"
+stop "$HEX"
 echo "== live fan-out: hexmarket, $N couriers and $N watchers, ${LIVE_SECS}s at 1 Hz"
 start_hexmarket
 loadgen live --url "$BASE" --server-pid "$HEX" --couriers "$N" --watchers "$N" \
@@ -163,6 +168,20 @@ loadgen ingest --url "$BASE" --server-pid "$HEX" --couriers "$(( N < 3000 ? N : 
 loadgen ingest --url "$BASE" --server-pid "$HEX" --couriers "$(( N < 3000 ? N : 3000 ))" \
   --duration-secs "$INGEST_SECS" --batch 50 --json "$RAW/ingest-50.json" >"$RAW/ingest-50.txt"
 stop "$HEX"
+
+# --- hot paths on their own -------------------------------------------------------------------
+echo "== hot paths (criterion)"
+(cd "$ROOT" && taskset -c 1 cargo bench --quiet --bench hot_paths -- --quick >"$RAW/hot_paths.txt" 2>&1) \
+  || echo "criterion benches failed; see $RAW/hot_paths.txt" >&2
+python3 - "$ROOT/target/criterion" "$RAW/hot_paths.json" <<'PY'
+import json, pathlib, sys
+root, out = pathlib.Path(sys.argv[1]), sys.argv[2]
+figures = {}
+for estimates in root.glob("**/new/estimates.json"):
+    name = str(estimates.parent.parent.relative_to(root))
+    figures[name] = json.load(open(estimates))["mean"]["point_estimate"]
+json.dump({"mean_ns": figures}, open(out, "w"))
+PY
 
 echo "== report"
 python3 "$ROOT/bench/run/report.py" "$RAW" "$OUT" "$N" "$LIVE_SECS" "$HTTP_SECS"

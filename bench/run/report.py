@@ -58,8 +58,10 @@ if live and relay:
     row("1 live fan-out", "ping → watcher p50", live["ping_to_watcher_latency"]["p50_us"] / 1000,
         "Node ws relay", relay["publish_to_subscriber_latency"]["p50_us"] / 1000, "ms",
         higher_is_better=False)
-    row("1 live fan-out", "resident memory per connection (after the run)",
-        None, "Node ws relay", relay.get("rss_per_connection_kib"), "KiB")
+    idle = load("idle")
+    row("1 live fan-out", "resident memory per connection",
+        idle and idle["rss_per_connection_kib"], "Node ws relay", relay.get("rss_per_connection_kib"),
+        "KiB", higher_is_better=False)
 
 for what, ours, theirs in [("GET /api/v1/products/{id}", "hex-product", "peer-product"),
                            ("text search", "hex-search", "peer-search")]:
@@ -97,6 +99,11 @@ for batch in (1, 50):
         row("5 ingest", f"server CPU per point, {batch} per frame",
             round(ingest["server"]["cpu_s"] * 1e6 / points, 1) if points else None, None, None,
             "CPU-µs")
+
+hot = load("hot_paths")
+if hot:
+    for name, ns in sorted(hot["mean_ns"].items()):
+        row("hot paths", name, round(ns / 1000, 3), None, None, "µs per call")
 
 machine = {
     "cpu": cpu_model(), "cores": os.cpu_count(), "kernel": platform.release(),
