@@ -187,3 +187,31 @@ pub async fn wait_healthy(base: &str, within: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// POST without a body, as the holder of `token`.
+pub async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// GET as the holder of `token`.
+pub async fn get(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET")
+}
+
+/// The JSON body of a response that must be a success.
+pub async fn ok_json(response: reqwest::Response) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.expect("a JSON body");
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}

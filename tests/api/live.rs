@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use crate::fixtures::{
     berlin, checkout_one, pay, seed_product, seed_vendor, stock_product, user_token,
 };
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with, spawn_in, spawn_peer};
+use crate::helpers::{
+    TestApp, assert_problem, get, ok_json, post, spawn_app, spawn_app_with, spawn_in, spawn_peer,
+};
 use crate::ws_client::{Refused, WsClient, ws_base};
 
 /// Upper bound for anything the server should do promptly.
@@ -110,31 +112,6 @@ async fn assert_refused(
 
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
-}
-
-async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn ok_json(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {body}");
-    body
 }
 
 /// Moves the order on as its vendor (`accept`, `preparing`, `ready`).

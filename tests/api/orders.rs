@@ -17,7 +17,7 @@ use hexmarket::store::orders::OrderRepo;
 use serde_json::Value;
 
 use crate::fixtures::{berlin, seed_product, seed_vendor, user_token};
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_in};
+use crate::helpers::{TestApp, assert_problem, get, ok_json, post, spawn_app, spawn_in};
 
 const FIFTEEN_MINUTES: Duration = Duration::from_secs(15 * 60);
 
@@ -119,31 +119,6 @@ async fn available(app: &TestApp, shop: &Shop) -> u32 {
         .await
         .unwrap()
         .available
-}
-
-async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn ok_json(response: reqwest::Response) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "{status}: {body}");
-    body
 }
 
 /// Waits until the stored order reaches `status`.
