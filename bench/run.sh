@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every speed claim of the README, measured side by side with a peer in one run, by one command.
 #
-#   bench/run.sh            # full run (≈ 15 minutes once the demo city is seeded)
+#   bench/run.sh            # full run (≈ 17 minutes once the demo city is seeded)
 #   QUICK=1 bench/run.sh    # smaller and shorter, to check the harness itself
 #
 # Builds the release binary, seeds a demo city (BENCH_DATA=dir keeps it for the next run:
@@ -17,9 +17,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/hexmarket
 if [[ -n ${QUICK:-} ]]; then
   N=${N:-500}; LIVE_SECS=${LIVE_SECS:-15}; HTTP_SECS=${HTTP_SECS:-4}; INGEST_SECS=${INGEST_SECS:-8}
+  CHECKOUT_SECS=${CHECKOUT_SECS:-5}
 else
   N=${N:-5000}; LIVE_SECS=${LIVE_SECS:-60}; HTTP_SECS=${HTTP_SECS:-15}; INGEST_SECS=${INGEST_SECS:-20}
+  CHECKOUT_SECS=${CHECKOUT_SECS:-15}
 fi
+# Offered rate of the fixed-rate catalog runs, the same for hexmarket and the FastAPI peer: one
+# the peer (one uvicorn worker on one core) sustains on search as well as on product reads.
+HTTP_RATE=${HTTP_RATE:-2000}
+# Flash sale: units of the one product on sale, and how many customers try to buy one.
+FLASH_STOCK=${FLASH_STOCK:-200}
+FLASH_BUYERS=${FLASH_BUYERS:-$(( N < 2000 ? N : 2000 ))}
 PORT=${PORT:-18484}
 RELAY_PORT=${RELAY_PORT:-18485}
 PEER_PORT=${PEER_PORT:-18486}
@@ -105,6 +113,15 @@ http_run() {
   python3 "$ROOT/bench/run/wrk_json.py" "$RAW/$name.wrk" "$before" "$after" >"$RAW/$name.json"
 }
 
+# `loadgen http` at the fixed offered rate $HTTP_RATE (open loop, latency from each request's
+# due time, server CPU from /proc) against one base URL and a file of paths: RAW/$name.json.
+fixed_run() {
+  local name=$1 pid=$2 base=$3 paths=$4
+  loadgen http --url "$base" --server-pid "$pid" --paths "$paths" --rate "$HTTP_RATE" \
+    --duration-secs "$HTTP_SECS" --warmup-secs 2 --connections 64 --json "$RAW/$name.json" \
+    >"$RAW/$name.txt"
+}
+
 # --- 1. live fan-out: hexmarket vs a zero-logic relay ----------------------------------------
 echo "== idle sockets: $N authenticated courier sockets on a fresh node"
 start_hexmarket
@@ -139,16 +156,30 @@ bodies = [json.load(urllib.request.urlopen(f"{base}/api/v1/products/{i.strip()}"
 json.dump(bodies, open(out, "w"))
 PY
 export IDS_FILE=$WORK/ids.txt
+# The same requests as ids.lua and words.lua, as path files for the fixed-rate runs.
+sed 's|^|/api/v1/products/|' "$WORK/ids.txt" >"$WORK/product-paths.txt"
+grep -o '"[a-z]*"' "$ROOT/bench/run/words.lua" | tr -d '"' | sed 's|^|/api/v1/products?q=|' \
+  >"$WORK/search-paths.txt"
+echo /health >"$WORK/health-paths.txt"
 http_run hex-health "$HEX" "$BASE/health"
 http_run hex-product "$HEX" "$BASE" "$ROOT/bench/run/ids.lua"
 http_run hex-search "$HEX" "$BASE" "$ROOT/bench/run/words.lua"
+echo "== catalog HTTP: hexmarket at $HTTP_RATE req/s offered"
+fixed_run hex-health-fixed "$HEX" "$BASE" "$WORK/health-paths.txt"
+fixed_run hex-product-fixed "$HEX" "$BASE" "$WORK/product-paths.txt"
+fixed_run hex-search-fixed "$HEX" "$BASE" "$WORK/search-paths.txt"
 stop "$HEX"
 echo "== catalog HTTP: FastAPI + uvicorn"
-start python3 "$ROOT/bench/peers/catalog_app.py" "$WORK/products.json" --port "$PEER_PORT"
+# The interpreter itself, not a wrapper such as a pyenv shim: its pid is the one whose CPU counts.
+start "$(python3 -c 'import sys; print(sys.executable)')" "$ROOT/bench/peers/catalog_app.py" \
+  "$WORK/products.json" --port "$PEER_PORT"
 PEER=$STARTED
 wait_http "http://127.0.0.1:$PEER_PORT/health"
 http_run peer-product "$PEER" "http://127.0.0.1:$PEER_PORT" "$ROOT/bench/run/ids.lua"
 http_run peer-search "$PEER" "http://127.0.0.1:$PEER_PORT" "$ROOT/bench/run/words.lua"
+echo "== catalog HTTP: FastAPI + uvicorn at $HTTP_RATE req/s offered"
+fixed_run peer-product-fixed "$PEER" "http://127.0.0.1:$PEER_PORT" "$WORK/product-paths.txt"
+fixed_run peer-search-fixed "$PEER" "http://127.0.0.1:$PEER_PORT" "$WORK/search-paths.txt"
 stop "$PEER"
 
 # --- 3. nearby couriers: in-process H3 index vs Redis GEOSEARCH --------------------------------
@@ -160,7 +191,17 @@ GEO_QUERIES=${QUICK:+2000}
 taskset -c 1 python3 "$ROOT/bench/peers/geosearch.py" --json --couriers 10000 \
   --queries "${GEO_QUERIES:-20000}" >"$RAW/geosearch.json"
 
-# --- 4 and 5. checkout and ingest on hexmarket -------------------------------------------------
+# --- 4. checkout: uncontended checkouts, then a flash sale ------------------------------------
+echo "== checkout: 64 customers at once for ${CHECKOUT_SECS}s, then $FLASH_BUYERS buyers for $FLASH_STOCK units"
+start_hexmarket
+# A non-zero exit (an oversell) still writes RAW/checkout.json, which the report shows.
+loadgen checkout --url "$BASE" --server-pid "$HEX" --customers "$N" --concurrency 64 \
+  --duration-secs "$CHECKOUT_SECS" --products 100 --stock "$FLASH_STOCK" --buyers "$FLASH_BUYERS" \
+  --json "$RAW/checkout.json" >"$RAW/checkout.txt" \
+  || echo "loadgen checkout failed; see $RAW/checkout.txt" >&2
+stop "$HEX"
+
+# --- 5. ingest on hexmarket ---------------------------------------------------------------------
 echo "== ingest: 1 point per frame and 50 points per frame"
 start_hexmarket
 loadgen ingest --url "$BASE" --server-pid "$HEX" --couriers "$(( N < 3000 ? N : 3000 ))" \

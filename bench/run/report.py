@@ -80,6 +80,44 @@ if health and product:
         round(product["requests_per_s"]), "hexmarket /health", round(health["requests_per_s"]),
         "req/s")
 
+# The same catalog requests at one fixed offered rate (`loadgen http`, open loop): CPU per
+# request where neither server is saturated, and the latency each gives at that load.
+def fixed_rate(figures):
+    return figures and figures.get("offered_rate")
+
+
+def cpu_per_request(figures):
+    value = figures and figures.get("server_cpu_us_per_request")
+    return round(value, 1) if value is not None else None
+
+
+def p99_ms(figures):
+    return figures and figures["latency"]["count"] and figures["latency"]["p99_us"] / 1000
+
+
+http_rate = None
+for what, ours, theirs in [("GET /api/v1/products/{id}", "hex-product-fixed", "peer-product-fixed"),
+                           ("text search", "hex-search-fixed", "peer-search-fixed")]:
+    o, t = load(ours), load(theirs)
+    if not (o or t):
+        continue
+    http_rate = fixed_rate(o) or fixed_rate(t)
+    at = f"at {http_rate:,} req/s offered"
+    row("2 catalog HTTP", f"{what}: server CPU per request {at}", cpu_per_request(o),
+        "FastAPI + uvicorn", cpu_per_request(t), "CPU-µs", higher_is_better=False, goal="≥ 8×")
+    row("2 catalog HTTP", f"{what}: p99 {at}", p99_ms(o), "FastAPI + uvicorn", p99_ms(t), "ms",
+        higher_is_better=False)
+    row("2 catalog HTTP", f"{what}: achieved rate {at}", o and round(o["achieved_rate"]),
+        "FastAPI + uvicorn", t and round(t["achieved_rate"]), "req/s")
+health, product = load("hex-health-fixed"), load("hex-product-fixed")
+if health and product:
+    at = f"at {fixed_rate(health):,} req/s offered"
+    row("2 catalog HTTP", f"GET /api/v1/products/{{id}} vs /health (ceiling): server CPU per request {at}",
+        cpu_per_request(product), "hexmarket /health", cpu_per_request(health), "CPU-µs",
+        higher_is_better=False)
+    row("2 catalog HTTP", f"GET /api/v1/products/{{id}} vs /health (ceiling): p99 {at}",
+        p99_ms(product), "hexmarket /health", p99_ms(health), "ms", higher_is_better=False)
+
 nearby, geo = load("nearby"), load("geosearch")
 if nearby and geo:
     row("3 nearby couriers", "nearest 5 within 3 km of 10,000: queries/s",
@@ -89,6 +127,30 @@ if nearby and geo:
         "Redis GEOSEARCH", geo["query_latency_us"]["p99"], "µs", higher_is_better=False)
     row("3 nearby couriers", "hits per answer", nearby["mean_candidates"], "Redis GEOSEARCH",
         geo["mean_candidates"], "couriers")
+
+checkout = load("checkout")
+if checkout:
+    row("4 checkout", f"uncontended checkouts/s ({checkout['concurrency']} customers at once, "
+        "one-unit cart add before each)", round(checkout["uncontended_checkouts_per_s"]),
+        None, None, "checkouts/s")
+    row("4 checkout", "uncontended checkout p99", checkout["checkout_latency"]["p99_us"] / 1000,
+        None, None, "ms")
+    row("4 checkout", "uncontended cart add p99", checkout["cart_add_latency"]["p99_us"] / 1000,
+        None, None, "ms")
+    if checkout.get("server_cpu_us_per_checkout") is not None:
+        row("4 checkout", "server CPU per checkout (its cart add included)",
+            round(checkout["server_cpu_us_per_checkout"]), None, None, "CPU-µs")
+    stock, sold = checkout["flash_sale_stock"], checkout["flash_sale_sold"]
+    row("4 checkout", f"flash sale, {stock} units: successful checkouts/s",
+        round(checkout["flash_sale_checkouts_per_s"]), None, None, "checkouts/s")
+    row("4 checkout", f"flash sale, {stock} units: from first request to last answer",
+        round(checkout["flash_sale_seconds"], 3), None, None, "s")
+    row("4 checkout", "flash sale: units sold (" + ("sold == stock, stock 0 after payment"
+        if checkout["flash_sale_ok"] else "MISMATCH: " + checkout.get("flash_sale_verdict", "?")) + ")",
+        sold, None, None, "units", goal=f"= {stock}")
+    refused = checkout["flash_sale_refused"]
+    row("4 checkout", "flash sale: checkouts refused (" + (", ".join(refused) or "none") + ")",
+        sum(refused.values()), None, None, "checkouts")
 
 for batch in (1, 50):
     ingest = load(f"ingest-{batch}")
@@ -115,6 +177,7 @@ result = {
     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "machine": machine,
     "parameters": {"couriers_and_watchers": n, "live_seconds": live_secs, "http_seconds": http_secs,
+                   "http_fixed_rate": http_rate,
                    "pinning": "server under test on core 0, load generator on core 1"},
     "figures": rows,
     "raw": {name[:-5]: load(name[:-5]) for name in sorted(os.listdir(raw)) if name.endswith(".json")},
@@ -134,7 +197,10 @@ lines = [
     f"Run {result['date']} on {machine['cpu']} ({machine['cores']} cores, Linux {machine['kernel']}); "
     f"{machine['rustc']}, node {machine['node']}, Python {machine['python']}; hexmarket {machine['hexmarket']}.",
     f"Server under test pinned to core 0, load generator to core 1; {n:,} couriers and watchers, "
-    f"live runs {live_secs} s, HTTP runs {http_secs} s at 64 connections. Produced by `bench/run.sh`.",
+    f"live runs {live_secs} s, HTTP runs {http_secs} s at 64 connections"
+    + (f" (wrk, as fast as it goes; then open loop at {http_rate:,} req/s offered, latency from "
+       "each request's due time)" if http_rate else "")
+    + ". Produced by `bench/run.sh`.",
     "",
     "| scenario | what | hexmarket | peer | peer's | ratio | goal |",
     "|---|---|---|---|---|---|---|",

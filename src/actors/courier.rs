@@ -27,7 +27,7 @@ use super::order::{ApplyCommand, CommandError, GetOrder, OrderActor, order_live_
 use super::registry::{Entity, Passivate, Registry};
 use crate::bus::SharedBus;
 use crate::clock::Clock;
-use crate::dispatch::board::{Board, LocationFrame};
+use crate::dispatch::board::{Board, LocationFrame, LocationMessage};
 use crate::dispatch::index::CourierIndex;
 use crate::domain::courier::{
     ARRIVED_AT_PICKUP_M, ARRIVING_M, CourierProfile, GpsPoint, RecentTrack, clean_batch,
@@ -513,11 +513,7 @@ impl Handler<ReportLocations> for CourierActor {
         Box::pin(async move {
             // Watchers first: the fan-out does not wait for the disk.
             for (order, frame) in frames {
-                let mut value = serde_json::to_value(&frame).unwrap_or_default();
-                if let Some(object) = value.as_object_mut() {
-                    object.insert("type".into(), "location".into());
-                }
-                if let Ok(payload) = serde_json::to_vec(&value) {
+                if let Ok(payload) = serde_json::to_vec(&LocationMessage::from(&frame)) {
                     let topic = order_live_topic(order);
                     if let Err(e) = bus.publish(&topic, Bytes::from(payload)).await {
                         tracing::debug!(topic, error = %e, "location not published");

@@ -30,6 +30,24 @@ pub struct LocationFrame {
     pub eta_s: u32,
 }
 
+/// A [`LocationFrame`] as it goes out on an order's live topic: `{"type":"location", …}`.
+#[derive(Debug, Serialize)]
+pub struct LocationMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    frame: &'a LocationFrame,
+}
+
+impl<'a> From<&'a LocationFrame> for LocationMessage<'a> {
+    fn from(frame: &'a LocationFrame) -> Self {
+        LocationMessage {
+            kind: "location",
+            frame,
+        }
+    }
+}
+
 /// Latest position per order; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Board {

@@ -48,8 +48,11 @@ use crate::store::{Key, MAX_PAGE, ScanRange, SharedStore, StoreError, StoreResul
 use index::CourierIndex;
 
 const PENDING: &str = "pending";
-/// How often the loop looks at the queue when nothing wakes it.
+/// The shortest wait between rounds: rows that are due are looked at again after this long.
 const ROUND_EVERY: Duration = Duration::from_millis(250);
+/// The longest wait between rounds when nothing is due and nothing wakes the loop: rows queued
+/// by another node (whose own dispatcher normally takes them at once) are found within this.
+const IDLE_ROUND_EVERY: Duration = Duration::from_secs(2);
 /// Couriers asked from the index per offer (the best one not already holding an offer wins).
 const CANDIDATES: usize = 8;
 
@@ -298,23 +301,54 @@ impl Dispatcher {
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
+            let mut pause = ROUND_EVERY;
             loop {
                 tokio::select! {
                     () = this.inner.queue.wake.notified() => {}
-                    () = tokio::time::sleep(ROUND_EVERY) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
-                if let Err(e) = this.round().await {
-                    tracing::warn!(error = %e, "dispatch round failed; retrying");
-                }
+                pause = match this.round().await {
+                    Ok(next_due) => this.pause_until(next_due),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch round failed; retrying");
+                        ROUND_EVERY
+                    }
+                };
             }
         })
     }
 
-    /// Moves on every queued order that is due.
-    pub async fn round(&self) -> StoreResult<()> {
+    /// How long the loop may sleep before the next round: until the earliest row falls due,
+    /// at least [`ROUND_EVERY`] and at most [`IDLE_ROUND_EVERY`]. Scanning the queue is not
+    /// free (the store walks past the rows of finished dispatches until they are compacted
+    /// away), so an idle queue is not scanned four times a second.
+    fn pause_until(&self, next_due: Option<DateTime<Utc>>) -> Duration {
+        let Some(due) = next_due else {
+            return IDLE_ROUND_EVERY;
+        };
+        (due - self.inner.clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .clamp(ROUND_EVERY, IDLE_ROUND_EVERY)
+    }
+
+    /// Moves on every queued order that is due; answers when the earliest of the rows left
+    /// falls due (`None` for an empty queue).
+    pub async fn round(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let now = self.inner.clock.now();
+        let mut next_due: Option<DateTime<Utc>> = None;
         for row in self.inner.queue.pending(10_000).await? {
             let order = row.value.order_id;
+            // A row moved on in this round is looked at again in the next one.
+            let due = match &row.value.state {
+                DispatchState::Waiting { next_at } if *next_at > now => *next_at,
+                DispatchState::Offered { expires_at, .. } if *expires_at > now => *expires_at,
+                DispatchState::Assigning {
+                    since: Some(since), ..
+                } if *since + ASSIGNING_GRACE > now => *since + ASSIGNING_GRACE,
+                _ => now,
+            };
+            next_due = Some(next_due.map_or(due, |earliest| earliest.min(due)));
             let outcome = match &row.value.state {
                 DispatchState::Waiting { next_at } if *next_at <= now => self.offer(row).await,
                 DispatchState::Offered {
@@ -344,7 +378,7 @@ impl Dispatcher {
                 Err(e) => tracing::warn!(order_id = %order, error = %e, "dispatch step failed"),
             }
         }
-        Ok(())
+        Ok(next_due)
     }
 
     /// Orders waiting with nobody found yet.

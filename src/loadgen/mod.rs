@@ -1,12 +1,16 @@
 //! `hexmarket loadgen`: drives couriers and watchers over real WebSockets against a running node.
 //!
-//! Five scenarios, each bounded in time and count, loopback only, stopping by itself:
+//! Seven scenarios, each bounded in time and count, loopback only, stopping by itself:
 //! - [`live`]: couriers stream positions of assigned orders, customers watch them; measures
 //!   ping → watcher latency, ack latency and delivered frames.
 //! - [`ingest`]: couriers send location frames as fast as acks come back (one in flight).
 //! - [`idle`]: authenticated idle sockets; the server's resident memory per connection.
 //! - [`nearby`]: in-process, no server: the courier index's nearest-courier queries.
 //! - [`relay`]: `live`'s load shape against a zero-logic WebSocket relay, a peer to compare with.
+//! - [`http`]: open-loop GETs at a fixed offered rate against any HTTP server (hexmarket or a
+//!   peer); latency from each request's due time, and the server's CPU-µs per request.
+//! - [`checkout`]: uncontended add-to-cart + checkout loops, then a flash sale of one product
+//!   whose stock must sell exactly once.
 //!
 //! Authentication mints access tokens with the node's own key (the loadgen runs with the
 //! server's HEXMARKET_* environment) instead of logging thousands of users in: password hashing
@@ -14,6 +18,8 @@
 
 mod accounts;
 mod api;
+mod checkout;
+mod http;
 mod idle;
 mod ingest;
 mod live;
@@ -60,6 +66,11 @@ pub enum Scenario {
     /// The `live` load shape against a zero-logic WebSocket relay (bench/peers/relay), for
     /// comparison: `--url ws://127.0.0.1:PORT`.
     Relay(relay::RelayArgs),
+    /// Open-loop GETs at a fixed offered rate against any HTTP server (no tokens, no
+    /// HEXMARKET_* settings): `--url http://127.0.0.1:PORT --rate N --path /health`.
+    Http(http::HttpArgs),
+    /// Uncontended checkouts, then a flash sale of one product (exits non-zero on an oversell).
+    Checkout(checkout::CheckoutArgs),
 }
 
 /// Longest any timed phase may be asked to last.
@@ -73,6 +84,10 @@ pub async fn run(args: LoadgenArgs, settings: Settings) -> anyhow::Result<()> {
         Scenario::Ingest(s) => ingest::run(&Target::new(&args, &settings)?, s).await?,
         Scenario::Idle(s) => idle::run(&Target::new(&args, &settings)?, s).await?,
         Scenario::Relay(s) => relay::run(&args.url, args.server_pid, s).await?,
+        Scenario::Http(s) => http::run(&args.url, args.server_pid, s).await?,
+        Scenario::Checkout(s) => {
+            checkout::run(&Target::new(&args, &settings)?, s, args.json.as_deref()).await?
+        }
     };
     print!("{}", report.text());
     if let Some(path) = &args.json {

@@ -329,7 +329,11 @@ impl WatchSession {
         if !self.tracking {
             return;
         }
-        if let Ok(frame) = serde_json::from_slice::<LocationFrame>(&payload) {
+        // On the in-process bus the courier's actor, on this node, has already put the
+        // position on the board; across nodes the board learns it here.
+        if self.state.bus.backend() != "local"
+            && let Ok(frame) = serde_json::from_slice::<LocationFrame>(&payload)
+        {
             self.state.live.board.set(self.order, frame);
         }
         if self.pending_location.replace(payload).is_some() {
