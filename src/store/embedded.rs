@@ -34,15 +34,6 @@ use super::{
 
 /// Most writes committed by one sync. Bounds the latency one group adds to its first writer.
 const MAX_GROUP: usize = 2048;
-/// While writes stream in (the previous group committed moments ago), the writer waits this
-/// long after the first write of a group for others to join it, so one sync covers several
-/// writers instead of each paying for its own; the same trade as PostgreSQL's
-/// `commit_delay`. A write that arrives after a quiet spell is committed at once.
-const GATHER_WINDOW: Duration = Duration::from_millis(1);
-/// How recent the previous commit must be for the store to count as busy.
-const BUSY_WITHIN: Duration = Duration::from_millis(5);
-/// Groups at least this large are committed without waiting for more.
-const GATHER_BELOW: usize = 64;
 /// Writes queued for the writer thread before callers wait for room.
 const QUEUE_DEPTH: usize = 16 * 1024;
 /// How often expired rows are swept.
@@ -387,32 +378,20 @@ fn stopped() -> StoreError {
 /// The writer thread: group commit until every sender is gone.
 fn writer_loop(tables: &Tables, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
-    let mut last_commit: Option<std::time::Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
-        drain_into(&mut rx, &mut jobs);
-        let busy = last_commit.is_some_and(|at| at.elapsed() < BUSY_WITHIN);
-        if busy && jobs.len() < GATHER_BELOW {
-            std::thread::sleep(GATHER_WINDOW);
-            drain_into(&mut rx, &mut jobs);
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
         }
         commit_group(tables, &mut jobs);
-        last_commit = Some(std::time::Instant::now());
     }
     if let Err(e) = tables.db.persist(PersistMode::SyncAll) {
         tracing::error!(error = %e, "final sync of the embedded store failed");
     }
     tracing::debug!("store writer stopped");
-}
-
-/// Takes whatever is queued, up to a full group.
-fn drain_into(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
-    while jobs.len() < MAX_GROUP {
-        match rx.try_recv() {
-            Ok(job) => jobs.push(job),
-            Err(_) => break,
-        }
-    }
 }
 
 fn commit_group(tables: &Tables, jobs: &mut Vec<Job>) {
