@@ -121,6 +121,20 @@ async fn available(app: &TestApp, shop: &Shop) -> u32 {
         .available
 }
 
+/// Waits until the product's available stock reads `expected`: an order's stock is released
+/// just after its new status is stored, so a reader can see the status first.
+async fn eventually_available(app: &TestApp, shop: &Shop, expected: u32) -> u32 {
+    let mut now = available(app, shop).await;
+    for _ in 0..100 {
+        if now == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        now = available(app, shop).await;
+    }
+    now
+}
+
 /// Waits until the stored order reaches `status`.
 async fn eventually_status(app: &TestApp, id: OrderId, status: OrderStatus) -> OrderRecord {
     let repo = repo(app);
@@ -478,7 +492,7 @@ async fn an_unpaid_order_expires_and_its_stock_comes_back() {
     let expired = eventually_status(&app, order.id(), OrderStatus::Expired).await;
     assert_eq!(expired.seq, 2);
     assert_eq!(
-        available(&app, &shop).await,
+        eventually_available(&app, &shop, 4).await,
         4,
         "the reservation is released"
     );
@@ -516,7 +530,7 @@ async fn expiry_still_happens_after_a_restart() {
     app.clock.advance(FIFTEEN_MINUTES + Duration::from_secs(60));
     eventually_status(&app, order.id(), OrderStatus::Expired).await;
     assert_eq!(
-        available(&app, &shop).await,
+        eventually_available(&app, &shop, 3).await,
         3,
         "the reservation is released"
     );
