@@ -261,25 +261,15 @@ async fn uncontended(
         format!("{} {:?}", adds.error_count(), adds.errors),
     );
     if let (Some(before), Some(after)) = (before, after) {
-        let cpu_s = after.cpu_s - before.cpu_s;
-        let per_checkout = (checkouts.ok > 0).then(|| cpu_s * 1e6 / checkouts.ok as f64);
-        report.add(
+        report.server_cost(
             "uncontended_server",
-            probe::delta_json(before, after, seconds),
-            probe::delta_human(before, after, seconds),
-        );
-        report.add(
-            "server_cpu_us_per_checkout",
-            per_checkout,
-            match per_checkout {
-                Some(us) => format!("{us:.0} CPU-µs per checkout, its cart add included"),
-                None => "no checkouts".into(),
-            },
-        );
-        report.add(
-            "rss_kib",
-            after.rss_kib,
-            format!("{} MiB resident after the phase", after.rss_kib / 1024),
+            (before, after),
+            seconds,
+            (
+                "server_cpu_us_per_checkout",
+                "checkout (its cart add included)",
+                checkouts.ok,
+            ),
         );
     }
     Ok(())

@@ -297,25 +297,11 @@ pub async fn run(url: &str, server_pid: Option<u32>, args: &HttpArgs) -> anyhow:
     let mean_body = t.bytes.checked_div(t.ok).unwrap_or(0);
     report.add("mean_body_bytes", mean_body, format!("{mean_body} bytes"));
     if let (Some(before), Some(after)) = (before, after) {
-        let cpu_s = after.cpu_s - before.cpu_s;
-        let per_request = (answered > 0).then(|| cpu_s * 1e6 / answered as f64);
-        report.add(
+        report.server_cost(
             "server",
-            probe::delta_json(before, after, window),
-            probe::delta_human(before, after, window),
-        );
-        report.add(
-            "server_cpu_us_per_request",
-            per_request,
-            match per_request {
-                Some(us) => format!("{us:.1} CPU-µs per answered request"),
-                None => "no answers".into(),
-            },
-        );
-        report.add(
-            "rss_kib",
-            after.rss_kib,
-            format!("{} MiB resident after the run", after.rss_kib / 1024),
+            (before, after),
+            window,
+            ("server_cpu_us_per_request", "answered request", answered),
         );
     }
     Ok(report)

@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::accounts::{demo_users, demo_uuid, encode};
 use super::api::refused_code;
-use super::report::{Report, latency_histogram, merge, record_us};
+use super::report::{Report, Window, latency_histogram, merge, record_us};
 use super::socket::{self, ConnectError, Incoming, Ws};
 use super::{Target, check_duration, probe};
 use crate::domain::identity::Role;
@@ -75,14 +75,6 @@ enum Phase {
     /// seeded couriers are free for the next run.
     Finish(Arc<HashMap<String, String>>),
     Stop,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    end: Instant,
-    start_wall: DateTime<Utc>,
-    end_wall: DateTime<Utc>,
 }
 
 /// A store orders are placed at.
@@ -491,14 +483,7 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
 
     // Measure.
     let before = target.probe_sample();
-    let start = Instant::now() + Duration::from_millis(500);
-    let start_wall = Utc::now() + chrono::Duration::milliseconds(500);
-    let window = Window {
-        start,
-        end: start + duration,
-        start_wall,
-        end_wall: start_wall + chrono::Duration::from_std(duration)?,
-    };
+    let window = Window::opening_soon(duration)?;
     let _ = phase_tx.send(Phase::Measure(window));
     let lag = tokio::spawn(lag_probe(window.start, window.end));
     tokio::time::sleep_until(window.end).await;

@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::live::{LATE_TICK, Motion, SPEED_MPS, lag_probe};
-use super::report::{Report, latency_histogram, merge, record_us};
+use super::report::{Report, Window, latency_histogram, merge, record_us};
 use super::socket::{self, ConnectError, Incoming, Ws};
 use super::{check_duration, probe};
 
@@ -58,14 +58,6 @@ enum Phase {
     Setup,
     Measure(Window),
     Stop,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    end: Instant,
-    start_wall: DateTime<Utc>,
-    end_wall: DateTime<Utc>,
 }
 
 /// What a publisher counted.
@@ -212,14 +204,7 @@ pub async fn run(url: &str, server_pid: Option<u32>, args: &RelayArgs) -> anyhow
 
     // Measure.
     let before = sample();
-    let start = Instant::now() + Duration::from_millis(500);
-    let start_wall = Utc::now() + chrono::Duration::milliseconds(500);
-    let window = Window {
-        start,
-        end: start + duration,
-        start_wall,
-        end_wall: start_wall + chrono::Duration::from_std(duration)?,
-    };
+    let window = Window::opening_soon(duration)?;
     let _ = phase_tx.send(Phase::Measure(window));
     let lag = tokio::spawn(lag_probe(window.start, window.end));
     tokio::time::sleep_until(window.end).await;

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 /// One scenario's figures, in the order they were added.
 pub struct Report {
@@ -33,6 +34,36 @@ impl Report {
     pub fn latency(&mut self, key: &str, histogram: &Histogram<u64>) {
         let summary = LatencySummary::of(histogram);
         self.add(key, summary.json(), summary.human());
+    }
+
+    /// The server's counters over a window (`server_key`), its CPU cost per unit of work done
+    /// (`per_key`, "CPU-µs per {what}") and its resident memory at the end (`rss_kib`).
+    pub fn server_cost(
+        &mut self,
+        server_key: &str,
+        (before, after): (super::probe::Sample, super::probe::Sample),
+        seconds: f64,
+        (per_key, what, units): (&str, &str, u64),
+    ) {
+        let per_unit = (units > 0).then(|| (after.cpu_s - before.cpu_s) * 1e6 / units as f64);
+        self.add(
+            server_key,
+            super::probe::delta_json(before, after, seconds),
+            super::probe::delta_human(before, after, seconds),
+        );
+        self.add(
+            per_key,
+            per_unit,
+            match per_unit {
+                Some(us) => format!("{us:.1} CPU-µs per {what}"),
+                None => format!("no {what}"),
+            },
+        );
+        self.add(
+            "rss_kib",
+            after.rss_kib,
+            format!("{} MiB resident at the end", after.rss_kib / 1024),
+        );
     }
 
     pub fn text(&self) -> String {
@@ -141,4 +172,30 @@ pub fn delay_in_window(
         .map(|t| t.with_timezone(&Utc))?;
     (recorded >= start && recorded < end)
         .then(|| (received - recorded).num_microseconds().unwrap_or(i64::MAX))
+}
+
+/// A scenario's measured window, on the monotonic clock (for timers) and on the wall clock
+/// (for comparing with the server's `recorded_at`).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+    pub start_wall: DateTime<Utc>,
+    pub end_wall: DateTime<Utc>,
+}
+
+impl Window {
+    /// A window of `duration` opening half a second from now, so every task has heard of it
+    /// before it starts.
+    pub fn opening_soon(duration: std::time::Duration) -> anyhow::Result<Self> {
+        let lead = std::time::Duration::from_millis(500);
+        let start = Instant::now() + lead;
+        let start_wall = Utc::now() + chrono::Duration::from_std(lead)?;
+        Ok(Window {
+            start,
+            end: start + duration,
+            start_wall,
+            end_wall: start_wall + chrono::Duration::from_std(duration)?,
+        })
+    }
 }
