@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
@@ -11,7 +12,8 @@ use anyhow::Context as _;
 
 use crate::actors::courier::{self, CourierDeps};
 use crate::actors::order::{self, OrderDeps};
-use crate::actors::{ArbiterPool, Registry};
+use crate::actors::trail::TrailDrainer;
+use crate::actors::{ArbiterPool, Registry, WeakRegistry};
 use crate::bus::SharedBus;
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
@@ -109,6 +111,11 @@ impl Application {
         let couriers = Registry::new(
             CourierDeps {
                 repo: courier_repo.clone(),
+                trail: TrailDrainer::start(
+                    &store,
+                    settings.live.trail_retention,
+                    settings.live.trail_flush,
+                ),
                 index: index.clone(),
                 board: board.clone(),
                 bus: Arc::clone(&bus),
@@ -252,6 +259,8 @@ impl Application {
         NodeHandle {
             server: self.server.handle(),
             closing: self.state.closing.clone(),
+            couriers: self.state.live.couriers.downgrade(),
+            timeout: self.settings.shutdown_timeout,
         }
     }
 
@@ -297,6 +306,10 @@ impl Application {
 pub struct NodeHandle {
     server: actix_web::dev::ServerHandle,
     closing: tokio::sync::broadcast::Sender<()>,
+    // Weak: a handle kept after its node is gone must not keep the node's actors (and store)
+    // alive.
+    couriers: WeakRegistry<crate::actors::courier::CourierActor>,
+    timeout: Duration,
 }
 
 impl NodeHandle {
@@ -304,6 +317,11 @@ impl NodeHandle {
     pub async fn stop(&self, graceful: bool) {
         // No session listening is fine.
         let _ = self.closing.send(());
+        // Courier actors live on the HTTP workers, next to their couriers' sockets
+        // ([`Registry::send_here`]); they persist before the workers stop.
+        if let Some(couriers) = self.couriers.upgrade() {
+            couriers.shutdown(self.timeout).await;
+        }
         self.server.stop(graceful).await;
     }
 }

@@ -159,6 +159,8 @@ pub struct LiveSettings {
     pub gps_max_accuracy_m: f64,
     /// How long a courier's location trail is kept.
     pub trail_retention: Duration,
+    /// How long the trail drainer gathers couriers' points before writing them in one go.
+    pub trail_flush: Duration,
     /// How long a courier has to answer a delivery offer.
     pub offer_timeout: Duration,
     /// How far from the vendor the dispatcher looks for couriers, in kilometres.
@@ -381,6 +383,11 @@ impl Settings {
                 trail_retention: Duration::from_secs(
                     86_400 * env.parse_num("HEXMARKET_TRAIL_RETENTION_DAYS", 30, 1..=3_650)?,
                 ),
+                trail_flush: Duration::from_millis(env.parse_num(
+                    "HEXMARKET_TRAIL_FLUSH_MS",
+                    10,
+                    0..=1_000,
+                )?),
                 offer_timeout: Duration::from_secs(env.parse_num(
                     "HEXMARKET_OFFER_TIMEOUT_SECS",
                     20,

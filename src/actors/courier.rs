@@ -7,8 +7,8 @@
 //! [`CourierIndex`] of this node is updated at once, other nodes hear about it on the
 //! `couriers.presence` topic (when the courier changes cell, availability or load, and at
 //! least every few seconds), and every delivery in hand gets a location frame with its ETA
-//! on `order.{id}.live` and a check of its geofences. The batch is then appended to the trail;
-//! the acknowledgement waits for that write, the watchers do not.
+//! on `order.{id}.live` and a check of its geofences. The batch is then appended to the trail
+//! through the [`TrailDrainer`]; the acknowledgement waits for that write, the watchers do not.
 //!
 //! The row (profile, online, last position, deliveries) is written by compare-and-set on
 //! every change of state, and the position with it on passivation; a second activation of
@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::order::{ApplyCommand, CommandError, GetOrder, OrderActor, order_live_topic};
 use super::registry::{Entity, Passivate, Registry};
+use super::trail::TrailDrainer;
 use crate::bus::SharedBus;
 use crate::clock::Clock;
 use crate::dispatch::board::{Board, LocationFrame, LocationMessage};
@@ -54,6 +55,8 @@ pub const MAX_WRONG_CODES: u8 = 5;
 #[derive(Clone)]
 pub struct CourierDeps {
     pub repo: CourierRepo,
+    /// Where accepted points go to be appended to the trail.
+    pub trail: TrailDrainer,
     pub index: CourierIndex,
     pub board: Board,
     pub bus: SharedBus,
@@ -507,7 +510,7 @@ impl Handler<ReportLocations> for CourierActor {
             });
         }
         let bus = self.deps.bus.clone();
-        let repo = self.deps.repo.clone();
+        let trail = self.deps.trail.clone();
         let id = self.id;
         let points = cleaned.accepted;
         Box::pin(async move {
@@ -520,7 +523,7 @@ impl Handler<ReportLocations> for CourierActor {
                     }
                 }
             }
-            repo.append_trail(id, &points).await?;
+            trail.append(id, points).await?;
             Ok(ack)
         })
     }

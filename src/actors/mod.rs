@@ -6,5 +6,6 @@ pub mod cart;
 pub mod courier;
 pub mod order;
 pub mod registry;
+pub mod trail;
 
-pub use registry::{ActorError, ArbiterPool, Entity, Passivate, Registry};
+pub use registry::{ActorError, ArbiterPool, Entity, Passivate, Registry, WeakRegistry};

@@ -13,7 +13,9 @@
 //! which reloads the last persisted state.
 //!
 //! Actors are spread over a fixed pool of arbiters by a hash of their id, so entity work uses
-//! every core rather than the thread that happened to create the actor.
+//! every core rather than the thread that happened to create the actor; or, through
+//! [`Registry::send_here`], started on the arbiter of the session that drives them, so that a
+//! stream of messages from one socket to one entity never crosses threads.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -98,6 +100,26 @@ impl ArbiterPool {
     }
 }
 
+/// A registry that does not keep its actors alive; see [`Registry::downgrade`].
+pub struct WeakRegistry<E: Entity> {
+    inner: Weak<Inner<E>>,
+}
+
+impl<E: Entity> Clone for WeakRegistry<E> {
+    fn clone(&self) -> Self {
+        WeakRegistry {
+            inner: Weak::clone(&self.inner),
+        }
+    }
+}
+
+impl<E: Entity> WeakRegistry<E> {
+    /// The registry, while something else still holds it.
+    pub fn upgrade(&self) -> Option<Registry<E>> {
+        self.inner.upgrade().map(|inner| Registry { inner })
+    }
+}
+
 /// Finds, activates and passivates the actors of one entity kind.
 pub struct Registry<E: Entity> {
     inner: Arc<Inner<E>>,
@@ -123,6 +145,14 @@ struct Entry<E: Entity> {
     last_used: Instant,
 }
 
+/// Where an actor activated for a message starts.
+enum Placement {
+    /// On the pool's arbiter for its id.
+    Spread,
+    /// On this arbiter.
+    On(ArbiterHandle),
+}
+
 /// How many times a message is re-routed when the entry it found was replaced meanwhile.
 const ROUTE_ATTEMPTS: usize = 3;
 
@@ -138,6 +168,13 @@ impl<E: Entity> Registry<E> {
         });
         actix::spawn(reaper(Arc::downgrade(&inner)));
         Registry { inner }
+    }
+
+    /// A handle that does not keep the registry (and what its actors hold) alive.
+    pub fn downgrade(&self) -> WeakRegistry<E> {
+        WeakRegistry {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Number of live (activated) actors.
@@ -159,11 +196,45 @@ impl<E: Entity> Registry<E> {
         E: Handler<M>,
         E::Context: actix::dev::ToEnvelope<E, M>,
     {
+        self.route(id, msg, Placement::Spread).await
+    }
+
+    /// Like [`send`](Self::send), but an actor activated for this message starts on the
+    /// caller's own arbiter (when the caller runs on one) instead of the pool's. A session that
+    /// talks to one entity all the time (a courier's socket and the courier's actor) then keeps
+    /// every message on one thread, with no wake-up of another thread per message. An actor
+    /// that is already running stays where it is.
+    pub async fn send_here<M>(&self, id: E::Id, msg: M) -> Result<M::Result, ActorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        E: Handler<M>,
+        E::Context: actix::dev::ToEnvelope<E, M>,
+    {
+        let placement = match Arbiter::try_current() {
+            Some(here) => Placement::On(here),
+            None => Placement::Spread,
+        };
+        self.route(id, msg, placement).await
+    }
+
+    async fn route<M>(
+        &self,
+        id: E::Id,
+        msg: M,
+        placement: Placement,
+    ) -> Result<M::Result, ActorError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        E: Handler<M>,
+        E::Context: actix::dev::ToEnvelope<E, M>,
+    {
         let mut msg = Some(msg);
         for _ in 0..ROUTE_ATTEMPTS {
             let cell = self.cell(&id);
             let addr = cell
-                .get_or_try_init(|| self.start(id.clone()))
+                .get_or_try_init(|| self.start(id.clone(), &placement))
                 .await?
                 .clone();
             let request = {
@@ -236,9 +307,12 @@ impl<E: Entity> Registry<E> {
         }
     }
 
-    async fn start(&self, id: E::Id) -> Result<Addr<E>, StoreError> {
+    async fn start(&self, id: E::Id, placement: &Placement) -> Result<Addr<E>, StoreError> {
         let actor = E::activate(id.clone(), self.inner.deps.clone()).await?;
-        let arbiter = self.inner.pool.pick(&id);
+        let arbiter = match placement {
+            Placement::On(here) => here,
+            Placement::Spread => self.inner.pool.pick(&id),
+        };
         tracing::debug!(kind = E::KIND, id = %id, "actor activated");
         Ok(E::start_in_arbiter(arbiter, move |_ctx| actor))
     }

@@ -3,8 +3,8 @@
 //!
 //! The trail is an append table partitioned by courier and UTC day (`{courier}:{YYYYMMDD}`),
 //! clustered by the point's time in microseconds, and written with the retention as time to
-//! live, so old days expire whole. Points are written in batches: one `put` per location
-//! message, many couriers' puts sharing one sync on the embedded store.
+//! live, so old days expire whole. Points are written in batches: the trail drainer
+//! ([`crate::actors::trail`]) gathers many couriers' messages into one `put`.
 
 use std::time::Duration;
 
@@ -113,18 +113,26 @@ impl CourierRepo {
 
     /// Appends points to the courier's trail; durable when this returns.
     pub async fn append_trail(&self, courier: UserId, points: &[GpsPoint]) -> StoreResult<()> {
-        if points.is_empty() {
-            return Ok(());
-        }
-        let rows = points
-            .iter()
-            .map(|p| {
-                Ok((
+        self.append_trails(std::iter::once((courier, points))).await
+    }
+
+    /// Appends several couriers' points in one write; durable when this returns.
+    pub async fn append_trails<'a>(
+        &self,
+        trails: impl IntoIterator<Item = (UserId, &'a [GpsPoint])>,
+    ) -> StoreResult<()> {
+        let mut rows = Vec::new();
+        for (courier, points) in trails {
+            for p in points {
+                rows.push((
                     trail_key(courier, p.recorded_at),
                     encode(Table::CourierTrail, p)?,
-                ))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
+                ));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
         self.store
             .put(Table::CourierTrail, rows, Some(self.retention))
             .await

@@ -362,6 +362,7 @@ mod tests {
             ws_max_per_user: max_per_user,
             gps_max_accuracy_m: 100.0,
             trail_retention: Duration::from_secs(86_400),
+            trail_flush: Duration::from_millis(10),
             offer_timeout: Duration::from_secs(20),
             dispatch_radius_km: 8.0,
         }

@@ -129,10 +129,13 @@ where
 /// Starts the heartbeat and the access-expiry timer; call it from the session's `started()`.
 pub fn start<S: LiveSession>(session: &mut S, ctx: &mut ws::WebsocketContext<S>) {
     ctx.run_interval(PING_EVERY, |session: &mut S, ctx| {
-        if session.hygiene().last_heard.elapsed() > IDLE_TIMEOUT {
+        let quiet = session.hygiene().last_heard.elapsed();
+        if quiet > IDLE_TIMEOUT {
             tracing::debug!("WebSocket session idle, closing");
             close(ctx, CloseCode::Normal, "idle");
-        } else {
+        } else if quiet >= PING_EVERY / 2 {
+            // A peer that spoke lately (a courier streaming its position) is known to be
+            // there; only quiet ones are asked.
             ctx.ping(b"");
         }
     });
