@@ -111,11 +111,6 @@ impl CourierRepo {
         Ok(outcome.map_err(|_| ()))
     }
 
-    /// Appends points to the courier's trail; durable when this returns.
-    pub async fn append_trail(&self, courier: UserId, points: &[GpsPoint]) -> StoreResult<()> {
-        self.append_trails(std::iter::once((courier, points))).await
-    }
-
     /// Appends several couriers' points in one write; durable when this returns.
     pub async fn append_trails<'a>(
         &self,
