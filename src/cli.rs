@@ -22,7 +22,9 @@ pub enum Command {
     /// Apply the ScyllaDB schema (schema/*.cql) that is not applied yet; needs
     /// HEXMARKET_SCYLLA_NODES.
     Migrate,
-    /// Create an administrator account; reads the password from standard input.
+    /// Create an administrator account; reads the password from standard input. Enrols the
+    /// administrator's authenticator app at once: prints its otpauth URI and ten recovery
+    /// codes, once.
     CreateAdmin {
         /// The administrator's email address.
         #[arg(long)]
@@ -122,7 +124,19 @@ async fn create_admin(settings: &Settings, email: &str, name: &str) -> anyhow::R
     };
     match identity.register(account).await {
         Ok(user) => {
+            // An administrator can do nothing without a second factor, so it is enrolled now;
+            // the secret and codes are shown here only.
+            let (totp, recovery) = identity.enrol_totp_now(user.id).await?;
             println!("created admin {} ({})", user.email, user.id);
+            println!(
+                "authenticator (scan or open in an authenticator app): {}",
+                totp.uri
+            );
+            println!("authenticator secret (to type in instead): {}", totp.secret);
+            println!("recovery codes (each works once in place of a code; keep them offline):");
+            for code in recovery {
+                println!("  {code}");
+            }
             Ok(())
         }
         Err(IdentityError::Password(rule)) => anyhow::bail!("password {rule}"),

@@ -47,7 +47,7 @@ pub async fn list_users(
     admin: AuthUser,
     filter: web::Query<UserFilter>,
 ) -> Result<HttpResponse, ApiError> {
-    admin.require_role(&[Role::Admin])?;
+    admin.require_admin()?;
     let limit = filter.limit.unwrap_or(50);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::invalid_field(
@@ -115,7 +115,7 @@ pub async fn patch_user(
     path: web::Path<UserId>,
     body: web::Json<PatchUser>,
 ) -> Result<HttpResponse, ApiError> {
-    admin.require_role(&[Role::Admin])?;
+    admin.require_admin()?;
     admin.require_step_up(state.identity.clock.now())?;
     let id = path.into_inner();
     let PatchUser { role, banned } = body.into_inner();

@@ -67,6 +67,15 @@ impl From<IdentityError> for ApiError {
             IdentityError::AlreadyVerified => {
                 ApiError::conflict("email_already_verified", e.to_string())
             }
+            IdentityError::SecondFactorRequired => {
+                ApiError::unauthorized("second_factor_required", e.to_string())
+            }
+            IdentityError::TotpNotEnrolled => {
+                ApiError::conflict("totp_not_enrolled", e.to_string())
+            }
+            IdentityError::SecondFactorMandatory => {
+                ApiError::conflict("second_factor_mandatory", e.to_string())
+            }
             IdentityError::Delivery(NotifyError::Invalid(why)) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "delivery_refused",
@@ -110,6 +119,8 @@ pub struct AccountView {
     pub role: crate::domain::identity::Role,
     pub phone: Option<String>,
     pub phone_verified: bool,
+    /// Whether an authenticator app (TOTP) is enrolled: login then needs a code.
+    pub totp_enabled: bool,
     pub banned: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
@@ -124,6 +135,7 @@ impl From<&crate::store::users::User> for AccountView {
             role: u.role,
             phone: u.phone.as_ref().map(|p| p.as_str().to_owned()),
             phone_verified: u.phone_verified,
+            totp_enabled: u.second_factor.enabled(),
             banned: u.banned,
             created_at: u.created_at,
         }
@@ -177,6 +189,12 @@ pub async fn register(
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
+    /// For accounts with an authenticator: six digits from it. Without `otp` or
+    /// `recovery_code` such an account's login answers 401 `second_factor_required`.
+    #[schema(example = "492039")]
+    pub otp: Option<String>,
+    /// For accounts with an authenticator: a recovery code instead of `otp` (works once).
+    pub recovery_code: Option<String>,
 }
 
 /// Tokens of a session.
@@ -212,17 +230,28 @@ fn client_address(req: &HttpRequest) -> String {
         .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
 }
 
-/// Logs in with email and password.
+/// Logs in with email and password, plus `otp` (or `recovery_code`) when the account has an
+/// authenticator: without one such a login answers 401 `second_factor_required`, and the
+/// client asks for a code and sends the same request again with it.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = super::problem::Problem),
+    responses((status = 200, body = TokenResponse),
+        (status = 400, body = super::problem::Problem, description = "invalid_code: the second factor is wrong or already used"),
+        (status = 401, body = super::problem::Problem, description = "invalid_credentials, or second_factor_required"),
         (status = 403, body = super::problem::Problem, description = "account_banned"),
+        (status = 422, body = super::problem::Problem, description = "validation_failed: a malformed otp or recovery_code"),
         (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After")))]
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let LoginRequest { email, password } = body.into_inner();
+    let LoginRequest {
+        email,
+        password,
+        otp,
+        recovery_code,
+    } = body.into_inner();
+    let second_factor = super::mfa::parse_second_factor(otp, recovery_code)?;
     let email = Email::parse(&email)
         .map_err(|_| ApiError::unauthorized("invalid_credentials", "wrong email or password"))?;
     if password.chars().count() > crate::domain::identity::MAX_PASSWORD_CHARS {
@@ -233,7 +262,12 @@ pub async fn login(
     }
     let pair = state
         .identity
-        .login(&email, password, &client_address(&req))
+        .login(
+            &email,
+            password,
+            second_factor.as_ref(),
+            &client_address(&req),
+        )
         .await?;
     Ok(tokens_response(&state, pair))
 }
@@ -364,7 +398,7 @@ pub async fn verify_otp(
         .unwrap_or_else(|| state.identity.clock.now());
     let outcome = state
         .identity
-        .verify_otp(user.id, purpose, &code, auth_time)
+        .verify_otp(user.id, purpose, &code, auth_time, &user.claims.amr)
         .await?;
     Ok(HttpResponse::Ok().json(match outcome {
         crate::identity::OtpOutcome::PhoneVerified => OtpVerified {

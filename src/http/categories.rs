@@ -7,7 +7,6 @@ use super::extract::AuthUser;
 use super::{ApiError, AppState};
 use crate::catalog::categories::CategoryNode;
 use crate::domain::catalog::Category;
-use crate::domain::identity::Role;
 use crate::domain::ids::CategoryId;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -66,7 +65,7 @@ pub async fn create_category(
     user: AuthUser,
     body: web::Json<NewCategory>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     let category = state
         .catalog
         .create_category(&body.name, body.parent_id)
@@ -86,7 +85,7 @@ pub async fn patch_category(
     path: web::Path<CategoryId>,
     body: web::Json<PatchCategory>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     let body = body.into_inner();
     let category = state
         .catalog
@@ -105,7 +104,7 @@ pub async fn delete_category(
     user: AuthUser,
     path: web::Path<CategoryId>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     state.catalog.delete_category(path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

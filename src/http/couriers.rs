@@ -85,7 +85,7 @@ pub async fn list_unassigned_orders(
     state: web::Data<AppState>,
     user: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     let orders = state.live.dispatcher.unassigned().await?;
     Ok(HttpResponse::Ok().json(UnassignedList { orders }))
 }
@@ -121,7 +121,7 @@ pub async fn get_courier_trail(
     id: web::Path<String>,
     query: web::Query<TrailQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     let courier: crate::domain::ids::UserId = id
         .parse()
         .map_err(|_| ApiError::not_found("no such courier"))?;

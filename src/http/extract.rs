@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{ApiError, AppState};
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
-use crate::identity::tokens::Claims;
+use crate::identity::tokens::{AMR_MFA, Claims};
 
 /// A step-up (OTP) counts for this long.
 pub const STEP_UP_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
@@ -23,8 +23,30 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    /// An administrator whose token proves the second factor: only such a caller gets an
+    /// administrator's powers, everywhere.
     pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
+        self.role == Role::Admin && self.has_second_factor()
+    }
+
+    /// Whether the token was minted after a second factor (TOTP or a recovery code).
+    pub fn has_second_factor(&self) -> bool {
+        self.claims.amr.iter().any(|m| m == AMR_MFA)
+    }
+
+    /// 403 `forbidden` for other roles; 403 `second_factor_required` for an administrator
+    /// whose token was obtained without the second factor (they may still enrol one).
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        self.require_role(&[Role::Admin])?;
+        if self.has_second_factor() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "second_factor_required",
+                "administrators act only with a second factor: enrol an authenticator (POST /api/v1/auth/totp) if you have none, then log in with a code (otp) or step up (POST /api/v1/auth/step-up)",
+            ))
+        }
     }
 
     /// 403 unless the caller has one of `roles`.
@@ -50,7 +72,8 @@ impl AuthUser {
         }
     }
 
-    /// 403 `step_up_required` unless the caller verified an OTP in the last five minutes.
+    /// 403 `step_up_required` unless the caller proved a one-time code (SMS, TOTP or a
+    /// recovery code) in the last five minutes.
     pub fn require_step_up(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
         let recent = self
             .claims
@@ -65,7 +88,7 @@ impl AuthUser {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "step_up_required",
-                "verify a one-time code (POST /api/v1/auth/phone/otp with purpose step_up) and retry with the new access token",
+                "step up and retry with the new access token: with the authenticator app or a recovery code (POST /api/v1/auth/step-up), or with an SMS code (POST /api/v1/auth/phone/otp, then POST /api/v1/auth/phone/verify, purpose step_up)",
             ))
         }
     }

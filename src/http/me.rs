@@ -196,6 +196,7 @@ pub async fn delete_me(
             u.addresses.clear();
             u.notifications.clear();
             u.password_hash = String::new();
+            u.second_factor = Default::default();
             u.erased = true;
             Ok(())
         })

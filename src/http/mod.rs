@@ -14,6 +14,7 @@ pub mod health;
 pub mod inventory;
 pub mod me;
 pub mod media;
+pub mod mfa;
 pub mod middleware;
 pub mod openapi;
 pub mod orders;
@@ -81,6 +82,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .configure(auth::configure)
+                .configure(mfa::configure)
                 .configure(me::configure)
                 .configure(admin::configure)
                 .configure(cart::configure)

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 use utoipa_scalar::{Scalar, Servable as _};
 
 use super::{
-    admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, orders,
+    admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa, orders,
     payments, problem, products, reviews, vendors, ws_ticket,
 };
 
@@ -26,6 +26,10 @@ use super::{
         auth::confirm_email,
         auth::forgot_password,
         auth::reset_password,
+        mfa::begin_totp,
+        mfa::confirm_totp,
+        mfa::disable_totp,
+        mfa::step_up,
         me::get_me,
         me::patch_me,
         me::export_me,

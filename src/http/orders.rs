@@ -189,7 +189,7 @@ async fn visible_order(
         .send(id, GetOrder)
         .await??
         .ok_or_else(|| ApiError::not_found("no such order"))?;
-    let parts = order_parts(state, user.id, user.role, &order).await?;
+    let parts = order_parts(state, user.id, user.role, user.is_admin(), &order).await?;
     if parts.any() {
         Ok((order, parts))
     } else {
@@ -197,11 +197,13 @@ async fn visible_order(
     }
 }
 
-/// How a user relates to an order: its customer, its vendor, its courier, an admin, or none.
+/// How a user relates to an order: its customer, its vendor, its courier, an admin (with a
+/// second factor), or none.
 pub async fn order_parts(
     state: &AppState,
     user: UserId,
     role: Role,
+    admin: bool,
     order: &OrderRecord,
 ) -> Result<Parts, ApiError> {
     let vendor = role == Role::Vendor
@@ -214,7 +216,7 @@ pub async fn order_parts(
         customer: order.order.customer_id == user,
         vendor,
         courier: order.courier_id == Some(user),
-        admin: role == Role::Admin,
+        admin,
     })
 }
 
@@ -309,7 +311,7 @@ pub async fn admin_refund_order(
     id: web::Path<String>,
     body: web::Json<RefundRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     user.require_step_up(state.catalog.clock.now())?;
     let key = req
         .headers()
@@ -636,7 +638,7 @@ pub async fn admin_cancel_order(
     user: AuthUser,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     let order = state
         .orders
         .send(
@@ -688,7 +690,7 @@ pub async fn list_admin_orders(
     user: AuthUser,
     query: web::Query<AdminOrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     let limit = page_limit(query.limit)?;
     let repo = OrderRepo::new(state.store.clone());
     let q = query.into_inner();

@@ -327,7 +327,7 @@ pub async fn set_featured(
     user: AuthUser,
     body: web::Json<FeaturedBody>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     state
         .catalog
         .set_featured(body.into_inner().product_ids)

@@ -325,7 +325,7 @@ pub async fn moderate_review(
     path: web::Path<(TargetKind, Uuid, ReviewId)>,
     body: web::Json<Moderation>,
 ) -> Result<HttpResponse, ApiError> {
-    admin.require_role(&[Role::Admin])?;
+    admin.require_admin()?;
     let (kind, target, id) = path.into_inner();
     let target = match kind {
         TargetKind::Products => ReviewTarget::Product(target.into()),

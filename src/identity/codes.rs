@@ -76,12 +76,12 @@ pub enum OtpOutcome {
 }
 
 impl Identity {
-    fn digest(&self, user: UserId, purpose: &str, secret: &str) -> String {
+    pub(super) fn digest(&self, user: UserId, purpose: &str, secret: &str) -> String {
         let message = format!("{user}|{purpose}|{secret}");
         hex(&hmac_sha256(&self.code_key, message.as_bytes()))
     }
 
-    async fn account(&self, id: UserId) -> Result<User, IdentityError> {
+    pub(super) async fn account(&self, id: UserId) -> Result<User, IdentityError> {
         self.users
             .get(id)
             .await?
@@ -123,6 +123,7 @@ impl Identity {
         purpose: OtpPurpose,
         code: &str,
         auth_time: DateTime<Utc>,
+        methods: &[String],
     ) -> Result<OtpOutcome, IdentityError> {
         let user = self.account(user_id).await?;
         let phone = user.phone.as_ref().ok_or(IdentityError::NoPhone)?;
@@ -143,9 +144,15 @@ impl Identity {
             }
             OtpPurpose::StepUp => {
                 let now = self.clock.now();
-                let access_token =
-                    self.tokens
-                        .issue(user.id, user.role, auth_time, Some(now), now)?;
+                // The caller's methods are kept: a step-up by SMS does not undo a second factor.
+                let access_token = self.tokens.issue_with(
+                    user.id,
+                    user.role,
+                    auth_time,
+                    methods,
+                    Some(now),
+                    now,
+                )?;
                 tracing::info!("step-up granted");
                 Ok(OtpOutcome::SteppedUp { access_token })
             }

@@ -3,9 +3,12 @@
 
 mod codes;
 pub mod password;
+mod second_factor;
 pub mod tokens;
+pub mod totp;
 
 pub use codes::{OTP_MAX_ATTEMPTS, OTP_TTL, OtpOutcome, OtpPurpose};
+pub use second_factor::{RECOVERY_CODES, SecondFactorProof, TotpEnrolment};
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -89,6 +92,14 @@ pub enum IdentityError {
     InvalidToken,
     #[error("the email address is already verified")]
     AlreadyVerified,
+    #[error(
+        "this account has a second factor: send a code from the authenticator app (otp) or a recovery code (recovery_code)"
+    )]
+    SecondFactorRequired,
+    #[error("no authenticator is enrolled (or the enrolment expired)")]
+    TotpNotEnrolled,
+    #[error("administrators must keep a second factor; enrol a new authenticator instead")]
+    SecondFactorMandatory,
     #[error(transparent)]
     Delivery(#[from] NotifyError),
     #[error(transparent)]
@@ -184,6 +195,7 @@ impl Identity {
             addresses: Vec::new(),
             notifications: Default::default(),
             erased: false,
+            second_factor: Default::default(),
             created_at: now,
             updated_at: now,
         };
@@ -197,12 +209,14 @@ impl Identity {
         }
     }
 
-    /// Checks the password and opens a session. `client` is the caller's address.
+    /// Checks the password (and the second factor, when the account has one) and opens a
+    /// session. `client` is the caller's address.
     #[tracing::instrument(skip_all, fields(email = %email.masked()))]
     pub async fn login(
         &self,
         email: &Email,
         password: String,
+        second_factor: Option<&SecondFactorProof>,
         client: &str,
     ) -> Result<TokenPair, IdentityError> {
         self.limit(&format!("login:ip:{client}"), &[IP_QUOTA])
@@ -222,6 +236,7 @@ impl Identity {
         if user.banned {
             return Err(IdentityError::Banned);
         }
+        let amr = self.login_methods(&user, second_factor).await?;
         // Successful logins do not count against the account.
         self.limiter.reset(&account_key).await?;
         let now = self.clock.now();
@@ -235,12 +250,18 @@ impl Identity {
             last_used_at: now,
             expires_at: now + ABSOLUTE_LIFETIME,
             revoked: false,
-            amr: vec!["pwd".to_owned()],
+            amr,
             auth_time: now,
         };
         self.sessions.create(&family).await?;
         tracing::info!(user_id = %user.id, session = %family.id, "logged in");
-        self.pair(&user, &family, token, None)
+        // A second factor proven at login also counts as a step-up for its window.
+        let otp_at = family
+            .amr
+            .iter()
+            .any(|m| m == tokens::AMR_MFA)
+            .then_some(now);
+        self.pair(&user, &family, token, otp_at)
     }
 
     /// Rotates a refresh token: the presented one stops working and a new one is issued.
@@ -396,9 +417,14 @@ impl Identity {
     ) -> Result<TokenPair, IdentityError> {
         let now = self.clock.now();
         Ok(TokenPair {
-            access_token: self
-                .tokens
-                .issue(user.id, user.role, family.auth_time, otp_at, now)?,
+            access_token: self.tokens.issue_with(
+                user.id,
+                user.role,
+                family.auth_time,
+                &family.amr,
+                otp_at,
+                now,
+            )?,
             refresh_token: refresh.encode(),
             expires_in: tokens::ACCESS_TTL.num_seconds(),
             user_id: user.id,

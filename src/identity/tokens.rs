@@ -15,6 +15,12 @@ pub const AUDIENCE: &str = "hexmarket-api";
 /// Access tokens live ten minutes.
 pub const ACCESS_TTL: Duration = Duration::minutes(10);
 const ACCESS_TYPE: &str = "access";
+/// `amr` (RFC 8176) of a password.
+pub const AMR_PWD: &str = "pwd";
+/// `amr` of a one-time code: an SMS code, a TOTP code or a recovery code.
+pub const AMR_OTP: &str = "otp";
+/// `amr` of a session that proved a second factor (TOTP or a recovery code); admins need it.
+pub const AMR_MFA: &str = "mfa";
 
 /// The claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,7 +35,8 @@ pub struct Claims {
     pub typ: String,
     /// When the user last proved who they are (login), seconds since the epoch.
     pub auth_time: i64,
-    /// How: `pwd`, plus `otp` after a step-up.
+    /// How: `pwd`; `otp` after a step-up or a login with a one-time code; `mfa` when a
+    /// second factor (TOTP or a recovery code) was proven.
     pub amr: Vec<String>,
     /// When the OTP step-up happened, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,6 +72,7 @@ impl AccessTokens {
         }
     }
 
+    /// A token for a password login (plus `otp` when `otp_at` is given).
     pub fn issue(
         &self,
         user: UserId,
@@ -73,9 +81,22 @@ impl AccessTokens {
         otp_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<String> {
-        let mut amr = vec!["pwd".to_owned()];
-        if otp_at.is_some() {
-            amr.push("otp".to_owned());
+        self.issue_with(user, role, auth_time, &[AMR_PWD], otp_at, now)
+    }
+
+    /// A token whose `amr` is `methods`, plus `otp` when `otp_at` is given.
+    pub fn issue_with(
+        &self,
+        user: UserId,
+        role: Role,
+        auth_time: DateTime<Utc>,
+        methods: &[impl AsRef<str>],
+        otp_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<String> {
+        let mut amr: Vec<String> = methods.iter().map(|m| m.as_ref().to_owned()).collect();
+        if otp_at.is_some() && !amr.iter().any(|m| m == AMR_OTP) {
+            amr.push(AMR_OTP.to_owned());
         }
         let claims = Claims {
             sub: user,

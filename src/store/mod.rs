@@ -23,6 +23,7 @@ pub mod migrate;
 pub mod orders;
 pub mod reviews;
 pub mod scylla;
+pub mod second_factor;
 pub mod sessions;
 pub mod typed;
 pub mod users;

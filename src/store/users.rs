@@ -88,6 +88,9 @@ pub struct User {
     /// Personal data was erased at the user's request; the row stays for order history.
     #[serde(default)]
     pub erased: bool,
+    /// TOTP and recovery codes, when enrolled.
+    #[serde(default)]
+    pub second_factor: super::second_factor::SecondFactor,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -26,7 +26,7 @@ use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
 use crate::http::ApiError;
 use crate::http::extract::AuthUser;
-use crate::identity::tokens::{AccessTokens, hex};
+use crate::identity::tokens::{AMR_MFA, AccessTokens, hex};
 use crate::store::typed::Rows;
 use crate::store::{Key, SharedStore, Table};
 
@@ -42,6 +42,8 @@ pub struct WsUser {
     pub role: Role,
     /// The access token's `exp`; for a ticket, the `exp` of the access token that bought it.
     pub expires_at: DateTime<Utc>,
+    /// Whether that token was minted after a second factor (administrators need it).
+    pub second_factor: bool,
 }
 
 impl WsUser {
@@ -54,6 +56,25 @@ impl WsUser {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "your role cannot open this stream",
+            ))
+        }
+    }
+
+    /// An administrator with a second factor (see [`AuthUser::is_admin`]).
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin && self.second_factor
+    }
+
+    /// Like [`AuthUser::require_admin`].
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        self.require_role(&[Role::Admin])?;
+        if self.second_factor {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "second_factor_required",
+                "administrators act only with a second factor: log in with a code from the authenticator app",
             ))
         }
     }
@@ -77,6 +98,8 @@ struct TicketRow {
     access_expires_at: DateTime<Utc>,
     /// The ticket's own expiry; checked on redemption because store TTLs are best-effort.
     expires_at: DateTime<Utc>,
+    #[serde(default)]
+    second_factor: bool,
 }
 
 /// Open sessions per user on this node.
@@ -194,6 +217,7 @@ impl WsGate {
             id: claims.sub,
             role: claims.role,
             expires_at,
+            second_factor: claims.amr.iter().any(|m| m == AMR_MFA),
         })
     }
 
@@ -218,6 +242,7 @@ impl WsGate {
             id: row.user_id,
             role: row.role,
             expires_at: row.access_expires_at,
+            second_factor: row.second_factor,
         })
     }
 
@@ -234,6 +259,7 @@ impl WsGate {
             role: user.role,
             access_expires_at,
             expires_at: now + TICKET_TTL,
+            second_factor: user.has_second_factor(),
         };
         // 256 random bits: a collision means a broken random source, not bad luck.
         if self
@@ -378,6 +404,7 @@ mod tests {
             id: UserId::new(),
             role: Role::Courier,
             expires_at: Utc::now() + chrono::Duration::minutes(10),
+            second_factor: false,
         }
     }
 

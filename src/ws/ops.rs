@@ -13,7 +13,6 @@ use serde::Serialize;
 use super::handshake::ConnectionGuard;
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
 use crate::dispatch::UnassignedOrder;
-use crate::domain::identity::Role;
 use crate::http::{ApiError, AppState};
 
 /// How often the picture is sent.
@@ -94,7 +93,7 @@ pub async fn open(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (user, guard) = state.ws.open(&req, &state.identity.tokens).await?;
-    user.require_role(&[Role::Admin])?;
+    user.require_admin()?;
     let session = OpsSession {
         hygiene: Hygiene::new(
             TokenBucket::watcher(),

@@ -212,7 +212,10 @@ pub async fn authorize(
     user: &WsUser,
     record: &OrderRecord,
 ) -> Result<(), ApiError> {
-    if order_parts(state, user.id, user.role, record).await?.any() {
+    if order_parts(state, user.id, user.role, user.is_admin(), record)
+        .await?
+        .any()
+    {
         Ok(())
     } else {
         Err(ApiError::not_found("no such order"))

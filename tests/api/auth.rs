@@ -75,17 +75,12 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Creates an admin the way the CLI does and returns a stepped-up token for it.
+    /// Creates an admin the way the CLI does (authenticator enrolled) and returns the token of
+    /// a login with a code, which also counts as a step-up for five minutes.
     pub async fn admin_token(&self) -> String {
-        let account = hexmarket::identity::NewAccount {
-            email: Email::parse(&unique_email()).unwrap(),
-            password: PASSWORD.to_owned(),
-            name: "Admin".to_owned(),
-            role: Role::Admin,
-            phone: None,
-        };
-        let admin = self.identity.register(account).await.unwrap();
-        self.stepped_up_token(&admin.id.to_string(), Role::Admin)
+        crate::helpers::admin_login(&self.identity, &self.clock, &self.address)
+            .await
+            .0
     }
 }
 
@@ -583,13 +578,20 @@ async fn admins_need_a_step_up_to_ban_and_a_ban_ends_sessions_and_logins() {
         .unwrap();
     assert_eq!(listed["users"].as_array().unwrap().len(), 1);
 
-    // A plain admin token (no OTP) is not enough.
+    // A token of the second-factor session whose step-up lapsed is not enough.
     let admin_claims = app.identity.tokens.verify(&admin).unwrap();
     let now = app.clock.now();
     let plain = app
         .identity
         .tokens
-        .issue(admin_claims.sub, Role::Admin, now, None, now)
+        .issue_with(
+            admin_claims.sub,
+            Role::Admin,
+            now,
+            &admin_claims.amr,
+            None,
+            now,
+        )
         .unwrap();
     let r = app
         .client
@@ -715,32 +717,30 @@ async fn the_profile_can_be_changed_exported_and_erased() {
 }
 
 #[actix_web::test]
-async fn create_admin_reads_the_password_from_stdin_and_the_admin_can_log_in() {
-    use tokio::io::AsyncWriteExt as _;
+async fn create_admin_reads_the_password_from_stdin_and_the_admin_logs_in_with_a_code() {
     let dir = tempfile::tempdir().unwrap();
     let email = unique_email();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"))
-        .args(["create-admin", "--email", &email, "--name", "Ops"])
-        .env_clear()
-        .env("HEXMARKET_DATA_DIR", dir.path())
-        .env("HEXMARKET_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
-    assert!(output.status.success());
-    assert!(String::from_utf8_lossy(&output.stdout).contains("created admin"));
+    let printed = crate::admin_cli::create_admin(dir.path(), &email, PASSWORD).await;
+    assert!(printed.contains("created admin"));
+    let uri = crate::admin_cli::printed_uri(&printed).to_owned();
 
     let app = crate::helpers::spawn_in(dir, |_| {}).await;
-    let tokens: Value = app.login(&email, PASSWORD).await.json().await.unwrap();
+    assert_problem(
+        app.login(&email, PASSWORD).await,
+        401,
+        "second_factor_required",
+    )
+    .await;
+    let authenticator = crate::helpers::Authenticator::new(&uri, app.clock.clone());
+    let tokens: Value = app
+        .post_json(
+            "/api/v1/auth/login",
+            json!({"email": email, "password": PASSWORD, "otp": authenticator.code()}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let me: Value = app
         .get_authed("/api/v1/me", tokens["access_token"].as_str().unwrap())
         .await
@@ -748,4 +748,5 @@ async fn create_admin_reads_the_password_from_stdin_and_the_admin_can_log_in() {
         .await
         .unwrap();
     assert_eq!(me["role"], "admin");
+    assert_eq!(me["totp_enabled"], true);
 }

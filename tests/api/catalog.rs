@@ -91,8 +91,9 @@ fn store_body(name: &str, lat: f64, lng: f64) -> Value {
     })
 }
 
-fn admin(app: &TestApp) -> String {
-    user_token(app, Role::Admin).1
+/// A real administrator, logged in with a code from their authenticator.
+async fn admin(app: &TestApp) -> String {
+    app.admin_token().await
 }
 
 #[actix_web::test]
@@ -188,7 +189,7 @@ async fn only_owners_and_admins_change_stores_and_only_admins_suspend() {
         .await;
     assert_eq!(response.status(), 200);
 
-    let admin = admin(&app);
+    let admin = admin(&app).await;
     let category = app.create_category(&admin, "Sushi", None).await;
     app.send_json(
         reqwest::Method::PATCH,
@@ -308,7 +309,7 @@ async fn stores_near_a_place_come_nearest_first_within_the_radius() {
 #[actix_web::test]
 async fn admins_shape_the_category_tree_and_cycles_are_refused() {
     let app = spawn_app().await;
-    let admin = admin(&app);
+    let admin = admin(&app).await;
     let food = app.create_category(&admin, "Food", None).await;
     let pizza = app.create_category(&admin, "Pizza", Some(&food)).await;
     let vegan = app
@@ -411,7 +412,7 @@ async fn admins_shape_the_category_tree_and_cycles_are_refused() {
 #[actix_web::test]
 async fn vendors_list_products_and_bad_products_change_nothing() {
     let app = spawn_app().await;
-    let admin = admin(&app);
+    let admin = admin(&app).await;
     let category = app.create_category(&admin, "Groceries", None).await;
     let (vendor, _) = app.open_store("Corner Shop", 52.5, 13.4).await;
     let post =
@@ -523,7 +524,7 @@ async fn featured_titles(app: &TestApp) -> Vec<String> {
 }
 
 async fn featured_list_follows_product_changes(app: TestApp) {
-    let admin = admin(&app);
+    let admin = admin(&app).await;
     let category = app.create_category(&admin, "Flowers", None).await;
     let (vendor, _) = app.open_store("Florist", 52.5, 13.4).await;
     let roses = app.list_product(&vendor, &category, "Roses", 1500).await;
@@ -667,7 +668,7 @@ async fn seed_demo_builds_a_city_once_and_running_it_again_adds_nothing() {
 #[actix_web::test]
 async fn product_search_over_http_filters_by_place_and_stock_and_refuses_bad_parameters() {
     let app = spawn_app().await;
-    let admin = admin(&app);
+    let admin = admin(&app).await;
     let bakery = app.create_category(&admin, "Bakery", None).await;
     let (near, _) = app.open_store("Near Bakery", 52.521, 13.405).await;
     let (far, _) = app.open_store("Far Bakery", 52.60, 13.405).await;
@@ -782,7 +783,7 @@ async fn product_search_over_http_filters_by_place_and_stock_and_refuses_bad_par
 #[actix_web::test]
 async fn products_come_back_in_stock_in_search_when_a_hold_expires() {
     let app = spawn_app().await;
-    let admin = admin(&app);
+    let admin = admin(&app).await;
     let category = app.create_category(&admin, "Juice", None).await;
     let (vendor, _) = app.open_store("Juice Bar", 52.5, 13.4).await;
     let juice = app

@@ -357,7 +357,7 @@ async fn a_rejected_paid_order_is_refunded_and_admins_refund_chosen_lines() {
     add(&app, &customer, &cake, 1).await;
     let second = paid_checkout(&app, &customer, "p2").await;
     let order = second["orders"][0]["id"].as_str().unwrap();
-    let (_, admin) = user_token(&app, Role::Admin);
+    let admin = app.admin_token().await;
     let refund = |body: Value, key: &'static str| {
         let request = app
             .client

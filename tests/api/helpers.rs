@@ -215,3 +215,84 @@ pub async fn ok_json(response: reqwest::Response) -> Value {
     assert!(status.is_success(), "{status}: {body}");
     body
 }
+
+/// An authenticator app: computes a holder's TOTP codes from the secret, never the same step
+/// twice (the server accepts each step once).
+pub struct Authenticator {
+    secret: hexmarket::identity::totp::TotpSecret,
+    clock: Clock,
+    last_step: std::sync::atomic::AtomicU64,
+}
+
+impl Authenticator {
+    /// From a base32 secret or an `otpauth://` URI.
+    pub fn new(secret_or_uri: &str, clock: Clock) -> Self {
+        let secret = match secret_or_uri.split_once("secret=") {
+            Some((_, rest)) => rest.split('&').next().unwrap(),
+            None => secret_or_uri,
+        };
+        Authenticator {
+            secret: hexmarket::identity::totp::TotpSecret::from_base32(secret)
+                .expect("a base32 TOTP secret"),
+            clock,
+            last_step: Default::default(),
+        }
+    }
+
+    /// A code not used before: the current step's, or the next step's (accepted as skew) when
+    /// the current one was used. When both were used, the test clock (the node's too) moves
+    /// on by a step rather than the test waiting for it.
+    pub fn code(&self) -> String {
+        use std::sync::atomic::Ordering;
+        let step_of = |clock: &Clock| hexmarket::identity::totp::step_of(clock.now().timestamp());
+        let next = self.last_step.load(Ordering::SeqCst) + 1;
+        if next > step_of(&self.clock) + 1 {
+            self.clock.advance(Duration::from_secs(30));
+        }
+        let step = step_of(&self.clock).max(next);
+        self.last_step.store(step, Ordering::SeqCst);
+        self.secret.code_at(step)
+    }
+
+    /// A code the server has already accepted (the last one handed out).
+    pub fn used_code(&self) -> String {
+        self.secret
+            .code_at(self.last_step.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Creates an administrator as `create-admin` does (its authenticator enrolled at once) and
+/// logs in over HTTP at `base` with a code; returns the access token and the authenticator.
+pub async fn admin_login(
+    identity: &Identity,
+    clock: &Clock,
+    base: &str,
+) -> (String, Authenticator, String) {
+    let email = format!("admin-{}@example.com", uuid::Uuid::now_v7().simple());
+    let account = hexmarket::identity::NewAccount {
+        email: hexmarket::domain::identity::Email::parse(&email).unwrap(),
+        password: ADMIN_PASSWORD.to_owned(),
+        name: "Admin".to_owned(),
+        role: hexmarket::domain::identity::Role::Admin,
+        phone: None,
+    };
+    let admin = identity.register(account).await.unwrap();
+    let (enrolment, _) = identity.enrol_totp_now(admin.id).await.unwrap();
+    let authenticator = Authenticator::new(&enrolment.uri, clock.clone());
+    let tokens = ok_json(
+        client()
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&serde_json::json!({
+                "email": email, "password": ADMIN_PASSWORD, "otp": authenticator.code(),
+            }))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let token = tokens["access_token"].as_str().unwrap().to_owned();
+    (token, authenticator, email)
+}
+
+/// The password of administrators made by [`admin_login`].
+pub const ADMIN_PASSWORD: &str = "an administrator's long passphrase";

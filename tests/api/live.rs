@@ -1000,7 +1000,7 @@ async fn an_order_nobody_takes_waits_unassigned_survives_a_restart_and_skips_a_s
     let app = spawn_app_with(short_offers).await;
     let shop = shop(&app, "Lonely Lentils").await;
     let (_, customer) = user_token(&app, Role::Customer);
-    let (_, admin) = user_token(&app, Role::Admin);
+    let admin = app.admin_token().await;
 
     // Accepted with no courier online: the order is listed as unassigned.
     let order = paid_order(&app, &shop, &customer).await;
@@ -1136,7 +1136,7 @@ async fn implausible_gps_points_are_dropped_and_counted_by_reason() {
     // The accepted points are on the courier's trail, oldest first; nobody but admins reads it.
     let day = (now - chrono::Duration::seconds(100)).format("%Y-%m-%d");
     let path = format!("/api/v1/admin/couriers/{courier_id}/trail?day={day}");
-    let (_, admin) = user_token(&app, Role::Admin);
+    let admin = app.admin_token().await;
     let trail = ok_json(get(&app, &admin, &path).await).await;
     let points = trail["points"].as_array().unwrap();
     assert_eq!(points.len(), 2, "{trail}");
@@ -1178,7 +1178,7 @@ async fn a_courier_is_told_when_their_order_is_cancelled_and_stops_carrying_it()
     let app = spawn_app().await;
     let shop = shop(&app, "Cancelled Curry").await;
     let (_, customer) = user_token(&app, Role::Customer);
-    let (_, admin) = user_token(&app, Role::Admin);
+    let admin = app.admin_token().await;
     let (_, courier_token) = user_token(&app, Role::Courier);
     let start = route_start(&app);
     let mut ws = open(&app, "/ws/courier", &courier_token).await;

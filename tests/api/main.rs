@@ -7,6 +7,7 @@ mod fixtures;
 mod helpers;
 
 mod actors;
+mod admin_cli;
 mod auth;
 mod bus;
 mod catalog;
@@ -16,6 +17,7 @@ mod http;
 mod inventory;
 mod live;
 mod media;
+mod mfa;
 mod notify;
 mod orders;
 mod payments;

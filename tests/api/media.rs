@@ -334,7 +334,7 @@ async fn another_vendor_gets_404_and_an_anonymous_caller_401() {
 async fn an_admin_may_add_images_to_any_product() {
     let app = spawn_app().await;
     let (_, _, product) = store_with_product(&app).await;
-    let (_, admin_token) = user_token(&app, Role::Admin);
+    let admin_token = app.admin_token().await;
 
     let response = app
         .upload_image(&product, Some(&admin_token), png_upload(32, 32))

@@ -43,6 +43,7 @@ struct PayApp {
     address: String,
     clock: Clock,
     payments: Payments,
+    identity: hexmarket::identity::Identity,
     client: reqwest::Client,
     handle: hexmarket::app::NodeHandle,
     _data_dir: TempDir,
@@ -69,11 +70,13 @@ impl PayApp {
         let address = format!("http://127.0.0.1:{}", app.port());
         let handle = app.handle();
         let payments = app.payments();
+        let identity = app.identity();
         actix_web::rt::spawn(app.run_until_stopped());
         PayApp {
             address,
             clock,
             payments,
+            identity,
             client: client(),
             handle,
             _data_dir: data_dir,
@@ -82,6 +85,13 @@ impl PayApp {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// A real administrator's token, logged in with a code from their authenticator.
+    async fn admin_token(&self) -> String {
+        crate::helpers::admin_login(&self.identity, &self.clock, &self.address)
+            .await
+            .0
     }
 
     fn token(&self, user: UserId, role: Role) -> String {
@@ -402,7 +412,7 @@ async fn the_payer_simulates_failure_then_success_and_nobody_else_can() {
     assert!(payment.provider_ref.starts_with("sim_pi_"));
     let payer_token = app.token(payer, Role::Customer);
     let stranger_token = app.token(UserId::new(), Role::Customer);
-    let admin_token = app.token(UserId::new(), Role::Admin);
+    let admin_token = app.admin_token().await;
 
     // Act + Assert: strangers learn nothing.
     assert_problem(
@@ -518,7 +528,7 @@ async fn simulate_is_refused_for_a_stripe_payment() {
         .unwrap();
     assert_eq!(body["provider"], "stripe");
     assert!(body["client_secret"].as_str().unwrap().contains("_secret_"));
-    let admin = app.token(UserId::new(), Role::Admin);
+    let admin = app.admin_token().await;
     let body: Value = app
         .get_payment(&payment, &admin)
         .await

@@ -140,8 +140,9 @@ async fn moderate(app: &TestApp, token: &str, path: &str, hidden: bool) -> reqwe
         .unwrap()
 }
 
-fn admin(app: &TestApp) -> String {
-    user_token(app, Role::Admin).1
+/// A real administrator, logged in with a code from their authenticator.
+async fn admin(app: &TestApp) -> String {
+    app.admin_token().await
 }
 
 #[actix_web::test]
@@ -441,7 +442,7 @@ async fn each_user_reports_a_review_once() {
     )
     .await;
 
-    let admin = admin(app);
+    let admin = admin(app).await;
     let page = list(
         app,
         &format!("/api/v1/products/{}/reviews", s.pizza.id),
@@ -465,7 +466,7 @@ async fn an_admin_hides_a_review_and_it_leaves_the_rating_and_the_public_list() 
     let rude_id = rude["id"].as_str().unwrap();
     let moderation = format!("/api/v1/admin/reviews/products/{}/{rude_id}", s.pizza.id);
     let public = format!("/api/v1/products/{}/reviews", s.pizza.id);
-    let admin = admin(app);
+    let admin = admin(app).await;
 
     // Non-admins cannot moderate.
     assert_problem(
@@ -547,7 +548,7 @@ async fn review_listings_page_with_a_cursor_and_refuse_bad_limits_and_cursors() 
         .await
         .unwrap();
     review_product(app, &b, s.pizza.id, order_b.id, 3, "three").await;
-    let admin = admin(app);
+    let admin = admin(app).await;
     let moderation = format!(
         "/api/v1/admin/reviews/products/{}/{}",
         s.pizza.id,
@@ -758,7 +759,7 @@ async fn concurrent_reviews_and_moderation_keep_the_rating_exact() {
     assert_eq!((totals.count, totals.sum), (12, expected_sum));
 
     // Hide and show the same reviews from several requests at once; they end hidden.
-    let admin = admin(app);
+    let admin = admin(app).await;
     let toggles = created.iter().take(4).flat_map(|review| {
         let path = format!(
             "/api/v1/admin/reviews/products/{}/{}",

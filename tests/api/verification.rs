@@ -59,7 +59,12 @@ async fn sign_up_with_phone(app: &TestApp) -> Account {
 }
 
 impl TestApp {
-    async fn post_authed(&self, path: &str, token: &str, body: Value) -> reqwest::Response {
+    pub(crate) async fn post_authed(
+        &self,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .bearer_auth(token)
