@@ -16,6 +16,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(disable_totp)),
     )
     .route("/auth/totp/confirm", web::post().to(confirm_totp))
+    .route(
+        "/auth/totp/recovery-codes",
+        web::post().to(renew_recovery_codes),
+    )
     .route("/auth/step-up", web::post().to(step_up));
 }
 
@@ -135,6 +139,21 @@ pub async fn confirm_totp(
 ) -> Result<HttpResponse, ApiError> {
     six_digits(&body.code, "code")?;
     let recovery_codes = state.identity.confirm_totp(user.id, &body.code).await?;
+    Ok(HttpResponse::Ok().json(RecoveryCodes { recovery_codes }))
+}
+
+/// Replaces the recovery codes with ten fresh ones (needs a recent step-up); the old ones
+/// stop working.
+#[utoipa::path(post, path = "/api/v1/auth/totp/recovery-codes", tag = "auth", security(("bearer" = [])),
+    responses((status = 200, body = RecoveryCodes),
+        (status = 403, body = super::problem::Problem, description = "step_up_required"),
+        (status = 409, body = super::problem::Problem, description = "totp_not_enrolled")))]
+pub async fn renew_recovery_codes(
+    state: web::Data<AppState>,
+    user: AuthUser,
+) -> Result<HttpResponse, ApiError> {
+    user.require_step_up(state.identity.clock.now())?;
+    let recovery_codes = state.identity.renew_recovery_codes(user.id).await?;
     Ok(HttpResponse::Ok().json(RecoveryCodes { recovery_codes }))
 }
 

@@ -28,6 +28,7 @@ use super::{
         auth::reset_password,
         mfa::begin_totp,
         mfa::confirm_totp,
+        mfa::renew_recovery_codes,
         mfa::disable_totp,
         mfa::step_up,
         me::get_me,

@@ -178,6 +178,26 @@ impl Identity {
         Ok((enrolment, codes))
     }
 
+    /// Replaces the recovery codes with fresh ones (the HTTP layer demands a step-up); the
+    /// old ones stop working. Returns the new codes, the only time they are seen in clear.
+    #[tracing::instrument(skip(self), fields(user_id = %user_id))]
+    pub async fn renew_recovery_codes(
+        &self,
+        user_id: UserId,
+    ) -> Result<Vec<String>, IdentityError> {
+        let (codes, digests) = self.recovery_codes(user_id);
+        self.modify_user(user_id, |u| {
+            if !u.second_factor.enabled() {
+                return Err(IdentityError::TotpNotEnrolled);
+            }
+            u.second_factor.recovery = digests.clone();
+            Ok(())
+        })
+        .await?;
+        tracing::info!("recovery codes renewed");
+        Ok(codes)
+    }
+
     /// Removes the authenticator and the recovery codes (the HTTP layer demands a step-up).
     /// Administrators must keep one.
     #[tracing::instrument(skip(self), fields(user_id = %user_id))]

@@ -649,6 +649,35 @@ async fn only_the_parties_of_an_order_may_watch_it_and_sockets_check_role_origin
         "forbidden",
     )
     .await;
+    // An administrator's token without the second factor opens no admin stream, by header or
+    // by ticket; one with it does.
+    let (_, weak_admin) = user_token(&app, Role::Admin);
+    assert_refused(
+        &app,
+        "/ws/admin/ops",
+        &[("authorization", bearer(&weak_admin).as_str())],
+        403,
+        "second_factor_required",
+    )
+    .await;
+    let ticket = |token: String| {
+        let app = &app;
+        async move {
+            let issued = ok_json(post(app, &token, "/api/v1/ws/ticket").await).await;
+            format!(
+                "/ws/admin/ops?ticket={}",
+                issued["ticket"].as_str().unwrap()
+            )
+        }
+    };
+    let weak_ticket = ticket(weak_admin.clone()).await;
+    assert_refused(&app, &weak_ticket, &[], 403, "second_factor_required").await;
+    let admin_ticket = ticket(app.admin_token().await).await;
+    WsClient::try_connect(&ws_url(&app, &admin_ticket), &[])
+        .await
+        .unwrap_or_else(|r| panic!("an admin with the second factor was refused: {}", r.body))
+        .close()
+        .await;
     assert_refused(
         &app,
         "/ws/vendor",

@@ -228,6 +228,31 @@ async fn a_recovery_code_logs_in_once_and_refreshed_tokens_keep_the_second_facto
         .refreshed(tokens["refresh_token"].as_str().unwrap())
         .await;
     assert!(app.amr(&access).contains(&"mfa".to_owned()));
+
+    // Fresh codes need a step-up and void the old ones.
+    let renew = |token: String| {
+        let app = &app;
+        async move {
+            app.post_as(&token, "/api/v1/auth/totp/recovery-codes", json!({}))
+                .await
+        }
+    };
+    assert_problem(renew(access.clone()).await, 403, "step_up_required").await;
+    let stepped = app
+        .stepped_up(&access, json!({"recovery_code": codes[5]}))
+        .await;
+    let renewed = ok_json(renew(stepped).await).await;
+    let renewed = renewed["recovery_codes"].as_array().unwrap();
+    assert_eq!(renewed.len(), 10);
+    let r = app
+        .login_with(&email, PASSWORD, json!({"recovery_code": codes[6]}))
+        .await;
+    assert_problem(r, 400, "invalid_code").await;
+    ok_json(
+        app.login_with(&email, PASSWORD, json!({"recovery_code": renewed[0]}))
+            .await,
+    )
+    .await;
 }
 
 #[actix_web::test]
