@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::domain::ids::{ProductId, UserId};
 use crate::domain::inventory::{
-    Adjustment, Committed, Inventory, InventoryError, Released, StockChange,
+    Adjustment, Committed, Inventory, InventoryError, Released, Restocked, StockChange,
 };
 use crate::store::inventory::{InventoryRepo, inventory_key};
 use crate::store::typed::{Change, ModifyError};
@@ -41,6 +41,9 @@ const LOCK_STRIPES: usize = 64;
 const READ_CONCURRENCY: usize = 16;
 /// Longest a hold may last; longer requests are cut to this.
 pub const MAX_HOLD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long the fresh hold [`InventoryService::take`] places may live: it is committed at once,
+/// so this only bounds a hold left behind by a crash between the two writes.
+const TAKE_HOLD_TTL: Duration = Duration::from_secs(60);
 
 /// Stock of a product as its vendor sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -338,31 +341,70 @@ impl InventoryService {
         reservation: &str,
         products: &[ProductId],
     ) -> StoreResult<Vec<(ProductId, Released)>> {
-        let mut outcomes = Vec::with_capacity(products.len());
-        let mut changed = Vec::new();
-        for product in unique(products) {
-            let released = match self
-                .write(product, |inventory, now| {
-                    Ok(inventory.release(reservation, now))
-                })
-                .await
-            {
-                Ok((released, _)) => released,
-                Err(e) => {
-                    self.changed(changed);
-                    return Err(match e {
-                        ModifyError::Store(e) => e,
-                        ModifyError::Rejected(e) => StoreError::Misuse(e.to_string()),
-                    });
-                }
-            };
-            if released == Released::Now {
-                changed.push(product);
-            }
-            outcomes.push((product, released));
+        self.each_product(products, Released::Now, |inventory, now| {
+            inventory.release(reservation, now)
+        })
+        .await
+    }
+
+    /// Puts the units sold under `reservation` back on sale (a paid order was cancelled or
+    /// rejected). Idempotent: the hold remembers it was restocked, so a replay after a crash
+    /// adds nothing ([`Restocked::Already`]).
+    #[tracing::instrument(skip_all, fields(reservation = %reservation, products = products.len()))]
+    pub async fn restock(
+        &self,
+        reservation: &str,
+        products: &[ProductId],
+    ) -> StoreResult<Vec<(ProductId, Restocked)>> {
+        self.each_product(products, Restocked::Now, |inventory, now| {
+            inventory.restock(reservation, now)
+        })
+        .await
+    }
+
+    /// Sells `items` to `reservation`, all or nothing: its holds are committed, and products
+    /// whose hold is gone (expired and dropped, or released) are held afresh and committed
+    /// under the same reservation. Idempotent: units already sold to it count as taken. If
+    /// some product cannot be had, the units this call sold are put back on sale and the
+    /// shortage is returned; on a store error the caller retries (every step is idempotent).
+    #[tracing::instrument(skip_all, fields(reservation = %reservation, products = items.len()))]
+    pub async fn take(
+        &self,
+        reservation: &str,
+        items: &[(ProductId, u32)],
+    ) -> Result<(), ReserveFailure> {
+        let products: Vec<ProductId> = items.iter().map(|(p, _)| *p).collect();
+        let outcomes = self.commit(reservation, &products).await?;
+        let missing: Vec<(ProductId, u32)> = items
+            .iter()
+            .filter(|(p, _)| outcomes.iter().any(|(o, r)| o == p && r.is_err()))
+            .copied()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
-        self.changed(changed);
-        Ok(outcomes)
+        let failure = match self.reserve(reservation, &missing, TAKE_HOLD_TTL).await {
+            Ok(()) => {
+                let again: Vec<ProductId> = missing.iter().map(|(p, _)| *p).collect();
+                let outcomes = self.commit(reservation, &again).await?;
+                match outcomes
+                    .into_iter()
+                    .find_map(|(p, r)| r.err().map(|e| (p, e)))
+                {
+                    None => return Ok(()),
+                    Some((product, e)) => ReserveFailure::Store(StoreError::Misuse(format!(
+                        "a fresh hold on {product} could not be sold: {e}"
+                    ))),
+                }
+            }
+            Err(failure) => failure,
+        };
+        // Not everything could be had: nothing is sold to this reservation.
+        if let Err(e) = self.restock(reservation, &products).await {
+            tracing::warn!(error = %e, reservation, "partly taken units not put back yet; retried with the order");
+            return Err(ReserveFailure::Store(e));
+        }
+        Err(failure)
     }
 
     /// Releases the holds a failed reservation placed. Failures are only logged: the holds
@@ -428,6 +470,40 @@ impl InventoryService {
             .into_iter()
             .map(|(id, row)| row.map(|inventory| (id, inventory)))
             .collect()
+    }
+
+    /// Applies `step` to each product's row once, in the order first given; products whose
+    /// outcome is `changed` are reported to the stock listener. On a store error the products
+    /// before it are done and a retry finishes the rest.
+    async fn each_product<R: Copy + PartialEq>(
+        &self,
+        products: &[ProductId],
+        changed: R,
+        step: impl Fn(&mut Inventory, DateTime<Utc>) -> R,
+    ) -> StoreResult<Vec<(ProductId, R)>> {
+        let mut outcomes = Vec::with_capacity(products.len());
+        let mut touched = Vec::new();
+        for product in unique(products) {
+            let outcome = match self
+                .write(product, |inventory, now| Ok(step(inventory, now)))
+                .await
+            {
+                Ok((outcome, _)) => outcome,
+                Err(e) => {
+                    self.changed(touched);
+                    return Err(match e {
+                        ModifyError::Store(e) => e,
+                        ModifyError::Rejected(e) => StoreError::Misuse(e.to_string()),
+                    });
+                }
+            };
+            if outcome == changed {
+                touched.push(product);
+            }
+            outcomes.push((product, outcome));
+        }
+        self.changed(touched);
+        Ok(outcomes)
     }
 
     /// Applies `step` to the product's row by compare-and-set, queued behind other writers to

@@ -38,6 +38,10 @@ pub struct Hold {
     /// Whether the units were sold (taken out of `stock`).
     #[serde(default)]
     pub committed: bool,
+    /// Whether sold units were put back on sale (the order was cancelled or rejected after
+    /// it was paid). Remembered like a committed hold, so a repeated restock adds nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restocked: bool,
 }
 
 impl Hold {
@@ -113,6 +117,17 @@ pub enum Committed {
     Already,
 }
 
+/// What a restock did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restocked {
+    /// The sold units are on sale again.
+    Now,
+    /// An earlier restock of the same reservation put them back.
+    Already,
+    /// Nothing was sold under this reservation (or it is no longer remembered).
+    NothingSold,
+}
+
 /// What a release did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Released {
@@ -164,7 +179,8 @@ impl Inventory {
     ) -> Result<(), InventoryError> {
         self.prune(now);
         let already = match self.holds.get(reservation) {
-            Some(h) if h.committed => return Ok(()),
+            // A restocked hold sold nothing any more: the reservation may take units again.
+            Some(h) if h.committed && !h.restocked => return Ok(()),
             Some(h) if h.is_live(now) => h.quantity,
             _ => 0,
         };
@@ -181,6 +197,7 @@ impl Inventory {
                 quantity,
                 expires_at,
                 committed: false,
+                restocked: false,
             },
         );
         Ok(())
@@ -198,6 +215,9 @@ impl Inventory {
             .get(reservation)
             .cloned()
             .ok_or(InventoryError::NoHold)?;
+        if hold.restocked {
+            return Err(InventoryError::NoHold);
+        }
         if hold.committed {
             return Ok(Committed::Already);
         }
@@ -237,6 +257,26 @@ impl Inventory {
                 Released::NothingHeld
             }
             None => Released::NothingHeld,
+        };
+        self.prune(now);
+        outcome
+    }
+
+    /// Puts the units sold under `reservation` back on sale, once: the hold is marked and
+    /// remembered for [`COMMITTED_RETENTION`] from now, so a repeated restock adds nothing.
+    /// Stock that would pass [`MAX_STOCK`] stops there.
+    pub fn restock(&mut self, reservation: &str, now: DateTime<Utc>) -> Restocked {
+        let outcome = match self.holds.get_mut(reservation) {
+            Some(h) if h.restocked => Restocked::Already,
+            Some(h) if h.committed => {
+                h.restocked = true;
+                h.expires_at = now;
+                let quantity = h.quantity;
+                self.stock = self.stock.saturating_add(quantity).min(MAX_STOCK);
+                self.sold_total = self.sold_total.saturating_sub(u64::from(quantity));
+                Restocked::Now
+            }
+            _ => Restocked::NothingSold,
         };
         self.prune(now);
         outcome
@@ -368,6 +408,7 @@ mod tests {
                 quantity: 2,
                 expires_at: t(200),
                 committed: false,
+                restocked: false,
             },
         );
         // c1 expired at 60 and c2 now holds both units.
@@ -375,6 +416,24 @@ mod tests {
             inv.commit("c1", t(61)),
             Err(InventoryError::Short { available: 0 })
         );
+    }
+
+    #[test]
+    fn restock_puts_sold_units_back_once_and_the_reservation_may_buy_again() {
+        let mut inv = stocked(5);
+        assert!(inv.reserve("o1", 2, t(60), t(0)).is_ok());
+        assert_eq!(inv.restock("o1", t(1)), Restocked::NothingSold);
+        assert_eq!(inv.commit("o1", t(2)), Ok(Committed::Now));
+        assert_eq!((inv.stock, inv.sold_total), (3, 2));
+        assert_eq!(inv.restock("o1", t(3)), Restocked::Now);
+        assert_eq!(inv.restock("o1", t(4)), Restocked::Already);
+        assert_eq!((inv.stock, inv.sold_total, inv.available(t(4))), (5, 0, 5));
+        // A restocked reservation sells nothing on a replayed commit, but may hold again.
+        assert_eq!(inv.commit("o1", t(5)), Err(InventoryError::NoHold));
+        assert_eq!(inv.release("o1", t(5)), Released::AlreadyCommitted);
+        assert!(inv.reserve("o1", 1, t(60), t(6)).is_ok());
+        assert_eq!(inv.commit("o1", t(7)), Ok(Committed::Now));
+        assert_eq!((inv.stock, inv.sold_total), (4, 1));
     }
 
     #[test]
