@@ -30,6 +30,7 @@ use crate::identity::{Delivery, Identity, IdentityParts};
 use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::notify::{OutboxEmail, OutboxSms, SharedEmail, SharedSms, SmtpEmail, TwilioSms};
+use crate::payments::settlement::{self, Settlement};
 use crate::payments::{Payments, PaymentsParts, SimulatedProvider, StripeProvider};
 use crate::ratelimit::SharedLimiter;
 use crate::ratelimit::local::LocalLimiter;
@@ -165,7 +166,8 @@ impl Application {
             crate::ws::handshake::WsGate::new(Arc::clone(&store), &settings.live, clock.clone())
                 .with_sessions_gauge(metrics.ws_sessions.clone());
         let payments = build_payments(&settings, &store, clock)?;
-        payments.set_listener(payment_listener(orders.clone(), Arc::clone(&store)));
+        let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
+        payments.set_listener(settlement.listener());
         let state = web::Data::new(AppState {
             store,
             bus,
@@ -177,6 +179,7 @@ impl Application {
             identity,
             catalog,
             payments,
+            settlement,
             idempotency,
             order_payment_timeout: settings.order_payment_timeout,
             secure_cookies: settings.secure_cookies,
@@ -184,7 +187,12 @@ impl Application {
             live,
             closing: tokio::sync::broadcast::channel(1).0,
         });
-        // The sweeper holds the node only during a round, so it ends when the node is dropped.
+        // The sweepers hold the node only during a round, so they end when the node is dropped.
+        let node = Arc::downgrade(&state);
+        tokio::spawn(settlement::run_sweep(
+            move || node.upgrade().map(|s| s.settlement.clone()),
+            settlement::SWEEP_INTERVAL,
+        ));
         let node = Arc::downgrade(&state);
         tokio::spawn(order::run_expiry(
             move || {
@@ -348,53 +356,6 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Moves the orders of a checkout when its payment succeeds or fails (the webhook and the
-/// simulated provider both end here). Applying an outcome twice is harmless: the second
-/// command is refused as an illegal transition and ignored.
-fn payment_listener(
-    orders: Registry<crate::actors::order::OrderActor>,
-    store: SharedStore,
-) -> crate::payments::PaymentListener {
-    use crate::actors::order::ApplyCommand;
-    use crate::domain::order::OrderCommand;
-    use crate::payments::OutcomeKind;
-    Arc::new(move |outcome: crate::payments::PaymentOutcome| {
-        let orders = orders.clone();
-        let checkouts: crate::store::typed::Rows<http::checkout::CheckoutRecord> =
-            crate::store::typed::Rows::new(Arc::clone(&store), crate::store::Table::Checkouts);
-        Box::pin(async move {
-            let command = match outcome.kind {
-                OutcomeKind::Paid => OrderCommand::MarkPaid,
-                OutcomeKind::PaymentFailed => OrderCommand::MarkPaymentFailed,
-                OutcomeKind::Refunded { .. } => return,
-            };
-            let key = crate::store::catalog::id_key(outcome.checkout_id);
-            let checkout = match checkouts.get(&key).await {
-                Ok(Some(c)) => c.value,
-                Ok(None) => {
-                    tracing::warn!(checkout_id = %outcome.checkout_id, "payment outcome for an unknown checkout");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, checkout_id = %outcome.checkout_id, "payment outcome not applied to its orders");
-                    return;
-                }
-            };
-            for order in checkout.orders {
-                match orders.send(order, ApplyCommand(command.clone())).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, order_id = %order, "payment outcome not applied to an order")
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, order_id = %order, "payment outcome not delivered to an order")
-                    }
-                }
-            }
-        })
-    })
 }
 
 /// Opens the store the settings name.

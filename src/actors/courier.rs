@@ -164,7 +164,9 @@ impl From<CommandError> for CourierError {
             CommandError::Illegal(illegal) => CourierError::Illegal(illegal),
             CommandError::NotFound => CourierError::NotYourOrder,
             CommandError::Store(e) => CourierError::Store(e),
-            CommandError::Contended => CourierError::Unavailable(e.to_string()),
+            CommandError::Contended | CommandError::OutOfStock => {
+                CourierError::Unavailable(e.to_string())
+            }
         }
     }
 }

@@ -7,13 +7,19 @@
 //! is the truth: if the process dies between the two writes, or another activation wrote
 //! first, the row is rolled forward from the log ([`OrderRepo::recover`]) before anything else
 //! is decided. Only then do the side effects run — the event is published on the bus and the
-//! order's stock reservation is committed (paid) or released (expired, cancelled, rejected,
-//! payment failed). Side effects are idempotent and re-run on activation, so a crash between
+//! order's stock reservation is released (expired, cancelled, rejected, payment failed) or,
+//! for an order that was paid (or whose payment was given back), its sold units are put back
+//! on sale. Side effects are idempotent and re-run on activation, so a crash between
 //! persisting and acting is repaired by the next activation.
 //!
 //! Stock contract: checkout reserves an order's stock with
 //! [`InventoryService::reserve`](crate::catalog::inventory::InventoryService::reserve) under the
-//! reservation id `order_id.to_string()`; this actor commits and releases that reservation.
+//! reservation id `order_id.to_string()`. "Paid" means sold: before `paid` is recorded the
+//! actor takes the units ([`InventoryService::take`]: commit the hold, or hold afresh and
+//! commit when it expired), and an order whose units cannot be had is not paid
+//! ([`CommandError::OutOfStock`]). A crash after the take and before the event leaves units
+//! sold to an unpaid order: the payment's settlement ([`SettlePayment`]) takes them again (a
+//! no-op) and records `paid`, or records the payment as given back, which puts them back.
 //!
 //! Unpaid orders expire: [`create`] records a deadline row in `order_timers`, and
 //! [`run_expiry`] (one per node) sends [`ApplyCommand`] with `Expire` to each order whose
@@ -30,10 +36,11 @@ use serde::Serialize;
 
 use super::registry::{ActorError, Entity, Passivate, Registry};
 use crate::bus::SharedBus;
-use crate::catalog::inventory::InventoryService;
+use crate::catalog::inventory::{InventoryService, ReserveFailure};
 use crate::clock::Clock;
 use crate::dispatch::DispatchQueue;
 use crate::domain::ids::{OrderId, VendorId};
+use crate::domain::money::Money;
 use crate::domain::order::{
     IllegalTransition, OrderCommand, OrderEvent, OrderEventKind, OrderRecord, OrderStatus,
 };
@@ -127,7 +134,37 @@ pub enum CommandError {
     Store(#[from] StoreError),
     #[error("the order kept changing under this command; try again")]
     Contended,
+    /// The order's units cannot be had any more (its hold expired and someone bought them).
+    #[error("the order's stock is no longer available")]
+    OutOfStock,
 }
+
+/// Settles the order with its checkout's succeeded payment: the order is paid (taking its
+/// stock, reviving it if it expired or its payment failed), or its share of the payment is
+/// owed back. Answers what the payment still owes this order.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Settled, CommandError>")]
+pub struct SettlePayment;
+
+/// Where an order stands with its checkout's payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Paid (or further on), and nothing is owed back.
+    Attached,
+    /// `amount` is owed back to the payer under `reference` (one refund per reference);
+    /// `record` says whether the refund is still to be recorded on the order once made (a
+    /// returned payment is recorded before it is made).
+    Owed {
+        amount: Money,
+        reference: &'static str,
+        record: bool,
+    },
+}
+
+/// The reference of the refund of a payment an order could no longer be served for.
+pub const LATE_PAYMENT_REFUND: &str = "late";
+/// The reference of the refund of a paid order that was cancelled or rejected.
+pub const CLOSED_ORDER_REFUND: &str = "closed";
 
 /// What goes on the bus for every event, on `order.{order_id}`; the vendor's topic
 /// `vendor.{vendor_id}.orders` carries the event as a [`FeedEntry`](crate::store::live::FeedEntry).
@@ -203,6 +240,16 @@ impl Handler<ApplyCommand> for OrderActor {
     ) -> Self::Result {
         let work = execute(self.deps.clone(), self.id, self.state.clone(), command);
         // AtomicResponse: the next message waits until this one is persisted or refused.
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(adopt)))
+    }
+}
+
+impl Handler<SettlePayment> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Settled, CommandError>>;
+
+    #[tracing::instrument(name = "order.settle", skip_all, fields(order_id = %self.id))]
+    fn handle(&mut self, _: SettlePayment, _: &mut Context<Self>) -> Self::Result {
+        let work = settle_payment(self.deps.clone(), self.id, self.state.clone());
         AtomicResponse::new(Box::pin(work.into_actor(self).map(adopt)))
     }
 }
@@ -323,6 +370,85 @@ pub async fn apply_command(
     execute(deps.clone(), id, None, command).await.1
 }
 
+/// See [`SettlePayment`].
+async fn settle_payment(
+    deps: OrderDeps,
+    id: OrderId,
+    state: Option<Versioned<OrderRecord>>,
+) -> Outcome<Settled, CommandError> {
+    let current = match state {
+        Some(state) => state,
+        None => match reload(&deps, id).await {
+            Ok(Some(state)) => state,
+            Ok(None) => return (None, Err(CommandError::NotFound)),
+            Err(e) => return (None, Err(e.into())),
+        },
+    };
+    let record = &current.value;
+    let total = record.totals.map(|t| t.total);
+    if let Some(amount) = record.payment_returned {
+        let owed = Settled::Owed {
+            amount,
+            reference: LATE_PAYMENT_REFUND,
+            record: false,
+        };
+        return (Some(current), Ok(owed));
+    }
+    if record.paid_at.is_some() {
+        let closed = matches!(
+            record.status(),
+            OrderStatus::Cancelled | OrderStatus::Rejected
+        );
+        let settled = match total {
+            Some(total) if closed && !record.has_refund(CLOSED_ORDER_REFUND) => {
+                let left = total.amount_minor - record.refunded_minor();
+                if left > 0 {
+                    Settled::Owed {
+                        amount: Money::new(left, total.currency),
+                        reference: CLOSED_ORDER_REFUND,
+                        record: true,
+                    }
+                } else {
+                    Settled::Attached
+                }
+            }
+            _ => Settled::Attached,
+        };
+        return (Some(current), Ok(settled));
+    }
+    let (state, paid) = execute(deps.clone(), id, Some(current), OrderCommand::MarkPaid).await;
+    match paid {
+        Ok(_) => return (state, Ok(Settled::Attached)),
+        Err(CommandError::OutOfStock | CommandError::Illegal(_)) => {}
+        Err(e) => return (state, Err(e)),
+    }
+    // Not payable (its stock is gone, or it was cancelled): the payment goes back. The
+    // decision is an event, so it is durable before the money moves.
+    let Some(amount) = total else {
+        return (state, Ok(Settled::Attached));
+    };
+    let (state, returned) = execute(deps, id, state, OrderCommand::ReturnPayment { amount }).await;
+    match returned {
+        Ok(record) => match record.payment_returned {
+            Some(amount) => (
+                state,
+                Ok(Settled::Owed {
+                    amount,
+                    reference: LATE_PAYMENT_REFUND,
+                    record: false,
+                }),
+            ),
+            None => (state, Ok(Settled::Attached)),
+        },
+        // Paid meanwhile (another node): attached after all.
+        Err(CommandError::Illegal(_)) => match state.as_ref().map(|s| s.value.paid_at) {
+            Some(Some(_)) => (state, Ok(Settled::Attached)),
+            _ => (state, Err(CommandError::Contended)),
+        },
+        Err(e) => (state, Err(e)),
+    }
+}
+
 /// Loads the order, rolls it forward over its log, and repairs side effects a crash may have
 /// cut short.
 async fn reload(deps: &OrderDeps, id: OrderId) -> StoreResult<Option<Versioned<OrderRecord>>> {
@@ -357,6 +483,13 @@ async fn execute(
                 Err(e) => return (None, Err(e.into())),
             },
         };
+        if let OrderCommand::Refund { reference, .. } = &command
+            && current.value.has_refund(reference)
+        {
+            // Recorded before (a retried request): the order as it is.
+            let answer = Ok(current.value.clone());
+            return (Some(current), answer);
+        }
         let (status_after, kind) = match current.value.decide(&command) {
             Ok(decided) => decided,
             // The log may have moved on without this actor (another node, or a write it did
@@ -364,6 +497,13 @@ async fn execute(
             Err(_) if !fresh => continue,
             Err(illegal) => return (Some(current), Err(illegal.into())),
         };
+        if command == OrderCommand::MarkPaid {
+            // Paid means sold: the units are taken before the event says so.
+            match take_stock(&deps, &current.value).await {
+                Ok(()) => {}
+                Err(e) => return (Some(current), Err(e)),
+            }
+        }
         let event = OrderEvent {
             seq: current.value.seq + 1,
             at: deps.clock.now(),
@@ -412,7 +552,24 @@ async fn execute(
     (None, Err(CommandError::Contended))
 }
 
-/// Side effects of a persisted event: publish it, then commit or release the stock and drop
+/// Sells the order's units to it (see [`InventoryService::take`]).
+async fn take_stock(deps: &OrderDeps, record: &OrderRecord) -> Result<(), CommandError> {
+    let items: Vec<_> = record
+        .order
+        .lines
+        .iter()
+        .map(|l| (l.product_id, l.quantity))
+        .collect();
+    match deps.inventory.take(&record.id().to_string(), &items).await {
+        Ok(()) => Ok(()),
+        Err(ReserveFailure::Short(_)) => Err(CommandError::OutOfStock),
+        // Too many checkouts on a product right now: the settlement retries later.
+        Err(ReserveFailure::Busy(_)) => Err(CommandError::Contended),
+        Err(ReserveFailure::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Side effects of a persisted event: publish it, then release or restock the stock and drop
 /// the payment deadline once the order stops waiting for payment.
 async fn after_persist(deps: &OrderDeps, record: &OrderRecord, event: &OrderEvent) {
     publish(deps, record, event).await;
@@ -470,48 +627,49 @@ async fn in_flight(deps: &OrderDeps, record: &OrderRecord, entered: OrderStatus)
     }
 }
 
-/// What entering `status` does to the order's stock reservation.
+/// What entering an exit does to the order's stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StockEffect {
-    Commit,
+    /// Unpaid: the held units become available again.
     Release,
+    /// Paid and then cancelled or rejected, or its payment given back: the sold units go
+    /// back on sale (once, keyed by the order's reservation).
+    Restock,
 }
 
-fn stock_effect(status: OrderStatus) -> Option<StockEffect> {
-    match status {
-        OrderStatus::Paid => Some(StockEffect::Commit),
+fn stock_effect(record: &OrderRecord, entered: OrderStatus) -> Option<StockEffect> {
+    match entered {
         OrderStatus::Expired
         | OrderStatus::PaymentFailed
         | OrderStatus::Rejected
-        | OrderStatus::Cancelled => Some(StockEffect::Release),
+        | OrderStatus::Cancelled => {
+            // An order that can never be paid any more gives back whatever a take sold to it
+            // before a crash; only such an order restocks without having been paid.
+            let sold = record.paid_at.is_some() || record.payment_returned.is_some();
+            Some(if sold {
+                StockEffect::Restock
+            } else {
+                StockEffect::Release
+            })
+        }
         _ => None,
     }
 }
 
 async fn stock_and_timer(deps: &OrderDeps, record: &OrderRecord, entered: OrderStatus) {
-    let Some(effect) = stock_effect(entered) else {
+    let Some(effect) = stock_effect(record, entered) else {
         return;
     };
     let id = record.id();
     let reservation = id.to_string();
     let products = record.order.products();
-    match effect {
-        StockEffect::Commit => match deps.inventory.commit(&reservation, &products).await {
-            Ok(outcomes) => {
-                for (product, outcome) in outcomes {
-                    if let Err(e) = outcome {
-                        tracing::error!(order_id = %id, product_id = %product, error = %e, "paid order's stock could not be committed");
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(order_id = %id, error = %e, "stock not committed; retried on the next activation")
-            }
-        },
-        StockEffect::Release => {
-            if let Err(e) = deps.inventory.release(&reservation, &products).await {
-                tracing::warn!(order_id = %id, error = %e, "stock not released; retried on the next activation");
-            }
-        }
+    if let Err(e) = deps.inventory.release(&reservation, &products).await {
+        tracing::warn!(order_id = %id, error = %e, "stock not released; retried on the next activation");
+    }
+    if effect == StockEffect::Restock
+        && let Err(e) = deps.inventory.restock(&reservation, &products).await
+    {
+        tracing::warn!(order_id = %id, error = %e, "sold stock not put back on sale; retried on the next activation");
     }
     if let Some(deadline) = record.expires_at
         && record.status() != OrderStatus::PendingPayment

@@ -78,6 +78,15 @@ pub fn order_id_for(checkout: CheckoutId, vendor: VendorId) -> OrderId {
     OrderId::from(derived_uuid(&format!("order:{checkout}:{vendor}")))
 }
 
+/// A stored checkout: its customer and orders (so a payment outcome finds the orders).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckoutRecord {
+    pub id: CheckoutId,
+    pub customer: UserId,
+    pub orders: Vec<OrderId>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,12 @@
 //! `courier_assigned`. The exits are `rejected`, `cancelled`, `payment_failed`, `expired` and
 //! `refunded`.
 //!
+//! Money: an order becomes `paid` only once its units are sold (the order actor takes the
+//! stock before it records the event), also when a payment arrives after the order expired or
+//! its payment failed (the order is revived). A payment the order can no longer be served for
+//! is given back (`payment_returned`; a pending order then expires). Refunds keep the status
+//! and are listed on the order; only a refund that completes the total moves it to `refunded`.
+//!
 //! [`Order`] is the core every reader needs; [`OrderRecord`] is the row as the order actor keeps
 //! it (the core plus its progress), stored flattened so rows written with only the core still
 //! decode and readers of the core ignore the rest.
@@ -202,6 +208,13 @@ pub struct OrderRecord {
     /// Money given back so far.
     #[serde(default)]
     pub refunded: Option<Money>,
+    /// Every refund of the order, oldest first.
+    #[serde(default)]
+    pub refunds: Vec<OrderRefund>,
+    /// Set when a payment arrived that the order could no longer be served for (it expired
+    /// and its stock was sold to someone else, or it was cancelled): the amount given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_returned: Option<Money>,
     /// The four digits the customer tells the courier at the door. Shown to the customer
     /// alone: every other reader gets the record through [`OrderRecord::without_handoff_code`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,10 +227,30 @@ pub struct OrderRecord {
     pub arriving_at: Option<DateTime<Utc>>,
 }
 
+/// One refund of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderRefund {
+    pub at: DateTime<Utc>,
+    pub amount: Money,
+    /// The products whose lines were refunded; empty for a refund of the whole order (or of
+    /// what was left of it).
+    #[schema(value_type = Vec<String>)]
+    pub lines: Vec<ProductId>,
+    /// What names the refund (the admin's `Idempotency-Key`, or `closed` for the refund of a
+    /// paid order that was cancelled or rejected): a refund is recorded once per reference.
+    pub reference: String,
+}
+
 /// A request to move an order on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
+    /// The payment succeeded and the order's units are sold (the actor takes the stock
+    /// first): from `pending_payment`, or reviving an `expired` or `payment_failed` order.
     MarkPaid,
+    /// A payment arrived that the order cannot be served for: it is given back.
+    ReturnPayment {
+        amount: Money,
+    },
     MarkPaymentFailed,
     Expire,
     Accept,
@@ -242,6 +275,7 @@ pub enum OrderCommand {
     Refund {
         amount: Money,
         lines: Vec<ProductId>,
+        reference: String,
     },
 }
 
@@ -250,6 +284,7 @@ impl OrderCommand {
     pub fn target(&self) -> OrderStatus {
         match self {
             OrderCommand::MarkPaid => OrderStatus::Paid,
+            OrderCommand::ReturnPayment { .. } => OrderStatus::Expired,
             OrderCommand::MarkPaymentFailed => OrderStatus::PaymentFailed,
             OrderCommand::Expire => OrderStatus::Expired,
             OrderCommand::Accept => OrderStatus::Accepted,
@@ -273,6 +308,10 @@ impl OrderCommand {
 pub enum OrderEventKind {
     Created,
     Paid,
+    /// A payment the order could no longer be served for was given back.
+    PaymentReturned {
+        amount: Money,
+    },
     PaymentFailed,
     Expired,
     Accepted,
@@ -296,6 +335,8 @@ pub enum OrderEventKind {
         amount: Money,
         #[schema(value_type = Vec<String>)]
         lines: Vec<ProductId>,
+        #[serde(default)]
+        reference: Option<String>,
     },
 }
 
@@ -329,7 +370,17 @@ pub fn transition(
         to: command.target(),
     };
     let next = match (from, command) {
-        (S::PendingPayment, C::MarkPaid) => (S::Paid, OrderEventKind::Paid),
+        // A late payment revives an order whose stock can still be had.
+        (S::PendingPayment | S::Expired | S::PaymentFailed, C::MarkPaid) => {
+            (S::Paid, OrderEventKind::Paid)
+        }
+        (S::PendingPayment, C::ReturnPayment { amount }) => (
+            S::Expired,
+            OrderEventKind::PaymentReturned { amount: *amount },
+        ),
+        (S::Expired | S::PaymentFailed | S::Cancelled, C::ReturnPayment { amount }) => {
+            (from, OrderEventKind::PaymentReturned { amount: *amount })
+        }
         (S::PendingPayment, C::MarkPaymentFailed) => {
             (S::PaymentFailed, OrderEventKind::PaymentFailed)
         }
@@ -374,17 +425,21 @@ pub fn transition(
                 by: CancelledBy::Admin,
             },
         ),
-        (status, C::Refund { amount, lines })
-            if status.after_payment() || matches!(status, S::Cancelled | S::Rejected) =>
-        {
-            (
-                S::Refunded,
-                OrderEventKind::Refunded {
-                    amount: *amount,
-                    lines: lines.clone(),
-                },
-            )
-        }
+        (
+            status,
+            C::Refund {
+                amount,
+                lines,
+                reference,
+            },
+        ) if status.after_payment() || matches!(status, S::Cancelled | S::Rejected) => (
+            S::Refunded,
+            OrderEventKind::Refunded {
+                amount: *amount,
+                lines: lines.clone(),
+                reference: Some(reference.clone()),
+            },
+        ),
         _ => return Err(illegal),
     };
     Ok(next)
@@ -408,6 +463,8 @@ impl OrderRecord {
             rejection_reason: None,
             cancelled_by: None,
             refunded: None,
+            refunds: Vec::new(),
+            payment_returned: None,
             handoff_code: None,
             arrived_at_pickup_at: None,
             arriving_at: None,
@@ -442,8 +499,27 @@ impl OrderRecord {
         self.order.status
     }
 
+    /// Whether a refund under `reference` was recorded.
+    pub fn has_refund(&self, reference: &str) -> bool {
+        self.refunds.iter().any(|r| r.reference == reference)
+    }
+
+    /// The products whose lines were refunded one by one.
+    pub fn refunded_lines(&self) -> Vec<ProductId> {
+        self.refunds
+            .iter()
+            .flat_map(|r| r.lines.iter().copied())
+            .collect()
+    }
+
+    /// Minor units given back so far.
+    pub fn refunded_minor(&self) -> i64 {
+        self.refunded.map_or(0, |m| m.amount_minor)
+    }
+
     /// [`transition`] plus what the status alone cannot tell: a courier must be assigned
-    /// before a pickup, and only an order that was paid can be refunded.
+    /// before a pickup, only an order that was paid can be refunded (and a refund short of the
+    /// total keeps the status), and an order whose payment was given back is never paid.
     pub fn decide(
         &self,
         command: &OrderCommand,
@@ -467,9 +543,23 @@ impl OrderRecord {
             {
                 return Err(illegal);
             }
+            OrderCommand::MarkPaid if self.payment_returned.is_some() => return Err(illegal),
+            OrderCommand::ReturnPayment { .. }
+                if self.payment_returned.is_some() || self.paid_at.is_some() =>
+            {
+                return Err(illegal);
+            }
             _ => {}
         }
-        transition(from, command)
+        let (status, kind) = transition(from, command)?;
+        if let OrderCommand::Refund { amount, .. } = command
+            && let Some(totals) = self.totals
+            && self.refunded_minor().saturating_add(amount.amount_minor) < totals.total.amount_minor
+        {
+            // Part of the money went back: the order carries on where it was.
+            return Ok((from, kind));
+        }
+        Ok((status, kind))
     }
 
     /// Applies a recorded event. Events at or below the row's sequence number were applied
@@ -488,15 +578,22 @@ impl OrderRecord {
             OrderEventKind::ArrivedAtPickup => self.arrived_at_pickup_at = Some(event.at),
             OrderEventKind::Arriving => self.arriving_at = Some(event.at),
             OrderEventKind::Cancelled { by } => self.cancelled_by = Some(*by),
-            OrderEventKind::Refunded { amount, .. } => {
-                let total = match self.refunded {
-                    Some(before) if before.currency == amount.currency => Money::new(
-                        before.amount_minor.saturating_add(amount.amount_minor),
-                        amount.currency,
-                    ),
-                    _ => *amount,
-                };
-                self.refunded = Some(total);
+            OrderEventKind::Refunded {
+                amount,
+                lines,
+                reference,
+            } => {
+                self.add_refunded(*amount);
+                self.refunds.push(OrderRefund {
+                    at: event.at,
+                    amount: *amount,
+                    lines: lines.clone(),
+                    reference: reference.clone().unwrap_or_default(),
+                });
+            }
+            OrderEventKind::PaymentReturned { amount } => {
+                self.add_refunded(*amount);
+                self.payment_returned = Some(*amount);
             }
             OrderEventKind::Created
             | OrderEventKind::PaymentFailed
@@ -507,6 +604,17 @@ impl OrderRecord {
             | OrderEventKind::PickedUp
             | OrderEventKind::Delivered => {}
         }
+    }
+
+    fn add_refunded(&mut self, amount: Money) {
+        let total = match self.refunded {
+            Some(before) if before.currency == amount.currency => Money::new(
+                before.amount_minor.saturating_add(amount.amount_minor),
+                amount.currency,
+            ),
+            _ => amount,
+        };
+        self.refunded = Some(total);
     }
 }
 
@@ -521,6 +629,13 @@ mod tests {
         C::Refund {
             amount: Money::new(500, Currency::EUR),
             lines: vec![ProductId::new()],
+            reference: "r1".into(),
+        }
+    }
+
+    fn returned() -> OrderCommand {
+        C::ReturnPayment {
+            amount: Money::new(1500, Currency::EUR),
         }
     }
 
@@ -543,6 +658,12 @@ mod tests {
         };
         let legal = [
             (S::PendingPayment, C::MarkPaid, S::Paid),
+            (S::Expired, C::MarkPaid, S::Paid),
+            (S::PaymentFailed, C::MarkPaid, S::Paid),
+            (S::PendingPayment, returned(), S::Expired),
+            (S::Expired, returned(), S::Expired),
+            (S::PaymentFailed, returned(), S::PaymentFailed),
+            (S::Cancelled, returned(), S::Cancelled),
             (S::PendingPayment, C::MarkPaymentFailed, S::PaymentFailed),
             (S::PendingPayment, C::Expire, S::Expired),
             (S::PendingPayment, customer.clone(), S::Cancelled),
@@ -622,7 +743,9 @@ mod tests {
                     by: CancelledBy::Admin,
                 },
             ),
-            (S::Expired, C::MarkPaid),
+            (S::Cancelled, C::MarkPaid),
+            (S::Paid, returned()),
+            (S::Delivered, returned()),
             (S::Cancelled, C::Accept),
             (S::PaymentFailed, refund()),
             (S::Expired, refund()),
@@ -684,6 +807,59 @@ mod tests {
         assert!(cancelled.decide(&refund()).is_err());
         cancelled.paid_at = Some(Utc::now());
         assert!(cancelled.decide(&refund()).is_ok());
+    }
+
+    #[test]
+    fn partial_refunds_keep_the_status_and_are_listed_and_the_last_one_ends_the_order() {
+        let mut order = record();
+        order.order.status = S::Delivered;
+        order.paid_at = Some(Utc::now());
+        let total = Money::new(1500, Currency::EUR);
+        order.totals = Some(OrderTotals {
+            subtotal: Money::new(1000, Currency::EUR),
+            delivery_fee: Money::new(500, Currency::EUR),
+            total,
+        });
+        let line = ProductId::new();
+        let part = C::Refund {
+            amount: Money::new(400, Currency::EUR),
+            lines: vec![line],
+            reference: "k1".into(),
+        };
+        let (status, kind) = order.decide(&part).unwrap();
+        assert_eq!(status, S::Delivered);
+        let refunded = event(&order, kind, status);
+        order.apply(&refunded);
+        assert!(order.has_refund("k1") && !order.has_refund("k2"));
+        assert_eq!(order.refunded_lines(), vec![line]);
+        assert_eq!(order.refunded_minor(), 400);
+        let rest = C::Refund {
+            amount: Money::new(1100, Currency::EUR),
+            lines: Vec::new(),
+            reference: "k2".into(),
+        };
+        let (status, kind) = order.decide(&rest).unwrap();
+        assert_eq!(status, S::Refunded);
+        order.apply(&event(&order, kind, status));
+        assert_eq!((order.status(), order.refunds.len()), (S::Refunded, 2));
+        assert_eq!(order.refunded, Some(total));
+    }
+
+    #[test]
+    fn a_returned_payment_is_final_and_a_paid_order_never_returns_one() {
+        let mut order = record();
+        let (status, kind) = order.decide(&returned()).unwrap();
+        assert_eq!(status, S::Expired);
+        order.apply(&event(&order, kind, status));
+        assert_eq!(order.payment_returned.map(|m| m.amount_minor), Some(1500));
+        assert_eq!(order.refunded_minor(), 1500);
+        assert!(order.decide(&C::MarkPaid).is_err());
+        assert!(order.decide(&returned()).is_err());
+
+        let mut paid = record();
+        paid.order.status = S::Cancelled;
+        paid.paid_at = Some(Utc::now());
+        assert!(paid.decide(&returned()).is_err());
     }
 
     #[test]

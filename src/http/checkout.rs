@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ContentType, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
@@ -63,14 +62,7 @@ pub struct CheckoutView {
     pub payment: PaymentView,
 }
 
-/// The stored checkout: its customer and orders (so a payment outcome finds the orders).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckoutRecord {
-    pub id: CheckoutId,
-    pub customer: UserId,
-    pub orders: Vec<OrderId>,
-    pub created_at: chrono::DateTime<Utc>,
-}
+pub use crate::domain::checkout::CheckoutRecord;
 
 /// The checkouts table.
 pub fn checkouts(state: &AppState) -> Rows<CheckoutRecord> {
@@ -246,6 +238,9 @@ async fn place(
         .with_fields(unavailable));
     }
     let now = state.catalog.clock.now();
+    // The payment's id is claimed before the orders, so each order names the payment that
+    // pays for it (the payment itself is opened at the provider once the orders exist).
+    let payment_id = state.payments.claim(checkout_id).await?.to_string();
     let mut records = Vec::with_capacity(groups.len());
     for (vendor_id, items) in &groups {
         let Some((first, _)) = items.first() else {
@@ -320,11 +315,13 @@ async fn place(
             handoff_code: None,
             arrived_at_pickup_at: None,
             arriving_at: None,
-            payment_id: None,
+            payment_id: Some(payment_id.clone()),
             paid_at: None,
             rejection_reason: None,
             cancelled_by: None,
             refunded: None,
+            refunds: Vec::new(),
+            payment_returned: None,
         });
     }
     let currency = records

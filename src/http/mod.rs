@@ -53,6 +53,8 @@ pub struct AppState {
     pub identity: Identity,
     pub catalog: Catalog,
     pub payments: Payments,
+    /// Settles payments with their orders (late successes, refunds of closed orders).
+    pub settlement: crate::payments::settlement::Settlement,
     /// Idempotency records of unsafe requests (`Idempotency-Key`).
     pub idempotency: crate::idempotency::Idempotency,
     /// How long a checkout holds stock for its unpaid orders.

@@ -18,8 +18,10 @@ use super::vendors::page_limit;
 use super::{ApiError, AppState};
 use crate::actors::order::{ApplyCommand, CommandError, GetOrder};
 use crate::domain::identity::Role;
-use crate::domain::ids::{OrderId, UserId, VendorId};
+use crate::domain::ids::{OrderId, PaymentId, ProductId, UserId, VendorId};
+use crate::domain::money::Money;
 use crate::domain::order::{CancelledBy, OrderCommand, OrderEvent, OrderRecord, OrderStatus};
+use crate::payments::settlement::refund_key;
 use crate::store::StoreError;
 use crate::store::orders::OrderRepo;
 
@@ -75,6 +77,10 @@ impl From<CommandError> for ApiError {
                 },
             ]),
             CommandError::Store(e) => e.into(),
+            CommandError::OutOfStock => ApiError::conflict(
+                "insufficient_stock",
+                "the order's stock is no longer available",
+            ),
             CommandError::Contended => ApiError::new(
                 StatusCode::CONFLICT,
                 "contended",
@@ -232,77 +238,91 @@ async fn vendor_command(
     command: OrderCommand,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(raw_id)?;
-    let (_, parts) = visible_order(state, user, id).await?;
+    let (order, parts) = visible_order(state, user, id).await?;
     if !parts.vendor {
         return Err(forbidden("only the order's vendor can do this"));
     }
-    let order = state.orders.send(id, ApplyCommand(command)).await??;
-    let order = refund_if_paid(state, order).await?;
+    let order = apply(state, &order, command).await?;
     Ok(HttpResponse::Ok().json(order.without_handoff_code()))
 }
 
-/// Gives the money back for an order that was paid and then rejected or cancelled: the whole
-/// order total, under a refund key of its own (so a retry refunds once). Other orders pass
-/// through unchanged.
-async fn refund_if_paid(state: &AppState, order: OrderRecord) -> Result<OrderRecord, ApiError> {
-    let closed = matches!(
-        order.order.status,
-        OrderStatus::Rejected | OrderStatus::Cancelled
+/// Applies a command to an order as it was read (`before`). A command that closes a paid
+/// order (cancel, reject) gives its money back: the payment is marked unsettled before the
+/// order closes, so the refund it is owed survives a crash (the settlement sweep finishes
+/// it), then settled at once; the order's units go back on sale as it closes.
+async fn apply(
+    state: &AppState,
+    before: &OrderRecord,
+    command: OrderCommand,
+) -> Result<OrderRecord, ApiError> {
+    let id = before.id();
+    let closing = matches!(
+        command,
+        OrderCommand::Cancel { .. } | OrderCommand::Reject { .. }
     );
-    let Some(total) = order.totals.map(|t| t.total) else {
+    let payment = if closing && before.paid_at.is_some() {
+        order_payment(state, before).await?
+    } else {
+        None
+    };
+    if let Some(payment) = payment {
+        state
+            .settlement
+            .mark(payment)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let order = state.orders.send(id, ApplyCommand(command)).await??;
+    let Some(payment) = payment else {
         return Ok(order);
     };
-    if !closed || order.paid_at.is_none() {
+    if let Err(e) = state.settlement.settle(payment).await {
+        // The order is closed for good; the refund it is owed is retried by the sweep.
+        tracing::warn!(order_id = %id, error = %e, "refund of a closed order not made yet");
         return Ok(order);
     }
-    refund(state, order, total, Vec::new(), "closed").await
+    Ok(state.orders.send(id, GetOrder).await??.unwrap_or(order))
 }
 
-/// Refunds `amount` of an order through its checkout's payment, then records it on the order.
-async fn refund(
+/// The payment that pays for an order: the one it names, or its checkout's (orders placed
+/// before they named it); `None` for an order paid outside any payment (tools, tests).
+async fn order_payment(
     state: &AppState,
-    order: OrderRecord,
-    amount: crate::domain::money::Money,
-    lines: Vec<crate::domain::ids::ProductId>,
-    key: &str,
-) -> Result<OrderRecord, ApiError> {
-    let id = order.id();
-    let payment = state
+    order: &OrderRecord,
+) -> Result<Option<PaymentId>, ApiError> {
+    if let Some(id) = order.payment_id.as_deref().and_then(|p| p.parse().ok()) {
+        return Ok(Some(id));
+    }
+    Ok(state
         .payments
         .find_by_checkout(order.order.checkout_id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("paid order {id} has no payment")))?;
-    state
-        .payments
-        .refund(
-            payment.id,
-            amount.amount_minor,
-            &format!("refund:{id}:{key}"),
-        )
-        .await?;
-    Ok(state
-        .orders
-        .send(id, ApplyCommand(OrderCommand::Refund { amount, lines }))
-        .await??)
+        .map(|p| p.id))
 }
 
-/// What an admin refunds: chosen products' lines, or the whole order without `lines`.
+/// What an admin refunds: chosen products' lines, or whatever is left of the order (all of it,
+/// delivery included) without `lines`. A refund short of the total keeps the order's status.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
+    /// Products of the order whose lines (unit price × quantity) are refunded; each line once.
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
-    pub lines: Vec<crate::domain::ids::ProductId>,
+    pub lines: Vec<ProductId>,
 }
 
 /// An admin refunds an order, whole or chosen lines (needs a step-up; `Idempotency-Key`
-/// names the refund, so a retry refunds once).
+/// names the refund, so a retry refunds once and answers the order as it is). The order keeps
+/// its status and lists the refund in `refunds`; it becomes `refunded` when its whole total
+/// has gone back.
 #[utoipa::path(post, path = "/api/v1/admin/orders/{id}/refund", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header)),
     request_body = RefundRequest,
-    responses((status = 200, body = OrderRecord), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 400, body = super::problem::Problem),
+        (status = 403, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "`not_refundable`: never paid; `already_refunded`: the lines or the whole order went back already"),
+        (status = 422, body = super::problem::Problem, description = "`validation_failed`: a product not in the order; `refund_exceeds_total`")))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn admin_refund_order(
     state: web::Data<AppState>,
@@ -328,9 +348,14 @@ pub async fn admin_refund_order(
     let id = order_id(&id)?;
     let order = state
         .orders
-        .send(id, crate::actors::order::GetOrder)
+        .send(id, GetOrder)
         .await??
         .ok_or_else(|| ApiError::not_found("no such order"))?;
+    // Admin keys have a namespace of their own, apart from the refunds hexmarket makes.
+    let reference = format!("admin:{key}");
+    if order.has_refund(&reference) {
+        return Ok(HttpResponse::Ok().json(order.without_handoff_code()));
+    }
     let Some(totals) = order.totals else {
         return Err(ApiError::conflict(
             "not_refundable",
@@ -343,10 +368,17 @@ pub async fn admin_refund_order(
             "the order was never paid",
         ));
     }
-    let lines = body.into_inner().lines;
+    let mut lines = body.into_inner().lines;
+    lines.sort();
+    lines.dedup();
+    let left = totals.total.amount_minor - order.refunded_minor();
     let amount = if lines.is_empty() {
-        totals.total.amount_minor
+        if left <= 0 {
+            return Err(already_refunded("the whole order was refunded already"));
+        }
+        left
     } else {
+        let refunded = order.refunded_lines();
         let mut sum = 0i64;
         for product in &lines {
             let line = order
@@ -357,6 +389,11 @@ pub async fn admin_refund_order(
                 .ok_or_else(|| {
                     ApiError::invalid_field("lines", format!("{product} is not in the order"))
                 })?;
+            if refunded.contains(product) {
+                return Err(already_refunded(format!(
+                    "the line of {product} was refunded already"
+                )));
+            }
             sum += line
                 .unit_price
                 .times(line.quantity)
@@ -364,20 +401,41 @@ pub async fn admin_refund_order(
         }
         sum
     };
-    let already = order.refunded.map_or(0, |m| m.amount_minor);
-    if amount <= 0 || already + amount > totals.total.amount_minor {
+    if amount <= 0 || amount > left {
         return Err(ApiError::field_rule(
             "refund_exceeds_total",
             "lines",
             format!(
-                "{amount} more would exceed the order total of {} ({already} refunded)",
-                totals.total.amount_minor
+                "{amount} more would exceed the order total of {} ({} refunded)",
+                totals.total.amount_minor,
+                order.refunded_minor()
             ),
         ));
     }
-    let amount = crate::domain::money::Money::new(amount, totals.total.currency);
-    let order = refund(&state, order, amount, lines, &key).await?;
+    let amount = Money::new(amount, totals.total.currency);
+    let payment = order_payment(&state, &order)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("paid order {id} has no payment")))?;
+    state
+        .payments
+        .refund(payment, amount.amount_minor, &refund_key(id, &reference))
+        .await?;
+    let order = state
+        .orders
+        .send(
+            id,
+            ApplyCommand(OrderCommand::Refund {
+                amount,
+                lines,
+                reference,
+            }),
+        )
+        .await??;
     Ok(HttpResponse::Ok().json(order.without_handoff_code()))
+}
+
+fn already_refunded(detail: impl Into<String>) -> ApiError {
+    ApiError::conflict("already_refunded", detail)
 }
 
 /// Reads the orders of an index a page at a time, keeping those that pass `status`, until the
@@ -608,7 +666,7 @@ pub async fn cancel_order(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = order_id(&id)?;
-    let (_, parts) = visible_order(&state, &user, id).await?;
+    let (before, parts) = visible_order(&state, &user, id).await?;
     let by = if parts.admin {
         CancelledBy::Admin
     } else if parts.customer {
@@ -619,11 +677,7 @@ pub async fn cancel_order(
             "only the customer or an admin can cancel an order",
         ));
     };
-    let order = state
-        .orders
-        .send(id, ApplyCommand(OrderCommand::Cancel { by }))
-        .await??;
-    let order = refund_if_paid(&state, order).await?;
+    let order = apply(&state, &before, OrderCommand::Cancel { by }).await?;
     Ok(HttpResponse::Ok().json(order.without_handoff_code()))
 }
 
@@ -639,16 +693,15 @@ pub async fn admin_cancel_order(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
-    let order = state
+    let before = state
         .orders
-        .send(
-            order_id(&id)?,
-            ApplyCommand(OrderCommand::Cancel {
-                by: CancelledBy::Admin,
-            }),
-        )
-        .await??;
-    let order = refund_if_paid(&state, order).await?;
+        .send(order_id(&id)?, GetOrder)
+        .await??
+        .ok_or_else(|| ApiError::not_found("no such order"))?;
+    let command = OrderCommand::Cancel {
+        by: CancelledBy::Admin,
+    };
+    let order = apply(&state, &before, command).await?;
     Ok(HttpResponse::Ok().json(order.without_handoff_code()))
 }
 

@@ -17,12 +17,23 @@
 //! than a minute later takes it over, and the event ids on the payment row keep the change
 //! from landing twice. The listener may then hear an outcome twice: listeners are idempotent.
 //!
+//! Refunds are recorded on the payment before the provider is asked ([`Payments::refund`]):
+//! the request (its idempotency key and amount) is durable first, so a retry after a crash
+//! asks the provider again with the same key and the money moves once.
+//!
+//! A succeeded payment must end attached to paid orders or given back. Before a success is
+//! applied the payment is marked unsettled; [`settlement`] pays its orders (or gives their
+//! share back) and clears the mark, and its sweep retries whatever a crash cut short.
+//!
 //! Rows of `payments` (all built in [`keys`]):
 //! - `{payment id}` → [`Payment`];
 //! - `ref:{provider ref}` → payment id, to find the payment an event names;
-//! - `checkout:{checkout id}` → payment id, claimed first so that a checkout has one payment.
+//! - `checkout:{checkout id}` → payment id, claimed first so that a checkout has one payment;
+//! - partition `settle:pending`, clustering payment id → [`Unsettled`]: payments whose orders
+//!   are not yet settled.
 
 pub mod provider;
+pub mod settlement;
 pub mod simulated;
 pub mod stripe;
 pub mod webhook;
@@ -102,6 +113,38 @@ pub struct Payment {
     /// Ids of the last events that moved this payment (see [`Payments::apply`]).
     #[serde(default)]
     pub applied_events: Vec<String>,
+    /// Every refund asked for, oldest first.
+    #[serde(default)]
+    pub refunds: Vec<RefundEntry>,
+}
+
+/// One refund of a payment: recorded when asked for, completed when the provider took it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundEntry {
+    /// The idempotency key the provider was (or will be) asked with.
+    pub key: String,
+    pub amount_minor: i64,
+    pub requested_at: DateTime<Utc>,
+    /// The provider's id of the refund, once it took it.
+    #[serde(default)]
+    pub provider_ref: Option<String>,
+}
+
+impl Payment {
+    /// Minor units given back or being given back: what the provider reported, or the
+    /// refunds asked for when more (the provider's report may lag behind).
+    pub fn refund_commitments(&self) -> i64 {
+        let asked: i64 = self.refunds.iter().map(|r| r.amount_minor).sum();
+        self.refunded_minor.max(asked)
+    }
+}
+
+/// A payment whose orders are not settled yet (see [`settlement`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsettled {
+    pub payment_id: PaymentId,
+    /// When it was last marked.
+    pub since: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Payment {
@@ -230,6 +273,14 @@ pub mod keys {
         Key::single(format!("checkout:{id}"))
     }
 
+    /// Mark of a payment whose orders are not settled yet.
+    pub fn unsettled(id: PaymentId) -> Key {
+        Key::new(UNSETTLED, id.to_string())
+    }
+
+    /// The partition of the unsettled marks.
+    pub const UNSETTLED: &str = "settle:pending";
+
     /// Claim row of an applied event, in `payment_events`.
     pub fn event(event_id: &str) -> Key {
         Key::single(event_id.to_owned())
@@ -252,6 +303,9 @@ const CLAIM_TAKEOVER: chrono::Duration = chrono::Duration::seconds(60);
 /// How many applied event ids a payment remembers, so that a taken-over event whose change
 /// already landed is not applied twice. A payment sees a handful of events in its life.
 const RECENT_EVENTS: usize = 32;
+
+/// Most refunds one payment may have.
+const MAX_REFUNDS: usize = 100;
 
 /// What the compare-and-set step of [`Payments::apply`] decided.
 enum Step {
@@ -290,9 +344,21 @@ pub struct Payments {
     inner: Arc<Inner>,
 }
 
+/// A [`Payments`] that does not keep it alive.
+#[derive(Clone)]
+pub struct WeakPayments(std::sync::Weak<Inner>);
+
+impl WeakPayments {
+    /// The service, while it exists.
+    pub fn upgrade(&self) -> Option<Payments> {
+        self.0.upgrade().map(|inner| Payments { inner })
+    }
+}
+
 struct Inner {
     payments: Rows<Payment>,
     index: Rows<PaymentId>,
+    unsettled: Rows<Unsettled>,
     events: Rows<EventClaim>,
     clock: Clock,
     simulated: Arc<dyn PaymentProvider>,
@@ -307,6 +373,7 @@ impl Payments {
             inner: Arc::new(Inner {
                 payments: Rows::new(Arc::clone(&parts.store), Table::Payments),
                 index: Rows::new(Arc::clone(&parts.store), Table::Payments),
+                unsettled: Rows::new(Arc::clone(&parts.store), Table::Payments),
                 events: Rows::new(parts.store, Table::PaymentEvents),
                 clock: parts.clock,
                 simulated: parts.simulated,
@@ -315,6 +382,11 @@ impl Payments {
                 listener: RwLock::new(None),
             }),
         }
+    }
+
+    /// A handle that does not keep the service alive (for listeners, which the service holds).
+    pub fn downgrade(&self) -> WeakPayments {
+        WeakPayments(Arc::downgrade(&self.inner))
     }
 
     /// Registers the one listener told about every change (replacing any earlier one).
@@ -384,6 +456,90 @@ impl Payments {
         }
     }
 
+    /// The id of `checkout`'s payment, claimed now if nobody has yet, so orders can name their
+    /// payment before it is opened at the provider; [`create`](Self::create) uses the same id.
+    pub async fn claim(&self, checkout: CheckoutId) -> Result<PaymentId, PaymentError> {
+        Ok(self.claim_id(checkout).await?.0)
+    }
+
+    /// The claimed id, and whether this call claimed it.
+    async fn claim_id(&self, checkout: CheckoutId) -> Result<(PaymentId, bool), PaymentError> {
+        // Whoever claims the checkout first names the payment id everyone uses.
+        let fresh = PaymentId::new();
+        match self
+            .inner
+            .index
+            .insert(&keys::checkout(checkout), &fresh)
+            .await?
+        {
+            Ok(_) => Ok((fresh, true)),
+            Err(Some(claimed)) => Ok((claimed.value, false)),
+            Err(None) => Err(StoreError::Unavailable(
+                "checkout claim conflicted without a row".to_owned(),
+            )
+            .into()),
+        }
+    }
+
+    /// Marks the payment unsettled (or marks it again): its orders are to be settled by
+    /// [`settlement`]. Every mark changes the row's version, so a settlement that started
+    /// before it does not clear it.
+    pub async fn mark_unsettled(&self, id: PaymentId) -> Result<(), PaymentError> {
+        let now = self.inner.clock.now();
+        self.inner
+            .unsettled
+            .modify(&keys::unsettled(id), |_| {
+                Ok::<_, PaymentError>(Change::Put(
+                    Unsettled {
+                        payment_id: id,
+                        since: now,
+                    },
+                    (),
+                ))
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The version of the payment's unsettled mark (`None`: not marked).
+    pub async fn unsettled_version(&self, id: PaymentId) -> Result<Option<u64>, PaymentError> {
+        Ok(self
+            .inner
+            .unsettled
+            .get(&keys::unsettled(id))
+            .await?
+            .map(|v| v.version))
+    }
+
+    /// Up to `limit` unsettled marks after the payment id `after`, with their versions.
+    pub async fn unsettled_page(
+        &self,
+        after: Option<PaymentId>,
+        limit: usize,
+    ) -> Result<(Vec<(u64, Unsettled)>, Option<String>), PaymentError> {
+        let range = match after {
+            Some(after) => crate::store::ScanRange::after(after.to_string(), limit),
+            None => crate::store::ScanRange::first(limit),
+        };
+        let (rows, next) = self.inner.unsettled.scan(keys::UNSETTLED, range).await?;
+        Ok((
+            rows.into_iter()
+                .map(|(_, v)| (v.version, v.value))
+                .collect(),
+            next,
+        ))
+    }
+
+    /// Clears the mark if it is still the one read at `version`.
+    pub async fn clear_unsettled(&self, id: PaymentId, version: u64) -> Result<(), PaymentError> {
+        self.inner
+            .unsettled
+            .delete(&keys::unsettled(id), version)
+            .await?
+            .ok();
+        Ok(())
+    }
+
     /// Creates the payment of `checkout` with an intent at `provider`. Idempotent per
     /// checkout: a retry, a concurrent call or a call after a crash half-way returns the one
     /// payment (the provider's intent is idempotent per checkout too).
@@ -399,31 +555,14 @@ impl Payments {
             return Err(PaymentError::InvalidAmount);
         }
         let backend = Arc::clone(self.provider(provider)?);
-        // Claim the checkout first: whoever wins names the payment id everyone uses.
-        let fresh = PaymentId::new();
-        let id = match self
-            .inner
-            .index
-            .insert(&keys::checkout(checkout), &fresh)
-            .await?
-        {
-            Ok(_) => fresh,
-            Err(Some(claimed)) => {
-                if let Some(existing) = self.get(claimed.value).await? {
-                    return same_checkout(existing, payer, amount, provider);
-                }
-                // An earlier (or concurrent) attempt claimed the checkout but has not written
-                // the payment: finish it under the claimed id. Both ask the provider for the
-                // intent, which is idempotent per checkout, and one payment insert wins.
-                claimed.value
-            }
-            Err(None) => {
-                return Err(StoreError::Unavailable(
-                    "checkout claim conflicted without a row".to_owned(),
-                )
-                .into());
-            }
-        };
+        let (id, fresh) = self.claim_id(checkout).await?;
+        if !fresh && let Some(existing) = self.get(id).await? {
+            return same_checkout(existing, payer, amount, provider);
+        }
+        // A claim without a payment: an earlier (or concurrent) attempt, or the checkout that
+        // named its orders' payment, has not written it yet. Finish it under the claimed id:
+        // everyone asks the provider for the intent, which is idempotent per checkout, and one
+        // payment insert wins.
         let intent = backend.create_intent(checkout, amount, payer).await?;
         let now = self.inner.clock.now();
         let payment = Payment {
@@ -439,6 +578,7 @@ impl Payments {
             created_at: now,
             updated_at: now,
             applied_events: Vec::new(),
+            refunds: Vec::new(),
         };
         // The index goes first: once the payment is visible its events can be matched.
         match self
@@ -516,6 +656,11 @@ impl Payments {
                 .into());
             }
         };
+        if event.kind == PaymentEventKind::Succeeded {
+            // Durable before the money counts as taken: the settlement sweep finds it even if
+            // this node stops before the orders hear of it.
+            self.mark_unsettled(payment_id).await?;
+        }
         let now = self.inner.clock.now();
         let (step, _) = self
             .inner
@@ -584,9 +729,11 @@ impl Payments {
         }
     }
 
-    /// Refunds `amount_minor` of a paid payment. `idempotency_key` names this refund: a retry
-    /// with the same key refunds once. Stripe reports the refund on the webhook
-    /// (`charge.refunded`); a simulated refund is applied at once through the same path.
+    /// Refunds `amount_minor` of a paid payment. `idempotency_key` names this refund: the
+    /// request is recorded on the payment first (so the decision survives a crash), then the
+    /// provider is asked with the key; a retry with the same key asks again (the provider
+    /// refunds once) or, once the provider took it, answers at once. Stripe reports the money
+    /// on the webhook (`charge.refunded`); a simulated refund moves it when taken.
     #[tracing::instrument(skip(self, idempotency_key), fields(payment = %id))]
     pub async fn refund(
         &self,
@@ -597,31 +744,91 @@ impl Payments {
         if amount_minor <= 0 {
             return Err(PaymentError::InvalidAmount);
         }
-        let payment = self.get(id).await?.ok_or(PaymentError::NotFound)?;
-        match payment.status {
-            PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => {}
-            other => {
-                return Err(PaymentError::InvalidState(format!(
-                    "a {other:?} payment cannot be refunded"
-                )));
-            }
-        }
-        if amount_minor > payment.amount.amount_minor - payment.refunded_minor {
-            return Err(PaymentError::InvalidState(
-                "the refund exceeds what is left of the payment".to_owned(),
-            ));
+        let now = self.inner.clock.now();
+        let (asked, _) = self
+            .inner
+            .payments
+            .modify(&keys::payment(id), |current| {
+                let current = current.ok_or(PaymentError::NotFound)?;
+                if let Some(entry) = current.refunds.iter().find(|r| r.key == idempotency_key) {
+                    if entry.amount_minor != amount_minor {
+                        return Err(PaymentError::InvalidState(
+                            "this refund key was used for another amount".to_owned(),
+                        ));
+                    }
+                    return Ok(Change::Keep((current.clone(), entry.provider_ref.clone())));
+                }
+                match current.status {
+                    PaymentStatus::Succeeded | PaymentStatus::PartiallyRefunded => {}
+                    other => {
+                        return Err(PaymentError::InvalidState(format!(
+                            "a {other:?} payment cannot be refunded"
+                        )));
+                    }
+                }
+                if amount_minor > current.amount.amount_minor - current.refund_commitments() {
+                    return Err(PaymentError::InvalidState(
+                        "the refund exceeds what is left of the payment".to_owned(),
+                    ));
+                }
+                if current.refunds.len() >= MAX_REFUNDS {
+                    return Err(PaymentError::InvalidState(
+                        "this payment has too many refunds".to_owned(),
+                    ));
+                }
+                let mut next = current.clone();
+                next.refunds.push(RefundEntry {
+                    key: idempotency_key.to_owned(),
+                    amount_minor,
+                    requested_at: now,
+                    provider_ref: None,
+                });
+                next.updated_at = now;
+                Ok(Change::Put(next.clone(), (next, None)))
+            })
+            .await?;
+        let (payment, taken) = asked;
+        if let Some(provider_ref) = taken {
+            return Ok(RefundRef { provider_ref });
         }
         let provider = self.provider(payment.provider)?;
         let refund = provider
             .refund(&payment.provider_ref, amount_minor, idempotency_key)
             .await?;
-        if payment.provider == ProviderName::Simulated {
-            self.apply(PaymentEvent {
-                event_id: format!("sim_evt_{}", refund.provider_ref),
-                kind: PaymentEventKind::Refunded(RefundAmount::Delta(amount_minor)),
-                provider_ref: payment.provider_ref.clone(),
+        let simulated = payment.provider == ProviderName::Simulated;
+        let now = self.inner.clock.now();
+        let (moved, _) = self
+            .inner
+            .payments
+            .modify(&keys::payment(id), |current| {
+                let current = current.ok_or(PaymentError::NotFound)?;
+                let mut next = current.clone();
+                let Some(entry) = next.refunds.iter_mut().find(|r| r.key == idempotency_key) else {
+                    return Ok(Change::Keep(None));
+                };
+                if entry.provider_ref.is_some() {
+                    return Ok(Change::Keep(None));
+                }
+                entry.provider_ref = Some(refund.provider_ref.clone());
+                next.updated_at = now;
+                if !simulated {
+                    return Ok(Change::Put(next, None));
+                }
+                // No webhook will tell: the simulated money moves now.
+                let moved = transition(
+                    &next,
+                    PaymentEventKind::Refunded(RefundAmount::Delta(amount_minor)),
+                    now,
+                );
+                Ok(match moved {
+                    Some((moved, kind)) => Change::Put(moved.clone(), Some((moved, kind))),
+                    None => Change::Put(next, None),
+                })
             })
             .await?;
+        if let Some((payment, kind)) = moved {
+            tracing::info!(payment = %payment.id, status = ?payment.status, "payment refunded");
+            self.notify(&payment, kind).await;
         }
         Ok(refund)
     }
@@ -712,6 +919,7 @@ mod tests {
             created_at: now,
             updated_at: now,
             applied_events: Vec::new(),
+            refunds: Vec::new(),
         }
     }
 

@@ -294,6 +294,10 @@ async fn checkouts_that_cannot_be_served_are_refused_and_change_nothing() {
     assert_eq!(mine["items"].as_array().map(Vec::len), Some(0), "{mine}");
 }
 
+async fn read(app: &TestApp, token: &str, path: &str) -> Value {
+    app.get_authed(path, token).await.json().await.unwrap()
+}
+
 async fn paid_checkout(app: &TestApp, customer: &str, key: &str) -> Value {
     let body: Value = checkout(app, customer, Some(key), to_berlin())
         .await
@@ -380,12 +384,49 @@ async fn a_rejected_paid_order_is_refunded_and_admins_refund_chosen_lines() {
         (&seen["status"], &seen["refunded_minor"]),
         (&json!("partially_refunded"), &json!(900))
     );
+    // A partial refund keeps the order's status and lists the refunded lines.
+    let seen = read(&app, &customer, &format!("/api/v1/orders/{order}")).await;
+    assert_eq!(seen["status"], "paid", "{seen}");
+    assert_eq!(seen["refunded"]["amount_minor"], 900);
+    assert_eq!(seen["refunds"][0]["amount"]["amount_minor"], 900);
+    assert_eq!(seen["refunds"][0]["lines"], json!([cake.id]));
+    // The same key again refunds nothing more; the same line under another key is refused.
+    let again: Value = refund(json!({"lines": [cake.id]}), "r1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["refunds"].as_array().map(Vec::len),
+        Some(1),
+        "{again}"
+    );
+    assert_problem(
+        refund(json!({"lines": [cake.id]}), "r1b").await,
+        409,
+        "already_refunded",
+    )
+    .await;
     assert_problem(
         refund(json!({"lines": [uuid::Uuid::now_v7()]}), "r2").await,
         422,
         "validation_failed",
     )
     .await;
+    // What is left goes back: only now is the order refunded.
+    let total = second["orders"][0]["totals"]["total"]["amount_minor"]
+        .as_i64()
+        .unwrap();
+    let rest: Value = refund(json!({}), "r4").await.json().await.unwrap();
+    assert_eq!(rest["status"], "refunded", "{rest}");
+    assert_eq!(rest["refunded"]["amount_minor"], total);
+    assert_eq!(rest["refunds"][1]["amount"]["amount_minor"], total - 900);
+    let seen = read(&app, &customer, &format!("/api/v1/payments/{payment}")).await;
+    assert_eq!(
+        (&seen["status"], &seen["refunded_minor"]),
+        (&json!("refunded"), &json!(total))
+    );
+    assert_problem(refund(json!({}), "r5").await, 409, "already_refunded").await;
     let (_, stranger) = user_token(&app, Role::Customer);
     let response = app
         .client

@@ -32,8 +32,8 @@ const STOCK: u32 = 100;
 const BUYERS: usize = 1_000;
 const JWT_SECRET: &str = "flash-sale-test-secret-of-at-least-32-bytes";
 
-/// Writes a store with one product of `STOCK` units straight into the data directory.
-async fn stock_the_shop(dir: &std::path::Path) -> (ProductId, UserId) {
+/// Writes a store with one product of `units` units straight into the data directory.
+pub(crate) async fn stock_the_shop(dir: &std::path::Path, units: u32) -> (ProductId, UserId) {
     let store: SharedStore = Arc::new(EmbeddedStore::open(&dir.join("store")).unwrap());
     let repo = CatalogRepo::new(store.clone());
     let now = Utc::now();
@@ -85,7 +85,7 @@ async fn stock_the_shop(dir: &std::path::Path) -> (ProductId, UserId) {
     inventory
         .adjust(
             "a".into(),
-            StockChange::Set(STOCK),
+            StockChange::Set(units),
             "drop".into(),
             owner.to_string(),
             now,
@@ -97,6 +97,90 @@ async fn stock_the_shop(dir: &std::path::Path) -> (ProductId, UserId) {
         .unwrap()
         .unwrap();
     (product.id, owner)
+}
+
+/// The server binary on `dir`'s data, listening on `port`, with `env` on top of the basics.
+pub(crate) fn spawn_server(
+    dir: &std::path::Path,
+    port: u16,
+    jwt_secret: &str,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"))
+        .env_clear()
+        .env("HEXMARKET_DATA_DIR", dir)
+        .env("HEXMARKET_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HEXMARKET_LOG", "warn")
+        .env("HEXMARKET_JWT_SECRET", jwt_secret)
+        .env("HEXMARKET_IDEMPOTENCY_LEASE_SECS", "2")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts")
+}
+
+/// Puts one unit of `product` in the cart (again, after a crash) and checks out under `key`:
+/// the answer's status and body, or `None` when the server did not answer.
+pub(crate) async fn try_checkout(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    product: ProductId,
+    key: &str,
+) -> Option<(u16, Value)> {
+    let cleared = http
+        .delete(format!("{base}/api/v1/cart"))
+        .bearer_auth(token)
+        .send()
+        .await;
+    let added = http
+        .post(format!("{base}/api/v1/cart/items"))
+        .bearer_auth(token)
+        .json(&json!({"product_id": product, "quantity": 1}))
+        .send()
+        .await;
+    if !matches!((&cleared, &added), (Ok(c), Ok(a)) if c.status() == 200 && a.status() == 200) {
+        return None;
+    }
+    let response = http
+        .post(format!("{base}/api/v1/checkout"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(&json!({
+            "delivery_address": {"text": "Torstraße 1, Berlin", "lat": 52.53, "lng": 13.40},
+            "payment_method": "simulated",
+        }))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    let body = response.json::<Value>().await.ok()?;
+    Some((status, body))
+}
+
+/// Every payment row of the store (not its index rows or marks).
+pub(crate) async fn stored_payments(store: &SharedStore) -> Vec<Payment> {
+    let mut payments = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .scan_table(Table::Payments, cursor, 500)
+            .await
+            .expect("payments scan");
+        for row in page.rows {
+            // Index rows (by provider reference, by checkout) and marks have a `kind:` prefix.
+            if row.key.partition.contains(':') {
+                continue;
+            }
+            payments.push(hexmarket::store::decode(Table::Payments, &row.data).unwrap());
+        }
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return payments,
+        }
+    }
 }
 
 /// What happened to one buyer.
@@ -115,39 +199,8 @@ async fn buy(base: String, token: String, product: ProductId, deadline: Instant)
     let mut checkout: Option<Value> = None;
     while Instant::now() < deadline {
         if checkout.is_none() {
-            // One unit in the cart (again, after a crash), then check out with this buyer's key.
-            let cleared = http
-                .delete(format!("{base}/api/v1/cart"))
-                .bearer_auth(&token)
-                .send()
-                .await;
-            let added = http
-                .post(format!("{base}/api/v1/cart/items"))
-                .bearer_auth(&token)
-                .json(&json!({"product_id": product, "quantity": 1}))
-                .send()
-                .await;
-            if !matches!((&cleared, &added), (Ok(c), Ok(a)) if c.status() == 200 && a.status() == 200)
-            {
-                pause().await;
-                continue;
-            }
-            let response = http
-                .post(format!("{base}/api/v1/checkout"))
-                .bearer_auth(&token)
-                .header("Idempotency-Key", &key)
-                .json(&json!({
-                    "delivery_address": {"text": "Torstraße 1, Berlin", "lat": 52.53, "lng": 13.40},
-                    "payment_method": "simulated",
-                }))
-                .send()
-                .await;
-            let Ok(response) = response else {
-                pause().await;
-                continue;
-            };
-            let status = response.status().as_u16();
-            let Ok(body) = response.json::<Value>().await else {
+            let Some((status, body)) = try_checkout(&http, &base, &token, product, &key).await
+            else {
                 pause().await;
                 continue;
             };
@@ -189,23 +242,10 @@ async fn buy(base: String, token: String, product: ProductId, deadline: Instant)
 #[actix_web::test]
 async fn a_flash_sale_through_three_kill_9s_sells_exactly_the_stock() {
     let dir = tempfile::tempdir().unwrap();
-    let (product, owner) = stock_the_shop(dir.path()).await;
+    let (product, owner) = stock_the_shop(dir.path(), STOCK).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let spawn_server = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"))
-            .env_clear()
-            .env("HEXMARKET_DATA_DIR", dir.path())
-            .env("HEXMARKET_LISTEN", format!("127.0.0.1:{port}"))
-            .env("HEXMARKET_LOG", "warn")
-            .env("HEXMARKET_JWT_SECRET", JWT_SECRET)
-            .env("HEXMARKET_IDEMPOTENCY_LEASE_SECS", "2")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("server starts")
-    };
+    let spawn_server = || spawn_server(dir.path(), port, JWT_SECRET, &[]);
     let mut server = spawn_server();
     wait_healthy(&base, Duration::from_secs(30)).await;
 
@@ -324,26 +364,10 @@ async fn a_flash_sale_through_three_kill_9s_sells_exactly_the_stock() {
     server.kill().await.expect("server killed");
     let store: SharedStore = Arc::new(EmbeddedStore::open(&dir.path().join("store")).unwrap());
     let mut payments_per_checkout: HashMap<String, usize> = HashMap::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .scan_table(Table::Payments, cursor, 500)
-            .await
-            .expect("payments scan");
-        for row in page.rows {
-            // Index rows (by provider reference, by checkout) have a `kind:` prefix.
-            if row.key.partition.contains(':') {
-                continue;
-            }
-            let payment: Payment = hexmarket::store::decode(Table::Payments, &row.data).unwrap();
-            *payments_per_checkout
-                .entry(payment.checkout_id.to_string())
-                .or_default() += 1;
-        }
-        match page.next {
-            Some(n) => cursor = Some(n),
-            None => break,
-        }
+    for payment in stored_payments(&store).await {
+        *payments_per_checkout
+            .entry(payment.checkout_id.to_string())
+            .or_default() += 1;
     }
     assert_eq!(payments_per_checkout.len(), STOCK as usize);
     assert!(

@@ -83,8 +83,19 @@ async fn new_order(app: &TestApp, shop: &Shop, customer: UserId) -> OrderRecord 
     create(&deps(app), record).await.unwrap().value
 }
 
+/// A paid order of two units (two more units are put in stock for it: paid means sold).
 async fn paid_order(app: &TestApp, shop: &Shop, customer: UserId) -> OrderRecord {
     let order = new_order(app, shop, customer).await;
+    app.catalog
+        .inventory
+        .adjust(
+            shop.product.id,
+            StockChange::Delta(2),
+            "delivery".into(),
+            shop.vendor.owner,
+        )
+        .await
+        .unwrap();
     apply_command(&deps(app), order.id(), OrderCommand::MarkPaid)
         .await
         .unwrap()
