@@ -44,6 +44,7 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::live::{OpenOrdersRepo, VendorFeedRepo};
 use crate::store::orders::OrderRepo;
 use crate::store::scylla::ScyllaStore;
+use crate::store::users::UserRepo;
 
 /// A built node, listening but not yet serving.
 pub struct Application {
@@ -86,6 +87,7 @@ impl Application {
             settings.actor_idle,
         );
         let identity = build_identity(&settings, &store, &secrets, clock.clone())?;
+        index_canonical_emails(&identity.users, false).await?;
         let catalog = build_catalog(&settings, &store, &bus, &secrets, clock.clone()).await?;
         let dispatch_queue = DispatchQueue::new(Arc::clone(&store), clock.clone());
         let feed = VendorFeedRepo::new(Arc::clone(&store));
@@ -439,6 +441,30 @@ pub fn build_payments(
         stripe,
         webhook_secret: settings.stripe.as_ref().map(|s| s.webhook_secret.clone()),
     }))
+}
+
+/// Gives accounts from before canonical emails their canonical index row (once per store, or
+/// again with `force`), before this node accepts a registration or a login.
+pub async fn index_canonical_emails(users: &UserRepo, force: bool) -> anyhow::Result<()> {
+    let done = users
+        .backfill_email_index(force)
+        .await
+        .context("indexing accounts by canonical email")?;
+    if let Some(report) = done {
+        tracing::info!(
+            accounts = report.accounts,
+            claimed = report.claimed,
+            shared = report.shared,
+            "accounts indexed by canonical email"
+        );
+        if report.shared > 0 {
+            tracing::warn!(
+                shared = report.shared,
+                "some mailboxes have several accounts; see `hexmarket report-duplicate-emails`"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The identity service, on the same store and with the rate limiter the settings name.

@@ -1,5 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `create-admin`, `seed-demo` and
-//! `reindex`.
+//! The command line: `serve` (the default), `migrate`, `create-admin`, `seed-demo`,
+//! `reindex` and `report-duplicate-emails`.
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +46,10 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         customers: usize,
     },
+    /// List the mailboxes that several accounts share (case or Unicode variants of one address
+    /// registered before addresses were compared in canonical form). Changes nothing; exits 0
+    /// when there are none, 1 when there are some.
+    ReportDuplicateEmails,
     /// Rebuild the search index (in the data directory) from the store. Run it with the node
     /// on this data directory stopped.
     Reindex,
@@ -74,7 +78,11 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             } else {
                 tracing::info!(keyspace = %scylla.keyspace, ?applied, "schema migrated");
             }
-            Ok(())
+            // Every deploy runs migrate: index accounts that nodes of an older version
+            // registered during a rolling upgrade.
+            let store = crate::app::open_store(&settings).await?;
+            let users = crate::store::users::UserRepo::new(store);
+            crate::app::index_canonical_emails(&users, true).await
         }
         Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name).await,
         Command::SeedDemo {
@@ -93,6 +101,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             seed_demo(&settings, &options).await
         }
         Command::Reindex => reindex(&settings).await,
+        Command::ReportDuplicateEmails => crate::mailbox_report::run(&settings).await,
         Command::Loadgen(args) => crate::loadgen::run(args, settings).await,
     }
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod idempotency;
 pub mod identity;
 pub mod loadgen;
+pub mod mailbox_report;
 pub mod media;
 pub mod metrics;
 pub mod notify;

@@ -4,52 +4,145 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A normalised email address: trimmed, domain lowercased, at most 254 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// An email address as the user typed it (trimmed), with its canonical form.
+///
+/// Two addresses name the same mailbox when their canonical forms are equal: the local part
+/// Unicode-normalised (NFKC) and case-folded, the domain converted to ASCII with IDNA (UTS 46,
+/// which lowercases and punycodes it). Uniqueness and every lookup use the canonical form;
+/// the typed form is what the user sees and what mail is sent to, so equality and hashing
+/// follow the canonical form only.
+///
+/// Case-folding the local part goes further than RFC 5321 requires (a server may treat
+/// `Jane` and `jane` as different mailboxes), but no real provider does, and one person
+/// holding several accounts through case variants is the failure that matters here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Email(String);
+pub struct Email {
+    display: String,
+    canonical: String,
+}
+
+/// Longest address accepted, in bytes (RFC 5321 path limit less the angle brackets).
+const MAX_EMAIL_BYTES: usize = 254;
+/// Longest local part accepted, in bytes.
+const MAX_LOCAL_BYTES: usize = 64;
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, String> {
+        let invalid = || "is not a valid email address".to_owned();
         let trimmed = raw.trim();
         let (local, domain) = trimmed
             .rsplit_once('@')
             .ok_or_else(|| "must contain @".to_owned())?;
-        let domain = domain.to_ascii_lowercase();
-        let local_ok = !local.is_empty()
-            && local.len() <= 64
-            && !local.contains('@')
-            && local
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && !b"\"(),:;<>[\\]".contains(&b));
-        let domain_ok = domain.len() >= 3
-            && domain.len() <= 253
-            && domain.contains('.')
-            && !domain.starts_with(['.', '-'])
-            && !domain.ends_with(['.', '-'])
-            && !domain.contains("..")
-            && domain
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !local_ok || !domain_ok || trimmed.len() > 254 {
-            return Err("is not a valid email address".to_owned());
+        if trimmed.len() > MAX_EMAIL_BYTES || !is_local_part(local) {
+            return Err(invalid());
         }
-        Ok(Email(format!("{local}@{domain}")))
+        let ascii_domain = canonical_domain(domain).ok_or_else(invalid)?;
+        let folded = canonical_local(local);
+        // Normalisation can turn harmless characters into special ones (a fullwidth `＠` into
+        // `@`), so the canonical form must pass the same rules as the typed one.
+        if !is_local_part(&folded) {
+            return Err(invalid());
+        }
+        let canonical = format!("{folded}@{ascii_domain}");
+        if canonical.len() > MAX_EMAIL_BYTES {
+            return Err(invalid());
+        }
+        Ok(Email {
+            display: trimmed.to_owned(),
+            canonical,
+        })
     }
 
+    /// The address as the user typed it: shown to them and used to send them mail.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.display
+    }
+
+    /// The mailbox's canonical form, the key of uniqueness and lookups. Not for sending mail:
+    /// the folded local part need not be deliverable.
+    pub fn canonical(&self) -> &str {
+        &self.canonical
     }
 
     /// `a***@example.com`, for logs.
     pub fn masked(&self) -> String {
-        match self.0.split_once('@') {
+        match self.canonical.rsplit_once('@') {
             Some((local, domain)) => {
                 format!("{}***@{domain}", local.chars().next().unwrap_or('*'))
             }
             None => "***".to_owned(),
         }
     }
+}
+
+impl PartialEq for Email {
+    fn eq(&self, other: &Self) -> bool {
+        self.canonical == other.canonical
+    }
+}
+
+impl Eq for Email {}
+
+impl std::hash::Hash for Email {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.canonical.hash(state);
+    }
+}
+
+/// Whether `local` may be the part of an address before the `@`: a plain (unquoted) local part
+/// of printable characters without RFC 5322 specials, UTF-8 allowed (RFC 6531).
+fn is_local_part(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= MAX_LOCAL_BYTES
+        && local.chars().all(|c| {
+            if c.is_ascii() {
+                c.is_ascii_graphic() && !"@\"(),:;<>[\\]".contains(c)
+            } else {
+                !c.is_control() && !c.is_whitespace()
+            }
+        })
+}
+
+/// NFKC, full case folding, NFKC again (folding can leave a string unnormalised): the
+/// `NFKC_Casefold` idea, built from the two standard operations.
+fn canonical_local(local: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    let normalised: String = local.nfkc().collect();
+    let folded = icu_casemap::CaseMapper::new().fold_string(&normalised);
+    folded.nfkc().collect()
+}
+
+/// The domain in ASCII, lowercased, with at least two labels; `None` when it is not a usable
+/// mail domain. A Unicode domain goes through IDNA (UTS 46 mapping, STD3 characters) to
+/// punycode. An ASCII one is only lowercased, which is what IDNA would do to any valid ASCII
+/// name, and keeps every address earlier versions accepted (and stored) readable.
+fn canonical_domain(domain: &str) -> Option<String> {
+    use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
+    use unicode_normalization::UnicodeNormalization as _;
+    let ascii = if domain.is_ascii() {
+        domain.to_ascii_lowercase()
+    } else {
+        let normalised: String = domain.nfkc().collect();
+        Uts46::new()
+            .to_ascii(
+                normalised.as_bytes(),
+                AsciiDenyList::STD3,
+                Hyphens::Allow,
+                DnsLength::Ignore,
+            )
+            .ok()?
+            .into_owned()
+    };
+    let ok = (3..=253).contains(&ascii.len())
+        && ascii.contains('.')
+        && !ascii.starts_with(['.', '-'])
+        && !ascii.ends_with(['.', '-'])
+        && !ascii.contains("..")
+        && ascii
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    ok.then_some(ascii)
 }
 
 impl TryFrom<String> for Email {
@@ -61,13 +154,13 @@ impl TryFrom<String> for Email {
 
 impl From<Email> for String {
     fn from(e: Email) -> String {
-        e.0
+        e.display
     }
 }
 
 impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.display)
     }
 }
 
@@ -240,15 +333,76 @@ mod tests {
     }
 
     #[test]
-    fn emails_are_trimmed_and_their_domain_lowercased() {
-        assert_eq!(email().as_str(), "Jane.Doe@example.com");
+    fn emails_are_trimmed_and_keep_the_form_typed() {
+        assert_eq!(email().as_str(), "Jane.Doe@Example.COM");
+        assert_eq!(email().canonical(), "jane.doe@example.com");
         assert_eq!(Email::parse("  a@b.io ").unwrap().as_str(), "a@b.io");
         for bad in [
-            "", "a", "a@", "@b.io", "a@b", "a@@b.io", "a b@c.io", "a@-b.io", "a@b..io",
+            "",
+            "a",
+            "a@",
+            "@b.io",
+            "a@b",
+            "a@@b.io",
+            "a b@c.io",
+            "a@-b.io",
+            "a@b..io",
+            "a@b_c.io",
+            "a\u{0}b@c.io",
+            "a\u{2028}@c.io",
+            "a@b.io.",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(email().masked(), "J***@example.com");
+        assert_eq!(email().masked(), "j***@example.com");
+    }
+
+    #[test]
+    fn case_variants_of_one_mailbox_are_one_address() {
+        let forms = [
+            "Case-X@Example.com",
+            "case-X@example.com",
+            "CASE-X@EXAMPLE.COM",
+        ];
+        let parsed: Vec<Email> = forms.iter().map(|f| Email::parse(f).unwrap()).collect();
+        for (email, form) in parsed.iter().zip(forms) {
+            assert_eq!(email.canonical(), "case-x@example.com");
+            assert_eq!(email.as_str(), form);
+            assert_eq!(email, &parsed[0]);
+        }
+    }
+
+    #[test]
+    fn canonical_forms_are_normalised_folded_and_punycoded() {
+        let canonical = |raw: &str| Email::parse(raw).unwrap().canonical().to_owned();
+        // Full case folding, not lowercasing: ß folds to ss, final sigma to sigma.
+        assert_eq!(
+            canonical("Straße@example.de"),
+            canonical("STRASSE@example.de")
+        );
+        assert_eq!(canonical("ΟΔΟΣ@example.gr"), canonical("οδος@example.gr"));
+        // Compatibility forms: fullwidth letters, a precomposed and a combining é.
+        assert_eq!(canonical("ｊａｎｅ@example.com"), "jane@example.com");
+        assert_eq!(
+            canonical("Jose\u{301}@example.com"),
+            canonical("JOSÉ@example.com")
+        );
+        // The domain in punycode, whatever its case or form.
+        let idn = Email::parse("jane@Bücher.Example").unwrap();
+        assert_eq!(idn.canonical(), "jane@xn--bcher-kva.example");
+        assert_eq!(idn.as_str(), "jane@Bücher.Example");
+        assert_eq!(canonical("jane@xn--bcher-kva.example"), idn.canonical());
+        // A fullwidth @ in the local part would become a second @.
+        assert!(Email::parse("a＠b@example.com").is_err());
+    }
+
+    #[test]
+    fn emails_round_trip_through_serde_in_the_typed_form() {
+        let json = serde_json::to_string(&email()).unwrap();
+        assert_eq!(json, "\"Jane.Doe@Example.COM\"");
+        let back: Email = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.as_str(), "Jane.Doe@Example.COM");
+        assert_eq!(back, email());
     }
 
     #[test]

@@ -221,8 +221,11 @@ impl Identity {
         if user.email_verified {
             return Err(IdentityError::AlreadyVerified);
         }
-        self.limit(&format!("email:send:{}", user.email), &[EMAIL_SEND_QUOTA])
-            .await?;
+        self.limit(
+            &format!("email:send:{}", user.email.canonical()),
+            &[EMAIL_SEND_QUOTA],
+        )
+        .await?;
         let link = self
             .email_link(&user, EMAIL_VERIFY, EMAIL_TOKEN_TTL, "verify-email")
             .await?;
@@ -278,7 +281,10 @@ impl Identity {
             return Ok(());
         }
         if self
-            .limit(&format!("email:send:{}", user.email), &[EMAIL_SEND_QUOTA])
+            .limit(
+                &format!("email:send:{}", user.email.canonical()),
+                &[EMAIL_SEND_QUOTA],
+            )
             .await
             .is_err()
         {
@@ -365,27 +371,34 @@ impl Identity {
         new_email: Email,
     ) -> Result<User, IdentityError> {
         let user = self.account(user_id).await?;
-        if user.email == new_email {
+        if user.email.as_str() == new_email.as_str() {
             return Ok(user);
         }
-        if !self.users.claim_email(&new_email, user_id).await? {
+        // Another spelling of the same mailbox (`Jane@` for `jane@`) only changes how the
+        // address is shown: the claim and the verification stay.
+        let same_mailbox = user.email == new_email;
+        if !same_mailbox && !self.users.claim_email(&new_email, user_id).await? {
             return Err(IdentityError::EmailTaken);
         }
         let changed = self
             .modify_user(user_id, |u| {
                 u.email = new_email.clone();
-                u.email_verified = false;
+                u.email_verified &= same_mailbox;
                 Ok(())
             })
             .await;
         match changed {
             Ok(updated) => {
-                self.users.release_email(&user.email, user_id).await?;
+                if !same_mailbox {
+                    self.users.release_email(&user.email, user_id).await?;
+                }
                 tracing::info!(user_id = %user_id, "email changed");
                 Ok(updated)
             }
             Err(e) => {
-                self.users.release_email(&new_email, user_id).await?;
+                if !same_mailbox {
+                    self.users.release_email(&new_email, user_id).await?;
+                }
                 Err(e)
             }
         }

@@ -221,7 +221,7 @@ impl Identity {
     ) -> Result<TokenPair, IdentityError> {
         self.limit(&format!("login:ip:{client}"), &[IP_QUOTA])
             .await?;
-        let account_key = format!("login:account:{email}");
+        let account_key = format!("login:account:{}", email.canonical());
         self.limit(&account_key, &ACCOUNT_QUOTAS).await?;
 
         let user = self.users.find_by_email(email).await?;

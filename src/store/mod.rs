@@ -19,6 +19,7 @@ pub mod couriers;
 pub mod embedded;
 pub mod inventory;
 pub mod live;
+pub mod mailboxes;
 pub mod migrate;
 pub mod orders;
 pub mod reviews;

@@ -1,6 +1,10 @@
-//! Accounts in the store: one versioned row per user, and a unique index from normalised
-//! email to user id (`user_emails`), claimed with insert-if-absent before the account row is
-//! written so two registrations of one email cannot both succeed.
+//! Accounts in the store: one versioned row per user, and a unique index from canonical
+//! email (see [`Email::canonical`]) to user id (`user_emails`), claimed with insert-if-absent
+//! before the account row is written so two registrations of one mailbox cannot both succeed.
+//!
+//! Versions before canonical emails keyed the index by the address as typed with only its
+//! domain lowercased. Such *legacy* rows stay readable: [`UserRepo::find_by_email`] falls back
+//! to them, and the backfill in `mailboxes` gives every account its canonical row.
 
 use std::collections::BTreeMap;
 
@@ -96,8 +100,8 @@ pub struct User {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct EmailIndex {
-    user_id: UserId,
+pub(super) struct EmailIndex {
+    pub(super) user_id: UserId,
 }
 
 /// Why an account could not be created.
@@ -112,7 +116,7 @@ pub enum CreateError {
 /// Typed access to `users` and `user_emails`.
 #[derive(Clone)]
 pub struct UserRepo {
-    store: SharedStore,
+    pub(super) store: SharedStore,
 }
 
 impl UserRepo {
@@ -205,11 +209,37 @@ impl UserRepo {
         }
     }
 
+    /// The account whose mailbox `email` names.
+    ///
+    /// An account registered before canonical keys, whose mailbox an older account also holds
+    /// (see `report-duplicate-emails`), is found by the exact address it registered with, through
+    /// its legacy index row.
     pub async fn find_by_email(&self, email: &Email) -> StoreResult<Option<Versioned<User>>> {
-        match self.owner_of(email).await? {
-            Some(id) => Ok(self.get(id).await?.filter(|u| u.value.email == *email)),
-            None => Ok(None),
+        let owner = match self.owner_of(email).await? {
+            Some(id) => self.get(id).await?.filter(|u| u.value.email == *email),
+            None => None,
+        };
+        if owner
+            .as_ref()
+            .is_some_and(|u| u.value.email.as_str() == email.as_str())
+        {
+            return Ok(owner);
         }
+        let Some(legacy) = legacy_email_key(email) else {
+            return Ok(owner);
+        };
+        let Some(row) = self.store.get(Table::UserEmails, &legacy).await? else {
+            return Ok(owner);
+        };
+        let holder = decode::<EmailIndex>(Table::UserEmails, &row.data)?.user_id;
+        if owner.as_ref().is_some_and(|u| u.value.id == holder) {
+            return Ok(owner);
+        }
+        let exact = self
+            .get(holder)
+            .await?
+            .filter(|u| !u.value.erased && u.value.email.as_str() == legacy.partition);
+        Ok(exact.or(owner))
     }
 
     /// Saves `user` if its row is still at `expected`; `None` on a conflict.
@@ -225,15 +255,17 @@ impl UserRepo {
         }
     }
 
-    /// Releases an email claim held by `user_id` (after an account was erased).
+    /// Releases the email claims held by `user_id` (after an account was erased or moved to
+    /// another address): the canonical row and a legacy one.
     pub async fn release_email(&self, email: &Email, user_id: UserId) -> StoreResult<()> {
-        let key = email_key(email);
-        if let Some(row) = self.store.get(Table::UserEmails, &key).await? {
-            let claimed: EmailIndex = decode(Table::UserEmails, &row.data)?;
-            if claimed.user_id == user_id {
-                self.store
-                    .delete(Table::UserEmails, &key, row.version)
-                    .await?;
+        for key in std::iter::once(email_key(email)).chain(legacy_email_key(email)) {
+            if let Some(row) = self.store.get(Table::UserEmails, &key).await? {
+                let claimed: EmailIndex = decode(Table::UserEmails, &row.data)?;
+                if claimed.user_id == user_id {
+                    self.store
+                        .delete(Table::UserEmails, &key, row.version)
+                        .await?;
+                }
             }
         }
         Ok(())
@@ -258,6 +290,18 @@ fn user_key(id: UserId) -> Key {
     Key::single(id.to_string())
 }
 
-fn email_key(email: &Email) -> Key {
-    Key::single(email.as_str().to_owned())
+pub(super) fn email_key(email: &Email) -> Key {
+    Key::single(email.canonical().to_owned())
+}
+
+/// The key versions before canonical emails wrote for `email`: the address as typed with its
+/// domain lowercased. `None` when that is the canonical key anyway, or when the domain is not
+/// ASCII (those versions refused such addresses).
+pub(super) fn legacy_email_key(email: &Email) -> Option<Key> {
+    let (local, domain) = email.as_str().rsplit_once('@')?;
+    if !domain.is_ascii() {
+        return None;
+    }
+    let legacy = format!("{local}@{}", domain.to_ascii_lowercase());
+    (legacy != email.canonical()).then(|| Key::single(legacy))
 }

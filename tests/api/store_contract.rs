@@ -16,6 +16,8 @@ use hexmarket::store::typed::Change;
 use hexmarket::store::{Cas, Key, ScanRange, SharedStore, StoreError, Table, seq_key};
 use tempfile::TempDir;
 
+use crate::mailboxes::legacy_email_rows_are_backfilled_and_shared_mailboxes_reported;
+
 /// A backend under test and whatever must live as long as it.
 struct Backend {
     store: SharedStore,
@@ -114,6 +116,7 @@ contract!(
     idempotency_keys_replay_the_first_answer_and_refuse_other_requests,
     concurrent_requests_with_one_key_run_once,
     an_abandoned_claim_is_taken_over_after_its_lease,
+    legacy_email_rows_are_backfilled_and_shared_mailboxes_reported,
 );
 
 fn unique(prefix: &str) -> String {
