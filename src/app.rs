@@ -33,6 +33,7 @@ use crate::notify::{OutboxEmail, OutboxSms, SharedEmail, SharedSms, SmtpEmail, T
 use crate::payments::settlement::{self, Settlement};
 use crate::payments::{Payments, PaymentsParts, SimulatedProvider, StripeProvider};
 use crate::ratelimit::SharedLimiter;
+use crate::ratelimit::fallback::with_local_fallback;
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::search::SearchIndex;
@@ -86,7 +87,9 @@ impl Application {
             pool.clone(),
             settings.actor_idle,
         );
-        let identity = build_identity(&settings, &store, &secrets, clock.clone())?;
+        let metrics = Metrics::new();
+        let identity =
+            build_identity_metered(&settings, &store, &secrets, clock.clone(), &metrics)?;
         index_canonical_emails(&identity.users, false).await?;
         let catalog = build_catalog(&settings, &store, &bus, &secrets, clock.clone()).await?;
         let dispatch_queue = DispatchQueue::new(Arc::clone(&store), clock.clone());
@@ -106,7 +109,6 @@ impl Application {
             pool.clone(),
             settings.actor_idle,
         );
-        let metrics = Metrics::new();
         let node = uuid::Uuid::new_v4();
         let index = CourierIndex::new();
         let board = Board::new();
@@ -210,9 +212,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let server_state = state.clone();
         let json_limit = settings.json_limit;
+        let client_address = web::Data::new(settings.client_address.clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
+                .app_data(client_address.clone())
                 .wrap(from_fn(http::middleware::telemetry))
                 .configure(http::configure(json_limit))
         })
@@ -474,10 +478,24 @@ pub fn build_identity(
     secrets: &Secrets,
     clock: Clock,
 ) -> anyhow::Result<Identity> {
+    build_identity_metered(settings, store, secrets, clock, &Metrics::new())
+}
+
+/// [`build_identity`], counting the rate limiter's fallbacks in `metrics`.
+pub fn build_identity_metered(
+    settings: &Settings,
+    store: &SharedStore,
+    secrets: &Secrets,
+    clock: Clock,
+    metrics: &Metrics,
+) -> anyhow::Result<Identity> {
     let limiter: SharedLimiter = match &settings.redis_url {
-        Some(url) => {
-            Arc::new(RedisLimiter::new(url, &settings.redis_prefix).context("HEXMARKET_REDIS_URL")?)
-        }
+        Some(url) => with_local_fallback(
+            Arc::new(
+                RedisLimiter::new(url, &settings.redis_prefix).context("HEXMARKET_REDIS_URL")?,
+            ),
+            metrics.rate_limiter_fallbacks.clone(),
+        ),
         None => Arc::new(LocalLimiter::new()),
     };
     let jwt_key = match &settings.jwt_secret {

@@ -15,6 +15,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// Which header trusted proxies report the client's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1` (nginx, HAProxy, most cloud load balancers).
+    #[default]
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+}
+
+/// Whose word is taken for the client's address (see `http::client_addr`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientAddressSettings {
+    /// Peers whose forwarding header is believed; empty: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub header: ForwardedHeader,
+}
+
 /// Connection settings for ScyllaDB, present when `HEXMARKET_SCYLLA_NODES` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScyllaSettings {
@@ -146,6 +164,8 @@ pub struct Settings {
     pub s3: Option<S3Settings>,
     /// Couriers, dispatch and the WebSocket streams.
     pub live: LiveSettings,
+    /// Trusted proxies, for the client's address behind them.
+    pub client_address: ClientAddressSettings,
 }
 
 /// Couriers, dispatch and the WebSocket streams.
@@ -401,6 +421,22 @@ impl Settings {
             },
             public_url,
             s3,
+            client_address: ClientAddressSettings {
+                trusted_proxies: env.parse_with(
+                    "HEXMARKET_TRUSTED_PROXIES",
+                    "",
+                    parse_trusted_proxies,
+                )?,
+                header: env.parse_with(
+                    "HEXMARKET_FORWARDED_HEADER",
+                    "x-forwarded-for",
+                    |s| match s.to_ascii_lowercase().as_str() {
+                        "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+                        "forwarded" => Ok(ForwardedHeader::Forwarded),
+                        _ => Err(format!("expected x-forwarded-for or forwarded, got {s:?}")),
+                    },
+                )?,
+            },
         })
     }
 
@@ -583,6 +619,21 @@ fn parse_origins(s: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// A comma-separated list of IP addresses and CIDR networks, IPv4 or IPv6 (`10.0.0.0/8,
+/// 2001:db8::/32, 192.0.2.1`); empty for none.
+pub fn parse_trusted_proxies(s: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .map(|net| net.trunc())
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("expected IP addresses or CIDR networks, got {p:?}"))
+        })
+        .collect()
+}
+
 /// Keyspace names and key prefixes: a letter, then letters, digits or `_`, at most 48.
 fn parse_identifier(s: &str) -> Result<String, String> {
     let mut chars = s.chars();
@@ -664,6 +715,44 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(e.var, "HEXMARKET_S3_SECRET_ACCESS_KEY");
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks_of_either_family() {
+        assert!(
+            Settings::from_vars(vars(&[]))
+                .unwrap()
+                .client_address
+                .trusted_proxies
+                .is_empty(),
+            "nobody is trusted by default"
+        );
+        let s = Settings::from_vars(vars(&[
+            (
+                "HEXMARKET_TRUSTED_PROXIES",
+                " 10.0.0.0/8, 192.0.2.1 ,2001:db8::/32, ::1",
+            ),
+            ("HEXMARKET_FORWARDED_HEADER", "Forwarded"),
+        ]))
+        .unwrap();
+        let shown: Vec<String> = s
+            .client_address
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32", "::1/128"]
+        );
+        assert_eq!(s.client_address.header, ForwardedHeader::Forwarded);
+        for bad in ["10.0.0.0/33", "proxy.internal", "10.0.0.1, nope", "::1/129"] {
+            let e = Settings::from_vars(vars(&[("HEXMARKET_TRUSTED_PROXIES", bad)])).unwrap_err();
+            assert_eq!(e.var, "HEXMARKET_TRUSTED_PROXIES", "{bad}");
+        }
+        let e =
+            Settings::from_vars(vars(&[("HEXMARKET_FORWARDED_HEADER", "x-real-ip")])).unwrap_err();
+        assert_eq!(e.var, "HEXMARKET_FORWARDED_HEADER");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Metrics {
     gps_dropped: Family<ReasonLabels, Counter>,
     /// Frames not sent to a WebSocket client, by reason (`superseded` locations, `lagged`).
     ws_frames_dropped: Family<ReasonLabels, Counter>,
+    /// Rate limit decisions made by the node's own limiter while Redis was unreachable.
+    pub rate_limiter_fallbacks: Counter,
 }
 
 impl Metrics {
@@ -99,8 +101,15 @@ impl Metrics {
             "Frames not sent to WebSocket clients, by reason",
             ws_frames_dropped.clone(),
         );
+        let rate_limiter_fallbacks = Counter::default();
+        registry.register(
+            "rate_limiter_fallbacks",
+            "Rate limit decisions made by this node's own limiter because Redis was unreachable",
+            rate_limiter_fallbacks.clone(),
+        );
         Metrics {
             registry: std::sync::Arc::new(registry),
+            rate_limiter_fallbacks,
             gps_accepted,
             gps_dropped,
             ws_frames_dropped,

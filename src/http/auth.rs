@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use super::client_addr::ClientAddr;
 use super::extract::AuthUser;
 use super::{ApiError, AppState};
 use crate::domain::identity::{Email, Phone, SelfServiceRole};
@@ -224,12 +225,6 @@ fn tokens_response(state: &AppState, pair: TokenPair) -> HttpResponse {
     })
 }
 
-fn client_address(req: &HttpRequest) -> String {
-    // The socket's peer, not X-Forwarded-For, which any client can forge.
-    req.peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string())
-}
-
 /// Logs in with email and password, plus `otp` (or `recovery_code`) when the account has an
 /// authenticator: without one such a login answers 401 `second_factor_required`, and the
 /// client asks for a code and sends the same request again with it.
@@ -242,7 +237,7 @@ fn client_address(req: &HttpRequest) -> String {
         (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After")))]
 pub async fn login(
     state: web::Data<AppState>,
-    req: HttpRequest,
+    client: ClientAddr,
     body: web::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let LoginRequest {
@@ -266,7 +261,7 @@ pub async fn login(
             &email,
             password,
             second_factor.as_ref(),
-            &client_address(&req),
+            &client.to_string(),
         )
         .await?;
     Ok(tokens_response(&state, pair))

@@ -21,7 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `ok`, or `unavailable` when a dependency is down.
+    /// `ok`; `degraded` when the node serves without Redis (rate limits per node, no
+    /// cross-node events); `unavailable` when the store is down.
     pub status: &'static str,
     /// Each dependency: `ok` or why it is not.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -44,13 +45,16 @@ pub async fn health() -> HttpResponse {
     })
 }
 
-/// The node can serve: its store (and Redis, when configured) answer.
+/// The node can serve: its store answers. Redis being down only degrades it (status
+/// `degraded`, still 200): every node shares one Redis, so answering 503 would take the whole
+/// fleet out of the load balancer for an outage the nodes ride out on their own.
 #[utoipa::path(get, path = "/ready", tag = "operations", responses(
-    (status = 200, body = Health, description = "every dependency answers"),
-    (status = 503, body = Health, description = "a dependency is down; `checks` says which"),
+    (status = 200, body = Health, description = "the store answers; `status` is `ok`, or `degraded` with `checks` naming what is down"),
+    (status = 503, body = Health, description = "the store is down"),
 ))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let store = probe(state.store.ping()).await;
+    let store_ok = store == "ok";
     let mut checks = vec![Check {
         name: "store",
         backend: state.store.backend(),
@@ -63,15 +67,30 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
             backend: state.bus.backend(),
             status: bus,
         });
+        let (backend, degraded) = state.identity.limiter_state().await;
+        checks.push(Check {
+            name: "rate_limiter",
+            backend,
+            status: if degraded {
+                "degraded: Redis unreachable, limiting on this node".to_owned()
+            } else {
+                "ok".to_owned()
+            },
+        });
     }
-    if checks.iter().all(|c| c.status == "ok") {
+    if !store_ok {
+        HttpResponse::ServiceUnavailable().json(Health {
+            status: "unavailable",
+            checks,
+        })
+    } else if checks.iter().all(|c| c.status == "ok") {
         HttpResponse::Ok().json(Health {
             status: "ok",
             checks,
         })
     } else {
-        HttpResponse::ServiceUnavailable().json(Health {
-            status: "unavailable",
+        HttpResponse::Ok().json(Health {
+            status: "degraded",
             checks,
         })
     }

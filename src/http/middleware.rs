@@ -1,6 +1,7 @@
 //! Request telemetry: a request id on every request (taken from `X-Request-Id` when the client
 //! sent a sane one, generated otherwise), returned in the response, attached to every log line
-//! of the request through its span, and the request counted and timed in the metrics.
+//! of the request through its span with the client's address, and the request counted and
+//! timed in the metrics.
 
 use std::time::Instant;
 
@@ -34,7 +35,8 @@ pub async fn telemetry(
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.path());
+    let client = super::client_addr::client_address(req.request());
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.path(), client = %client);
 
     let result = next.call(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cart;
 pub mod categories;
 pub mod checkout;
+pub mod client_addr;
 pub mod couriers;
 pub mod extract;
 pub mod health;

@@ -2,6 +2,7 @@
 //! with reuse detection, logout, and the access tokens every other handler trusts.
 
 mod codes;
+mod limits;
 pub mod password;
 mod second_factor;
 pub mod tokens;
@@ -48,11 +49,6 @@ const ACCOUNT_QUOTAS: [Quota; 3] = [
         window: StdDuration::from_secs(24 * 60 * 60),
     },
 ];
-/// Login attempts per client address.
-const IP_QUOTA: Quota = Quota {
-    limit: 30,
-    window: StdDuration::from_secs(15 * 60),
-};
 
 /// What a login or refresh hands out.
 #[derive(Debug, Clone)]
@@ -219,8 +215,7 @@ impl Identity {
         second_factor: Option<&SecondFactorProof>,
         client: &str,
     ) -> Result<TokenPair, IdentityError> {
-        self.limit(&format!("login:ip:{client}"), &[IP_QUOTA])
-            .await?;
+        self.check_address(client).await?;
         let account_key = format!("login:account:{}", email.canonical());
         self.limit(&account_key, &ACCOUNT_QUOTAS).await?;
 
@@ -228,9 +223,11 @@ impl Identity {
         let phc = user.as_ref().map(|u| u.value.password_hash.clone());
         if !self.hasher.verify(password, phc).await? {
             tracing::info!("login failed");
+            self.address_failed(client).await;
             return Err(IdentityError::InvalidCredentials);
         }
         let Some(Versioned { value: user, .. }) = user else {
+            self.address_failed(client).await;
             return Err(IdentityError::InvalidCredentials);
         };
         if user.banned {

@@ -184,6 +184,19 @@ impl RateLimiter for LocalLimiter {
         Ok(shard.hit(&key, gcra, now, self.sweep_interval_us))
     }
 
+    async fn check(&self, key: &str, quota: Quota) -> Result<Decision, LimitError> {
+        let gcra = Gcra::new(quota)?;
+        let key = stored_key(key);
+        let shard = self.shard(&key).lock();
+        let now = self.now_us();
+        let tat = shard
+            .keys
+            .get(key.as_ref())
+            .and_then(|slots| slots.iter().find(|slot| slot.gcra == gcra))
+            .map(|slot| slot.tat);
+        Ok(gcra.peek(tat, now))
+    }
+
     async fn reset(&self, key: &str) -> Result<(), LimitError> {
         let key = stored_key(key);
         self.shard(&key).lock().keys.remove(key.as_ref());

@@ -3,7 +3,8 @@
 //! Used for login brute-force protection (per account and per IP), OTP send and verify caps and
 //! general API limits. Two backends sit behind [`RateLimiter`]: [`local::LocalLimiter`]
 //! (in-process) for a single node, and [`redis::RedisLimiter`] when several nodes serve one
-//! platform and must share every limit.
+//! platform and must share every limit, wrapped in [`fallback::FallbackLimiter`] so that a
+//! Redis outage degrades to per-node limits instead of refusing everyone.
 //!
 //! # Semantics
 //!
@@ -24,6 +25,7 @@
 //! Keys are opaque: any string works. Keys longer than [`MAX_KEY_LEN`] bytes are replaced by a
 //! SHA-256 digest so that neither backend stores unbounded caller input.
 
+pub mod fallback;
 pub mod local;
 pub mod redis;
 
@@ -119,12 +121,23 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// Which backend this is, for logs and `/ready`.
     fn backend(&self) -> &'static str;
 
+    /// Whether decisions are made by a stand-in because this backend cannot be reached (see
+    /// [`fallback::FallbackLimiter`]).
+    fn degraded(&self) -> bool {
+        false
+    }
+
     /// Counts one event for `key` under `quota` and says whether it is allowed. A limited event
     /// is not counted.
     ///
     /// The same key under different quotas is limited independently, so one key can carry
     /// both a burst limit and a daily limit.
     async fn hit(&self, key: &str, quota: Quota) -> Result<Decision, LimitError>;
+
+    /// Says what [`hit`](Self::hit) would answer for `key` under `quota` right now, without
+    /// counting anything: for limits that count only some outcomes (failed logins per
+    /// address), checked before the attempt and hit after it when it failed.
+    async fn check(&self, key: &str, quota: Quota) -> Result<Decision, LimitError>;
 
     /// Forgets `key` under every quota (e.g. after a successful login).
     async fn reset(&self, key: &str) -> Result<(), LimitError>;
@@ -233,6 +246,14 @@ impl Gcra {
         }
     }
 
+    /// What `step` would decide at `now`, as a decision, without a new TAT to store.
+    pub(crate) fn peek(&self, tat: Option<u64>, now: u64) -> Decision {
+        match self.step(tat, now) {
+            Step::Allowed { tat } => self.allowed(tat - now),
+            Step::Limited { retry_after_us } => Gcra::limited(retry_after_us),
+        }
+    }
+
     /// The decision for an allowed event that moved the TAT to `ahead_us` past now.
     pub(crate) fn allowed(&self, ahead_us: u64) -> Decision {
         // `ahead_us` is at most `limit * interval` for an allowed event; every whole interval
@@ -299,6 +320,23 @@ mod tests {
         assert_eq!(
             hit(&gcra, &mut tat, 800_000),
             Decision::Allowed { remaining: 2 }
+        );
+    }
+
+    #[test]
+    fn peeking_answers_like_a_hit_and_changes_nothing() {
+        let gcra = gcra(2, 1000);
+        let mut tat = None;
+        assert_eq!(gcra.peek(tat, 0), Decision::Allowed { remaining: 1 });
+        assert_eq!(hit(&gcra, &mut tat, 0), Decision::Allowed { remaining: 1 });
+        assert_eq!(gcra.peek(tat, 0), Decision::Allowed { remaining: 0 });
+        assert_eq!(gcra.peek(tat, 0), Decision::Allowed { remaining: 0 });
+        assert_eq!(hit(&gcra, &mut tat, 0), Decision::Allowed { remaining: 0 });
+        assert_eq!(
+            gcra.peek(tat, 0),
+            Decision::Limited {
+                retry_after: Duration::from_millis(500)
+            }
         );
     }
 

@@ -1,6 +1,6 @@
 //! Redis rate limits, shared by every node using the same Redis and prefix.
 //!
-//! Each hit is ONE Lua script (sent with EVALSHA, loaded again by itself after a Redis
+//! Each hit (and each check, which runs the same script without writing) is ONE Lua script (sent with EVALSHA, loaded again by itself after a Redis
 //! restart), so reading and updating a key's state is atomic however many nodes hit it at
 //! once. The script reads the clock with `TIME`, so every node measures against the same
 //! clock whatever the skew between them. (Writing after `TIME` needs script effects
@@ -37,7 +37,8 @@ pub const COMMAND_TIMEOUT: Duration = crate::redis_link::COMMAND_TIMEOUT;
 /// One GCRA step, mirroring [`Gcra::step`] in whole microseconds of Redis server time.
 ///
 /// KEYS[1]: the state key (holds the TAT), KEYS[2]: the key's index set.
-/// ARGV[1]: emission interval, ARGV[2]: tolerance, both in microseconds.
+/// ARGV[1]: emission interval, ARGV[2]: tolerance, both in microseconds; ARGV[3]: `1` to count
+/// the event (a hit), `0` to only say what a hit would answer (a check), writing nothing.
 /// Returns `{1, tat - now}` when allowed, `{0, retry_after}` when limited.
 ///
 /// Every number stays below 2^53 (the quota's window is bounded), so Lua's doubles are exact.
@@ -64,6 +65,9 @@ if ahead > tolerance then
 end
 
 local next_tat = tat + interval
+if ARGV[3] == '0' then
+  return {1, next_tat - now}
+end
 -- The state matters until its TAT passes; after that a missing key means the same.
 local ttl_ms = math.ceil((next_tat - now) / 1000)
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', ttl_ms)
@@ -209,23 +213,31 @@ impl RateLimiter for RedisLimiter {
         let key = stored_key(key);
         let state = keys::state(&self.prefix, &gcra, &key);
         let index = keys::index(&self.prefix, &key);
-        let (allowed, micros): (i64, i64) = self
+        let reply = self
             .run(
                 "a rate limit hit",
                 &self.hit_script,
                 &[state.as_str(), index.as_str()],
-                &[gcra.interval_us(), gcra.tolerance_us()],
+                &[gcra.interval_us(), gcra.tolerance_us(), 1],
             )
             .await?;
-        // The script only answers `{0|1, non-negative}`; anything else means something other
-        // than this script answered, and guessing either way could lock users out.
-        match (allowed, u64::try_from(micros)) {
-            (1, Ok(ahead_us)) => Ok(gcra.allowed(ahead_us)),
-            (0, Ok(retry_after_us)) => Ok(Gcra::limited(retry_after_us)),
-            _ => Err(LimitError::Unavailable(format!(
-                "unexpected rate limit script reply {{{allowed}, {micros}}}"
-            ))),
-        }
+        decision(&gcra, reply)
+    }
+
+    async fn check(&self, key: &str, quota: Quota) -> Result<Decision, LimitError> {
+        let gcra = Gcra::new(quota)?;
+        let key = stored_key(key);
+        let state = keys::state(&self.prefix, &gcra, &key);
+        let index = keys::index(&self.prefix, &key);
+        let reply = self
+            .run(
+                "a rate limit check",
+                &self.hit_script,
+                &[state.as_str(), index.as_str()],
+                &[gcra.interval_us(), gcra.tolerance_us(), 0],
+            )
+            .await?;
+        decision(&gcra, reply)
     }
 
     async fn reset(&self, key: &str) -> Result<(), LimitError> {
@@ -302,6 +314,19 @@ impl LuaScript {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(sha).arg(keys.len()).arg(keys).arg(args);
         cmd
+    }
+}
+
+/// The decision the hit script answered with `{allowed, micros}`.
+fn decision(gcra: &Gcra, (allowed, micros): (i64, i64)) -> Result<Decision, LimitError> {
+    // The script only answers `{0|1, non-negative}`; anything else means something other than
+    // this script answered, and guessing either way could lock users out.
+    match (allowed, u64::try_from(micros)) {
+        (1, Ok(ahead_us)) => Ok(gcra.allowed(ahead_us)),
+        (0, Ok(retry_after_us)) => Ok(Gcra::limited(retry_after_us)),
+        _ => Err(LimitError::Unavailable(format!(
+            "unexpected rate limit script reply {{{allowed}, {micros}}}"
+        ))),
     }
 }
 

@@ -17,6 +17,7 @@ mod http;
 mod inventory;
 mod late_payments;
 mod live;
+mod login_limits;
 mod mailboxes;
 mod media;
 mod mfa;

@@ -11,6 +11,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hexmarket::ratelimit::fallback::FallbackLimiter;
 use hexmarket::ratelimit::local::LocalLimiter;
 use hexmarket::ratelimit::redis::RedisLimiter;
 use hexmarket::ratelimit::{Decision, LimitError, Quota, RateLimiter};
@@ -106,9 +107,49 @@ async fn assert_limited(limiter: &dyn RateLimiter, key: &str, quota: Quota) -> D
     }
 }
 
+async fn check(limiter: &dyn RateLimiter, key: &str, quota: Quota) -> Decision {
+    match within("check", limiter.check(key, quota)).await {
+        Ok(decision) => decision,
+        Err(err) => panic!("check on the {} limiter failed: {err}", limiter.backend()),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The contract, for any backend
 // ---------------------------------------------------------------------------------------------
+
+async fn checking_answers_what_a_hit_would_and_counts_nothing(limiter: Arc<dyn RateLimiter>) {
+    let key = unique_key("login:ip");
+    for _ in 0..10 {
+        assert_eq!(
+            check(&*limiter, &key, LONG).await,
+            Decision::Allowed {
+                remaining: LONG.limit - 1
+            }
+        );
+    }
+    for remaining in (0..LONG.limit).rev() {
+        assert_eq!(
+            check(&*limiter, &key, LONG).await,
+            Decision::Allowed { remaining }
+        );
+        assert_allowed(&*limiter, &key, LONG, remaining).await;
+    }
+    let Decision::Limited { retry_after } = check(&*limiter, &key, LONG).await else {
+        panic!("a checked key past its limit must be limited");
+    };
+    let hit_wait = assert_limited(&*limiter, &key, LONG).await;
+    assert!(retry_after >= hit_wait && retry_after <= LONG.window);
+    // A reset is seen by checks too; other quotas of the key were never touched.
+    assert_eq!(
+        check(&*limiter, &key, SHORT).await,
+        Decision::Allowed {
+            remaining: SHORT.limit - 1
+        }
+    );
+    reset(&*limiter, &key).await;
+    assert!(check(&*limiter, &key, LONG).await.is_allowed());
+}
 
 async fn a_burst_of_exactly_the_limit_is_allowed_then_the_key_is_limited_until_the_next_emission(
     limiter: Arc<dyn RateLimiter>,
@@ -318,6 +359,7 @@ macro_rules! contract_tests {
             concurrent_hits_on_one_key_allow_exactly_the_limit,
             keys_of_any_length_and_content_are_accepted_and_kept_apart,
             quotas_that_allow_nothing_are_rejected,
+            checking_answers_what_a_hit_would_and_counts_nothing,
         );
     };
     (@each $new_limiter:expr; $($property:ident),+ $(,)?) => {
@@ -544,4 +586,83 @@ mod redis_limiter {
 fn closed_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// FallbackLimiter
+// ---------------------------------------------------------------------------------------------
+
+fn fallback_over(
+    url: &str,
+) -> (
+    Arc<FallbackLimiter>,
+    prometheus_client::metrics::counter::Counter,
+) {
+    let counter = prometheus_client::metrics::counter::Counter::default();
+    let shared = Arc::new(RedisLimiter::new(url, &unique_prefix()).expect("a Redis URL"));
+    (
+        Arc::new(FallbackLimiter::new(shared, counter.clone())),
+        counter,
+    )
+}
+
+/// Over a reachable Redis: Redis decides, nothing falls back.
+mod fallback_limiter_with_redis {
+    use super::*;
+
+    contract_tests!(fallback_over(REDIS_URL).0);
+
+    #[tokio::test]
+    async fn decides_with_redis_and_counts_no_fallback() {
+        let (limiter, fallbacks) = fallback_over(REDIS_URL);
+        exhaust(&*limiter, &unique_key("login:account"), LONG).await;
+        assert_eq!(limiter.backend(), "redis");
+        assert!(!limiter.degraded());
+        assert_eq!(fallbacks.get(), 0);
+    }
+}
+
+/// Over a Redis that is down: the local stand-in honours the same contract.
+mod fallback_limiter_without_redis {
+    use super::*;
+
+    contract_tests!(fallback_over(&format!("redis://127.0.0.1:{}", closed_port())).0);
+
+    #[tokio::test]
+    async fn limits_locally_while_redis_is_down_and_counts_each_fallback() {
+        let (limiter, fallbacks) = fallback_over(&format!("redis://127.0.0.1:{}", closed_port()));
+        let key = unique_key("login:account");
+        exhaust(&*limiter, &key, LONG).await;
+        assert!(limiter.degraded());
+        assert_eq!(limiter.backend(), "local");
+        assert_eq!(fallbacks.get(), u64::from(LONG.limit) + 1);
+        reset(&*limiter, &key).await;
+        assert_allowed(&*limiter, &key, LONG, LONG.limit - 1).await;
+    }
+
+    #[tokio::test]
+    async fn goes_back_to_redis_when_it_returns() {
+        let port = closed_port();
+        let (limiter, fallbacks) = fallback_over(&format!("redis://127.0.0.1:{port}"));
+        let key = unique_key("login:account");
+        assert_allowed(&*limiter, &key, LONG, LONG.limit - 1).await;
+        assert!(limiter.degraded());
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("the closed port is free");
+        let forwarding = tokio::spawn(crate::http::proxy(listener, "127.0.0.1:6379"));
+        let deadline = Instant::now() + PATIENCE * 4;
+        while limiter.degraded() {
+            assert!(Instant::now() < deadline, "Redis was not used again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            check(&*limiter, &key, LONG).await;
+        }
+        assert_eq!(limiter.backend(), "redis");
+        let counted = fallbacks.get();
+        // Redis never saw the hit made during the outage.
+        assert_allowed(&*limiter, &key, LONG, LONG.limit - 1).await;
+        assert_eq!(fallbacks.get(), counted);
+        forwarding.abort();
+    }
 }
