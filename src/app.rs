@@ -89,8 +89,14 @@ impl Application {
         );
         let metrics = Metrics::new();
         let identity =
-            build_identity_metered(&settings, &store, &secrets, clock.clone(), &metrics)?;
+            build_identity_metered(&settings, &store, &bus, &secrets, clock.clone(), &metrics)?;
         index_canonical_emails(&identity.users, false).await?;
+        // Before serving: a node must not accept a token revoked while it was down.
+        let revocations_since = identity
+            .revocations
+            .load()
+            .await
+            .context("loading revocation marks")?;
         let catalog = build_catalog(&settings, &store, &bus, &secrets, clock.clone()).await?;
         let dispatch_queue = DispatchQueue::new(Arc::clone(&store), clock.clone());
         let feed = VendorFeedRepo::new(Arc::clone(&store));
@@ -146,6 +152,7 @@ impl Application {
             radius_km: settings.live.dispatch_radius_km,
         });
         let live_tasks = vec![
+            identity.revocations.follow(revocations_since),
             dispatcher.start(),
             tokio::spawn(courier::follow_presence(
                 Arc::clone(&bus),
@@ -168,7 +175,8 @@ impl Application {
             .with_lease(settings.idempotency_lease);
         let ws_gate =
             crate::ws::handshake::WsGate::new(Arc::clone(&store), &settings.live, clock.clone())
-                .with_sessions_gauge(metrics.ws_sessions.clone());
+                .with_sessions_gauge(metrics.ws_sessions.clone())
+                .with_revocations(identity.revocations.marks().clone());
         let payments = build_payments(&settings, &store, clock)?;
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
         payments.set_listener(settlement.listener());
@@ -475,16 +483,18 @@ pub async fn index_canonical_emails(users: &UserRepo, force: bool) -> anyhow::Re
 pub fn build_identity(
     settings: &Settings,
     store: &SharedStore,
+    bus: &SharedBus,
     secrets: &Secrets,
     clock: Clock,
 ) -> anyhow::Result<Identity> {
-    build_identity_metered(settings, store, secrets, clock, &Metrics::new())
+    build_identity_metered(settings, store, bus, secrets, clock, &Metrics::new())
 }
 
 /// [`build_identity`], counting the rate limiter's fallbacks in `metrics`.
 pub fn build_identity_metered(
     settings: &Settings,
     store: &SharedStore,
+    bus: &SharedBus,
     secrets: &Secrets,
     clock: Clock,
     metrics: &Metrics,
@@ -504,6 +514,7 @@ pub fn build_identity_metered(
     };
     Identity::new(IdentityParts {
         store: Arc::clone(store),
+        bus: Arc::clone(bus),
         tokens: AccessTokens::new(&jwt_key),
         limiter,
         clock,

@@ -123,7 +123,9 @@ async fn create_admin(settings: &Settings, email: &str, name: &str) -> anyhow::R
     let password = tokio::task::spawn_blocking(read_password).await??;
     let store = crate::app::open_store(settings).await?;
     let secrets = crate::secrets::Secrets::load(settings)?;
-    let identity = crate::app::build_identity(settings, &store, &secrets, Default::default())?;
+    let bus = crate::app::open_bus(settings)?;
+    let identity =
+        crate::app::build_identity(settings, &store, &bus, &secrets, Default::default())?;
     let account = NewAccount {
         email,
         password,
@@ -158,8 +160,8 @@ async fn seed_demo(settings: &Settings, options: &crate::seed::SeedOptions) -> a
     let store = crate::app::open_store(settings).await?;
     let secrets = crate::secrets::Secrets::load(settings)?;
     let clock = crate::clock::Clock::default();
-    let identity = crate::app::build_identity(settings, &store, &secrets, clock.clone())?;
     let bus = crate::app::open_bus(settings)?;
+    let identity = crate::app::build_identity(settings, &store, &bus, &secrets, clock.clone())?;
     let catalog = crate::app::build_catalog(settings, &store, &bus, &secrets, clock).await?;
     let report = crate::seed::seed_demo(&catalog, &identity, options).await?;
     println!(

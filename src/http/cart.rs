@@ -14,7 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::extract::AuthUser;
+use super::extract::{AuthUser, MaybeUser};
 use super::{ApiError, AppState};
 use crate::actors::cart::{ChangeCart, ChangeError, GetCart};
 use crate::catalog::CatalogError;
@@ -259,7 +259,7 @@ async fn change(state: &AppState, id: CartId, command: CartCommand) -> Result<Ca
 pub async fn get_cart(
     state: web::Data<AppState>,
     req: HttpRequest,
-    user: Option<AuthUser>,
+    MaybeUser(user): MaybeUser,
 ) -> Result<HttpResponse, ApiError> {
     match target(&state, &req, user.as_ref())? {
         Some(t) => {
@@ -279,7 +279,7 @@ pub async fn get_cart(
 pub async fn add_item(
     state: web::Data<AppState>,
     req: HttpRequest,
-    user: Option<AuthUser>,
+    MaybeUser(user): MaybeUser,
     body: web::Json<AddItem>,
 ) -> Result<HttpResponse, ApiError> {
     let AddItem {
@@ -327,7 +327,7 @@ pub async fn add_item(
 pub async fn set_quantity(
     state: web::Data<AppState>,
     req: HttpRequest,
-    user: Option<AuthUser>,
+    MaybeUser(user): MaybeUser,
     path: web::Path<ProductId>,
     body: web::Json<SetQuantity>,
 ) -> Result<HttpResponse, ApiError> {
@@ -348,7 +348,7 @@ pub async fn set_quantity(
 pub async fn remove_item(
     state: web::Data<AppState>,
     req: HttpRequest,
-    user: Option<AuthUser>,
+    MaybeUser(user): MaybeUser,
     path: web::Path<ProductId>,
 ) -> Result<HttpResponse, ApiError> {
     let t = require_target(&state, &req, user.as_ref())?;
@@ -366,7 +366,7 @@ pub async fn remove_item(
 pub async fn clear_cart(
     state: web::Data<AppState>,
     req: HttpRequest,
-    user: Option<AuthUser>,
+    MaybeUser(user): MaybeUser,
 ) -> Result<HttpResponse, ApiError> {
     let t = require_target(&state, &req, user.as_ref())?;
     let cart = change(&state, t.id, CartCommand::Clear).await?;

@@ -103,6 +103,28 @@ impl FromRequest for AuthUser {
     }
 }
 
+/// The caller on endpoints guests may use too: `None` without `Authorization`, but a token that
+/// is presented must be valid (401 otherwise). A revoked or expired token is never silently
+/// taken for a guest, who would then fill a cart that is not the user's.
+#[derive(Debug, Clone)]
+pub struct MaybeUser(pub Option<AuthUser>);
+
+impl FromRequest for MaybeUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let presented = req
+            .headers()
+            .contains_key(actix_web::http::header::AUTHORIZATION);
+        ready(if presented {
+            authenticate(req).map(|user| MaybeUser(Some(user)))
+        } else {
+            Ok(MaybeUser(None))
+        })
+    }
+}
+
 fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
     let unauthorized =
         || ApiError::unauthorized("unauthenticated", "a valid access token is required");

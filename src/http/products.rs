@@ -5,7 +5,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use super::extract::AuthUser;
+use super::extract::{AuthUser, MaybeUser};
 use super::vendors::{DEFAULT_RADIUS_KM, page_limit};
 use super::{ApiError, AppState};
 use crate::catalog::CatalogError;
@@ -237,7 +237,7 @@ pub async fn create_product(
     responses((status = 200, body = ProductView), (status = 404, body = super::problem::Problem)))]
 pub async fn get_product(
     state: web::Data<AppState>,
-    user: Option<AuthUser>,
+    MaybeUser(user): MaybeUser,
     path: web::Path<ProductId>,
 ) -> Result<HttpResponse, ApiError> {
     let viewer = user.map(|u| (u.id, u.is_admin()));

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::AuthUser;
+use super::extract::{AuthUser, MaybeUser};
 use super::{ApiError, AppState};
 use crate::catalog::reviews::{MAX_PAGE, ReviewError, ReviewPage};
 use crate::domain::identity::Role;
@@ -255,7 +255,7 @@ pub async fn create_vendor_review(
         (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
 pub async fn list_product_reviews(
     state: web::Data<AppState>,
-    viewer: Option<AuthUser>,
+    MaybeUser(viewer): MaybeUser,
     path: web::Path<ProductId>,
     query: web::Query<ReviewQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -271,7 +271,7 @@ pub async fn list_product_reviews(
         (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
 pub async fn list_vendor_reviews(
     state: web::Data<AppState>,
-    viewer: Option<AuthUser>,
+    MaybeUser(viewer): MaybeUser,
     path: web::Path<VendorId>,
     query: web::Query<ReviewQuery>,
 ) -> Result<HttpResponse, ApiError> {

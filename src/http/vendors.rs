@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::extract::AuthUser;
+use super::extract::{AuthUser, MaybeUser};
 use super::{ApiError, AppState};
 use crate::catalog::vendors::{NewVendor, VendorPatch};
 use crate::domain::catalog::{Vendor, VendorStatus};
@@ -140,7 +140,7 @@ pub async fn my_vendor(
     responses((status = 200, body = VendorView), (status = 404, body = super::problem::Problem)))]
 pub async fn get_vendor(
     state: web::Data<AppState>,
-    user: Option<AuthUser>,
+    MaybeUser(user): MaybeUser,
     path: web::Path<VendorId>,
 ) -> Result<HttpResponse, ApiError> {
     let vendor = state

@@ -4,6 +4,7 @@
 mod codes;
 mod limits;
 pub mod password;
+pub mod revocation;
 mod second_factor;
 pub mod tokens;
 pub mod totp;
@@ -16,6 +17,7 @@ use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::bus::SharedBus;
 use crate::clock::Clock;
 use crate::domain::identity::{Email, PasswordRule, Phone, Role, check_password};
 use crate::domain::ids::{SessionId, UserId};
@@ -27,6 +29,7 @@ use crate::store::sessions::{REMEMBERED_HASHES, RefreshFamily, SessionRepo};
 use crate::store::users::{CreateError, User, UserRepo};
 use crate::store::{SharedStore, StoreError};
 use password::PasswordHasher;
+use revocation::Revocations;
 use tokens::{AccessTokens, RefreshToken, constant_time_eq};
 
 /// A refresh token not used for this long stops working.
@@ -128,6 +131,8 @@ pub struct Delivery {
 /// What the identity service is built from.
 pub struct IdentityParts {
     pub store: SharedStore,
+    /// Carries revocations to the other nodes.
+    pub bus: SharedBus,
     pub tokens: AccessTokens,
     pub limiter: SharedLimiter,
     pub clock: Clock,
@@ -144,6 +149,8 @@ pub struct Identity {
     codes: AuthCodeRepo,
     hasher: PasswordHasher,
     pub tokens: AccessTokens,
+    /// Revocation marks: written by [`revoke_all`](Self::revoke_all), read by `tokens`.
+    pub revocations: Revocations,
     limiter: SharedLimiter,
     pub clock: Clock,
     code_key: [u8; 32],
@@ -154,18 +161,26 @@ impl Identity {
     pub fn new(parts: IdentityParts) -> anyhow::Result<Self> {
         let IdentityParts {
             store,
+            bus,
             tokens,
             limiter,
             clock,
             code_key,
             delivery,
         } = parts;
+        let revocations = Revocations::new(
+            Arc::clone(&store),
+            bus,
+            clock.clone(),
+            tokens.marks().clone(),
+        );
         Ok(Identity {
             users: UserRepo::new(Arc::clone(&store)),
             sessions: SessionRepo::new(Arc::clone(&store)),
             codes: AuthCodeRepo::new(store),
             hasher: PasswordHasher::new()?,
             tokens,
+            revocations,
             limiter,
             clock,
             code_key,
@@ -258,7 +273,7 @@ impl Identity {
             .iter()
             .any(|m| m == tokens::AMR_MFA)
             .then_some(now);
-        self.pair(&user, &family, token, otp_at)
+        self.pair(&user, &family, token, otp_at, now)
     }
 
     /// Rotates a refresh token: the presented one stops working and a new one is issued.
@@ -299,7 +314,7 @@ impl Identity {
         let Some(Versioned { value: user, .. }) = self.users.get(family.user_id).await? else {
             return Err(IdentityError::InvalidRefreshToken);
         };
-        if user.banned {
+        if user.banned || user.erased {
             return Err(IdentityError::InvalidRefreshToken);
         }
         let next = RefreshToken::generate(family.user_id, family.id);
@@ -314,7 +329,9 @@ impl Identity {
         if !self.sessions.update(&family, version).await? {
             return Err(IdentityError::InvalidRefreshToken);
         }
-        self.pair(&user, &family, next, None)
+        // Stamped with the time taken before the account was read: a revocation that lands
+        // after that read (a ban, a role change) is stamped later and so covers this token.
+        self.pair(&user, &family, next, None, now)
     }
 
     /// Ends the session a refresh token belongs to.
@@ -336,7 +353,8 @@ impl Identity {
         self.revoke_family(token.user_id, token.family).await
     }
 
-    /// Ends every session of a user (logout everywhere, password change, ban).
+    /// Ends every session and every access token of a user (logout everywhere, password
+    /// change or reset, ban, role change, erasure), on every node.
     #[tracing::instrument(skip(self), fields(user_id = %user_id))]
     pub async fn revoke_all(&self, user_id: UserId) -> Result<(), IdentityError> {
         for family in self.sessions.list(user_id).await? {
@@ -344,6 +362,9 @@ impl Identity {
                 self.revoke_family(user_id, family.value.id).await?;
             }
         }
+        // After the families: a refresh that won its race with them issued its token before
+        // this mark is stamped, so the mark covers it.
+        self.revocations.revoke(user_id).await?;
         Ok(())
     }
 
@@ -411,8 +432,8 @@ impl Identity {
         family: &RefreshFamily,
         refresh: RefreshToken,
         otp_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
     ) -> Result<TokenPair, IdentityError> {
-        let now = self.clock.now();
         Ok(TokenPair {
             access_token: self.tokens.issue_with(
                 user.id,

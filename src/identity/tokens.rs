@@ -7,6 +7,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::revocation::Marks;
 use crate::domain::identity::Role;
 use crate::domain::ids::{SessionId, UserId};
 
@@ -31,6 +32,7 @@ pub struct Claims {
     pub exp: i64,
     pub iss: String,
     pub aud: String,
+    /// A UUIDv7 whose timestamp is the issue time in milliseconds (see [`Claims::issued_at_ms`]).
     pub jti: String,
     pub typ: String,
     /// When the user last proved who they are (login), seconds since the epoch.
@@ -43,17 +45,40 @@ pub struct Claims {
     pub otp_at: Option<i64>,
 }
 
+impl Claims {
+    /// When the token was issued, in milliseconds since the epoch: the timestamp of its UUIDv7
+    /// `jti`, or `iat` rounded down to the second for a token whose `jti` is not one. Revocation
+    /// marks are compared against this, so a token issued in the same second as a revocation
+    /// is told apart from one issued just after it.
+    pub fn issued_at_ms(&self) -> i64 {
+        v7_millis(&self.jti).unwrap_or_else(|| self.iat.saturating_mul(1000))
+    }
+}
+
+/// The 48-bit millisecond timestamp of a hyphenated UUIDv7, without parsing the rest.
+fn v7_millis(jti: &str) -> Option<i64> {
+    let bytes = jti.as_bytes();
+    if bytes.len() != 36 || bytes[8] != b'-' || bytes[13] != b'-' || bytes[14] != b'7' {
+        return None;
+    }
+    let high = u64::from_str_radix(jti.get(..8)?, 16).ok()?;
+    let low = u64::from_str_radix(jti.get(9..13)?, 16).ok()?;
+    i64::try_from((high << 16) | low).ok()
+}
+
 /// Why an access token was refused (all answered as 401 alike).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid access token: {0}")]
 pub struct InvalidToken(pub String);
 
-/// Signs and verifies access tokens with one HS256 key.
+/// Signs and verifies access tokens with one HS256 key, and refuses those a revocation mark
+/// covers.
 #[derive(Clone)]
 pub struct AccessTokens {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    marks: Marks,
 }
 
 impl AccessTokens {
@@ -69,7 +94,13 @@ impl AccessTokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            marks: Marks::default(),
         }
+    }
+
+    /// The revocation marks [`verify`](Self::verify) consults (shared by every clone).
+    pub fn marks(&self) -> &Marks {
+        &self.marks
     }
 
     /// A token for a password login (plus `otp` when `otp_at` is given).
@@ -105,7 +136,7 @@ impl AccessTokens {
             exp: (now + ACCESS_TTL).timestamp(),
             iss: ISSUER.to_owned(),
             aud: AUDIENCE.to_owned(),
-            jti: uuid::Uuid::now_v7().to_string(),
+            jti: jti_at(now),
             typ: ACCESS_TYPE.to_owned(),
             auth_time: auth_time.timestamp(),
             amr,
@@ -118,8 +149,18 @@ impl AccessTokens {
         )?)
     }
 
-    /// Checks signature, algorithm, issuer, audience, expiry and type.
+    /// Checks signature, algorithm, issuer, audience, expiry and type, then that no revocation
+    /// mark of the user covers the token (a lookup in memory, never a store read).
     pub fn verify(&self, token: &str) -> Result<Claims, InvalidToken> {
+        let claims = self.verify_signature(token)?;
+        if self.marks.covers(claims.sub, claims.issued_at_ms()) {
+            return Err(InvalidToken("revoked".into()));
+        }
+        Ok(claims)
+    }
+
+    /// [`verify`](Self::verify) without the revocation check: what a token proves on its own.
+    pub fn verify_signature(&self, token: &str) -> Result<Claims, InvalidToken> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| InvalidToken(e.to_string()))?;
         if data.header.alg != Algorithm::HS256 {
@@ -130,6 +171,15 @@ impl AccessTokens {
         }
         Ok(data.claims)
     }
+}
+
+/// A UUIDv7 stamped with `now` (the service's clock, which tests move), so that the issue
+/// time in milliseconds travels inside the token.
+fn jti_at(now: DateTime<Utc>) -> String {
+    let millis = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// A refresh token: `user.family.secret`, where only SHA-256 of the secret is stored.
@@ -222,5 +272,48 @@ mod tests {
         assert_eq!(claims.role, Role::Vendor);
         assert_eq!(claims.amr, vec!["pwd"]);
         assert!(AccessTokens::new(&[8; 32]).verify(&jwt).is_err());
+    }
+
+    #[test]
+    fn the_issue_time_travels_in_milliseconds_and_a_mark_at_or_after_it_refuses_the_token() {
+        let tokens = AccessTokens::new(&[9; 32]);
+        let user = UserId::new();
+        let now = Utc::now();
+        let ms = now.timestamp_millis();
+        let jwt = tokens.issue(user, Role::Customer, now, None, now).unwrap();
+        let claims = tokens.verify(&jwt).unwrap();
+        assert_eq!(claims.issued_at_ms(), ms);
+        assert_eq!(claims.iat, now.timestamp());
+
+        tokens.marks().raise(user, ms - 1);
+        assert!(tokens.verify(&jwt).is_ok(), "a mark before the issue time");
+        tokens.marks().raise(user, ms);
+        assert!(tokens.verify(&jwt).is_err(), "a mark at the issue time");
+        assert!(tokens.verify_signature(&jwt).is_ok());
+        // Another user's mark changes nothing for this one's tokens.
+        let other = tokens
+            .issue(UserId::new(), Role::Customer, now, None, now)
+            .unwrap();
+        assert!(tokens.verify(&other).is_ok());
+    }
+
+    #[test]
+    fn a_jti_that_is_no_uuid_v7_falls_back_to_iat_in_whole_seconds() {
+        let mut claims = Claims {
+            sub: UserId::new(),
+            role: Role::Customer,
+            iat: 1_764_000_000,
+            exp: 1_764_000_600,
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            jti: "not-a-uuid".into(),
+            typ: ACCESS_TYPE.into(),
+            auth_time: 1_764_000_000,
+            amr: vec!["pwd".into()],
+            otp_at: None,
+        };
+        assert_eq!(claims.issued_at_ms(), 1_764_000_000_000);
+        claims.jti = uuid::Uuid::new_v4().to_string();
+        assert_eq!(claims.issued_at_ms(), 1_764_000_000_000);
     }
 }

@@ -61,6 +61,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../schema/005_checkouts.cql"),
     ),
     (6, "006_live.cql", include_str!("../../schema/006_live.cql")),
+    (
+        7,
+        "007_token_revocations.cql",
+        include_str!("../../schema/007_token_revocations.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

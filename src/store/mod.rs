@@ -23,6 +23,7 @@ pub mod mailboxes;
 pub mod migrate;
 pub mod orders;
 pub mod reviews;
+pub mod revocations;
 pub mod scylla;
 pub mod second_factor;
 pub mod sessions;
@@ -117,12 +118,15 @@ pub enum Table {
     OpenOrders,
     /// Single-use WebSocket tickets: partition = SHA-256 of the ticket.
     WsTickets,
+    /// Access-token revocation marks: partition = minute, clustering = time and user id;
+    /// rows expire once every token they could refuse has expired.
+    TokenRevocations,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 30] = [
+    pub const ALL: [Table; 31] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -153,6 +157,7 @@ impl Table {
         Table::VendorFeed,
         Table::OpenOrders,
         Table::WsTickets,
+        Table::TokenRevocations,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -188,12 +193,13 @@ impl Table {
             Table::VendorFeed => "vendor_feed",
             Table::OpenOrders => "open_orders",
             Table::WsTickets => "ws_tickets",
+            Table::TokenRevocations => "token_revocations",
         }
     }
 
     pub fn mode(self) -> Mode {
         match self {
-            Table::CourierTrail | Table::InventoryLog => Mode::Append,
+            Table::CourierTrail | Table::InventoryLog | Table::TokenRevocations => Mode::Append,
             _ => Mode::Versioned,
         }
     }

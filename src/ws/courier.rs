@@ -101,11 +101,7 @@ pub async fn open(
         .await
         .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
     let session = CourierSession {
-        hygiene: Hygiene::new(
-            TokenBucket::courier(),
-            user.expires_at,
-            state.ws.clock().clone(),
-        ),
+        hygiene: state.ws.hygiene(TokenBucket::courier(), &user),
         user,
         state,
         offers: VecDeque::new(),

@@ -26,16 +26,20 @@ use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
 use crate::http::ApiError;
 use crate::http::extract::AuthUser;
+use crate::identity::revocation::Marks;
 use crate::identity::tokens::{AMR_MFA, AccessTokens, hex};
 use crate::store::typed::Rows;
 use crate::store::{Key, SharedStore, Table};
+
+use super::hygiene::{Hygiene, TokenBucket};
 
 /// How long a ticket can be redeemed after it was issued.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Random bytes in a ticket.
 const TICKET_BYTES: usize = 32;
 
-/// Who opened a socket, and when their access ends (the session closes then).
+/// Who opened a socket, and when their access ends (the session closes then, or when the
+/// access is revoked).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WsUser {
     pub id: UserId,
@@ -44,6 +48,8 @@ pub struct WsUser {
     pub expires_at: DateTime<Utc>,
     /// Whether that token was minted after a second factor (administrators need it).
     pub second_factor: bool,
+    /// When that access token was issued, in milliseconds: what revocation marks cover.
+    pub issued_at_ms: i64,
 }
 
 impl WsUser {
@@ -96,6 +102,10 @@ struct TicketRow {
     role: Role,
     /// `exp` of the access token the ticket was bought with.
     access_expires_at: DateTime<Utc>,
+    /// When that token was issued, in milliseconds. Tickets stored before this was recorded
+    /// read as issued at the epoch, which any revocation of their user covers.
+    #[serde(default)]
+    access_issued_ms: i64,
     /// The ticket's own expiry; checked on redemption because store TTLs are best-effort.
     expires_at: DateTime<Utc>,
     #[serde(default)]
@@ -116,6 +126,7 @@ pub struct WsGate {
     tickets: Rows<TicketRow>,
     clock: Clock,
     sessions: Option<Gauge>,
+    revocations: Marks,
 }
 
 impl WsGate {
@@ -131,7 +142,22 @@ impl WsGate {
             tickets: Rows::new(store, Table::WsTickets).with_ttl(TICKET_TTL),
             clock,
             sessions: None,
+            revocations: Marks::default(),
         }
+    }
+
+    /// Refuses tickets, and closes sessions, whose access a mark in `marks` revokes (the
+    /// node's, shared with its access tokens).
+    pub fn with_revocations(mut self, marks: Marks) -> Self {
+        self.revocations = marks;
+        self
+    }
+
+    /// The hygiene of a session opened by `user`: closed when their access expires or is
+    /// revoked.
+    pub fn hygiene(&self, bucket: TokenBucket, user: &WsUser) -> Hygiene {
+        Hygiene::new(bucket, user.expires_at, self.clock.clone())
+            .revoked_by(self.revocations.watch(user.id, user.issued_at_ms))
     }
 
     /// Also counts admitted sessions in `gauge` (`hexmarket_ws_sessions`).
@@ -218,6 +244,7 @@ impl WsGate {
             role: claims.role,
             expires_at,
             second_factor: claims.amr.iter().any(|m| m == AMR_MFA),
+            issued_at_ms: claims.issued_at_ms(),
         })
     }
 
@@ -238,11 +265,16 @@ impl WsGate {
             tracing::debug!(user_id = %row.user_id, "WebSocket ticket expired");
             return Err(unauthenticated());
         }
+        if self.revocations.covers(row.user_id, row.access_issued_ms) {
+            tracing::debug!(user_id = %row.user_id, "WebSocket ticket of a revoked access");
+            return Err(unauthenticated());
+        }
         Ok(WsUser {
             id: row.user_id,
             role: row.role,
             expires_at: row.access_expires_at,
             second_factor: row.second_factor,
+            issued_at_ms: row.access_issued_ms,
         })
     }
 
@@ -258,6 +290,7 @@ impl WsGate {
             user_id: user.id,
             role: user.role,
             access_expires_at,
+            access_issued_ms: user.claims.issued_at_ms(),
             expires_at: now + TICKET_TTL,
             second_factor: user.has_second_factor(),
         };
@@ -405,6 +438,7 @@ mod tests {
             role: Role::Courier,
             expires_at: Utc::now() + chrono::Duration::minutes(10),
             second_factor: false,
+            issued_at_ms: Utc::now().timestamp_millis(),
         }
     }
 

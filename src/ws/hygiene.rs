@@ -7,12 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use actix::{ActorContext as _, ActorState, AsyncContext as _, StreamHandler};
+use actix::{ActorContext as _, ActorFutureExt as _, ActorState, AsyncContext as _, StreamHandler};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+use crate::identity::revocation::RevocationWatch;
 
 /// How often the server pings.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
@@ -20,7 +21,9 @@ pub const PING_EVERY: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest inbound frame; a larger one closes the session with 1009.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// Close code sent when the access the session was opened with ends.
+/// Close code sent when the access the session was opened with ends: it expired (reason
+/// `token_expired`) or was revoked (reason `token_revoked`). Either way the client needs a new
+/// access token before it reconnects.
 pub const TOKEN_EXPIRED: u16 = 4001;
 
 /// A per-session inbound rate limit: `burst` frames at once, refilled at `rate_per_s`.
@@ -75,6 +78,7 @@ pub struct Hygiene {
     bucket: TokenBucket,
     expires_at: DateTime<Utc>,
     clock: Clock,
+    revocation: Option<RevocationWatch>,
 }
 
 impl Hygiene {
@@ -89,7 +93,15 @@ impl Hygiene {
             bucket,
             expires_at,
             clock,
+            revocation: None,
         }
+    }
+
+    /// Also closes the session when `watch` reports its access revoked (see
+    /// [`WsGate::hygiene`](super::handshake::WsGate::hygiene)).
+    pub fn revoked_by(mut self, watch: RevocationWatch) -> Self {
+        self.revocation = Some(watch);
+        self
     }
 
     pub fn expires_at(&self) -> DateTime<Utc> {
@@ -126,7 +138,8 @@ where
         .start()
 }
 
-/// Starts the heartbeat and the access-expiry timer; call it from the session's `started()`.
+/// Starts the heartbeat, the access-expiry timer and the wait for a revocation; call it from
+/// the session's `started()`.
 pub fn start<S: LiveSession>(session: &mut S, ctx: &mut ws::WebsocketContext<S>) {
     ctx.run_interval(PING_EVERY, |session: &mut S, ctx| {
         let quiet = session.hygiene().last_heard.elapsed();
@@ -147,6 +160,16 @@ pub fn start<S: LiveSession>(session: &mut S, ctx: &mut ws::WebsocketContext<S>)
         tracing::debug!("WebSocket access expired, closing");
         close(ctx, CloseCode::Other(TOKEN_EXPIRED), "token_expired");
     });
+    if let Some(watch) = hygiene.revocation.take() {
+        // Woken by the node's in-memory marks (raised by this node, the bus or the store
+        // poll), so a revoked session closes as soon as its node learns of the revocation.
+        ctx.spawn(
+            actix::fut::wrap_future::<_, S>(watch.revoked()).map(|(), _, ctx| {
+                tracing::debug!("WebSocket access revoked, closing");
+                close(ctx, CloseCode::Other(TOKEN_EXPIRED), "token_revoked");
+            }),
+        );
+    }
 }
 
 /// Handles one inbound frame; call it from the session's `StreamHandler::handle`.

@@ -95,11 +95,7 @@ pub async fn open(
     let (user, guard) = state.ws.open(&req, &state.identity.tokens).await?;
     user.require_admin()?;
     let session = OpsSession {
-        hygiene: Hygiene::new(
-            TokenBucket::watcher(),
-            user.expires_at,
-            state.ws.clock().clone(),
-        ),
+        hygiene: state.ws.hygiene(TokenBucket::watcher(), &user),
         state,
         _guard: guard,
     };

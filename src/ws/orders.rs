@@ -180,11 +180,7 @@ pub async fn open(
     }
     let session = WatchSession {
         order,
-        hygiene: Hygiene::new(
-            TokenBucket::watcher(),
-            user.expires_at,
-            state.ws.clock().clone(),
-        ),
+        hygiene: state.ws.hygiene(TokenBucket::watcher(), &user),
         state,
         opening,
         subscriptions: Some(subscriptions),

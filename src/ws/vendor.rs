@@ -82,11 +82,7 @@ pub async fn open(
         last_seq = entries.last().map_or(after, |e| e.seq).max(head);
     }
     let session = VendorSession {
-        hygiene: Hygiene::new(
-            TokenBucket::watcher(),
-            user.expires_at,
-            state.ws.clock().clone(),
-        ),
+        hygiene: state.ws.hygiene(TokenBucket::watcher(), &user),
         state,
         opening,
         subscription: Some(subscription),

@@ -26,6 +26,7 @@ mod orders;
 mod payments;
 mod ratelimit;
 mod reviews;
+mod revocation;
 mod search;
 mod settlement;
 mod store_contract;

@@ -11,7 +11,7 @@ use crate::notify::{FakeTwilio, SmtpSink};
 const PASSWORD: &str = "correct horse battery staple";
 
 /// A node whose SMS go to a fake Twilio and whose email goes to an SMTP sink.
-async fn app_with_fakes() -> (TestApp, FakeTwilio, SmtpSink) {
+pub(crate) async fn app_with_fakes() -> (TestApp, FakeTwilio, SmtpSink) {
     let twilio = FakeTwilio::start().await;
     let smtp = SmtpSink::start().await;
     let (base_url, sid, token, url) = (
@@ -95,7 +95,7 @@ fn last_code(twilio: &FakeTwilio, phone: &str) -> String {
 }
 
 /// The token in the newest email to `to`.
-fn last_token(smtp: &SmtpSink, to: &str) -> String {
+pub(crate) fn last_token(smtp: &SmtpSink, to: &str) -> String {
     let mail = smtp
         .received()
         .into_iter()
