@@ -212,7 +212,7 @@ stop "$HEX"
 
 # --- hot paths on their own -------------------------------------------------------------------
 echo "== hot paths (criterion)"
-(cd "$ROOT" && taskset -c 1 cargo bench --quiet --bench hot_paths -- --quick >"$RAW/hot_paths.txt" 2>&1) \
+(cd "$ROOT" && taskset -c 1 cargo bench --quiet --bench hot_paths --bench identity -- --quick >"$RAW/hot_paths.txt" 2>&1) \
   || echo "criterion benches failed; see $RAW/hot_paths.txt" >&2
 python3 - "$ROOT/target/criterion" "$RAW/hot_paths.json" <<'PY'
 import json, pathlib, sys
