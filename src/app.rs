@@ -225,6 +225,8 @@ impl Application {
             App::new()
                 .app_data(server_state.clone())
                 .app_data(client_address.clone())
+                .wrap(http::problem::error_bodies())
+                .wrap(from_fn(http::middleware::header_limits))
                 .wrap(from_fn(http::middleware::telemetry))
                 .configure(http::configure(json_limit))
         })

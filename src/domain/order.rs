@@ -147,8 +147,10 @@ impl Order {
     }
 }
 
-/// Where an order is delivered.
+/// Where an order is delivered, as the order records it. Named apart from the checkout's
+/// input (`domain::checkout::DeliveryAddress`) in the OpenAPI document: one name per shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = OrderDeliveryAddress)]
 pub struct DeliveryAddress {
     /// The address as the customer wrote it.
     pub address: String,

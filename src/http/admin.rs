@@ -23,6 +23,7 @@ pub enum UserStatus {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UserFilter {
     pub role: Option<Role>,
     pub status: Option<UserStatus>,
@@ -106,7 +107,7 @@ pub struct PatchUser {
 
 /// Changes a user's role or bans them (needs a recent step-up). A ban ends every session.
 #[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", request_body = PatchUser,
-    params(("id" = String, Path)), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
     responses((status = 200, body = AccountView), (status = 403, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem)))]
 pub async fn patch_user(

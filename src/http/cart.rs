@@ -321,7 +321,7 @@ pub async fn add_item(
 
 /// Sets the quantity of a product in the cart.
 #[utoipa::path(patch, path = "/api/v1/cart/items/{product_id}", tag = "cart", request_body = SetQuantity,
-    params(("product_id" = String, Path), ("X-Cart-Token" = Option<String>, Header)),
+    params(("product_id" = String, Path, format = Uuid), ("X-Cart-Token" = Option<String>, Header)),
     responses((status = 200, body = CartView), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem)))]
 pub async fn set_quantity(
@@ -342,7 +342,7 @@ pub async fn set_quantity(
 
 /// Removes a product from the cart.
 #[utoipa::path(delete, path = "/api/v1/cart/items/{product_id}", tag = "cart",
-    params(("product_id" = String, Path), ("X-Cart-Token" = Option<String>, Header)),
+    params(("product_id" = String, Path, format = Uuid), ("X-Cart-Token" = Option<String>, Header)),
     responses((status = 200, body = CartView), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem)))]
 pub async fn remove_item(

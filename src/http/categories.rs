@@ -76,7 +76,7 @@ pub async fn create_category(
 /// Renames or moves a category (admins). Moving under itself or a descendant is refused
 /// (409 `category_cycle`).
 #[utoipa::path(patch, path = "/api/v1/admin/categories/{id}", tag = "admin",
-    request_body = PatchCategory, params(("id" = String, Path)), security(("bearer" = [])),
+    request_body = PatchCategory, params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
     responses((status = 200, body = Category), (status = 403, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
 pub async fn patch_category(
@@ -96,7 +96,7 @@ pub async fn patch_category(
 
 /// Deletes a category without subcategories or products (admins).
 #[utoipa::path(delete, path = "/api/v1/admin/categories/{id}", tag = "admin",
-    params(("id" = String, Path)), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
     responses((status = 204), (status = 403, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
 pub async fn delete_category(

@@ -93,6 +93,7 @@ pub async fn list_unassigned_orders(
 /// Which part of a trail to read.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TrailQuery {
     /// The UTC day, `YYYY-MM-DD`.
     pub day: String,

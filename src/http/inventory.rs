@@ -90,6 +90,7 @@ pub struct StockUpdated {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// 1 to 100 (default 20).
     pub limit: Option<usize>,
@@ -184,7 +185,7 @@ async fn authorize(state: &AppState, caller: &AuthUser, id: ProductId) -> Result
 
 /// Stock of a product: on hand, held by checkouts, available, sold, latest adjustments.
 #[utoipa::path(get, path = "/api/v1/products/{id}/inventory", tag = "inventory",
-    params(("id" = String, Path, description = "product id")), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "product id")), security(("bearer" = [])),
     responses((status = 200, body = InventoryView), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(product_id = %path, user_id = %caller.id))]
@@ -200,7 +201,7 @@ pub async fn get_inventory(
 
 /// Sets or changes the stock. Stock can never go below the units checkouts hold.
 #[utoipa::path(put, path = "/api/v1/products/{id}/inventory", tag = "inventory",
-    request_body = StockUpdate, params(("id" = String, Path, description = "product id")),
+    request_body = StockUpdate, params(("id" = String, Path, format = Uuid, description = "product id")),
     security(("bearer" = [])),
     responses((status = 200, body = StockUpdated), (status = 400, body = super::problem::Problem),
         (status = 401, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
@@ -242,7 +243,7 @@ pub async fn put_inventory(
 
 /// Every adjustment of the stock, oldest first, a page at a time.
 #[utoipa::path(get, path = "/api/v1/products/{id}/inventory/history", tag = "inventory",
-    params(("id" = String, Path, description = "product id"), HistoryQuery),
+    params(("id" = String, Path, format = Uuid, description = "product id"), HistoryQuery),
     security(("bearer" = [])),
     responses((status = 200, body = HistoryPage), (status = 400, body = super::problem::Problem),
         (status = 401, body = super::problem::Problem), (status = 404, body = super::problem::Problem),

@@ -153,7 +153,7 @@ async fn product_for_owner(
 
 /// Adds an image to a product (its vendor or an admin).
 #[utoipa::path(post, path = "/api/v1/products/{id}/images", tag = "catalog",
-    params(("id" = String, Path, description = "product id")),
+    params(("id" = String, Path, format = Uuid, description = "product id")),
     request_body(content = inline(ImageUpload), content_type = "multipart/form-data"),
     responses((status = 201, body = ImageView, description = "stored; `Location` is the image"),
         (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
@@ -209,7 +209,7 @@ pub async fn upload_image(
 /// Removes a product's image (its vendor or an admin). The stored objects are deleted unless
 /// another image of the product still uses them.
 #[utoipa::path(delete, path = "/api/v1/products/{id}/images/{index}", tag = "catalog",
-    params(("id" = String, Path, description = "product id"),
+    params(("id" = String, Path, format = Uuid, description = "product id"),
         ("index" = usize, Path, description = "position among the product's images")),
     responses((status = 204), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem)),

@@ -1,11 +1,12 @@
 //! Request telemetry: a request id on every request (taken from `X-Request-Id` when the client
 //! sent a sane one, generated otherwise), returned in the response, attached to every log line
 //! of the request through its span with the client's address, and the request counted and
-//! timed in the metrics.
+//! timed in the metrics. And the limit on request headers, answered with a problem.
 
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::ResponseError as _;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
@@ -77,6 +78,41 @@ pub async fn telemetry(
         response.headers_mut().insert(REQUEST_ID, value);
     }
     Ok(response)
+}
+
+/// Most header bytes (names and values) one request may carry.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most header fields one request may carry.
+pub const MAX_HEADER_FIELDS: usize = 64;
+
+/// Refuses requests whose headers exceed [`MAX_HEADER_BYTES`] or [`MAX_HEADER_FIELDS`] with
+/// 431 `headers_too_large`. The HTTP parser's own limits (a 128 KiB head, 96 fields) are
+/// higher and answered by it without a body, so this limit is what clients meet.
+pub async fn header_limits(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES {
+        let problem = super::ApiError::new(
+            actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "a request may carry at most {MAX_HEADER_FIELDS} header fields of \
+                 {MAX_HEADER_BYTES} bytes in all"
+            ),
+        );
+        return Ok(req
+            .into_response(problem.error_response())
+            .map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 /// A fresh request id: a UUIDv7 whose random bits come from the thread's generator, which is

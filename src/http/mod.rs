@@ -26,6 +26,7 @@ pub mod reviews;
 pub mod vendors;
 pub mod ws_ticket;
 
+use actix_web::ResponseError as _;
 use actix_web::web;
 
 use crate::actors::Registry;
@@ -107,6 +108,13 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found("no such resource"))
+/// What no route took: a path no resource has is 404; a path some resource has, asked with
+/// a method it does not take, is 405 (its `Allow` header is added with the problem body by
+/// [`problem::error_bodies`]).
+async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    if req.resource_map().has_resource(req.path()) {
+        actix_web::HttpResponse::MethodNotAllowed().finish()
+    } else {
+        ApiError::not_found("no such resource").error_response()
+    }
 }

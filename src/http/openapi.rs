@@ -1,8 +1,20 @@
 //! The OpenAPI 3.1 document (`/api/v1/openapi.json`) and interactive docs (`/docs`).
+//!
+//! The document is generated from the handlers' annotations, then made uniform by modifiers:
+//! every error response is problem details (`application/problem+json`, the `Problem` schema),
+//! and every operation names its other errors under `default`. The docs page is Swagger UI,
+//! whose files are compiled into the binary: `/docs` needs no other host.
 
+use std::sync::{Arc, OnceLock};
+
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, web};
 use utoipa::OpenApi;
-use utoipa_scalar::{Scalar, Servable as _};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
+
+use super::ApiError;
+use super::problem::PROBLEM_JSON;
 
 use super::{
     admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa, orders,
@@ -99,8 +111,8 @@ use super::{
         reviews::report_vendor_review,
         reviews::moderate_review,
     ),
-    components(schemas(problem::Problem, problem::FieldError)),
-    modifiers(&BearerAuth),
+    components(schemas(problem::Problem, problem::FieldError, admin::UserStatus, reviews::TargetKind)),
+    modifiers(&BearerAuth, &ProblemResponses),
     tags(
         (name = "operations", description = "Liveness, readiness and metrics"),
         (name = "cart", description = "Carts of guests and customers"),
@@ -137,9 +149,136 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Documents every error response as what the server sends: problem details with the
+/// `Problem` schema as `application/problem+json`, and adds a `default` response to every
+/// operation (401, 429, 503 and the rest a request can meet besides its listed ones).
+///
+/// An error response that an annotation gave another body (the readiness probe's 503) is left
+/// as written: it is that endpoint's answer, not a problem.
+struct ProblemResponses;
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations_mut(item) {
+                let responses = &mut operation.responses.responses;
+                for (status, response) in responses.iter_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    // OpenAPI 3.1 requires a description; the status's reason phrase serves.
+                    if response.description.is_empty() {
+                        response.description = status
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|s| actix_web::http::StatusCode::from_u16(s).ok())
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("see the schema")
+                            .to_owned();
+                    }
+                    if is_error_status(status)
+                        && (response.content.is_empty() || names_problem(response))
+                    {
+                        response.content.clear();
+                        response
+                            .content
+                            .insert(PROBLEM_JSON.to_owned(), RefOr::T(problem_content()));
+                    }
+                }
+                responses.entry("default".to_owned()).or_insert_with(|| {
+                    let mut response = Response::new(
+                        "any other error (for instance 400, 401, 429 or 503), as problem details",
+                    );
+                    response
+                        .content
+                        .insert(PROBLEM_JSON.to_owned(), RefOr::T(problem_content()));
+                    RefOr::T(response)
+                });
+            }
+        }
+    }
+}
+
+/// The operations of a path item, whatever their method.
+pub fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.options.as_mut(),
+        item.head.as_mut(),
+        item.patch.as_mut(),
+        item.trace.as_mut(),
+        item.query.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(item.additional_operations.values_mut())
+}
+
+fn is_error_status(status: &str) -> bool {
+    status == "default" || status.starts_with('4') || status.starts_with('5')
+}
+
+/// Whether a response's every body is the `Problem` schema.
+fn names_problem(response: &Response) -> bool {
+    let problem = Ref::from_schema_name("Problem").ref_location;
+    response.content.values().all(|content| match content {
+        RefOr::T(content) => {
+            matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location == problem)
+        }
+        RefOr::Ref(_) => false,
+    })
+}
+
+fn problem_content() -> Content {
+    Content::new(Some(Ref::from_schema_name("Problem")))
+}
+
+/// The methods the document gives the path a request named (`/api/v1/orders/0197…`), for
+/// the `Allow` header of a 405. Paths the document does not describe (WebSockets, metrics, the
+/// docs page) take GET alone.
+pub fn allowed_methods(path: &str) -> String {
+    static TEMPLATES: OnceLock<Vec<(Vec<String>, String)>> = OnceLock::new();
+    let templates = TEMPLATES.get_or_init(|| {
+        let document: serde_json::Value = serde_json::from_str(document_json()).unwrap_or_default();
+        let mut templates = Vec::new();
+        if let Some(paths) = document["paths"].as_object() {
+            for (template, item) in paths {
+                let methods: Vec<String> = item
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(method, _)| method.to_ascii_uppercase())
+                    .filter(|m| {
+                        matches!(
+                            m.as_str(),
+                            "GET" | "PUT" | "POST" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS"
+                        )
+                    })
+                    .collect();
+                let segments = template.split('/').map(str::to_owned).collect();
+                templates.push((segments, methods.join(", ")));
+            }
+        }
+        templates
+    });
+    let segments: Vec<&str> = path.split('/').collect();
+    templates
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                })
+        })
+        .map_or_else(|| "GET".to_owned(), |(_, methods)| methods.clone())
+}
+
 /// The document, rendered once per process.
 fn document_json() -> &'static str {
-    static JSON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static JSON: OnceLock<String> = OnceLock::new();
     JSON.get_or_init(|| {
         ApiDoc::openapi()
             .to_json()
@@ -149,11 +288,52 @@ fn document_json() -> &'static str {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/openapi.json", web::get().to(document))
-        .service(Scalar::with_url("/docs", ApiDoc::openapi()).title("hexmarket API"));
+        .route("/docs", web::get().to(docs_index))
+        .route("/docs/{file:.*}", web::get().to(docs_file));
 }
 
 async fn document() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(document_json())
+}
+
+/// Swagger UI's settings: the document it shows, and nothing fetched from elsewhere (no
+/// validator badge, which would ask a public validator about the document).
+fn ui_config() -> Arc<utoipa_swagger_ui::Config<'static>> {
+    static CONFIG: OnceLock<Arc<utoipa_swagger_ui::Config<'static>>> = OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        Arc::new(
+            utoipa_swagger_ui::Config::from("/api/v1/openapi.json")
+                .validator_url("none")
+                .try_it_out_enabled(true)
+                .persist_authorization(false),
+        )
+    }))
+}
+
+/// `/docs` itself: Swagger UI loads its files relative to the page, so the page lives at
+/// `/docs/`.
+async fn docs_index() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
+}
+
+async fn docs_file(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let served = utoipa_swagger_ui::serve(&file, ui_config())
+        .map_err(|e| ApiError::internal(anyhow::anyhow!("Swagger UI: {e}")))?;
+    let Some(served) = served else {
+        return Err(ApiError::not_found("no such file of the docs page"));
+    };
+    let mut response = HttpResponse::Ok();
+    response.content_type(served.content_type);
+    if served.gzpipped {
+        response.insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("gzip")));
+    }
+    // The files change only with the binary; the page itself is cheap to fetch again.
+    if !file.is_empty() && file.as_str() != "index.html" {
+        response.insert_header((header::CACHE_CONTROL, "public, max-age=3600"));
+    }
+    Ok(response.body(served.bytes.into_owned()))
 }

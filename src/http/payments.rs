@@ -162,7 +162,7 @@ fn answer(applied: Applied) -> &'static str {
 
 /// A payment, to its payer or an admin; 404 to anyone else.
 #[utoipa::path(get, path = "/api/v1/payments/{id}", tag = "payments",
-    params(("id" = String, Path, description = "payment id")),
+    params(("id" = String, Path, format = Uuid, description = "payment id")),
     responses((status = 200, body = PaymentView), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem)))]
 #[tracing::instrument(name = "payments.get", skip_all, fields(payment_id = %path, user_id = %caller.id))]
@@ -203,7 +203,7 @@ pub struct SimulateAnswer {
 /// The simulated provider's outcome, chosen by the payer; 409 `not_simulated` for payments of
 /// a real provider.
 #[utoipa::path(post, path = "/api/v1/payments/{id}/simulate", tag = "payments",
-    params(("id" = String, Path, description = "payment id")), request_body = SimulateRequest,
+    params(("id" = String, Path, format = Uuid, description = "payment id")), request_body = SimulateRequest,
     responses((status = 200, body = SimulateAnswer), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
 #[tracing::instrument(name = "payments.simulate", skip_all, fields(payment_id = %path, user_id = %caller.id))]

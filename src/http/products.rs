@@ -233,7 +233,7 @@ pub async fn create_product(
 
 /// A product with its store, availability and rating. Drafts, hidden products and products
 /// of inactive stores are shown only to their vendor and admins.
-#[utoipa::path(get, path = "/api/v1/products/{id}", tag = "catalog", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/products/{id}", tag = "catalog", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = ProductView), (status = 404, body = super::problem::Problem)))]
 pub async fn get_product(
     state: web::Data<AppState>,
@@ -252,7 +252,7 @@ pub async fn get_product(
 
 /// Changes a product (its vendor or an admin); `visibility: hidden` takes it off the shelf.
 #[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "catalog", request_body = ProductPatch,
-    params(("id" = String, Path)), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
     responses((status = 200, body = Product), (status = 404, body = super::problem::Problem),
         (status = 422, body = super::problem::Problem)))]
 pub async fn patch_product(
@@ -275,7 +275,7 @@ pub async fn patch_product(
 
 /// Deletes a product (its vendor or an admin).
 #[utoipa::path(delete, path = "/api/v1/products/{id}", tag = "catalog",
-    params(("id" = String, Path)), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
     responses((status = 204), (status = 404, body = super::problem::Problem)))]
 pub async fn delete_product(
     state: web::Data<AppState>,

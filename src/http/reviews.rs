@@ -107,6 +107,7 @@ pub struct NewReview {
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
     /// 1 to 100 (default 20).
     pub limit: Option<usize>,
@@ -214,7 +215,7 @@ async fn report(
 /// Reviews a product from one of the caller's delivered orders (customers only; one review
 /// per order line).
 #[utoipa::path(post, path = "/api/v1/products/{id}/reviews", tag = "reviews", request_body = NewReview,
-    params(("id" = String, Path, description = "product id")), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "product id")), security(("bearer" = [])),
     responses((status = 201, body = ReviewView), (status = 400, body = super::problem::Problem),
         (status = 401, body = super::problem::Problem), (status = 403, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
@@ -232,7 +233,7 @@ pub async fn create_product_review(
 /// Reviews a vendor from one of the caller's delivered orders (customers only; one review
 /// per order).
 #[utoipa::path(post, path = "/api/v1/vendors/{id}/reviews", tag = "reviews", request_body = NewReview,
-    params(("id" = String, Path, description = "vendor id")), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid, description = "vendor id")), security(("bearer" = [])),
     responses((status = 201, body = ReviewView), (status = 400, body = super::problem::Problem),
         (status = 401, body = super::problem::Problem), (status = 403, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
@@ -250,7 +251,7 @@ pub async fn create_vendor_review(
 /// A product's reviews, oldest first, and its rating. Hidden reviews are listed to admins
 /// only.
 #[utoipa::path(get, path = "/api/v1/products/{id}/reviews", tag = "reviews",
-    params(("id" = String, Path, description = "product id"), ReviewQuery),
+    params(("id" = String, Path, format = Uuid, description = "product id"), ReviewQuery),
     responses((status = 200, body = ReviewList), (status = 400, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
 pub async fn list_product_reviews(
@@ -266,7 +267,7 @@ pub async fn list_product_reviews(
 /// A vendor's reviews, oldest first, and its rating. Hidden reviews are listed to admins
 /// only.
 #[utoipa::path(get, path = "/api/v1/vendors/{id}/reviews", tag = "reviews",
-    params(("id" = String, Path, description = "vendor id"), ReviewQuery),
+    params(("id" = String, Path, format = Uuid, description = "vendor id"), ReviewQuery),
     responses((status = 200, body = ReviewList), (status = 400, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
 pub async fn list_vendor_reviews(
@@ -281,7 +282,7 @@ pub async fn list_vendor_reviews(
 
 /// Reports a product review to the moderators (any signed-in user, once per review).
 #[utoipa::path(post, path = "/api/v1/products/{id}/reviews/{review_id}/report", tag = "reviews",
-    params(("id" = String, Path, description = "product id"), ("review_id" = String, Path)),
+    params(("id" = String, Path, format = Uuid, description = "product id"), ("review_id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses((status = 204), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
@@ -296,7 +297,7 @@ pub async fn report_product_review(
 
 /// Reports a vendor review to the moderators (any signed-in user, once per review).
 #[utoipa::path(post, path = "/api/v1/vendors/{id}/reviews/{review_id}/report", tag = "reviews",
-    params(("id" = String, Path, description = "vendor id"), ("review_id" = String, Path)),
+    params(("id" = String, Path, format = Uuid, description = "vendor id"), ("review_id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses((status = 204), (status = 401, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
@@ -314,7 +315,7 @@ pub async fn report_vendor_review(
 #[utoipa::path(patch, path = "/api/v1/admin/reviews/{kind}/{id}/{review_id}", tag = "admin",
     request_body = Moderation,
     params(("kind" = TargetKind, Path, description = "`products` or `vendors`"),
-        ("id" = String, Path, description = "product or vendor id"), ("review_id" = String, Path)),
+        ("id" = String, Path, format = Uuid, description = "product or vendor id"), ("review_id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
     responses((status = 200, body = ReviewView), (status = 400, body = super::problem::Problem),
         (status = 401, body = super::problem::Problem), (status = 403, body = super::problem::Problem),

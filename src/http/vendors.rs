@@ -136,7 +136,7 @@ pub async fn my_vendor(
 }
 
 /// A store. Closed and suspended stores are shown only to their owner and admins.
-#[utoipa::path(get, path = "/api/v1/vendors/{id}", tag = "catalog", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/vendors/{id}", tag = "catalog", params(("id" = String, Path, format = Uuid)),
     responses((status = 200, body = VendorView), (status = 404, body = super::problem::Problem)))]
 pub async fn get_vendor(
     state: web::Data<AppState>,
@@ -161,7 +161,7 @@ pub async fn get_vendor(
 
 /// Changes a store (its owner or an admin). Only admins suspend or lift a suspension.
 #[utoipa::path(patch, path = "/api/v1/vendors/{id}", tag = "catalog", request_body = VendorPatch,
-    params(("id" = String, Path)), security(("bearer" = [])),
+    params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
     responses((status = 200, body = VendorView), (status = 403, body = super::problem::Problem),
         (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
 pub async fn patch_vendor(

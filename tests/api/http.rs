@@ -149,13 +149,6 @@ async fn request_ids_are_echoed_when_sane_and_generated_otherwise() {
 }
 
 #[actix_web::test]
-async fn unknown_routes_are_problem_details() {
-    let app = spawn_app().await;
-    let body = assert_problem(app.get("/api/v1/nothing-here").await, 404, "not_found").await;
-    assert_eq!(body["title"], "Not Found");
-}
-
-#[actix_web::test]
 async fn a_guest_cart_is_created_changed_and_cleared_through_its_token() {
     let app = spawn_app().await;
     let (p1, p2) = (product(&app).await, product(&app).await);
