@@ -16,14 +16,27 @@ use crate::store::typed::Change;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewVendor {
+    #[schema(
+        max_length = 120,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(
+        max_length = 5000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: String,
+    #[schema(
+        max_length = 300,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub pickup_address: String,
     pub location: GeoPoint,
     #[serde(default)]
     pub opening_hours: OpeningHours,
     /// How far the store delivers, in km (more than 0, at most 50).
+    #[schema(exclusive_minimum = 0, maximum = 50)]
     pub delivery_radius_km: f64,
 }
 
@@ -31,11 +44,24 @@ pub struct NewVendor {
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VendorPatch {
+    #[schema(
+        max_length = 120,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    #[schema(
+        max_length = 5000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: Option<String>,
+    #[schema(
+        max_length = 300,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub pickup_address: Option<String>,
     pub location: Option<GeoPoint>,
     pub opening_hours: Option<OpeningHours>,
+    #[schema(exclusive_minimum = 0, maximum = 50)]
     pub delivery_radius_km: Option<f64>,
     /// `active`, `paused` or `closed`; only admins set or lift `suspended`.
     pub status: Option<VendorStatus>,

@@ -13,8 +13,14 @@ use super::money::{Currency, Money};
 #[serde(deny_unknown_fields)]
 pub struct DeliveryAddress {
     /// The address as the courier reads it (1–300 characters).
+    #[schema(
+        max_length = 300,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub text: String,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lng: f64,
 }
 

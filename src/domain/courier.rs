@@ -48,6 +48,7 @@ pub enum Vehicle {
 pub struct CourierProfile {
     pub vehicle: Vehicle,
     /// Orders the courier carries at once, 1..=5.
+    #[schema(minimum = 1, maximum = 5)]
     pub max_concurrent_orders: u8,
 }
 

@@ -15,8 +15,10 @@ pub const MAX_RADIUS_KM: f64 = 50.0;
 #[serde(try_from = "RawPoint")]
 pub struct GeoPoint {
     /// Latitude in degrees, -90..=90.
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
     /// Longitude in degrees, -180..=180.
+    #[schema(minimum = -180, maximum = 180)]
     pub lng: f64,
 }
 

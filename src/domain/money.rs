@@ -135,7 +135,8 @@ impl utoipa::PartialSchema for Currency {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some("ISO 4217 currency code"))
+            .description(Some("ISO 4217 currency code, one hexmarket accepts"))
+            .enum_values(Some(CURRENCIES.iter().map(|(code, _)| *code)))
             .examples([serde_json::json!("EUR")])
             .into()
     }

@@ -30,7 +30,9 @@ pub struct UserFilter {
     /// Substring of the email, case-insensitive.
     pub email: Option<String>,
     /// 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

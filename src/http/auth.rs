@@ -99,13 +99,20 @@ impl From<IdentityError> for ApiError {
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     #[schema(example = "jane@example.com")]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     #[schema(example = "correct horse battery staple")]
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     #[schema(example = "Jane Doe")]
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     pub role: SelfServiceRole,
     #[schema(example = "+447700900123")]
+    #[schema(pattern = r"^\+[1-9][0-9]{7,14}$")]
     pub phone: Option<String>,
 }
 
@@ -362,7 +369,7 @@ pub async fn send_otp(
 #[serde(deny_unknown_fields)]
 pub struct OtpVerify {
     pub purpose: OtpPurpose,
-    #[schema(example = "042917")]
+    #[schema(example = "042917", pattern = "^[0-9]{6}$")]
     pub code: String,
 }
 

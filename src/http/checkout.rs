@@ -49,7 +49,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct CheckoutRequest {
     pub delivery_address: DeliveryAddress,
     /// `simulated` (the embedded default) or `stripe` (when configured).
-    #[schema(value_type = String)]
     pub payment_method: ProviderName,
 }
 

@@ -96,10 +96,12 @@ pub async fn list_unassigned_orders(
 #[into_params(parameter_in = Query)]
 pub struct TrailQuery {
     /// The UTC day, `YYYY-MM-DD`.
+    #[param(format = Date)]
     pub day: String,
     /// Only points recorded after this time (the `next_after` of the previous page).
     pub after: Option<chrono::DateTime<chrono::Utc>>,
     /// At most this many points (1–1000, default 500).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

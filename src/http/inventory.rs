@@ -40,6 +40,10 @@ pub struct StockUpdate {
     /// Units to add (negative: remove).
     pub delta: Option<i64>,
     /// Why, 1 to 200 characters; kept in the history.
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 
@@ -93,8 +97,10 @@ pub struct StockUpdated {
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

@@ -66,7 +66,12 @@ pub async fn get_me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpRe
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"name": "Jane Doe", "addresses": [{"label": "home", "text": "1 High Street, London", "lat": 51.5074, "lng": -0.1278}], "notifications": {"sms": {"order_paid": false}}}))]
 pub struct PatchMe {
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    #[schema(pattern = r"^\+[1-9][0-9]{7,14}$")]
     pub phone: Option<String>,
     pub addresses: Option<Vec<SavedAddress>>,
     #[schema(value_type = Option<Object>)]
@@ -245,6 +250,7 @@ pub async fn change_password(
 #[serde(deny_unknown_fields)]
 pub struct ChangeEmail {
     #[schema(example = "jane.new@example.com")]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
 }
 

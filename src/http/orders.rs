@@ -114,8 +114,10 @@ pub struct OrderListQuery {
     /// Only orders in this status.
     pub status: Option<OrderStatus>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -130,8 +132,10 @@ pub struct AdminOrderQuery {
     #[param(value_type = Option<String>, format = Uuid)]
     pub customer_id: Option<UserId>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page (with the same filters).
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -143,6 +147,7 @@ pub struct EventQuery {
     /// Only events after this sequence number (default 0: from the start).
     pub after_seq: Option<u64>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
 }
 
@@ -151,6 +156,10 @@ pub struct EventQuery {
 #[serde(deny_unknown_fields)]
 pub struct RejectOrder {
     /// 1–500 characters, shown to the customer.
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 
@@ -307,7 +316,7 @@ async fn order_payment(
 pub struct RefundRequest {
     /// Products of the order whose lines (unit price × quantity) are refunded; each line once.
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<uuid::Uuid>)]
     pub lines: Vec<ProductId>,
 }
 

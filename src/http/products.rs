@@ -72,26 +72,37 @@ pub struct ProductSearch {
     /// Words to look for (typos forgiven), at most 200 characters.
     pub q: Option<String>,
     /// Only this category and the categories below it.
+    #[param(format = Uuid)]
     pub category: Option<String>,
     /// Only this store.
+    #[param(format = Uuid)]
     pub vendor: Option<String>,
     /// Lowest unit price in minor units.
+    #[param(minimum = 0)]
     pub min_price: Option<i64>,
     /// Highest unit price in minor units.
+    #[param(minimum = 0)]
     pub max_price: Option<i64>,
     /// Only products that can be bought now.
     pub in_stock: Option<bool>,
     /// Lowest average rating, 0–5.
+    #[param(minimum = 0, maximum = 5)]
     pub min_rating: Option<f64>,
     /// `lat,lng`: only stores within `radius_km` of this place.
+    #[param(
+        pattern = r"^-?(90(\.0+)?|[1-8]?[0-9](\.[0-9]+)?),-?(180(\.0+)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]+)?)$"
+    )]
     pub near: Option<String>,
     /// Radius around `near` in km (default 5, at most 50).
+    #[param(exclusive_minimum = 0, maximum = 50)]
     pub radius_km: Option<f64>,
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub sort: Option<Sort>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 
@@ -313,7 +324,7 @@ pub async fn popular(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturedBody {
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<uuid::Uuid>, max_items = 50)]
     pub product_ids: Vec<ProductId>,
 }
 

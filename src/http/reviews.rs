@@ -102,6 +102,10 @@ pub struct NewReview {
     pub rating: Stars,
     /// Up to 2,000 characters; may be empty.
     #[serde(default)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub text: String,
 }
 
@@ -110,8 +114,10 @@ pub struct NewReview {
 #[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

@@ -54,11 +54,17 @@ pub struct VendorPage {
 #[into_params(parameter_in = Query)]
 pub struct VendorQuery {
     /// `lat,lng`: list stores near this place, nearest first.
+    #[param(
+        pattern = r"^-?(90(\.0+)?|[1-8]?[0-9](\.[0-9]+)?),-?(180(\.0+)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]+)?)$"
+    )]
     pub near: Option<String>,
     /// Radius around `near` in km (default 5, at most 50).
+    #[param(exclusive_minimum = 0, maximum = 50)]
     pub radius_km: Option<f64>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
 }
 

@@ -22,7 +22,9 @@ use crate::domain::ids::UserId;
 pub struct SavedAddress {
     pub label: String,
     pub text: String,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lng: f64,
 }
 
