@@ -1,0 +1,84 @@
+"""schemathesis hooks for hexmarket's probe (loaded through SCHEMATHESIS_HOOKS).
+
+`documented_requests_are_accepted` takes the place of schemathesis's positive_data_acceptance:
+a request generated from the document (positive mode) must not be refused as malformed.
+hexmarket's problems say why a request was refused in a stable `code`, so the check can tell a
+document that lies (`unknown_field`, `validation_failed`, `invalid_query`, ...: the document let
+through a value the server does not take) from a request that is well formed but names
+something that does not exist or no longer holds: a cursor or token this server never issued,
+a cart that is empty, a password on the common list. The schema cannot know those; the
+server's state decides them."""
+
+import re
+
+import schemathesis
+from schemathesis.specs.openapi.checks import skips_on_unexpected_http_status
+
+# Refusals that depend on the server's state or on secrets, not on the request's shape.
+STATE_CODES = {
+    "invalid_cursor",  # a cursor only means something when this server issued it
+    "invalid_token",  # email verification and password reset tokens
+    "invalid_code",  # SMS codes
+    "invalid_refresh_token",
+    "invalid_signature",  # a Stripe webhook signature
+    "invalid_cart_token",
+    "password_too_common",
+    "password_contains_email",
+    "cart_empty",
+    "product_unavailable",
+    "outside_delivery_area",
+    "payment_method_unavailable",
+    "mixed_currencies",
+    "idempotency_key_reused",
+    "refund_exceeds_total",
+    "stock_out_of_range",
+    "invalid_image",
+    "too_many_images",
+}
+
+# Rules between two parameters, which the document states in words but JSON Schema (for query
+# parameters) cannot: (method, path, field named in the problem, up to its first dot).
+CROSS_FIELD_RULES = {
+    ("GET", "/api/v1/products", "max_price"),  # not below min_price
+    ("GET", "/api/v1/vendor/products", "max_price"),
+    ("GET", "/api/v1/products", "radius_km"),  # only with near
+    ("GET", "/api/v1/vendor/products", "radius_km"),
+    ("GET", "/api/v1/vendors", "radius_km"),
+    # a price's upper bound is a million major units: its minor units depend on the currency
+    ("POST", "/api/v1/products", "price"),
+    ("PATCH", "/api/v1/products/{id}", "price"),
+}
+
+
+@schemathesis.check
+@skips_on_unexpected_http_status
+def documented_requests_are_accepted(ctx, response, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    if response.status_code not in (400, 413, 415, 422):
+        return None
+    try:
+        problem = response.json()
+    except ValueError:
+        raise AssertionError(f"{response.status_code} without a problem body") from None
+    code = problem.get("code")
+    if code in STATE_CODES:
+        return None
+    detail = problem.get("detail") or ""
+    # JSON Schema counts 2.0 as an integer; serde reads integers only from integer literals,
+    # as every client sends them.
+    if code == "validation_failed" and re.search(r"invalid type: floating point `-?\d+(\.0)?`", detail):
+        return None
+    errors = problem.get("errors") or []
+    # A reference to something that does not exist (`category_id: no such category`).
+    if errors and all((e.get("message") or "").startswith("no such") for e in errors):
+        return None
+    fields = {e.get("field") for e in errors}
+    operation = (case.method.upper(), case.operation.path)
+    if fields and all((*operation, (f or "").split(".")[0]) in CROSS_FIELD_RULES for f in fields):
+        return None
+    raise AssertionError(
+        f"a request the document describes was refused: {response.status_code} {code}: "
+        f"{problem.get('detail')}"
+    )
