@@ -5,6 +5,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY schema schema
 COPY tests tests
+COPY benches benches
 RUN cargo build --release --locked --bin hexmarket
 
 # Runtime stage: the binary alone, as an unprivileged user.
