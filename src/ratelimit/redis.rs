@@ -202,6 +202,41 @@ impl fmt::Debug for RedisLimiter {
     }
 }
 
+/// Whether a GCRA step records the event (a hit) or only reports what a hit would decide.
+#[derive(Clone, Copy)]
+enum Consume {
+    Yes,
+    No,
+}
+
+impl RedisLimiter {
+    /// One step of the hit script; the script writes nothing when told not to consume.
+    async fn gcra(
+        &self,
+        key: &str,
+        quota: Quota,
+        consume: Consume,
+    ) -> Result<Decision, LimitError> {
+        let gcra = Gcra::new(quota)?;
+        let key = stored_key(key);
+        let state = keys::state(&self.prefix, &gcra, &key);
+        let index = keys::index(&self.prefix, &key);
+        let (what, write) = match consume {
+            Consume::Yes => ("a rate limit hit", 1),
+            Consume::No => ("a rate limit check", 0),
+        };
+        let reply = self
+            .run(
+                what,
+                &self.hit_script,
+                &[state.as_str(), index.as_str()],
+                &[gcra.interval_us(), gcra.tolerance_us(), write],
+            )
+            .await?;
+        decision(&gcra, reply)
+    }
+}
+
 #[async_trait]
 impl RateLimiter for RedisLimiter {
     fn backend(&self) -> &'static str {
@@ -209,35 +244,11 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn hit(&self, key: &str, quota: Quota) -> Result<Decision, LimitError> {
-        let gcra = Gcra::new(quota)?;
-        let key = stored_key(key);
-        let state = keys::state(&self.prefix, &gcra, &key);
-        let index = keys::index(&self.prefix, &key);
-        let reply = self
-            .run(
-                "a rate limit hit",
-                &self.hit_script,
-                &[state.as_str(), index.as_str()],
-                &[gcra.interval_us(), gcra.tolerance_us(), 1],
-            )
-            .await?;
-        decision(&gcra, reply)
+        self.gcra(key, quota, Consume::Yes).await
     }
 
     async fn check(&self, key: &str, quota: Quota) -> Result<Decision, LimitError> {
-        let gcra = Gcra::new(quota)?;
-        let key = stored_key(key);
-        let state = keys::state(&self.prefix, &gcra, &key);
-        let index = keys::index(&self.prefix, &key);
-        let reply = self
-            .run(
-                "a rate limit check",
-                &self.hit_script,
-                &[state.as_str(), index.as_str()],
-                &[gcra.interval_us(), gcra.tolerance_us(), 0],
-            )
-            .await?;
-        decision(&gcra, reply)
+        self.gcra(key, quota, Consume::No).await
     }
 
     async fn reset(&self, key: &str) -> Result<(), LimitError> {
