@@ -193,15 +193,21 @@ pub async fn register(
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"email": "jane@example.com", "password": "correct horse battery staple"}))]
+/// At most one of `otp` and `recovery_code` (hence at most three properties).
+#[schema(example = json!({"email": "jane@example.com", "password": "correct horse battery staple"}), max_properties = 3)]
 pub struct LoginRequest {
     pub email: String,
     pub password: String,
     /// For accounts with an authenticator: six digits from it. Without `otp` or
     /// `recovery_code` such an account's login answers 401 `second_factor_required`.
-    #[schema(example = "492039")]
+    #[schema(example = "492039", nullable = false, pattern = r"^[0-9]{6}$")]
     pub otp: Option<String>,
     /// For accounts with an authenticator: a recovery code instead of `otp` (works once).
+    #[schema(
+        nullable = false,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9 -]*[A-Za-z0-9-][A-Za-z0-9 -]*$"
+    )]
     pub recovery_code: Option<String>,
 }
 

@@ -74,7 +74,8 @@ fn parse_request(body: &[u8]) -> Result<CheckoutRequest, ApiError> {
 
 /// Checks out the caller's cart (customers; `Idempotency-Key` required).
 #[utoipa::path(post, path = "/api/v1/checkout", tag = "orders", request_body = CheckoutRequest,
-    params(("Idempotency-Key" = String, Header, description = "one key per purchase; a retry with the same key and body gets the same answer")),
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 200, pattern = "^[!-~]+$",
+        description = "one key per purchase (1–200 printable ASCII characters); a retry with the same key and body gets the same answer")),
     security(("bearer" = [])),
     responses((status = 201, body = CheckoutView), (status = 400, body = super::problem::Problem),
         (status = 409, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]

@@ -29,7 +29,7 @@ pub struct Profile {
     #[serde(flatten)]
     pub account: AccountView,
     pub addresses: Vec<SavedAddress>,
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::store::users::notification_prefs_schema)]
     pub notifications: NotificationPrefs,
 }
 
@@ -74,7 +74,7 @@ pub struct PatchMe {
     #[schema(pattern = r"^\+[1-9][0-9]{7,14}$")]
     pub phone: Option<String>,
     pub addresses: Option<Vec<SavedAddress>>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::store::users::notification_prefs_schema)]
     pub notifications: Option<NotificationPrefs>,
 }
 

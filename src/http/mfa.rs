@@ -112,6 +112,8 @@ pub async fn begin_totp(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"code": "492039"}))]
 pub struct ConfirmTotp {
+    /// Six digits from the authenticator app.
+    #[schema(pattern = r"^[0-9]{6}$")]
     pub code: String,
 }
 
@@ -172,14 +174,21 @@ pub async fn disable_totp(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// A second factor: a code from the authenticator app or a recovery code.
+/// A second factor: a code from the authenticator app or a recovery code (exactly one of the
+/// two).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"otp": "492039"}))]
+#[schema(example = json!({"otp": "492039"}), min_properties = 1, max_properties = 1)]
 pub struct StepUpRequest {
     /// Six digits from the authenticator app.
+    #[schema(nullable = false, pattern = r"^[0-9]{6}$")]
     pub otp: Option<String>,
     /// A recovery code (works once).
+    #[schema(
+        nullable = false,
+        max_length = 32,
+        pattern = r"^[A-Za-z0-9 -]*[A-Za-z0-9-][A-Za-z0-9 -]*$"
+    )]
     pub recovery_code: Option<String>,
 }
 

@@ -325,7 +325,9 @@ pub struct RefundRequest {
 /// its status and lists the refund in `refunds`; it becomes `refunded` when its whole total
 /// has gone back.
 #[utoipa::path(post, path = "/api/v1/admin/orders/{id}/refund", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path, format = Uuid), ("Idempotency-Key" = String, Header)),
+    params(("id" = String, Path, format = Uuid),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 200, pattern = "^[!-~]+$",
+            description = "names the refund (1–200 printable ASCII characters)")),
     request_body = RefundRequest,
     responses((status = 200, body = OrderRecord), (status = 400, body = super::problem::Problem),
         (status = 403, body = super::problem::Problem),

@@ -20,7 +20,11 @@ use crate::domain::ids::UserId;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SavedAddress {
+    /// 1 to 50 characters, not all blank.
+    #[schema(max_length = 50, pattern = r"\S")]
     pub label: String,
+    /// 1 to 300 characters, not all blank.
+    #[schema(max_length = 300, pattern = r"\S")]
     pub text: String,
     #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
@@ -49,6 +53,10 @@ pub enum Channel {
     Push,
 }
 
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
+}
+
 /// An event a user can be notified of.
 #[derive(
     Debug,
@@ -73,8 +81,51 @@ pub enum NotificationEvent {
     OrderRefunded,
 }
 
+impl NotificationEvent {
+    pub const ALL: [NotificationEvent; 6] = [
+        NotificationEvent::OrderCreated,
+        NotificationEvent::OrderPaid,
+        NotificationEvent::OrderAccepted,
+        NotificationEvent::OrderPickedUp,
+        NotificationEvent::OrderDelivered,
+        NotificationEvent::OrderRefunded,
+    ];
+}
+
 /// Per channel, per event: send or not. Absent entries mean "send".
 pub type NotificationPrefs = BTreeMap<Channel, BTreeMap<NotificationEvent, bool>>;
+
+/// The document's schema of [`NotificationPrefs`]: an object keyed by channel, each an object
+/// keyed by event, each a boolean; no other keys.
+pub fn notification_prefs_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    fn name(value: impl Serialize) -> String {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+    let closed = || Some(AdditionalProperties::FreeForm(false));
+    let events = NotificationEvent::ALL.iter().fold(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(closed()),
+        |o, e| o.property(name(e), ObjectBuilder::new().schema_type(Type::Boolean)),
+    );
+    let events = events.build();
+    Channel::ALL
+        .iter()
+        .fold(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(closed())
+                .description(Some(
+                    "Per channel, per event: send (true) or not (false); an absent entry means send.",
+                )),
+            |o, c| o.property(name(c), events.clone()),
+        )
+        .build()
+}
 
 /// An account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
