@@ -53,9 +53,6 @@ pub enum Command {
     /// Rebuild the search index (in the data directory) from the store. Run it with the node
     /// on this data directory stopped.
     Reindex,
-    /// Load-generate against a running node (same HEXMARKET_* environment): live tracking,
-    /// GPS ingest, idle sockets; or time the dispatch index in-process.
-    Loadgen(crate::loadgen::LoadgenArgs),
 }
 
 /// Runs a command to completion.
@@ -102,7 +99,6 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Reindex => reindex(&settings).await,
         Command::ReportDuplicateEmails => crate::mailbox_report::run(&settings).await,
-        Command::Loadgen(args) => crate::loadgen::run(args, settings).await,
     }
 }
 

@@ -17,7 +17,6 @@ pub mod domain;
 pub mod http;
 pub mod idempotency;
 pub mod identity;
-pub mod loadgen;
 pub mod mailbox_report;
 pub mod media;
 pub mod metrics;

@@ -11,12 +11,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::api::Api;
-use crate::config::Settings;
-use crate::domain::identity::Role;
-use crate::domain::ids::UserId;
-use crate::identity::tokens::AccessTokens;
-use crate::secrets::Secrets;
-use crate::seed::DEMO_DOMAIN;
+use hexmarket::config::Settings;
+use hexmarket::domain::identity::Role;
+use hexmarket::domain::ids::UserId;
+use hexmarket::identity::tokens::AccessTokens;
+use hexmarket::secrets::Secrets;
+use hexmarket::seed::DEMO_DOMAIN;
 
 /// Issues access tokens exactly as the node does (same key, same claims).
 pub struct Minter {
@@ -46,7 +46,7 @@ impl Minter {
     /// An admin token for a synthetic admin (tokens are checked by signature only); used to
     /// list the demo accounts.
     pub fn admin(&self) -> anyhow::Result<String> {
-        use crate::identity::tokens::{AMR_MFA, AMR_OTP, AMR_PWD};
+        use hexmarket::identity::tokens::{AMR_MFA, AMR_OTP, AMR_PWD};
         // Administrators act only with a second factor, so the minted token claims one.
         let now = Utc::now();
         self.tokens.issue_with(
@@ -125,7 +125,7 @@ pub fn encode(raw: &str) -> String {
 /// the node's vendor list before relying on it.
 pub fn demo_uuid(kind: &str, n: usize) -> Uuid {
     let mut bytes =
-        *crate::domain::ids::derived_uuid(&format!("hexmarket-demo:{kind}:{n}")).as_bytes();
+        *hexmarket::domain::ids::derived_uuid(&format!("hexmarket-demo:{kind}:{n}")).as_bytes();
     // 48-bit timestamp: 2026-01-01 plus n milliseconds, so the seed's ids sort by n.
     let ms: u64 = 1_767_225_600_000 + n as u64;
     bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
@@ -141,7 +141,7 @@ mod tests {
         // The seed's rule (seed.rs `demo_uuid`): SHA-256 of "hexmarket-demo:{kind}:{n}" shaped
         // as a v7 UUID, its first 48 bits replaced by 2026-01-01T00:00:00Z + n ms.
         let id = demo_uuid("vendor", 7);
-        let derived = crate::domain::ids::derived_uuid("hexmarket-demo:vendor:7");
+        let derived = hexmarket::domain::ids::derived_uuid("hexmarket-demo:vendor:7");
         assert_eq!(id.as_bytes()[6..], derived.as_bytes()[6..]);
         assert_eq!(id.get_version_num(), 7);
         let (secs, _) = id.get_timestamp().map(|t| t.to_unix()).unwrap_or_default();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use reqwest013::{Client, Method, StatusCode};
+use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
 
 /// A REST client bound to one node.
@@ -26,9 +26,9 @@ pub struct Refused {
 
 impl Api {
     pub fn new(base: &str) -> anyhow::Result<Self> {
-        // The client is built with rustls but no crypto provider of its own; only plain http
-        // to loopback is used, yet building one needs a provider installed. Installing fails
-        // only when one already is, which is as good.
+        // reqwest is built with rustls but no crypto provider of its own (the hexmarket library
+        // asks for that); only plain http to loopback is used, yet building a client needs a
+        // provider installed. Installing fails only when one already is, which is as good.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::builder()
             .timeout(Duration::from_secs(30))

@@ -27,7 +27,7 @@ use clap::Args;
 use futures_util::future::join_all;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use reqwest013::Method;
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -37,8 +37,8 @@ use super::accounts::demo_users;
 use super::api::{Api, refused_code};
 use super::report::{Report, latency_histogram, record_us};
 use super::{Target, check_duration, probe};
-use crate::domain::identity::Role;
-use crate::domain::ids::UserId;
+use hexmarket::domain::identity::Role;
+use hexmarket::domain::ids::UserId;
 
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::Args;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use reqwest013::Client;
+use reqwest::Client;
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -334,7 +334,7 @@ fn request_urls(base: &str, args: &HttpArgs) -> anyhow::Result<Vec<String>> {
 }
 
 /// A short name for a transport failure, to count failures by kind.
-fn transport_error(e: &reqwest013::Error) -> String {
+fn transport_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {

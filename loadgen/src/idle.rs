@@ -17,7 +17,7 @@ use super::accounts::demo_users;
 use super::report::{Report, latency_histogram, record_us};
 use super::socket::{self, ConnectError, Incoming};
 use super::{Target, check_duration};
-use crate::domain::identity::Role;
+use hexmarket::domain::identity::Role;
 
 #[derive(Debug, Args)]
 pub struct IdleArgs {

@@ -21,8 +21,8 @@ use super::live::{Motion, last_position};
 use super::report::{Report, latency_histogram, merge, record_us};
 use super::socket::{self, Incoming, Ws};
 use super::{Target, check_duration, probe};
-use crate::domain::identity::Role;
-use crate::domain::ids::UserId;
+use hexmarket::domain::identity::Role;
+use hexmarket::domain::ids::UserId;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {

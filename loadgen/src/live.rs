@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Args;
 use futures_util::StreamExt as _;
 use hdrhistogram::Histogram;
-use reqwest013::{Method, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -25,8 +25,8 @@ use super::api::refused_code;
 use super::report::{Report, Window, latency_histogram, merge, record_us};
 use super::socket::{self, ConnectError, Incoming, Ws};
 use super::{Target, check_duration, probe};
-use crate::domain::identity::Role;
-use crate::domain::ids::UserId;
+use hexmarket::domain::identity::Role;
+use hexmarket::domain::ids::UserId;
 
 #[derive(Debug, Args)]
 pub struct LiveArgs {

@@ -1,4 +1,5 @@
-//! `hexmarket loadgen`: drives couriers and watchers over real WebSockets against a running node.
+//! `hexmarket-loadgen`: drives couriers and watchers over real WebSockets against a running
+//! hexmarket node.
 //!
 //! Seven scenarios, each bounded in time and count, loopback only, stopping by itself:
 //! - [`live`]: couriers stream positions of assigned orders, customers watch them; measures
@@ -12,9 +13,10 @@
 //! - [`checkout`]: uncontended add-to-cart + checkout loops, then a flash sale of one product
 //!   whose stock must sell exactly once.
 //!
-//! Authentication mints access tokens with the node's own key (the loadgen runs with the
+//! Authentication mints access tokens with the node's own key (the load generator runs with the
 //! server's HEXMARKET_* environment) instead of logging thousands of users in: password hashing
-//! is slow on purpose and would dominate the setup.
+//! is slow on purpose and would dominate the setup. This crate is not part of the server's
+//! binary, so neither its minting nor its client libraries ship in production.
 
 mod accounts;
 mod api;
@@ -30,31 +32,31 @@ mod report;
 mod socket;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::{Parser, Subcommand};
+use hexmarket::config::Settings;
 
-use crate::config::Settings;
-
-pub use report::Report;
-
-/// `hexmarket loadgen <scenario> [options]`.
-#[derive(Debug, Args)]
-pub struct LoadgenArgs {
+/// hexmarket-loadgen: load a running hexmarket node over loopback. Scenarios that act as demo
+/// users read the node's HEXMARKET_* environment to sign their tokens with its key.
+#[derive(Debug, Parser)]
+#[command(name = "hexmarket-loadgen", version, about)]
+struct Cli {
     #[command(subcommand)]
-    pub scenario: Scenario,
+    scenario: Scenario,
     /// Base URL of the node (plain http, loopback).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    url: String,
     /// The server's process id: its CPU time and resident memory are read from /proc.
     #[arg(long, global = true)]
-    pub server_pid: Option<u32>,
+    server_pid: Option<u32>,
     /// Also write the figures as JSON to this file.
     #[arg(long, global = true)]
-    pub json: Option<PathBuf>,
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Scenario {
+enum Scenario {
     /// Couriers on assigned orders stream positions; each order's customer watches it.
     Live(live::LiveArgs),
     /// Couriers send location frames back to back (one in flight each).
@@ -76,17 +78,37 @@ pub enum Scenario {
 /// Longest any timed phase may be asked to last.
 const MAX_DURATION_SECS: u64 = 3_600;
 
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    // One thread, as when this ran inside the server's binary: the generator is pinned to a
+    // core of its own next to the server's, and its figures were taken that way.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(e) => Err(anyhow::Error::new(e).context("starting the runtime")),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hexmarket-loadgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs one scenario, prints its summary and writes the JSON when asked.
-pub async fn run(args: LoadgenArgs, settings: Settings) -> anyhow::Result<()> {
+async fn run(args: Cli) -> anyhow::Result<()> {
     let report = match &args.scenario {
         Scenario::Nearby(s) => nearby::run(s)?,
-        Scenario::Live(s) => live::run(&Target::new(&args, &settings)?, s).await?,
-        Scenario::Ingest(s) => ingest::run(&Target::new(&args, &settings)?, s).await?,
-        Scenario::Idle(s) => idle::run(&Target::new(&args, &settings)?, s).await?,
+        Scenario::Live(s) => live::run(&Target::new(&args)?, s).await?,
+        Scenario::Ingest(s) => ingest::run(&Target::new(&args)?, s).await?,
+        Scenario::Idle(s) => idle::run(&Target::new(&args)?, s).await?,
         Scenario::Relay(s) => relay::run(&args.url, args.server_pid, s).await?,
         Scenario::Http(s) => http::run(&args.url, args.server_pid, s).await?,
         Scenario::Checkout(s) => {
-            checkout::run(&Target::new(&args, &settings)?, s, args.json.as_deref()).await?
+            checkout::run(&Target::new(&args)?, s, args.json.as_deref()).await?
         }
     };
     print!("{}", report.text());
@@ -100,7 +122,7 @@ pub async fn run(args: LoadgenArgs, settings: Settings) -> anyhow::Result<()> {
 
 /// The node under load: its REST client, the token minter and the server process probe.
 #[derive(Clone)]
-pub(crate) struct Target {
+struct Target {
     pub api: api::Api,
     pub ws_base: String,
     pub minter: std::sync::Arc<accounts::Minter>,
@@ -108,7 +130,10 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    fn new(args: &LoadgenArgs, settings: &Settings) -> anyhow::Result<Self> {
+    /// The node at `--url`, with the token minter of the node's HEXMARKET_* environment.
+    fn new(args: &Cli) -> anyhow::Result<Self> {
+        let settings = Settings::from_env()
+            .map_err(|e| anyhow::anyhow!("invalid HEXMARKET_* configuration: {e}"))?;
         let base = args.url.trim_end_matches('/').to_owned();
         let ws_base = match base.strip_prefix("http://") {
             Some(rest) => format!("ws://{rest}"),
@@ -117,7 +142,7 @@ impl Target {
         Ok(Target {
             api: api::Api::new(&base)?,
             ws_base,
-            minter: std::sync::Arc::new(accounts::Minter::from_settings(settings)?),
+            minter: std::sync::Arc::new(accounts::Minter::from_settings(&settings)?),
             probe: args
                 .server_pid
                 .map(|pid| std::sync::Arc::new(probe::Probe::new(pid))),
@@ -131,7 +156,7 @@ impl Target {
         match probe.sample() {
             Ok(sample) => Some(sample),
             Err(e) => {
-                eprintln!("loadgen: {e:#}");
+                eprintln!("hexmarket-loadgen: {e:#}");
                 None
             }
         }

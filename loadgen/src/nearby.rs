@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::live::offset;
 use super::report::{Report, latency_histogram};
-use crate::dispatch::index::CourierIndex;
-use crate::domain::geo::GeoPoint;
-use crate::domain::ids::UserId;
+use hexmarket::dispatch::index::CourierIndex;
+use hexmarket::domain::geo::GeoPoint;
+use hexmarket::domain::ids::UserId;
 
 #[derive(Debug, Args)]
 pub struct NearbyArgs {
