@@ -14,21 +14,18 @@ use rand::{Rng as _, SeedableRng as _};
 use hexmarket::dispatch::board::LocationFrame;
 use hexmarket::dispatch::index::CourierIndex;
 use hexmarket::domain::courier::{GpsPoint, clean_batch};
-use hexmarket::domain::geo::GeoPoint;
+use hexmarket::domain::geo::{GeoPoint, disc_point};
 use hexmarket::domain::ids::{OrderId, UserId};
 use hexmarket::domain::order::{OrderEvent, OrderEventKind, OrderStatus};
+use hexmarket::seed::{DEMO_CENTER, DEMO_RADIUS_KM};
 use hexmarket::store::SharedStore;
 use hexmarket::store::embedded::EmbeddedStore;
 use hexmarket::store::orders::OrderRepo;
 
-/// Berlin, Alexanderplatz, as in seed-demo and `loadgen nearby`.
-const CENTRE: (f64, f64) = (52.5219, 13.4132);
-/// Radius of the disc the couriers and query origins are spread over, as in `loadgen nearby`.
-const DISC_M: f64 = 8_000.0;
 const COURIERS: usize = 10_000;
 
-/// Random points spread uniformly over the disc, drawn exactly as `loadgen nearby` draws them
-/// (same seed, same order of draws), so both see the same city.
+/// Random points spread uniformly over the demo city's disc, drawn exactly as `hexmarket-loadgen
+/// nearby` draws them (same seed, same order of draws), so both see the same city.
 struct Disc {
     rng: rand::rngs::StdRng,
 }
@@ -41,16 +38,13 @@ impl Disc {
     }
 
     fn point(&mut self) -> GeoPoint {
-        let (lat, lng) = CENTRE;
-        let metres = DISC_M * self.rng.random::<f64>().sqrt();
-        let bearing = (self.rng.random::<f64>() * 360.0).to_radians();
-        // The same flat-earth offset as the load generator: fine over 8 km.
-        let dlat = metres * bearing.cos() / 111_320.0;
-        let dlng = metres * bearing.sin() / (111_320.0 * lat.to_radians().cos());
-        GeoPoint {
-            lat: lat + dlat,
-            lng: lng + dlng,
-        }
+        let (lat, lng) = disc_point(
+            DEMO_CENTER,
+            DEMO_RADIUS_KM * 1_000.0,
+            self.rng.random(),
+            self.rng.random(),
+        );
+        GeoPoint { lat, lng }
     }
 }
 
@@ -65,8 +59,8 @@ fn at(seconds: i64) -> DateTime<Utc> {
 fn track(len: usize) -> Vec<GpsPoint> {
     (0..len)
         .map(|i| GpsPoint {
-            lat: CENTRE.0 + i as f64 * 0.000_06,
-            lng: CENTRE.1 + i as f64 * 0.000_09,
+            lat: DEMO_CENTER.lat + i as f64 * 0.000_06,
+            lng: DEMO_CENTER.lng + i as f64 * 0.000_09,
             accuracy_m: 8.0,
             heading_deg: Some(45.0),
             speed_mps: Some(5.0),
@@ -108,7 +102,7 @@ fn gps_cleaning(c: &mut Criterion) {
 }
 
 fn courier_index(c: &mut Criterion) {
-    // The city of `hexmarket loadgen nearby` with its default seed: 10,000 couriers, then the
+    // The city of `hexmarket-loadgen nearby` with its default seed: 10,000 couriers, then the
     // query origins drawn from the same stream.
     let mut disc = Disc::new(42);
     let index = CourierIndex::new();

@@ -17,7 +17,7 @@ use crate::domain::catalog::{
     Attributes, CategoryTree, OpeningHours, OpeningSlot, Product, Vendor, VendorStatus, Visibility,
     Weekday,
 };
-use crate::domain::geo::GeoPoint;
+use crate::domain::geo::{GeoPoint, disc_point};
 use crate::domain::identity::{Email, Role};
 use crate::domain::ids::{CategoryId, ProductId, UserId, VendorId};
 use crate::domain::inventory::{Inventory, StockChange};
@@ -31,6 +31,16 @@ use crate::store::typed::Rows;
 pub const DEMO_PASSWORD: &str = "hexmarket-demo-2026";
 /// Domain of every demo account's email.
 pub const DEMO_DOMAIN: &str = "demo.hexmarket.dev";
+
+/// Centre of the demo city: Berlin, Alexanderplatz. The load generator, the benchmarks and the
+/// tests look for the seeded city around it.
+pub const DEMO_CENTER: GeoPoint = GeoPoint {
+    lat: 52.5219,
+    lng: 13.4132,
+};
+/// Radius of the demo city's disc: vendors are placed within it, and the load generator and
+/// the benchmarks spread their couriers over it.
+pub const DEMO_RADIUS_KM: f64 = 8.0;
 
 /// How big a city to build.
 #[derive(Debug, Clone)]
@@ -51,12 +61,8 @@ impl Default for SeedOptions {
             products: 5_000,
             couriers: 200,
             customers: 100,
-            // Berlin, Alexanderplatz.
-            center: GeoPoint {
-                lat: 52.5219,
-                lng: 13.4132,
-            },
-            radius_km: 8.0,
+            center: DEMO_CENTER,
+            radius_km: DEMO_RADIUS_KM,
         }
     }
 }
@@ -468,11 +474,12 @@ pub async fn seed_demo(
     let mut vendors = Vec::with_capacity(options.vendors);
     for (i, owner) in owners.iter().enumerate() {
         let trade = &TRADES[i % TRADES.len()];
-        let distance_km = options.radius_km * unit("vendor-r", i).sqrt();
-        let bearing = unit("vendor-b", i) * std::f64::consts::TAU;
-        let lat = options.center.lat + distance_km / 111.32 * bearing.cos();
-        let lng = options.center.lng
-            + distance_km / (111.32 * options.center.lat.to_radians().cos()) * bearing.sin();
+        let (lat, lng) = disc_point(
+            options.center,
+            options.radius_km * 1_000.0,
+            unit("vendor-r", i),
+            unit("vendor-b", i),
+        );
         let location = GeoPoint::new(lat, lng).map_err(anyhow::Error::msg)?;
         let vendor = Vendor {
             id: VendorId::from(demo_uuid("vendor", i)),

@@ -1,6 +1,6 @@
 """Peer for the "nearby couriers" benchmark: the same query on Redis GEOSEARCH.
 
-`hexmarket loadgen nearby` fills the in-process courier index with couriers spread uniformly
+`hexmarket-loadgen nearby` fills the in-process courier index with couriers spread uniformly
 over an 8 km disc around Berlin and times nearest-courier queries (3 km, 5 results) from random
 points of the same disc. This script draws exactly the same points (it reimplements the Rust
 side's random stream: rand 0.9's `StdRng::seed_from_u64`, which is ChaCha12 seeded through
@@ -30,7 +30,8 @@ from collections import Counter
 
 import redis
 
-# Berlin, Alexanderplatz, as in seed-demo and src/loadgen/nearby.rs.
+# The demo city's disc, as `hexmarket-loadgen nearby` uses it: DEMO_CENTER (Berlin,
+# Alexanderplatz) and DEMO_RADIUS_KM of src/seed.rs.
 CENTRE = (52.5219, 13.4132)
 DISC_M = 8_000.0
 KEY_PREFIX = "hexbench:geosearch"
@@ -89,8 +90,8 @@ class StdRng:
 
 
 def disc_point(rng: StdRng) -> tuple[float, float]:
-    """One point of the disc, drawn as src/loadgen/nearby.rs draws it (distance, then bearing,
-    then the flat-earth offset of src/loadgen/live.rs). Returns (lat, lng)."""
+    """One point of the disc, drawn as loadgen/src/nearby.rs draws it (distance, then bearing,
+    then the flat-earth offset of `disc_point` in src/domain/geo.rs). Returns (lat, lng)."""
     lat, lng = CENTRE
     metres = DISC_M * math.sqrt(rng.random_f64())
     bearing = math.radians(rng.random_f64() * 360.0)

@@ -37,8 +37,10 @@ use super::accounts::demo_users;
 use super::api::{Api, refused_code};
 use super::report::{Report, latency_histogram, record_us};
 use super::{Target, check_duration, probe};
+use hexmarket::domain::geo::GeoPoint;
 use hexmarket::domain::identity::Role;
 use hexmarket::domain::ids::UserId;
+use hexmarket::seed::DEMO_CENTER;
 
 #[derive(Debug, Args)]
 pub struct CheckoutArgs {
@@ -64,7 +66,7 @@ pub struct CheckoutArgs {
 }
 
 /// The delivery address: Alexanderplatz, the demo city's centre.
-const ADDRESS: (f64, f64) = (52.5219, 13.4132);
+const ADDRESS: GeoPoint = DEMO_CENTER;
 /// Products come from stores this close to the address (every demo store delivers ≥ 5 km).
 const STORE_RADIUS_KM: u32 = 4;
 /// Stock of each product of the uncontended phase (the most a product may have).
@@ -469,7 +471,7 @@ async fn flash_sale(
 /// The checkout request body every customer sends.
 fn checkout_body() -> Value {
     json!({
-        "delivery_address": {"text": "Alexanderplatz 1, Berlin", "lat": ADDRESS.0, "lng": ADDRESS.1},
+        "delivery_address": {"text": "Alexanderplatz 1, Berlin", "lat": ADDRESS.lat, "lng": ADDRESS.lng},
         "payment_method": "simulated",
     })
 }
@@ -495,7 +497,7 @@ async fn nearby_products(target: &Target, count: usize) -> anyhow::Result<Vec<St
     while hits.len() < count {
         let mut path = format!(
             "/api/v1/products?near={},{}&radius_km={STORE_RADIUS_KM}&limit=100",
-            ADDRESS.0, ADDRESS.1
+            ADDRESS.lat, ADDRESS.lng
         );
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={}", super::accounts::encode(c)));

@@ -23,6 +23,7 @@ use super::socket::{self, Incoming, Ws};
 use super::{Target, check_duration, probe};
 use hexmarket::domain::identity::Role;
 use hexmarket::domain::ids::UserId;
+use hexmarket::seed::DEMO_CENTER;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -38,9 +39,6 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 19.0)]
     pub max_frames_per_sec: f64,
 }
-
-/// Berlin, where the couriers ride.
-const CENTRE: (f64, f64) = (52.52, 13.405);
 
 struct Totals {
     frames_acked: u64,
@@ -218,7 +216,7 @@ async fn online(target: &Target, user: UserId) -> anyhow::Result<(Ws, Motion)> {
     let token = target.minter.mint(user, Role::Courier)?;
     let motion = match last_position(target, &token).await {
         Some((lat, lng)) => Motion::new(lat, lng),
-        None => Motion::around(CENTRE.0, CENTRE.1, 6_000.0),
+        None => Motion::around(DEMO_CENTER, 6_000.0),
     };
     let mut ws = socket::connect(&format!("{}/ws/courier", target.ws_base), &token).await?;
     socket::send(&mut ws, &json!({"type": "go_online"})).await?;

@@ -25,8 +25,10 @@ use super::api::refused_code;
 use super::report::{Report, Window, latency_histogram, merge, record_us};
 use super::socket::{self, ConnectError, Incoming, Ws};
 use super::{Target, check_duration, probe};
+use hexmarket::domain::geo::{GeoPoint, disc_point, flat_offset};
 use hexmarket::domain::identity::Role;
 use hexmarket::domain::ids::UserId;
+use hexmarket::seed::DEMO_CENTER;
 
 #[derive(Debug, Args)]
 pub struct LiveArgs {
@@ -42,9 +44,9 @@ pub struct LiveArgs {
     /// Positions per second per courier (0.1 to 20: the courier rate limit).
     #[arg(long, default_value_t = 1.0)]
     pub rate_hz: f64,
-    /// Where the stores are looked for (`lat,lng`).
-    #[arg(long, default_value = "52.52,13.405")]
-    pub near: String,
+    /// Where the stores are looked for (`lat,lng`; default: the demo city's centre).
+    #[arg(long, value_parser = GeoPoint::parse_pair)]
+    pub near: Option<GeoPoint>,
     #[arg(long, default_value_t = 20.0)]
     pub radius_km: f64,
     /// Requests and handshakes in flight during setup.
@@ -53,6 +55,12 @@ pub struct LiveArgs {
     /// Longest the setup (connects, orders, dispatch) may take.
     #[arg(long, default_value_t = 300)]
     pub setup_timeout_secs: u64,
+}
+
+/// `--near` as the API takes it: `lat,lng`.
+fn near_pair(args: &LiveArgs) -> String {
+    let near = args.near.unwrap_or(DEMO_CENTER);
+    format!("{},{}", near.lat, near.lng)
 }
 
 /// Courier speed while moving: well under the server's 70 m/s plausibility limit.
@@ -107,14 +115,10 @@ impl Motion {
         }
     }
 
-    /// A point `near` (lat, lng), within `radius_m`.
-    pub fn around(lat: f64, lng: f64, radius_m: f64) -> Self {
-        let (dlat, dlng) = offset(
-            lat,
-            radius_m * rand::random::<f64>().sqrt(),
-            rand::random::<f64>() * 360.0,
-        );
-        Motion::new(lat + dlat, lng + dlng)
+    /// A random point within `radius_m` of `center`.
+    pub fn around(center: GeoPoint, radius_m: f64) -> Self {
+        let (lat, lng) = disc_point(center, radius_m, rand::random(), rand::random());
+        Motion::new(lat, lng)
     }
 
     /// The next point, recorded at `now`: moved at [`SPEED_MPS`] for the time since the
@@ -131,7 +135,7 @@ impl Motion {
             let dt = (at - last).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
             self.bearing_deg =
                 (self.bearing_deg + (rand::random::<f64>() - 0.5) * 20.0).rem_euclid(360.0);
-            let (dlat, dlng) = offset(self.lat, SPEED_MPS * dt.min(5.0), self.bearing_deg);
+            let (dlat, dlng) = flat_offset(self.lat, SPEED_MPS * dt.min(5.0), self.bearing_deg);
             self.lat += dlat;
             self.lng += dlng;
         }
@@ -160,14 +164,6 @@ pub(super) async fn last_position(target: &Target, token: &str) -> Option<(f64, 
         me["position"]["lat"].as_f64()?,
         me["position"]["lng"].as_f64()?,
     ))
-}
-
-/// Degrees of latitude and longitude of a move of `metres` towards `bearing_deg` at `lat`.
-pub(super) fn offset(lat: f64, metres: f64, bearing_deg: f64) -> (f64, f64) {
-    let bearing = bearing_deg.to_radians();
-    let dlat = metres * bearing.cos() / 111_320.0;
-    let dlng = metres * bearing.sin() / (111_320.0 * lat.to_radians().cos());
-    (dlat, dlng)
 }
 
 /// What a courier task tells the coordinator during setup.
@@ -327,7 +323,7 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
         !stores.is_empty(),
         "no store with products in stock within {} km of {}: run seed-demo",
         args.radius_km,
-        args.near
+        near_pair(args)
     );
     // The seed numbers its stores; counting them tells a demo city from another data set.
     let demo_ids: HashSet<String> = (0..stores.len() * 2)
@@ -355,7 +351,13 @@ pub async fn run(target: &Target, args: &LiveArgs) -> anyhow::Result<Report> {
         let task = CourierTask {
             index: i,
             user: *courier,
-            motion: Motion::around(store.lat, store.lng, 300.0),
+            motion: Motion::around(
+                GeoPoint {
+                    lat: store.lat,
+                    lng: store.lng,
+                },
+                300.0,
+            ),
             resume_from: None,
             rate_hz: args.rate_hz,
             stagger: i as f64 / couriers.len() as f64,
@@ -672,7 +674,7 @@ async fn load_stores(
     loop {
         let mut path = format!(
             "/api/v1/vendors?near={}&radius_km={}&limit=100",
-            encode(&args.near),
+            encode(&near_pair(args)),
             args.radius_km
         );
         if let Some(c) = &cursor {
@@ -773,7 +775,7 @@ fn plan_orders(customers: &[UserId], mut stores: Vec<Store>) -> Vec<Plan> {
         }
         next_product[s] += 1;
         let distance = 1_000.0 + 2_000.0 * rand::random::<f64>();
-        let (dlat, dlng) = offset(store.lat, distance, rand::random::<f64>() * 360.0);
+        let (dlat, dlng) = flat_offset(store.lat, distance, rand::random::<f64>() * 360.0);
         plans.push(Plan {
             customer: *customer,
             store: Arc::clone(&shared[s]),

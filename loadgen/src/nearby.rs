@@ -1,6 +1,6 @@
 //! The `nearby` scenario: in-process, no server. Fills the dispatch index with couriers spread
-//! uniformly over an 8 km disc around Berlin and times nearest-courier queries (3 km, 5 results)
-//! from random points of the same disc.
+//! uniformly over the demo city's disc (8 km around Alexanderplatz, Berlin) and times
+//! nearest-courier queries (3 km, 5 results) from random points of the same disc.
 
 use std::time::Instant;
 
@@ -8,11 +8,11 @@ use clap::Args;
 use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 
-use super::live::offset;
 use super::report::{Report, latency_histogram};
 use hexmarket::dispatch::index::CourierIndex;
-use hexmarket::domain::geo::GeoPoint;
+use hexmarket::domain::geo::{GeoPoint, disc_point};
 use hexmarket::domain::ids::UserId;
+use hexmarket::seed::{DEMO_CENTER, DEMO_RADIUS_KM};
 
 #[derive(Debug, Args)]
 pub struct NearbyArgs {
@@ -31,10 +31,6 @@ pub struct NearbyArgs {
     pub seed: u64,
 }
 
-/// Berlin, Alexanderplatz, as in seed-demo.
-const CENTRE: (f64, f64) = (52.5219, 13.4132);
-const DISC_M: f64 = 8_000.0;
-
 pub fn run(args: &NearbyArgs) -> anyhow::Result<Report> {
     anyhow::ensure!(
         (1..=10_000_000).contains(&args.couriers),
@@ -46,13 +42,13 @@ pub fn run(args: &NearbyArgs) -> anyhow::Result<Report> {
     );
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
     let mut point = || -> anyhow::Result<GeoPoint> {
-        let (lat, lng) = CENTRE;
-        let (dlat, dlng) = offset(
-            lat,
-            DISC_M * rng.random::<f64>().sqrt(),
-            rng.random::<f64>() * 360.0,
+        let (lat, lng) = disc_point(
+            DEMO_CENTER,
+            DEMO_RADIUS_KM * 1_000.0,
+            rng.random(),
+            rng.random(),
         );
-        GeoPoint::new(lat + dlat, lng + dlng).map_err(anyhow::Error::msg)
+        GeoPoint::new(lat, lng).map_err(anyhow::Error::msg)
     };
 
     let index = CourierIndex::new();

@@ -24,6 +24,7 @@ use super::live::{LATE_TICK, Motion, SPEED_MPS, lag_probe};
 use super::report::{Report, Window, latency_histogram, merge, record_us};
 use super::socket::{self, ConnectError, Incoming, Ws};
 use super::{check_duration, probe};
+use hexmarket::seed::DEMO_CENTER;
 
 #[derive(Debug, Args)]
 pub struct RelayArgs {
@@ -44,8 +45,6 @@ pub struct RelayArgs {
     pub connect_concurrency: usize,
 }
 
-/// Where the fake couriers start (Berlin, `live`'s default `--near`).
-const ORIGIN: (f64, f64) = (52.52, 13.405);
 /// Time after the window for frames still in flight.
 const GRACE: Duration = Duration::from_secs(3);
 /// Sent as the bearer token: the relay reads no header, but the loadgen's connect (shared with
@@ -190,7 +189,8 @@ pub async fn run(url: &str, server_pid: Option<u32>, args: &RelayArgs) -> anyhow
         .map(|(i, ws)| {
             let publisher = Publisher {
                 channel: i,
-                motion: Motion::around(ORIGIN.0, ORIGIN.1, 5_000.0),
+                // Where `live`'s couriers ride: around its default `--near`.
+                motion: Motion::around(DEMO_CENTER, 5_000.0),
                 period,
                 stagger: i as f64 / args.publishers as f64,
                 phase: phase_rx.clone(),
@@ -558,7 +558,7 @@ mod tests {
 
     #[test]
     fn the_frame_has_the_fields_of_hexmarkets_location_frame() {
-        let mut motion = Motion::new(52.52, 13.405);
+        let mut motion = Motion::new(DEMO_CENTER.lat, DEMO_CENTER.lng);
         let frame = location_frame(&mut motion, Utc::now(), 600);
         let mut keys: Vec<&str> = frame
             .as_object()

@@ -102,6 +102,27 @@ pub fn parse_radius_km(raw: f64) -> Result<f64, String> {
     }
 }
 
+/// Metres per degree of latitude, and of longitude at the equator.
+const METRES_PER_DEGREE: f64 = 111_320.0;
+
+/// The `(dlat, dlng)` in degrees of a move of `metres` towards `bearing_deg` (0° north, 90°
+/// east) from latitude `lat`, on a locally flat earth: within metres of the great-circle answer
+/// over a city. For synthetic positions (the demo city, simulated couriers), not measurements.
+pub fn flat_offset(lat: f64, metres: f64, bearing_deg: f64) -> (f64, f64) {
+    let bearing = bearing_deg.to_radians();
+    let dlat = metres * bearing.cos() / METRES_PER_DEGREE;
+    let dlng = metres * bearing.sin() / (METRES_PER_DEGREE * lat.to_radians().cos());
+    (dlat, dlng)
+}
+
+/// The `(lat, lng)` of the disc of `radius_m` around `center` picked by two uniform draws in
+/// [0, 1): the distance's (square-rooted, so points spread evenly over the area), then the
+/// bearing's. Not validated: a disc reaching past a pole leaves the valid range.
+pub fn disc_point(center: GeoPoint, radius_m: f64, u_distance: f64, u_bearing: f64) -> (f64, f64) {
+    let (dlat, dlng) = flat_offset(center.lat, radius_m * u_distance.sqrt(), u_bearing * 360.0);
+    (center.lat + dlat, center.lng + dlng)
+}
+
 /// Every cell at `resolution` that may hold a point within `radius_m` of `center`: the
 /// centre's cell and enough rings around it to cover the circle.
 pub fn covering_cells(center: GeoPoint, radius_m: f64, resolution: Resolution) -> Vec<CellIndex> {
@@ -134,6 +155,22 @@ mod tests {
         let london = GeoPoint::new(51.5074, -0.1278).unwrap_or(GeoPoint { lat: 0.0, lng: 0.0 });
         let d = paris.distance_m(london);
         assert!((340_000.0..350_000.0).contains(&d), "{d}");
+    }
+
+    #[test]
+    fn disc_points_stay_within_the_radius() {
+        let center = GeoPoint::new(52.52, 13.405).unwrap_or(GeoPoint { lat: 0.0, lng: 0.0 });
+        for (u, v) in [
+            (0.0, 0.3),
+            (0.25, 0.0),
+            (1.0, 0.25),
+            (0.999, 0.6),
+            (0.5, 0.875),
+        ] {
+            let (lat, lng) = disc_point(center, 8_000.0, u, v);
+            let d = center.distance_m(GeoPoint { lat, lng });
+            assert!((d - 8_000.0 * f64::sqrt(u)).abs() < 30.0, "{u} {v}: {d}");
+        }
     }
 
     #[test]

@@ -633,8 +633,12 @@ async fn seed_demo_builds_a_city_once_and_running_it_again_adds_nothing() {
     );
     assert_eq!((again.products_existing, again.users_existing), (40, 8));
 
+    let center = hexmarket::seed::DEMO_CENTER;
     let near: Value = app
-        .get("/api/v1/vendors?near=52.5219,13.4132&radius_km=10")
+        .get(&format!(
+            "/api/v1/vendors?near={},{}&radius_km=10",
+            center.lat, center.lng
+        ))
         .await
         .json()
         .await
