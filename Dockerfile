@@ -6,7 +6,9 @@ COPY src src
 COPY schema schema
 COPY tests tests
 COPY benches benches
-RUN cargo build --release --locked --bin hexmarket
+# A member of the workspace: cargo reads its manifest, though only the server is built.
+COPY loadgen loadgen
+RUN cargo build --release --locked -p hexmarket --bin hexmarket
 
 # Runtime stage: the binary alone, as an unprivileged user.
 FROM debian:bookworm-slim

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Live-tracking benchmark on the embedded store: couriers streaming GPS to the customers
 # watching their orders over WebSockets, then GPS ingest, idle-socket memory and the dispatch
-# index on its own. Every figure comes from `hexmarket loadgen` (see src/loadgen/).
+# index on its own. Every figure comes from `hexmarket-loadgen` (see loadgen/).
 #
 # Seeds a demo city (COURIERS couriers, WATCHERS customers, 200 stores, 2,000 products), starts
 # the release server pinned to core 0, and runs the load generator pinned to core 1
@@ -22,6 +22,7 @@ INGEST=${INGEST:-200}
 PORT=${PORT:-18383}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/hexmarket
+LOADGEN=$ROOT/target/release/hexmarket-loadgen
 WORK=$(mktemp -d /tmp/hexmarket-live.XXXXXX)
 DATA=${BENCH_DATA:-$WORK/data}
 RESULTS=${RESULTS:-$ROOT/target/bench-live}
@@ -41,7 +42,7 @@ if (( $(ulimit -n) < need )); then
   echo "warning: open-file limit $(ulimit -n) is below the ~$need sockets this run needs" >&2
 fi
 
-(cd "$ROOT" && cargo build --release --quiet)
+(cd "$ROOT" && cargo build --release --quiet -p hexmarket -p hexmarket-loadgen)
 mkdir -p "$RESULTS"
 
 # The loadgen mints tokens with the server's key, so both get the same environment.
@@ -69,7 +70,7 @@ curl -fsS "$BASE/health" >/dev/null
 
 loadgen() {
   local name=$1; shift
-  taskset -c $LOAD_CPUS "$BIN" loadgen "$@" --url "$BASE" --server-pid "$SERVER_PID" \
+  taskset -c $LOAD_CPUS "$LOADGEN" "$@" --url "$BASE" --server-pid "$SERVER_PID" \
     --json "$RESULTS/$name.json"
 }
 
@@ -86,5 +87,5 @@ loadgen ingest-50 ingest --couriers "$INGEST" --duration-secs 20 --batch 50
 echo "== server memory at the end: $(grep VmRSS /proc/$SERVER_PID/status | awk '{print $2, $3}') resident"
 
 echo "== nearby (in-process, no server): 10000 couriers, 100000 queries"
-taskset -c $LOAD_CPUS "$BIN" loadgen nearby --couriers 10000 --queries 100000 --json "$RESULTS/nearby.json"
+taskset -c $LOAD_CPUS "$LOADGEN" nearby --couriers 10000 --queries 100000 --json "$RESULTS/nearby.json"
 echo "JSON figures in $RESULTS"

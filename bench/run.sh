@@ -15,6 +15,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$ROOT/target/release/hexmarket
+LOADGEN=$ROOT/target/release/hexmarket-loadgen
 if [[ -n ${QUICK:-} ]]; then
   N=${N:-500}; LIVE_SECS=${LIVE_SECS:-15}; HTTP_SECS=${HTTP_SECS:-4}; INGEST_SECS=${INGEST_SECS:-8}
   CHECKOUT_SECS=${CHECKOUT_SECS:-5}
@@ -51,7 +52,7 @@ mkdir -p "$RAW" "$OUT"
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 command -v taskset >/dev/null || { echo "taskset (util-linux) is needed" >&2; exit 1; }
 command -v node >/dev/null || { echo "node and npm are needed for the relay peer" >&2; exit 1; }
-(cd "$ROOT" && cargo build --release --quiet)
+(cd "$ROOT" && cargo build --release --quiet -p hexmarket -p hexmarket-loadgen)
 npm install --no-audit --no-fund --silent --prefix "$ROOT/bench/peers/relay" >/dev/null
 python3 -m pip install --quiet --root-user-action=ignore -r "$ROOT/bench/peers/requirements.txt"
 ulimit -n "$(ulimit -Hn)"
@@ -91,7 +92,7 @@ start_hexmarket() {
 }
 
 loadgen() {
-  taskset -c 1 "$BIN" loadgen "$@"
+  taskset -c 1 "$LOADGEN" "$@"
 }
 
 # CPU ticks (user + system) a process has used so far.
@@ -184,7 +185,7 @@ stop "$PEER"
 
 # --- 3. nearby couriers: in-process H3 index vs Redis GEOSEARCH --------------------------------
 echo "== nearby couriers: 10,000 online"
-taskset -c 1 "$BIN" loadgen nearby --couriers 10000 --queries 100000 --json "$RAW/nearby.json" \
+taskset -c 1 "$LOADGEN" nearby --couriers 10000 --queries 100000 --json "$RAW/nearby.json" \
   >"$RAW/nearby.txt"
 redis-cli -h 127.0.0.1 ping >/dev/null
 GEO_QUERIES=${QUICK:+2000}

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A zero-logic WebSocket relay, the peer hexmarket's live tracking is compared with
-// (`hexmarket loadgen relay`). Frames a client sends on /pub/{channel} go out verbatim, text
+// (`hexmarket-loadgen relay`). Frames a client sends on /pub/{channel} go out verbatim, text
 // or binary as they came, to every socket on /sub/{channel}. No auth, no parsing, no
 // persistence: the floor of what fanning a courier's position out to its watchers can cost.
 //
