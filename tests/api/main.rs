@@ -31,6 +31,5 @@ mod reviews;
 mod revocation;
 mod search;
 mod settlement;
-mod store_contract;
 mod verification;
 mod ws_client;
