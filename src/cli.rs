@@ -1,5 +1,5 @@
-//! The command line: `serve` (the default), `migrate`, `create-admin`, `seed-demo`,
-//! `reindex` and `report-duplicate-emails`.
+//! The command line: `serve` (the default), `migrate`, `verify-store`, `create-admin`,
+//! `seed-demo`, `reindex` and `report-duplicate-emails`.
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +22,10 @@ pub enum Command {
     /// Apply the ScyllaDB schema (schema/*.cql) that is not applied yet; needs
     /// HEXMARKET_SCYLLA_NODES.
     Migrate,
+    /// Check the configured store (ScyllaDB when HEXMARKET_SCYLLA_NODES is set, else the
+    /// embedded one) against the store contract, in a scratch keyspace or directory that is
+    /// removed afterwards: one line per property; exits 1 when one fails.
+    VerifyStore,
     /// Create an administrator account; reads the password from standard input. Enrols the
     /// administrator's authenticator app at once: prints its otpauth URI and ten recovery
     /// codes, once.
@@ -81,6 +85,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let users = crate::store::users::UserRepo::new(store);
             crate::app::index_canonical_emails(&users, true).await
         }
+        Command::VerifyStore => crate::store_contract::verify_store(&settings).await,
         Command::CreateAdmin { email, name } => create_admin(&settings, &email, &name).await,
         Command::SeedDemo {
             vendors,

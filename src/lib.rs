@@ -28,5 +28,6 @@ pub mod search;
 pub mod secrets;
 pub mod seed;
 pub mod store;
+pub mod store_contract;
 pub mod telemetry;
 pub mod ws;

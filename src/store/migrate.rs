@@ -131,6 +131,31 @@ pub async fn run(settings: &ScyllaSettings) -> anyhow::Result<Vec<String>> {
     Ok(done)
 }
 
+/// What every scratch keyspace's name contains (`<keyspace>_verify_<random>`, made by
+/// `verify-store`); [`drop_scratch_keyspace`] drops nothing else.
+pub const SCRATCH_MARK: &str = "_verify_";
+
+/// Drops a scratch keyspace and waits for the cluster to agree it is gone. Refuses a keyspace
+/// whose name lacks [`SCRATCH_MARK`], so a mistake can never drop live data.
+pub async fn drop_scratch_keyspace(settings: &ScyllaSettings) -> anyhow::Result<()> {
+    let keyspace = settings.keyspace.as_str();
+    if !keyspace.contains(SCRATCH_MARK) {
+        bail!("refusing to drop keyspace {keyspace}: not a scratch keyspace");
+    }
+    let session = connect_session(settings, false).await?;
+    let mut statement = Statement::new(format!("DROP KEYSPACE IF EXISTS {keyspace}"));
+    statement.set_request_timeout(Some(DDL_TIMEOUT));
+    session
+        .query_unpaged(statement, ())
+        .await
+        .with_context(|| format!("dropping scratch keyspace {keyspace}"))?;
+    session
+        .await_schema_agreement()
+        .await
+        .with_context(|| format!("waiting for schema agreement after dropping {keyspace}"))?;
+    Ok(())
+}
+
 /// A row of `schema_migrations`.
 struct Applied {
     name: String,

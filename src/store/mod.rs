@@ -372,6 +372,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the backend answers.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// The schema version every reachable node serves, for a backend whose schema is shared by
+    /// a cluster; `None` for one whose schema lives in this process. Nodes that disagree (as
+    /// they do for a moment after DDL) are [`StoreError::Unavailable`].
+    async fn schema_version(&self) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// The store shared by the whole process.

@@ -718,6 +718,18 @@ impl Store for ScyllaStore {
             .map(drop)
             .map_err(store_error)
     }
+
+    async fn schema_version(&self) -> StoreResult<Option<String>> {
+        match self.session.check_schema_agreement().await {
+            Ok(Some(version)) => Ok(Some(version.to_string())),
+            Ok(None) => Err(StoreError::Unavailable(
+                "the nodes do not agree on the schema".into(),
+            )),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "checking schema agreement: {e}"
+            ))),
+        }
+    }
 }
 
 /// Bound values of the insert, claim and put statements.

@@ -15,7 +15,9 @@ const ADMIN_EMAIL: &str = "ops@example.com";
 const ADMIN_PASSWORD: &str = "the operator's long passphrase";
 const PASSWORD: &str = "a customer's long passphrase";
 
-fn hexmarket(dir: &std::path::Path, port: u16) -> tokio::process::Command {
+/// The real binary on the data directory `dir`, serving (when it serves) on `port`, logging
+/// warnings only, killed when dropped.
+pub(crate) fn hexmarket(dir: &std::path::Path, port: u16) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hexmarket"));
     command
         .env_clear()

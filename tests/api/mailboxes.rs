@@ -4,13 +4,10 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
 use hexmarket::domain::identity::{Email, Role};
 use hexmarket::domain::ids::UserId;
-use hexmarket::identity::password::PasswordHasher;
+use hexmarket::store::SharedStore;
 use hexmarket::store::embedded::EmbeddedStore;
-use hexmarket::store::users::{User, UserRepo};
-use hexmarket::store::{Key, SharedStore, Table, encode};
 use serde_json::{Value, json};
 
 use crate::helpers::{assert_problem, spawn_app, spawn_in};
@@ -145,53 +142,11 @@ async fn email_changes_and_resets_compare_mailboxes_in_canonical_form() {
     assert_eq!(mails, 1, "one reset email, to Alice's account");
 }
 
-/// Writes an account the way versions before canonical emails did: the index row keyed by the
-/// address as typed with its domain lowercased.
+/// An account as versions before canonical emails wrote it, with the tests' password.
 async fn seed_legacy_account(store: &SharedStore, email: &str, age_days: i64) -> UserId {
-    let now = Utc::now() - Duration::days(age_days);
-    let hash = PasswordHasher::new()
-        .unwrap()
-        .hash(PASSWORD.to_owned())
+    hexmarket::store_contract::seed_legacy_account(store, email, age_days, PASSWORD)
         .await
-        .unwrap();
-    // Those versions stored the address with its domain lowercased, and keyed the index so.
-    let (local, domain) = email.rsplit_once('@').unwrap();
-    let stored = format!("{local}@{}", domain.to_ascii_lowercase());
-    let user = User {
-        id: UserId::new(),
-        email: Email::parse(&stored).unwrap(),
-        email_verified: false,
-        password_hash: hash,
-        name: "Legacy".to_owned(),
-        role: Role::Customer,
-        phone: None,
-        phone_verified: false,
-        banned: false,
-        addresses: Vec::new(),
-        notifications: Default::default(),
-        erased: false,
-        second_factor: Default::default(),
-        created_at: now,
-        updated_at: now,
-    };
-    let row = encode(Table::Users, &user).unwrap();
-    assert!(
-        store
-            .insert(Table::Users, &Key::single(user.id.to_string()), row, None)
-            .await
-            .unwrap()
-            .is_applied()
-    );
-    let legacy_key = Key::single(stored);
-    let index = encode(Table::UserEmails, &json!({ "user_id": user.id })).unwrap();
-    assert!(
-        store
-            .insert(Table::UserEmails, &legacy_key, index, None)
-            .await
-            .unwrap()
-            .is_applied()
-    );
-    user.id
+        .unwrap()
 }
 
 async fn report(dir: &std::path::Path) -> (Option<i32>, String) {

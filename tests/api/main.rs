@@ -31,5 +31,6 @@ mod reviews;
 mod revocation;
 mod search;
 mod settlement;
+mod store_contract;
 mod verification;
 mod ws_client;

@@ -1,22 +1,15 @@
-//! The store contract, run against every backend that is reachable: always the embedded store,
-//! and ScyllaDB when `HEXMARKET_SCYLLA_NODES` is set (in a keyspace of its own per run).
+//! The store contract (`hexmarket::store_contract`), run against every backend that is
+//! reachable: always the embedded store, and ScyllaDB when `HEXMARKET_SCYLLA_NODES` is set (in
+//! a keyspace of its own per run). Then `hexmarket verify-store`, the same properties as a
+//! command, run as operators run it.
 
-use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use hexmarket::catalog::inventory::{InventoryService, ReserveFailure, ShortItem};
-use hexmarket::clock::Clock;
-use hexmarket::domain::ids::{ProductId, UserId};
-use hexmarket::domain::inventory::{Adjustment, Committed, InventoryError, Released, StockChange};
+use hexmarket::store::SharedStore;
 use hexmarket::store::embedded::EmbeddedStore;
-use hexmarket::store::inventory::inventory_key;
-use hexmarket::store::typed::Change;
-use hexmarket::store::{Cas, Key, ScanRange, SharedStore, StoreError, Table, seq_key};
+use hexmarket::store_contract::{PROPERTIES, property};
 use tempfile::TempDir;
-
-use crate::mailboxes::legacy_email_rows_are_backfilled_and_shared_mailboxes_reported;
 
 /// A backend under test and whatever must live as long as it.
 struct Backend {
@@ -71,7 +64,15 @@ fn announce_skip() {
     });
 }
 
-/// Runs each property against both backends.
+/// Checks the library's property `name` against `store`; fails the test with its verdict.
+async fn holds(name: &str, store: SharedStore) {
+    let property = property(name).unwrap_or_else(|| panic!("no store property named {name}"));
+    let verdict = property.check(store).await;
+    assert!(verdict.held(), "{verdict}");
+    println!("{verdict}");
+}
+
+/// One test per property and backend, so each runs, fails and is filtered on its own.
 macro_rules! contract {
     ($($property:ident),* $(,)?) => {
         mod embedded_store {
@@ -79,7 +80,7 @@ macro_rules! contract {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $property() {
                     let backend = super::embedded();
-                    super::$property(backend.store.clone()).await;
+                    super::holds(stringify!($property), backend.store.clone()).await;
                 }
             )*
         }
@@ -91,20 +92,29 @@ macro_rules! contract {
                         super::announce_skip();
                         return;
                     };
-                    super::$property(backend.store.clone()).await;
+                    super::holds(stringify!($property), backend.store.clone()).await;
                 }
             )*
+        }
+
+        #[test]
+        fn every_property_of_the_contract_has_a_test_here() {
+            let tested = [$(stringify!($property)),*];
+            let named: Vec<&str> = PROPERTIES.iter().map(|p| p.name).collect();
+            assert_eq!(named, tested);
         }
     };
 }
 
 contract!(
+    schema_is_agreed_and_has_every_table,
     rows_round_trip_with_versions,
     conditional_writes_conflict_with_the_current_row,
     partitions_scan_in_clustering_order_and_page,
     whole_tables_page_without_gaps_or_repeats,
     concurrent_writers_lose_no_update,
     append_tables_take_plain_writes_only,
+    batches_are_written_whole_or_not_at_all,
     rows_expire_after_their_ttl,
     concurrent_reservations_never_oversell,
     expired_reservations_return_their_stock,
@@ -119,3 +129,85 @@ contract!(
     legacy_email_rows_are_backfilled_and_shared_mailboxes_reported,
 );
 
+/// Runs `hexmarket verify-store` on the data directory `dir` with `vars` set; its exit code and
+/// standard output.
+async fn verify_store(dir: &Path, vars: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = crate::admin_cli::hexmarket(dir, 0)
+        .arg("verify-store")
+        .envs(vars.iter().copied())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn verify_store_reports_every_property_of_the_embedded_store_and_leaves_the_data_dir_as_it_was()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep.txt"), "live data").unwrap();
+
+    let started = std::time::Instant::now();
+    let (code, out) = verify_store(dir.path(), &[]).await;
+
+    assert_eq!(code, Some(0), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("verify-store: embedded store in the scratch directory "),
+        "{out}"
+    );
+    for property in PROPERTIES {
+        let line = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(property.name))
+            .unwrap_or_else(|| panic!("no line for {}:\n{out}", property.name));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[1], "ok", "{line}");
+        assert!(words[2].parse::<f64>().is_ok() && words[3] == "s", "{line}");
+        assert!(words.len() > 4, "a detail: {line}");
+    }
+    let summary = lines.last().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "{n} properties: {n} ok, 0 FAILED, in ",
+            n = PROPERTIES.len()
+        )) && summary.ends_with("scratch removed"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), PROPERTIES.len() + 2, "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+
+    // The scratch directory is gone and nothing else was touched.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["keep.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("keep.txt")).unwrap(),
+        "live data"
+    );
+}
+
+#[tokio::test]
+async fn verify_store_fails_when_the_configured_scylladb_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::helpers::free_port();
+    let nodes = format!("127.0.0.1:{port}");
+    let secret = "a secret of at least thirty-two bytes, for settings";
+    let (code, out) = verify_store(
+        dir.path(),
+        &[
+            ("HEXMARKET_SCYLLA_NODES", &nodes),
+            ("HEXMARKET_SECRET_KEY", secret),
+        ],
+    )
+    .await;
+
+    assert_eq!(code, Some(1), "{out}");
+    assert!(!out.contains(" ok "), "no property can hold: {out}");
+}
