@@ -11,7 +11,6 @@ use chrono::{DateTime, Duration, TimeZone as _, Utc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rand::{Rng as _, SeedableRng as _};
 
-use hexmarket::dispatch::board::LocationFrame;
 use hexmarket::dispatch::index::CourierIndex;
 use hexmarket::domain::courier::{GpsPoint, clean_batch};
 use hexmarket::domain::geo::{GeoPoint, disc_point};
@@ -21,6 +20,7 @@ use hexmarket::seed::{DEMO_CENTER, DEMO_RADIUS_KM};
 use hexmarket::store::SharedStore;
 use hexmarket::store::embedded::EmbeddedStore;
 use hexmarket::store::orders::OrderRepo;
+use hexmarket::streams::frames::LocationFrame;
 
 const COURIERS: usize = 10_000;
 

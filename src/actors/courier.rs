@@ -23,12 +23,12 @@ use actix::prelude::*;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::order::{ApplyCommand, CommandError, GetOrder, OrderActor, order_live_topic};
+use super::order::{ApplyCommand, CommandError, GetOrder, OrderActor};
 use super::registry::{Entity, Passivate, Registry};
 use super::trail::TrailDrainer;
 use crate::bus::SharedBus;
 use crate::clock::Clock;
-use crate::dispatch::board::{Board, LocationFrame, LocationMessage};
+use crate::dispatch::board::Board;
 use crate::dispatch::index::CourierIndex;
 use crate::domain::courier::{
     ARRIVED_AT_PICKUP_M, ARRIVING_M, CourierProfile, GpsPoint, RecentTrack, clean_batch,
@@ -41,9 +41,9 @@ use crate::metrics::Metrics;
 use crate::store::couriers::{ActiveDelivery, CourierRecord, CourierRepo};
 use crate::store::typed::Versioned;
 use crate::store::{StoreError, StoreResult};
+use crate::streams::frames::{LocationFrame, LocationMessage};
+use crate::streams::{PRESENCE_TOPIC, order_live_topic};
 
-/// The topic every node's courier index listens to.
-pub const PRESENCE_TOPIC: &str = "couriers.presence";
 /// A courier's presence is re-announced at least this often while they move.
 const PRESENCE_EVERY: Duration = Duration::from_secs(5);
 /// Writes of the courier's row retried after losing to another activation.

@@ -32,14 +32,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 use chrono::{DateTime, Timelike as _, Utc};
-use serde::Serialize;
 
 use super::registry::{ActorError, Entity, Passivate, Registry};
 use crate::bus::SharedBus;
 use crate::catalog::inventory::{InventoryService, ReserveFailure};
 use crate::clock::Clock;
-use crate::dispatch::DispatchQueue;
-use crate::domain::ids::{OrderId, VendorId};
+use crate::dispatch::queue::DispatchQueue;
+use crate::domain::ids::OrderId;
 use crate::domain::money::Money;
 use crate::domain::order::{
     IllegalTransition, OrderCommand, OrderEvent, OrderEventKind, OrderRecord, OrderStatus,
@@ -48,6 +47,8 @@ use crate::store::live::{OpenOrder, OpenOrdersRepo, VendorFeedRepo};
 use crate::store::orders::{DueTimer, OrderRepo};
 use crate::store::typed::Versioned;
 use crate::store::{StoreError, StoreResult};
+use crate::streams::frames::PublishedEvent;
+use crate::streams::{order_topic, vendor_topic};
 
 /// How many times a command is re-decided after another writer recorded an event first.
 const COMMAND_ATTEMPTS: usize = 8;
@@ -165,31 +166,6 @@ pub enum Settled {
 pub const LATE_PAYMENT_REFUND: &str = "late";
 /// The reference of the refund of a paid order that was cancelled or rejected.
 pub const CLOSED_ORDER_REFUND: &str = "closed";
-
-/// What goes on the bus for every event, on `order.{order_id}`; the vendor's topic
-/// `vendor.{vendor_id}.orders` carries the event as a [`FeedEntry`](crate::store::live::FeedEntry).
-#[derive(Debug, Serialize)]
-pub struct PublishedEvent<'a> {
-    pub order_id: OrderId,
-    pub vendor_id: VendorId,
-    #[serde(flatten)]
-    pub event: &'a OrderEvent,
-}
-
-/// The live topic of one order.
-pub fn order_topic(id: OrderId) -> String {
-    format!("order.{id}")
-}
-
-/// The live topic of one order's courier position (location frames).
-pub fn order_live_topic(id: OrderId) -> String {
-    format!("order.{id}.live")
-}
-
-/// The live topic of a vendor's order feed.
-pub fn vendor_topic(id: VendorId) -> String {
-    format!("vendor.{id}.orders")
-}
 
 type Outcome<T, E> = (Option<Versioned<OrderRecord>>, Result<T, E>);
 
@@ -609,7 +585,7 @@ async fn in_flight(deps: &OrderDeps, record: &OrderRecord, entered: OrderStatus)
             {
                 // The courier stops carrying it (their session tells their actor).
                 let frame = serde_json::json!({"type": "order_cancelled", "order_id": id});
-                let topic = crate::dispatch::inbox_topic(courier);
+                let topic = crate::streams::inbox_topic(courier);
                 if let Err(e) = deps
                     .bus
                     .publish(&topic, Bytes::from(frame.to_string()))

@@ -6,47 +6,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::OrderId;
+use crate::streams::frames::LocationFrame;
 
 /// Most orders the board remembers; beyond it the oldest positions are forgotten (they come
 /// back with the courier's next ping).
 const CAPACITY: usize = 200_000;
-
-/// A courier's position as a watcher sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct LocationFrame {
-    pub lat: f64,
-    pub lng: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub heading_deg: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub speed_mps: Option<f64>,
-    pub recorded_at: DateTime<Utc>,
-    /// Seconds until the drop-off, from the remaining route over recent speed.
-    pub eta_s: u32,
-}
-
-/// A [`LocationFrame`] as it goes out on an order's live topic: `{"type":"location", …}`.
-#[derive(Debug, Serialize)]
-pub struct LocationMessage<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    #[serde(flatten)]
-    frame: &'a LocationFrame,
-}
-
-impl<'a> From<&'a LocationFrame> for LocationMessage<'a> {
-    fn from(frame: &'a LocationFrame) -> Self {
-        LocationMessage {
-            kind: "location",
-            frame,
-        }
-    }
-}
 
 /// Latest position per order; cheap to clone.
 #[derive(Clone, Default)]

@@ -5,6 +5,7 @@ pub mod cart;
 pub mod catalog;
 pub mod checkout;
 pub mod courier;
+pub mod dispatch;
 pub mod geo;
 pub mod identity;
 pub mod ids;

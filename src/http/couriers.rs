@@ -6,9 +6,9 @@ use actix_web::{HttpResponse, web};
 use super::extract::AuthUser;
 use super::{ApiError, AppState};
 use crate::actors::courier::{CourierError, CourierView, GetCourier, SetProfile};
-use crate::dispatch::UnassignedOrder;
 use crate::domain::courier::CourierProfile;
 use crate::domain::identity::Role;
+use crate::fulfilment::dispatcher::UnassignedOrder;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/couriers/me", web::get().to(get_my_courier))

@@ -66,7 +66,7 @@ pub struct AppState {
     /// The WebSocket handshake: tokens and tickets, origins, connection caps.
     pub ws: crate::ws::handshake::WsGate,
     /// Couriers, dispatch, live positions and feeds.
-    pub live: crate::dispatch::Live,
+    pub live: crate::fulfilment::dispatcher::Live,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).
     pub closing: tokio::sync::broadcast::Sender<()>,
 }

@@ -544,7 +544,7 @@ pub async fn get_order(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Tracking {
     pub status: OrderStatus,
-    pub courier: Option<crate::dispatch::board::LocationFrame>,
+    pub courier: Option<crate::streams::frames::LocationFrame>,
     pub eta_s: Option<u32>,
 }
 

@@ -17,11 +17,12 @@ use crate::actors::courier::{
     Connected, CourierError, Delivered, GoOffline, GoOnline, PickedUp, ReportLocations,
 };
 use crate::bus::Delivery;
-use crate::dispatch::{DispatchError, inbox_topic};
 use crate::domain::courier::{GpsPoint, MAX_BATCH};
 use crate::domain::identity::Role;
 use crate::domain::ids::OrderId;
+use crate::fulfilment::dispatcher::DispatchError;
 use crate::http::{ApiError, AppState};
+use crate::streams::inbox_topic;
 
 /// Offers a session remembers (offer id → order), newest last.
 const REMEMBERED_OFFERS: usize = 16;

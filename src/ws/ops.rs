@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::handshake::ConnectionGuard;
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
-use crate::dispatch::UnassignedOrder;
+use crate::fulfilment::dispatcher::UnassignedOrder;
 use crate::http::{ApiError, AppState};
 
 /// How often the picture is sent.

@@ -20,14 +20,15 @@ use serde::{Deserialize, Serialize};
 
 use super::handshake::{ConnectionGuard, WsUser};
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
-use crate::actors::order::{GetOrder, order_live_topic, order_topic};
+use crate::actors::order::GetOrder;
 use crate::bus::{Delivery, Subscription};
-use crate::dispatch::board::LocationFrame;
 use crate::domain::ids::OrderId;
 use crate::domain::order::{OrderEvent, OrderRecord, OrderStatus};
 use crate::http::orders::order_parts;
 use crate::http::{ApiError, AppState};
 use crate::store::orders::OrderRepo;
+use crate::streams::frames::LocationFrame;
+use crate::streams::{order_live_topic, order_topic};
 
 /// Watchers get at most one location frame per this interval on average…
 pub const LOCATION_EVERY: Duration = Duration::from_secs(1);

@@ -10,12 +10,12 @@ use serde::Deserialize;
 
 use super::handshake::ConnectionGuard;
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
-use crate::actors::order::vendor_topic;
 use crate::bus::{Delivery, Subscription};
 use crate::domain::identity::Role;
 use crate::domain::ids::VendorId;
 use crate::http::{ApiError, AppState};
 use crate::store::live::FeedEntry;
+use crate::streams::vendor_topic;
 
 /// Entries replayed on connect, at most; a client further behind reloads its order list.
 const REPLAY_LIMIT: usize = 1000;

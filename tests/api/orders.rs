@@ -46,7 +46,7 @@ fn deps(app: &TestApp) -> OrderDeps {
         payment_timeout: FIFTEEN_MINUTES,
         feed: hexmarket::store::live::VendorFeedRepo::new(store(app)),
         open: hexmarket::store::live::OpenOrdersRepo::new(store(app)),
-        dispatch: hexmarket::dispatch::DispatchQueue::new(store(app), app.clock.clone()),
+        dispatch: hexmarket::dispatch::queue::DispatchQueue::new(store(app), app.clock.clone()),
     }
 }
 

@@ -1,0 +1,91 @@
+//! The JSON frames of the live streams.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::ids::{OrderId, VendorId};
+use crate::domain::money::Money;
+use crate::domain::order::OrderEvent;
+
+/// What goes on the bus for every event, on `order.{order_id}`; the vendor's topic
+/// `vendor.{vendor_id}.orders` carries the event as a [`FeedEntry`](crate::store::live::FeedEntry).
+#[derive(Debug, Serialize)]
+pub struct PublishedEvent<'a> {
+    pub order_id: OrderId,
+    pub vendor_id: VendorId,
+    #[serde(flatten)]
+    pub event: &'a OrderEvent,
+}
+
+/// A courier's position as a watcher sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LocationFrame {
+    pub lat: f64,
+    pub lng: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading_deg: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_mps: Option<f64>,
+    pub recorded_at: DateTime<Utc>,
+    /// Seconds until the drop-off, from the remaining route over recent speed.
+    pub eta_s: u32,
+}
+
+/// A [`LocationFrame`] as it goes out on an order's live topic: `{"type":"location", …}`.
+#[derive(Debug, Serialize)]
+pub struct LocationMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    frame: &'a LocationFrame,
+}
+
+impl<'a> From<&'a LocationFrame> for LocationMessage<'a> {
+    fn from(frame: &'a LocationFrame) -> Self {
+        LocationMessage {
+            kind: "location",
+            frame,
+        }
+    }
+}
+
+/// A place on an offer or assignment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stop {
+    pub lat: f64,
+    pub lng: f64,
+    pub address: String,
+}
+
+/// What the courier is told about an order on offer.
+#[derive(Debug, Clone, Serialize)]
+pub struct OfferSummary {
+    pub vendor_name: String,
+    pub items: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<Money>,
+}
+
+/// A message to a courier's session (topic `courier.{id}.inbox`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InboxFrame {
+    Offer {
+        offer_id: Uuid,
+        order_id: OrderId,
+        summary: OfferSummary,
+        pickup: Stop,
+        dropoff: Stop,
+        distance_m: u32,
+        expires_at: DateTime<Utc>,
+    },
+    OfferWithdrawn {
+        offer_id: Uuid,
+    },
+    Assignment {
+        order_id: OrderId,
+        pickup: Stop,
+        dropoff: Stop,
+    },
+}
