@@ -175,7 +175,7 @@ impl Application {
         let idempotency = crate::idempotency::Idempotency::new(Arc::clone(&store), clock.clone())
             .with_lease(settings.idempotency_lease);
         let ws_gate =
-            crate::ws::handshake::WsGate::new(Arc::clone(&store), &settings.live, clock.clone())
+            crate::web::gate::WsGate::new(Arc::clone(&store), &settings.live, clock.clone())
                 .with_sessions_gauge(metrics.ws_sessions.clone())
                 .with_revocations(identity.revocations.marks().clone());
         let payments = build_payments(&settings, &store, clock)?;

@@ -32,4 +32,5 @@ pub mod store;
 pub mod store_contract;
 pub mod streams;
 pub mod telemetry;
+pub mod web;
 pub mod ws;

@@ -10,7 +10,6 @@ pub mod categories;
 pub mod checkout;
 pub mod client_addr;
 pub mod couriers;
-pub mod extract;
 pub mod health;
 pub mod inventory;
 pub mod me;
@@ -20,7 +19,6 @@ pub mod middleware;
 pub mod openapi;
 pub mod orders;
 pub mod payments;
-pub mod problem;
 pub mod products;
 pub mod reviews;
 pub mod vendors;
@@ -29,47 +27,7 @@ pub mod ws_ticket;
 use actix_web::ResponseError as _;
 use actix_web::web;
 
-use crate::actors::Registry;
-use crate::actors::cart::CartActor;
-use crate::actors::order::OrderActor;
-use crate::bus::SharedBus;
-use crate::catalog::Catalog;
-use crate::identity::Identity;
-use crate::metrics::Metrics;
-use crate::payments::Payments;
-use crate::secrets::Signer;
-use crate::store::SharedStore;
-
-pub use problem::ApiError;
-
-/// What handlers share, passed as `web::Data<AppState>`.
-pub struct AppState {
-    pub store: SharedStore,
-    pub bus: SharedBus,
-    /// Whether the bus is Redis (and so must be up for the node to be ready).
-    pub redis: bool,
-    pub carts: Registry<CartActor>,
-    pub orders: Registry<OrderActor>,
-    pub metrics: Metrics,
-    pub cart_tokens: Signer,
-    pub identity: Identity,
-    pub catalog: Catalog,
-    pub payments: Payments,
-    /// Settles payments with their orders (late successes, refunds of closed orders).
-    pub settlement: crate::payments::settlement::Settlement,
-    /// Idempotency records of unsafe requests (`Idempotency-Key`).
-    pub idempotency: crate::idempotency::Idempotency,
-    /// How long a checkout holds stock for its unpaid orders.
-    pub order_payment_timeout: std::time::Duration,
-    /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).
-    pub secure_cookies: bool,
-    /// The WebSocket handshake: tokens and tickets, origins, connection caps.
-    pub ws: crate::ws::handshake::WsGate,
-    /// Couriers, dispatch, live positions and feeds.
-    pub live: crate::fulfilment::dispatcher::Live,
-    /// Fires once when the node starts stopping: WebSocket sessions close (1001).
-    pub closing: tokio::sync::broadcast::Sender<()>,
-}
+pub use crate::web::{ApiError, AppState, extract, problem};
 
 /// Mounts every route and the extractor configuration.
 pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, web};
 
 use super::extract::AuthUser;
 use super::{ApiError, AppState};
-use crate::ws::handshake::IssuedTicket;
+use crate::web::gate::IssuedTicket;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws/ticket", web::post().to(issue_ws_ticket));

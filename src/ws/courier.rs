@@ -11,7 +11,6 @@ use actix_web_actors::ws;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::handshake::{ConnectionGuard, WsUser};
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
 use crate::actors::courier::{
     Connected, CourierError, Delivered, GoOffline, GoOnline, PickedUp, ReportLocations,
@@ -23,6 +22,7 @@ use crate::domain::ids::OrderId;
 use crate::fulfilment::dispatcher::DispatchError;
 use crate::http::{ApiError, AppState};
 use crate::streams::inbox_topic;
+use crate::web::gate::{ConnectionGuard, WsUser};
 
 /// Offers a session remembers (offer id → order), newest last.
 const REMEMBERED_OFFERS: usize = 16;

@@ -85,8 +85,8 @@ impl Hygiene {
     /// `expires_at` is the user's access expiry ([`WsUser::expires_at`]); `clock` is the one it
     /// is measured against (the gate's, [`WsGate::clock`]).
     ///
-    /// [`WsUser::expires_at`]: super::handshake::WsUser::expires_at
-    /// [`WsGate::clock`]: super::handshake::WsGate::clock
+    /// [`WsUser::expires_at`]: crate::web::gate::WsUser::expires_at
+    /// [`WsGate::clock`]: crate::web::gate::WsGate::clock
     pub fn new(bucket: TokenBucket, expires_at: DateTime<Utc>, clock: Clock) -> Self {
         Hygiene {
             last_heard: Instant::now(),
@@ -98,7 +98,7 @@ impl Hygiene {
     }
 
     /// Also closes the session when `watch` reports its access revoked (see
-    /// [`WsGate::hygiene`](super::handshake::WsGate::hygiene)).
+    /// [`WsGate::hygiene`](crate::web::gate::WsGate::hygiene)).
     pub fn revoked_by(mut self, watch: RevocationWatch) -> Self {
         self.revocation = Some(watch);
         self

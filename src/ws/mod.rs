@@ -6,7 +6,7 @@
 //! - `/ws/vendor` ([`vendor`]): a vendor's order feed, resumable with `after_seq`;
 //! - `/ws/admin/ops` ([`ops`]): couriers and open orders per H3 cell, every 2 s.
 //!
-//! Every handshake goes through [`handshake::WsGate`] (token or ticket, origin, connection
+//! Every handshake goes through [`WsGate`](crate::web::gate::WsGate) (token or ticket, origin, connection
 //! cap) and every session through [`hygiene`] (heartbeats, frame size, inbound rate, token
 //! expiry). Live data reaches a session from the bus: the HTTP handler subscribes *before*
 //! reading anything durable, so nothing published in between is missed, and the session
@@ -16,7 +16,6 @@
 //! in the `hexmarket_ws_sessions` gauge.
 
 pub mod courier;
-pub mod handshake;
 pub mod hygiene;
 pub mod ops;
 pub mod orders;

@@ -10,10 +10,10 @@ use actix_web_actors::ws;
 use h3o::Resolution;
 use serde::Serialize;
 
-use super::handshake::ConnectionGuard;
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
 use crate::fulfilment::dispatcher::UnassignedOrder;
 use crate::http::{ApiError, AppState};
+use crate::web::gate::ConnectionGuard;
 
 /// How often the picture is sent.
 pub const OPS_EVERY: Duration = Duration::from_secs(2);

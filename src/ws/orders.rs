@@ -18,7 +18,6 @@ use actix_web_actors::ws;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::handshake::{ConnectionGuard, WsUser};
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::actors::order::GetOrder;
 use crate::bus::{Delivery, Subscription};
@@ -29,6 +28,7 @@ use crate::http::{ApiError, AppState};
 use crate::store::orders::OrderRepo;
 use crate::streams::frames::LocationFrame;
 use crate::streams::{order_live_topic, order_topic};
+use crate::web::gate::{ConnectionGuard, WsUser};
 
 /// Watchers get at most one location frame per this interval on average…
 pub const LOCATION_EVERY: Duration = Duration::from_secs(1);

@@ -8,7 +8,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use serde::Deserialize;
 
-use super::handshake::ConnectionGuard;
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::bus::{Delivery, Subscription};
 use crate::domain::identity::Role;
@@ -16,6 +15,7 @@ use crate::domain::ids::VendorId;
 use crate::http::{ApiError, AppState};
 use crate::store::live::FeedEntry;
 use crate::streams::vendor_topic;
+use crate::web::gate::ConnectionGuard;
 
 /// Entries replayed on connect, at most; a client further behind reloads its order list.
 const REPLAY_LIMIT: usize = 1000;

@@ -330,7 +330,8 @@ fn problem_body<B>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerRes
     }
     if status == StatusCode::METHOD_NOT_ALLOWED
         && !response.headers().contains_key(header::ALLOW)
-        && let Ok(allow) = HeaderValue::from_str(&super::openapi::allowed_methods(request.path()))
+        && let Ok(allow) =
+            HeaderValue::from_str(&crate::http::openapi::allowed_methods(request.path()))
     {
         response.headers_mut().insert(header::ALLOW, allow);
     }

@@ -20,18 +20,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::ApiError;
+use super::extract::AuthUser;
 use crate::clock::Clock;
 use crate::config::LiveSettings;
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
-use crate::http::ApiError;
-use crate::http::extract::AuthUser;
 use crate::identity::revocation::Marks;
 use crate::identity::tokens::{AMR_MFA, AccessTokens, hex};
 use crate::store::typed::Rows;
 use crate::store::{Key, SharedStore, Table};
 
-use super::hygiene::{Hygiene, TokenBucket};
+use crate::ws::hygiene::{Hygiene, TokenBucket};
 
 /// How long a ticket can be redeemed after it was issued.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
