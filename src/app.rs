@@ -25,7 +25,7 @@ use crate::dispatch::board::Board;
 use crate::dispatch::index::CourierIndex;
 use crate::dispatch::queue::DispatchQueue;
 use crate::fulfilment::dispatcher::{Dispatcher, DispatcherParts, Live};
-use crate::http::{self, AppState};
+use crate::http;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Delivery, Identity, IdentityParts};
 use crate::media::Media;
@@ -47,6 +47,7 @@ use crate::store::live::{OpenOrdersRepo, VendorFeedRepo};
 use crate::store::orders::OrderRepo;
 use crate::store::scylla::ScyllaStore;
 use crate::store::users::UserRepo;
+use crate::web::AppState;
 
 /// A built node, listening but not yet serving.
 pub struct Application {
@@ -226,10 +227,11 @@ impl Application {
             App::new()
                 .app_data(server_state.clone())
                 .app_data(client_address.clone())
-                .wrap(http::problem::error_bodies())
+                .wrap(http::error_bodies::error_bodies())
                 .wrap(from_fn(http::middleware::header_limits))
                 .wrap(from_fn(http::middleware::telemetry))
                 .configure(http::configure(json_limit))
+                .configure(crate::ws::configure)
         })
         .workers(settings.workers)
         // Stop signals go through [`NodeHandle::stop`], which closes WebSockets first.

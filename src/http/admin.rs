@@ -4,10 +4,10 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AccountView;
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/users", web::get().to(list_users))
@@ -44,7 +44,7 @@ pub struct UserPage {
 
 /// Lists accounts, filtered, a page at a time.
 #[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", params(UserFilter), security(("bearer" = [])),
-    responses((status = 200, body = UserPage), (status = 403, body = super::problem::Problem)))]
+    responses((status = 200, body = UserPage), (status = 403, body = crate::web::problem::Problem)))]
 pub async fn list_users(
     state: web::Data<AppState>,
     admin: AuthUser,
@@ -110,8 +110,8 @@ pub struct PatchUser {
 /// Changes a user's role or bans them (needs a recent step-up). A ban ends every session.
 #[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", request_body = PatchUser,
     params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
-    responses((status = 200, body = AccountView), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = AccountView), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 pub async fn patch_user(
     state: web::Data<AppState>,
     admin: AuthUser,

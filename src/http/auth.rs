@@ -6,11 +6,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::client_addr::ClientAddr;
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::domain::identity::{Email, Phone, SelfServiceRole};
 use crate::identity::{IdentityError, NewAccount, OtpPurpose, TokenPair};
 use crate::notify::NotifyError;
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 /// Name of the cookie carrying the refresh token for browsers.
 pub const REFRESH_COOKIE: &str = "hexmarket_refresh";
@@ -172,9 +172,9 @@ pub fn parse_phone(raw: &str) -> Result<Phone, ApiError> {
 
 /// Creates a customer, vendor or courier account.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
-    responses((status = 201, body = AccountView), (status = 400, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem, description = "email_taken"),
-        (status = 422, body = super::problem::Problem, description = "validation_failed or a password rule")))]
+    responses((status = 201, body = AccountView), (status = 400, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem, description = "email_taken"),
+        (status = 422, body = crate::web::problem::Problem, description = "validation_failed or a password rule")))]
 pub async fn register(
     state: web::Data<AppState>,
     body: web::Json<RegisterRequest>,
@@ -243,11 +243,11 @@ fn tokens_response(state: &AppState, pair: TokenPair) -> HttpResponse {
 /// client asks for a code and sends the same request again with it.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse),
-        (status = 400, body = super::problem::Problem, description = "invalid_code: the second factor is wrong or already used"),
-        (status = 401, body = super::problem::Problem, description = "invalid_credentials, or second_factor_required"),
-        (status = 403, body = super::problem::Problem, description = "account_banned"),
-        (status = 422, body = super::problem::Problem, description = "validation_failed: a malformed otp or recovery_code"),
-        (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After")))]
+        (status = 400, body = crate::web::problem::Problem, description = "invalid_code: the second factor is wrong or already used"),
+        (status = 401, body = crate::web::problem::Problem, description = "invalid_credentials, or second_factor_required"),
+        (status = 403, body = crate::web::problem::Problem, description = "account_banned"),
+        (status = 422, body = crate::web::problem::Problem, description = "validation_failed: a malformed otp or recovery_code"),
+        (status = 429, body = crate::web::problem::Problem, description = "too_many_attempts, with Retry-After")))]
 pub async fn login(
     state: web::Data<AppState>,
     client: ClientAddr,
@@ -299,7 +299,7 @@ fn presented_refresh(
 
 /// Exchanges a refresh token for new tokens; the old refresh token stops working.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, body = super::problem::Problem)))]
+    responses((status = 200, body = TokenResponse), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn refresh(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -318,7 +318,7 @@ fn cleared_cookie() -> Cookie<'static> {
 
 /// Ends this session.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = RefreshRequest,
-    responses((status = 204), (status = 401, body = super::problem::Problem)))]
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn logout(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -331,7 +331,7 @@ pub async fn logout(
 
 /// Ends every session of the caller.
 #[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = super::problem::Problem)))]
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn logout_all(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -356,9 +356,9 @@ pub struct OtpSent {
 
 /// Sends a six-digit code by SMS to the caller's phone (at most 5 per number per hour).
 #[utoipa::path(post, path = "/api/v1/auth/phone/otp", tag = "auth", request_body = OtpRequest, security(("bearer" = [])),
-    responses((status = 202, body = OtpSent), (status = 409, body = super::problem::Problem, description = "phone_missing"),
-        (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After"),
-        (status = 503, body = super::problem::Problem, description = "delivery_unavailable")))]
+    responses((status = 202, body = OtpSent), (status = 409, body = crate::web::problem::Problem, description = "phone_missing"),
+        (status = 429, body = crate::web::problem::Problem, description = "too_many_attempts, with Retry-After"),
+        (status = 503, body = crate::web::problem::Problem, description = "delivery_unavailable")))]
 pub async fn send_otp(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -391,8 +391,8 @@ pub struct OtpVerified {
 
 /// Checks a code: verifies the phone, or grants a step-up token.
 #[utoipa::path(post, path = "/api/v1/auth/phone/verify", tag = "auth", request_body = OtpVerify, security(("bearer" = [])),
-    responses((status = 200, body = OtpVerified), (status = 400, body = super::problem::Problem, description = "invalid_code"),
-        (status = 429, body = super::problem::Problem, description = "code_exhausted: five wrong guesses")))]
+    responses((status = 200, body = OtpVerified), (status = 400, body = crate::web::problem::Problem, description = "invalid_code"),
+        (status = 429, body = crate::web::problem::Problem, description = "code_exhausted: five wrong guesses")))]
 pub async fn verify_otp(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -424,8 +424,8 @@ pub async fn verify_otp(
 
 /// Emails the caller a link to confirm their address.
 #[utoipa::path(post, path = "/api/v1/auth/email/verify/request", tag = "auth", security(("bearer" = [])),
-    responses((status = 202), (status = 409, body = super::problem::Problem, description = "email_already_verified"),
-        (status = 429, body = super::problem::Problem)))]
+    responses((status = 202), (status = 409, body = crate::web::problem::Problem, description = "email_already_verified"),
+        (status = 429, body = crate::web::problem::Problem)))]
 pub async fn request_email_verification(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -444,7 +444,7 @@ pub struct TokenRequest {
 
 /// Confirms an email address with the token from the link.
 #[utoipa::path(post, path = "/api/v1/auth/email/verify/confirm", tag = "auth", request_body = TokenRequest,
-    responses((status = 204), (status = 400, body = super::problem::Problem, description = "invalid_token")))]
+    responses((status = 204), (status = 400, body = crate::web::problem::Problem, description = "invalid_token")))]
 pub async fn confirm_email(
     state: web::Data<AppState>,
     body: web::Json<TokenRequest>,
@@ -484,8 +484,8 @@ pub struct ResetRequest {
 
 /// Sets a new password with the token from a reset link; ends every session.
 #[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "auth", request_body = ResetRequest,
-    responses((status = 204), (status = 400, body = super::problem::Problem, description = "invalid_token"),
-        (status = 422, body = super::problem::Problem, description = "a password rule")))]
+    responses((status = 204), (status = 400, body = crate::web::problem::Problem, description = "invalid_token"),
+        (status = 422, body = crate::web::problem::Problem, description = "a password rule")))]
 pub async fn reset_password(
     state: web::Data<AppState>,
     body: web::Json<ResetRequest>,

@@ -14,8 +14,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::extract::{AuthUser, MaybeUser};
-use super::{ApiError, AppState};
 use crate::actors::cart::{ChangeCart, ChangeError, GetCart};
 use crate::catalog::CatalogError;
 use crate::catalog::products::ProductView;
@@ -23,6 +21,8 @@ use crate::domain::cart::{Cart, CartCommand, CartError, Quantity};
 use crate::domain::identity::Role;
 use crate::domain::ids::{CartId, ProductId, VendorId};
 use crate::domain::money::{Currency, Money};
+use crate::web::extract::{AuthUser, MaybeUser};
+use crate::web::{ApiError, AppState};
 
 pub const CART_TOKEN: HeaderName = HeaderName::from_static("x-cart-token");
 
@@ -255,7 +255,7 @@ async fn change(state: &AppState, id: CartId, command: CartCommand) -> Result<Ca
 /// The caller's cart (empty for a guest without a token).
 #[utoipa::path(get, path = "/api/v1/cart", tag = "cart",
     params(("X-Cart-Token" = Option<String>, Header, description = "token of a guest cart")),
-    responses((status = 200, body = CartView), (status = 401, body = super::problem::Problem)))]
+    responses((status = 200, body = CartView), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn get_cart(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -273,9 +273,9 @@ pub async fn get_cart(
 /// Adds a listed product; for a guest without a token, creates the cart and its token.
 #[utoipa::path(post, path = "/api/v1/cart/items", tag = "cart", request_body = AddItem,
     params(("X-Cart-Token" = Option<String>, Header, description = "token of a guest cart")),
-    responses((status = 200, body = CartView), (status = 400, body = super::problem::Problem),
-        (status = 401, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = CartView), (status = 400, body = crate::web::problem::Problem),
+        (status = 401, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn add_item(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -322,8 +322,8 @@ pub async fn add_item(
 /// Sets the quantity of a product in the cart.
 #[utoipa::path(patch, path = "/api/v1/cart/items/{product_id}", tag = "cart", request_body = SetQuantity,
     params(("product_id" = String, Path, format = Uuid), ("X-Cart-Token" = Option<String>, Header)),
-    responses((status = 200, body = CartView), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = CartView), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 pub async fn set_quantity(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -343,8 +343,8 @@ pub async fn set_quantity(
 /// Removes a product from the cart.
 #[utoipa::path(delete, path = "/api/v1/cart/items/{product_id}", tag = "cart",
     params(("product_id" = String, Path, format = Uuid), ("X-Cart-Token" = Option<String>, Header)),
-    responses((status = 200, body = CartView), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = CartView), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 pub async fn remove_item(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -362,7 +362,7 @@ pub async fn remove_item(
 /// Empties the cart.
 #[utoipa::path(delete, path = "/api/v1/cart", tag = "cart",
     params(("X-Cart-Token" = Option<String>, Header)),
-    responses((status = 200, body = CartView), (status = 401, body = super::problem::Problem)))]
+    responses((status = 200, body = CartView), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn clear_cart(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -378,8 +378,8 @@ pub async fn clear_cart(
 #[utoipa::path(post, path = "/api/v1/cart/merge", tag = "cart",
     params(("X-Cart-Token" = String, Header, description = "token of the guest cart to merge")),
     security(("bearer" = [])),
-    responses((status = 200, body = CartView), (status = 401, body = super::problem::Problem),
-        (status = 403, body = super::problem::Problem)))]
+    responses((status = 200, body = CartView), (status = 401, body = crate::web::problem::Problem),
+        (status = 403, body = crate::web::problem::Problem)))]
 pub async fn merge_cart(
     state: web::Data<AppState>,
     req: HttpRequest,

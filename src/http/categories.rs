@@ -3,11 +3,11 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Deserializer};
 
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::catalog::categories::CategoryNode;
 use crate::domain::catalog::Category;
 use crate::domain::ids::CategoryId;
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/categories", web::get().to(list_categories))
@@ -66,8 +66,8 @@ pub async fn list_categories(state: web::Data<AppState>) -> Result<HttpResponse,
 /// Creates a category (admins).
 #[utoipa::path(post, path = "/api/v1/admin/categories", tag = "admin", request_body = NewCategory,
     security(("bearer" = [])),
-    responses((status = 201, body = Category), (status = 403, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+    responses((status = 201, body = Category), (status = 403, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 pub async fn create_category(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -85,8 +85,8 @@ pub async fn create_category(
 /// (409 `category_cycle`).
 #[utoipa::path(patch, path = "/api/v1/admin/categories/{id}", tag = "admin",
     request_body = PatchCategory, params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
-    responses((status = 200, body = Category), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
+    responses((status = 200, body = Category), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem)))]
 pub async fn patch_category(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -105,8 +105,8 @@ pub async fn patch_category(
 /// Deletes a category without subcategories or products (admins).
 #[utoipa::path(delete, path = "/api/v1/admin/categories/{id}", tag = "admin",
     params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
-    responses((status = 204), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
+    responses((status = 204), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem)))]
 pub async fn delete_category(
     state: web::Data<AppState>,
     user: AuthUser,

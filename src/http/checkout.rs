@@ -16,10 +16,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
-use super::extract::AuthUser;
 use super::payments::PaymentView;
-use super::problem::{FieldError, PROBLEM_JSON};
-use super::{ApiError, AppState};
 use crate::actors::cart::{ChangeCart, GetCart};
 use crate::actors::order::CreateOrder;
 use crate::catalog::inventory::ReserveFailure;
@@ -36,6 +33,9 @@ use crate::payments::ProviderName;
 use crate::store::Table;
 use crate::store::catalog::id_key;
 use crate::store::typed::Rows;
+use crate::web::extract::AuthUser;
+use crate::web::problem::{FieldError, PROBLEM_JSON};
+use crate::web::{ApiError, AppState};
 
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
@@ -69,7 +69,7 @@ pub fn checkouts(state: &AppState) -> Rows<CheckoutRecord> {
 }
 
 fn parse_request(body: &[u8]) -> Result<CheckoutRequest, ApiError> {
-    serde_json::from_slice(body).map_err(|e| super::problem::deserialize_problem(&e))
+    serde_json::from_slice(body).map_err(|e| crate::web::problem::deserialize_problem(&e))
 }
 
 /// Checks out the caller's cart (customers; `Idempotency-Key` required).
@@ -77,8 +77,8 @@ fn parse_request(body: &[u8]) -> Result<CheckoutRequest, ApiError> {
     params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 200, pattern = "^[!-~]+$",
         description = "one key per purchase (1–200 printable ASCII characters); a retry with the same key and body gets the same answer")),
     security(("bearer" = [])),
-    responses((status = 201, body = CheckoutView), (status = 400, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+    responses((status = 201, body = CheckoutView), (status = 400, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 pub async fn checkout(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -3,12 +3,12 @@
 
 use actix_web::{HttpResponse, web};
 
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::actors::courier::{CourierError, CourierView, GetCourier, SetProfile};
 use crate::domain::courier::CourierProfile;
 use crate::domain::identity::Role;
 use crate::fulfilment::dispatcher::UnassignedOrder;
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/couriers/me", web::get().to(get_my_courier))
@@ -39,7 +39,7 @@ impl From<CourierError> for ApiError {
 
 /// The calling courier: profile, online state, position and deliveries in hand.
 #[utoipa::path(get, path = "/api/v1/couriers/me", tag = "live", security(("bearer" = [])),
-    responses((status = 200, body = CourierView), (status = 403, body = super::problem::Problem)))]
+    responses((status = 200, body = CourierView), (status = 403, body = crate::web::problem::Problem)))]
 pub async fn get_my_courier(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -52,8 +52,8 @@ pub async fn get_my_courier(
 /// Sets the calling courier's vehicle and how many orders they carry at once (1–5).
 #[utoipa::path(put, path = "/api/v1/couriers/me/profile", tag = "live", security(("bearer" = [])),
     request_body = CourierProfile,
-    responses((status = 200, body = CourierView), (status = 403, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = CourierView), (status = 403, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn put_my_profile(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -80,7 +80,7 @@ pub struct UnassignedList {
 
 /// Accepted orders no courier has taken yet (nobody near, or everyone declined).
 #[utoipa::path(get, path = "/api/v1/admin/dispatch/unassigned", tag = "live", security(("bearer" = [])),
-    responses((status = 200, body = UnassignedList), (status = 403, body = super::problem::Problem)))]
+    responses((status = 200, body = UnassignedList), (status = 403, body = crate::web::problem::Problem)))]
 pub async fn list_unassigned_orders(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -116,8 +116,8 @@ pub struct TrailPage {
 /// `HEXMARKET_TRAIL_RETENTION_DAYS`).
 #[utoipa::path(get, path = "/api/v1/admin/couriers/{id}/trail", tag = "live", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid), TrailQuery),
-    responses((status = 200, body = TrailPage), (status = 400, body = super::problem::Problem),
-        (status = 403, body = super::problem::Problem)))]
+    responses((status = 200, body = TrailPage), (status = 400, body = crate::web::problem::Problem),
+        (status = 403, body = crate::web::problem::Problem)))]
 pub async fn get_courier_trail(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -5,10 +5,10 @@ use std::time::Duration;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use super::AppState;
 use crate::actors::Entity as _;
 use crate::actors::cart::CartActor;
 use crate::metrics::KindLabels;
+use crate::web::AppState;
 
 /// How long a readiness probe waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -6,12 +6,12 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::AuthUser;
-use super::problem::FieldError;
-use super::{ApiError, AppState};
 use crate::catalog::inventory::{InventoryFailure, InventoryView, ReserveFailure, ShortItem};
 use crate::domain::ids::ProductId;
 use crate::domain::inventory::{Adjustment, InventoryError, MAX_STOCK, StockChange, check_reason};
+use crate::web::extract::AuthUser;
+use crate::web::problem::FieldError;
+use crate::web::{ApiError, AppState};
 
 /// Adjustments on a page of the history unless the client asks for another number.
 pub const DEFAULT_HISTORY_PAGE: usize = 20;
@@ -147,7 +147,7 @@ impl From<ReserveFailure> for ApiError {
             ReserveFailure::Short(items) => {
                 let fields = items
                     .iter()
-                    .map(|i| super::problem::FieldError {
+                    .map(|i| crate::web::problem::FieldError {
                         field: format!("items.{}", i.product_id),
                         message: format!("requested {}, available {}", i.requested, i.available),
                     })
@@ -192,8 +192,8 @@ async fn authorize(state: &AppState, caller: &AuthUser, id: ProductId) -> Result
 /// Stock of a product: on hand, held by checkouts, available, sold, latest adjustments.
 #[utoipa::path(get, path = "/api/v1/products/{id}/inventory", tag = "inventory",
     params(("id" = String, Path, format = Uuid, description = "product id")), security(("bearer" = [])),
-    responses((status = 200, body = InventoryView), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = InventoryView), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(product_id = %path, user_id = %caller.id))]
 pub async fn get_inventory(
     state: web::Data<AppState>,
@@ -209,10 +209,10 @@ pub async fn get_inventory(
 #[utoipa::path(put, path = "/api/v1/products/{id}/inventory", tag = "inventory",
     request_body = StockUpdate, params(("id" = String, Path, format = Uuid, description = "product id")),
     security(("bearer" = [])),
-    responses((status = 200, body = StockUpdated), (status = 400, body = super::problem::Problem),
-        (status = 401, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem, description = "`stock_below_reserved`"),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = StockUpdated), (status = 400, body = crate::web::problem::Problem),
+        (status = 401, body = crate::web::problem::Problem), (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem, description = "`stock_below_reserved`"),
+        (status = 422, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(product_id = %path, user_id = %caller.id))]
 pub async fn put_inventory(
     state: web::Data<AppState>,
@@ -251,9 +251,9 @@ pub async fn put_inventory(
 #[utoipa::path(get, path = "/api/v1/products/{id}/inventory/history", tag = "inventory",
     params(("id" = String, Path, format = Uuid, description = "product id"), HistoryQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = HistoryPage), (status = 400, body = super::problem::Problem),
-        (status = 401, body = super::problem::Problem), (status = 404, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = HistoryPage), (status = 400, body = crate::web::problem::Problem),
+        (status = 401, body = crate::web::problem::Problem), (status = 404, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(product_id = %path, user_id = %caller.id))]
 pub async fn inventory_history(
     state: web::Data<AppState>,

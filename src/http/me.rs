@@ -4,9 +4,9 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AccountView, parse_name, parse_phone};
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::store::users::{NotificationPrefs, SavedAddress, User};
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 /// Most saved addresses per account.
 pub const MAX_ADDRESSES: usize = 20;
@@ -56,7 +56,7 @@ async fn current(state: &AppState, user: &AuthUser) -> Result<User, ApiError> {
 
 /// Reads the caller's profile.
 #[utoipa::path(get, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
-    responses((status = 200, body = Profile), (status = 401, body = super::problem::Problem)))]
+    responses((status = 200, body = Profile), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn get_me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(Profile::from(&current(&state, &user).await?)))
 }
@@ -117,9 +117,9 @@ fn check_addresses(addresses: &[SavedAddress]) -> Result<(), ApiError> {
 
 /// Changes the caller's profile.
 #[utoipa::path(patch, path = "/api/v1/me", tag = "me", request_body = PatchMe, security(("bearer" = [])),
-    responses((status = 200, body = Profile), (status = 400, body = super::problem::Problem),
-        (status = 403, body = super::problem::Problem, description = "step_up_required (phone)"),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = Profile), (status = 400, body = crate::web::problem::Problem),
+        (status = 403, body = crate::web::problem::Problem, description = "step_up_required (phone)"),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn patch_me(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -160,7 +160,7 @@ pub async fn patch_me(
 
 /// Everything hexmarket keeps about the caller, as JSON (GDPR access and portability).
 #[utoipa::path(get, path = "/api/v1/me/export", tag = "me", security(("bearer" = [])),
-    responses((status = 200, description = "all personal data"), (status = 401, body = super::problem::Problem)))]
+    responses((status = 200, description = "all personal data"), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn export_me(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -179,7 +179,7 @@ pub async fn export_me(
 
 /// Erases the caller's personal data and ends every session; orders stay, anonymised.
 #[utoipa::path(delete, path = "/api/v1/me", tag = "me", security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = super::problem::Problem)))]
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem)))]
 pub async fn delete_me(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -226,9 +226,9 @@ pub struct ChangePassword {
 
 /// Changes the password (needs a recent step-up and the current password); ends every session.
 #[utoipa::path(post, path = "/api/v1/me/password", tag = "me", request_body = ChangePassword, security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = super::problem::Problem, description = "invalid_credentials"),
-        (status = 403, body = super::problem::Problem, description = "step_up_required"),
-        (status = 422, body = super::problem::Problem, description = "a password rule")))]
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem, description = "invalid_credentials"),
+        (status = 403, body = crate::web::problem::Problem, description = "step_up_required"),
+        (status = 422, body = crate::web::problem::Problem, description = "a password rule")))]
 pub async fn change_password(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -257,8 +257,8 @@ pub struct ChangeEmail {
 /// Moves the account to another email address (needs a recent step-up); it is unverified
 /// until confirmed.
 #[utoipa::path(post, path = "/api/v1/me/email", tag = "me", request_body = ChangeEmail, security(("bearer" = [])),
-    responses((status = 200, body = Profile), (status = 403, body = super::problem::Problem, description = "step_up_required"),
-        (status = 409, body = super::problem::Problem, description = "email_taken")))]
+    responses((status = 200, body = Profile), (status = 403, body = crate::web::problem::Problem, description = "step_up_required"),
+        (status = 409, body = crate::web::problem::Problem, description = "email_taken")))]
 pub async fn change_email(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -15,13 +15,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt as _;
 use serde::Serialize;
 
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::domain::catalog::{ImageRef, MAX_IMAGES, Product};
 use crate::domain::ids::ProductId;
 use crate::media::{MAX_UPLOAD_BYTES, MediaError, MediaKey};
 use crate::store::catalog::id_key;
 use crate::store::typed::{Change, ModifyError};
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 /// Name of the multipart part that carries the image.
 pub const IMAGE_FIELD: &str = "image";
@@ -156,11 +156,11 @@ async fn product_for_owner(
     params(("id" = String, Path, format = Uuid, description = "product id")),
     request_body(content = inline(ImageUpload), content_type = "multipart/form-data"),
     responses((status = 201, body = ImageView, description = "stored; `Location` is the image"),
-        (status = 400, body = super::problem::Problem), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 408, body = super::problem::Problem),
-        (status = 413, body = super::problem::Problem, description = "over 5 MiB"),
-        (status = 415, body = super::problem::Problem, description = "not a JPEG, PNG or WebP"),
-        (status = 422, body = super::problem::Problem, description = "`too_many_images` or `invalid_image`")),
+        (status = 400, body = crate::web::problem::Problem), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 408, body = crate::web::problem::Problem),
+        (status = 413, body = crate::web::problem::Problem, description = "over 5 MiB"),
+        (status = 415, body = crate::web::problem::Problem, description = "not a JPEG, PNG or WebP"),
+        (status = 422, body = crate::web::problem::Problem, description = "`too_many_images` or `invalid_image`")),
     security(("bearer" = [])))]
 #[tracing::instrument(name = "media.upload", skip_all, fields(product_id = %*path))]
 pub async fn upload_image(
@@ -211,8 +211,8 @@ pub async fn upload_image(
 #[utoipa::path(delete, path = "/api/v1/products/{id}/images/{index}", tag = "catalog",
     params(("id" = String, Path, format = Uuid, description = "product id"),
         ("index" = usize, Path, description = "position among the product's images")),
-    responses((status = 204), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)),
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)),
     security(("bearer" = [])))]
 #[tracing::instrument(name = "media.delete_image", skip_all, fields(product_id = %path.0, index = path.1))]
 pub async fn delete_image(
@@ -293,7 +293,7 @@ async fn remove_image(
         (status = 200, description = "the image; cacheable for a year", content(("image/jpeg"), ("image/png"), ("image/webp")),
             headers(("ETag" = String), ("Cache-Control" = String))),
         (status = 304, description = "unchanged"),
-        (status = 404, body = super::problem::Problem)))]
+        (status = 404, body = crate::web::problem::Problem)))]
 pub async fn serve_media(
     state: web::Data<AppState>,
     req: HttpRequest,

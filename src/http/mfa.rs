@@ -4,10 +4,10 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::identity::SecondFactorProof;
 use crate::identity::tokens::ACCESS_TTL;
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -84,8 +84,8 @@ pub struct TotpEnrolmentView {
 /// confirmed.
 #[utoipa::path(post, path = "/api/v1/auth/totp", tag = "auth", security(("bearer" = [])),
     responses((status = 201, body = TotpEnrolmentView),
-        (status = 401, body = super::problem::Problem),
-        (status = 403, body = super::problem::Problem, description = "step_up_required (an authenticator is already active)")))]
+        (status = 401, body = crate::web::problem::Problem),
+        (status = 403, body = crate::web::problem::Problem, description = "step_up_required (an authenticator is already active)")))]
 pub async fn begin_totp(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -130,10 +130,10 @@ pub struct RecoveryCodes {
 /// recovery codes (replacing earlier ones). From then on login needs a code.
 #[utoipa::path(post, path = "/api/v1/auth/totp/confirm", tag = "auth", request_body = ConfirmTotp, security(("bearer" = [])),
     responses((status = 200, body = RecoveryCodes),
-        (status = 400, body = super::problem::Problem, description = "invalid_code"),
-        (status = 409, body = super::problem::Problem, description = "totp_not_enrolled: nothing pending, or it expired"),
-        (status = 422, body = super::problem::Problem, description = "validation_failed"),
-        (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After")))]
+        (status = 400, body = crate::web::problem::Problem, description = "invalid_code"),
+        (status = 409, body = crate::web::problem::Problem, description = "totp_not_enrolled: nothing pending, or it expired"),
+        (status = 422, body = crate::web::problem::Problem, description = "validation_failed"),
+        (status = 429, body = crate::web::problem::Problem, description = "too_many_attempts, with Retry-After")))]
 pub async fn confirm_totp(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -148,8 +148,8 @@ pub async fn confirm_totp(
 /// stop working.
 #[utoipa::path(post, path = "/api/v1/auth/totp/recovery-codes", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = RecoveryCodes),
-        (status = 403, body = super::problem::Problem, description = "step_up_required"),
-        (status = 409, body = super::problem::Problem, description = "totp_not_enrolled")))]
+        (status = 403, body = crate::web::problem::Problem, description = "step_up_required"),
+        (status = 409, body = crate::web::problem::Problem, description = "totp_not_enrolled")))]
 pub async fn renew_recovery_codes(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -163,8 +163,8 @@ pub async fn renew_recovery_codes(
 /// cannot: they must keep a second factor.
 #[utoipa::path(delete, path = "/api/v1/auth/totp", tag = "auth", security(("bearer" = [])),
     responses((status = 204),
-        (status = 403, body = super::problem::Problem, description = "step_up_required"),
-        (status = 409, body = super::problem::Problem, description = "totp_not_enrolled or second_factor_mandatory")))]
+        (status = 403, body = crate::web::problem::Problem, description = "step_up_required"),
+        (status = 409, body = crate::web::problem::Problem, description = "totp_not_enrolled or second_factor_mandatory")))]
 pub async fn disable_totp(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -207,10 +207,10 @@ pub struct StepUpResponse {
 /// minutes. Each TOTP code works once.
 #[utoipa::path(post, path = "/api/v1/auth/step-up", tag = "auth", request_body = StepUpRequest, security(("bearer" = [])),
     responses((status = 200, body = StepUpResponse),
-        (status = 400, body = super::problem::Problem, description = "invalid_code: wrong, expired or already used"),
-        (status = 409, body = super::problem::Problem, description = "totp_not_enrolled"),
-        (status = 422, body = super::problem::Problem, description = "validation_failed: neither or both fields, or a malformed code"),
-        (status = 429, body = super::problem::Problem, description = "too_many_attempts, with Retry-After")))]
+        (status = 400, body = crate::web::problem::Problem, description = "invalid_code: wrong, expired or already used"),
+        (status = 409, body = crate::web::problem::Problem, description = "totp_not_enrolled"),
+        (status = 422, body = crate::web::problem::Problem, description = "validation_failed: neither or both fields, or a malformed code"),
+        (status = 429, body = crate::web::problem::Problem, description = "too_many_attempts, with Retry-After")))]
 pub async fn step_up(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -13,8 +13,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, web};
 use tracing::Instrument as _;
 
-use super::AppState;
 use crate::metrics::{RequestLabels, RouteLabels};
+use crate::web::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -1,7 +1,7 @@
 //! The HTTP API: REST under `/api/v1`, plus `/health`, `/ready`, `/metrics` and the docs.
 //!
 //! Each area has a module with its handlers and a `configure` function mounting them; the
-//! server and the tests build the same [`App`](actix_web::App) through [`configure`].
+//! node mounts them all through [`configure`], beside the WebSocket endpoints.
 
 pub mod admin;
 pub mod auth;
@@ -10,6 +10,7 @@ pub mod categories;
 pub mod checkout;
 pub mod client_addr;
 pub mod couriers;
+pub mod error_bodies;
 pub mod health;
 pub mod inventory;
 pub mod me;
@@ -27,7 +28,8 @@ pub mod ws_ticket;
 use actix_web::ResponseError as _;
 use actix_web::web;
 
-pub use crate::web::{ApiError, AppState, extract, problem};
+use crate::web::ApiError;
+use crate::web::problem;
 
 /// Mounts every route and the extractor configuration.
 pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -61,14 +63,13 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(ws_ticket::configure),
         )
         .configure(media::configure_public)
-        .configure(crate::ws::configure)
         .default_service(web::to(not_found));
     }
 }
 
 /// What no route took: a path no resource has is 404; a path some resource has, asked with
 /// a method it does not take, is 405 (its `Allow` header is added with the problem body by
-/// [`problem::error_bodies`]).
+/// [`error_bodies::error_bodies`]).
 async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
     if req.resource_map().has_resource(req.path()) {
         actix_web::HttpResponse::MethodNotAllowed().finish()

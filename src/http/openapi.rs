@@ -13,8 +13,8 @@ use utoipa::OpenApi;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::{Content, Ref, RefOr, Response};
 
-use super::ApiError;
-use super::problem::PROBLEM_JSON;
+use crate::web::ApiError;
+use crate::web::problem::PROBLEM_JSON;
 
 use super::{
     admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa, orders,

@@ -12,10 +12,7 @@ use actix_web::{HttpResponse, web};
 use futures_util::stream::{self, StreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use super::extract::AuthUser;
-use super::problem::FieldError;
 use super::vendors::page_limit;
-use super::{ApiError, AppState};
 use crate::actors::order::{ApplyCommand, CommandError, GetOrder};
 use crate::domain::identity::Role;
 use crate::domain::ids::{OrderId, PaymentId, ProductId, UserId, VendorId};
@@ -24,6 +21,9 @@ use crate::domain::order::{CancelledBy, OrderCommand, OrderEvent, OrderRecord, O
 use crate::payments::settlement::refund_key;
 use crate::store::StoreError;
 use crate::store::orders::OrderRepo;
+use crate::web::extract::AuthUser;
+use crate::web::problem::FieldError;
+use crate::web::{ApiError, AppState};
 
 /// Order rows read at once when listing.
 const READ_CONCURRENCY: usize = 16;
@@ -329,11 +329,11 @@ pub struct RefundRequest {
         ("Idempotency-Key" = String, Header, min_length = 1, max_length = 200, pattern = "^[!-~]+$",
             description = "names the refund (1–200 printable ASCII characters)")),
     request_body = RefundRequest,
-    responses((status = 200, body = OrderRecord), (status = 400, body = super::problem::Problem),
-        (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem, description = "`not_refundable`: never paid; `already_refunded`: the lines or the whole order went back already"),
-        (status = 422, body = super::problem::Problem, description = "`validation_failed`: a product not in the order; `refund_exceeds_total`")))]
+    responses((status = 200, body = OrderRecord), (status = 400, body = crate::web::problem::Problem),
+        (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem, description = "`not_refundable`: never paid; `already_refunded`: the lines or the whole order went back already"),
+        (status = 422, body = crate::web::problem::Problem, description = "`validation_failed`: a product not in the order; `refund_exceeds_total`")))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn admin_refund_order(
     state: web::Data<AppState>,
@@ -502,8 +502,8 @@ where
 /// The caller's orders, oldest first.
 #[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(OrderListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = OrderPage), (status = 400, body = super::problem::Problem),
-        (status = 401, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderPage), (status = 400, body = crate::web::problem::Problem),
+        (status = 401, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 pub async fn list_my_orders(
     state: web::Data<AppState>,
@@ -523,7 +523,7 @@ pub async fn list_my_orders(
 /// One order (its customer, its vendor, its courier and admins).
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = OrderRecord), (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 404, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn get_order(
     state: web::Data<AppState>,
@@ -552,8 +552,8 @@ pub struct Tracking {
 /// reached its end.
 #[utoipa::path(get, path = "/api/v1/orders/{id}/tracking", tag = "live", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = Tracking), (status = 404, body = super::problem::Problem),
-        (status = 410, body = super::problem::Problem)))]
+    responses((status = 200, body = Tracking), (status = 404, body = crate::web::problem::Problem),
+        (status = 410, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn get_tracking(
     state: web::Data<AppState>,
@@ -581,7 +581,7 @@ pub async fn get_tracking(
 /// The order's events after `after_seq`, oldest first, for resuming a live stream.
 #[utoipa::path(get, path = "/api/v1/orders/{id}/events", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid), EventQuery),
-    responses((status = 200, body = OrderEventPage), (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderEventPage), (status = 404, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn list_order_events(
     state: web::Data<AppState>,
@@ -604,8 +604,8 @@ pub async fn list_order_events(
 /// The vendor takes a paid order.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/accept", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = OrderRecord), (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn accept_order(
     state: web::Data<AppState>,
@@ -618,8 +618,8 @@ pub async fn accept_order(
 /// The vendor turns a paid order down.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/reject", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)), request_body = RejectOrder,
-    responses((status = 200, body = OrderRecord), (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn reject_order(
     state: web::Data<AppState>,
@@ -640,8 +640,8 @@ pub async fn reject_order(
 /// The vendor starts preparing an accepted order.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/preparing", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = OrderRecord), (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn start_preparing_order(
     state: web::Data<AppState>,
@@ -654,8 +654,8 @@ pub async fn start_preparing_order(
 /// The vendor marks an order ready for pickup.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/ready", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = OrderRecord), (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn mark_order_ready(
     state: web::Data<AppState>,
@@ -668,8 +668,8 @@ pub async fn mark_order_ready(
 /// Cancels an order: its customer before the vendor accepted it, an admin before delivery.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = OrderRecord), (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 404, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn cancel_order(
     state: web::Data<AppState>,
@@ -695,8 +695,8 @@ pub async fn cancel_order(
 /// An admin cancels an order before it is delivered.
 #[utoipa::path(post, path = "/api/v1/admin/orders/{id}/cancel", tag = "admin", security(("bearer" = [])),
     params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = OrderRecord), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderRecord), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(order_id = %id))]
 pub async fn admin_cancel_order(
     state: web::Data<AppState>,
@@ -719,8 +719,8 @@ pub async fn admin_cancel_order(
 /// The caller's store's orders, oldest first, optionally in one status.
 #[utoipa::path(get, path = "/api/v1/vendor/orders", tag = "orders", params(OrderListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = OrderPage), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderPage), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 pub async fn list_vendor_orders(
     state: web::Data<AppState>,
@@ -746,8 +746,8 @@ pub async fn list_vendor_orders(
 /// Every order, filtered by status, vendor or customer.
 #[utoipa::path(get, path = "/api/v1/admin/orders", tag = "admin", params(AdminOrderQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = OrderPage), (status = 400, body = super::problem::Problem),
-        (status = 403, body = super::problem::Problem)))]
+    responses((status = 200, body = OrderPage), (status = 400, body = crate::web::problem::Problem),
+        (status = 403, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all)]
 pub async fn list_admin_orders(
     state: web::Data<AppState>,

@@ -12,8 +12,6 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
 use crate::domain::ids::{CheckoutId, PaymentId, UserId};
 use crate::domain::money::Money;
 use crate::payments::webhook::{self, Parsed};
@@ -21,6 +19,8 @@ use crate::payments::{
     Applied, Payment, PaymentError, PaymentEvent, PaymentEventKind, PaymentStatus, ProviderError,
     ProviderName,
 };
+use crate::web::extract::AuthUser;
+use crate::web::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/payments/stripe/webhook", web::post().to(stripe_webhook))
@@ -107,7 +107,7 @@ struct WebhookAnswer {
 #[utoipa::path(post, path = "/api/v1/payments/stripe/webhook", tag = "payments",
     request_body(content = String, description = "a Stripe event, signed in `Stripe-Signature`", content_type = "application/json"),
     responses((status = 200, description = "applied, already applied, or not acted on"),
-        (status = 400, body = super::problem::Problem), (status = 404, body = super::problem::Problem)))]
+        (status = 400, body = crate::web::problem::Problem), (status = 404, body = crate::web::problem::Problem)))]
 #[tracing::instrument(name = "payments.stripe_webhook", skip_all)]
 pub async fn stripe_webhook(
     state: web::Data<AppState>,
@@ -163,8 +163,8 @@ fn answer(applied: Applied) -> &'static str {
 /// A payment, to its payer or an admin; 404 to anyone else.
 #[utoipa::path(get, path = "/api/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path, format = Uuid, description = "payment id")),
-    responses((status = 200, body = PaymentView), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = PaymentView), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 #[tracing::instrument(name = "payments.get", skip_all, fields(payment_id = %path, user_id = %caller.id))]
 pub async fn get_payment(
     state: web::Data<AppState>,
@@ -204,8 +204,8 @@ pub struct SimulateAnswer {
 /// a real provider.
 #[utoipa::path(post, path = "/api/v1/payments/{id}/simulate", tag = "payments",
     params(("id" = String, Path, format = Uuid, description = "payment id")), request_body = SimulateRequest,
-    responses((status = 200, body = SimulateAnswer), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
+    responses((status = 200, body = SimulateAnswer), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem)))]
 #[tracing::instrument(name = "payments.simulate", skip_all, fields(payment_id = %path, user_id = %caller.id))]
 pub async fn simulate(
     state: web::Data<AppState>,

@@ -5,9 +5,7 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
-use super::extract::{AuthUser, MaybeUser};
 use super::vendors::{DEFAULT_RADIUS_KM, page_limit};
-use super::{ApiError, AppState};
 use crate::catalog::CatalogError;
 use crate::catalog::lists::ProductList;
 use crate::catalog::products::{NewProduct, ProductPatch, ProductView};
@@ -16,6 +14,8 @@ use crate::domain::geo::{GeoPoint, parse_radius_km};
 use crate::domain::identity::Role;
 use crate::domain::ids::{CategoryId, ProductId, VendorId};
 use crate::search::{SearchError, SearchQuery, SearchResults, Sort};
+use crate::web::extract::{AuthUser, MaybeUser};
+use crate::web::{ApiError, AppState};
 
 /// Longest search text.
 pub const MAX_QUERY_TEXT: usize = 200;
@@ -189,8 +189,8 @@ impl ProductSearch {
 /// Searches listed products: full text with typo tolerance, filters, sorting, facet counts
 /// per category and cursor pagination.
 #[utoipa::path(get, path = "/api/v1/products", tag = "catalog", params(ProductSearch),
-    responses((status = 200, body = SearchResults), (status = 400, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = SearchResults), (status = 400, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn search_products(
     state: web::Data<AppState>,
     query: web::Query<ProductSearch>,
@@ -203,8 +203,8 @@ pub async fn search_products(
 /// Every product of the caller's store, drafts and hidden ones included.
 #[utoipa::path(get, path = "/api/v1/vendor/products", tag = "catalog", params(ProductSearch),
     security(("bearer" = [])),
-    responses((status = 200, body = SearchResults), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = SearchResults), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 pub async fn my_products(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -227,8 +227,8 @@ pub async fn my_products(
 /// Lists a product in the caller's store (a draft unless `visibility` says otherwise).
 #[utoipa::path(post, path = "/api/v1/products", tag = "catalog", request_body = NewProduct,
     security(("bearer" = [])),
-    responses((status = 201, body = Product), (status = 403, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 201, body = Product), (status = 403, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn create_product(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -245,7 +245,7 @@ pub async fn create_product(
 /// A product with its store, availability and rating. Drafts, hidden products and products
 /// of inactive stores are shown only to their vendor and admins.
 #[utoipa::path(get, path = "/api/v1/products/{id}", tag = "catalog", params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = ProductView), (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = ProductView), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn get_product(
     state: web::Data<AppState>,
     MaybeUser(user): MaybeUser,
@@ -264,8 +264,8 @@ pub async fn get_product(
 /// Changes a product (its vendor or an admin); `visibility: hidden` takes it off the shelf.
 #[utoipa::path(patch, path = "/api/v1/products/{id}", tag = "catalog", request_body = ProductPatch,
     params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
-    responses((status = 200, body = Product), (status = 404, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = Product), (status = 404, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn patch_product(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -287,7 +287,7 @@ pub async fn patch_product(
 /// Deletes a product (its vendor or an admin).
 #[utoipa::path(delete, path = "/api/v1/products/{id}", tag = "catalog",
     params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
-    responses((status = 204), (status = 404, body = super::problem::Problem)))]
+    responses((status = 204), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn delete_product(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -331,8 +331,8 @@ pub struct FeaturedBody {
 /// Replaces the featured list (admins; at most 50 products).
 #[utoipa::path(put, path = "/api/v1/admin/featured", tag = "admin", request_body = FeaturedBody,
     security(("bearer" = [])),
-    responses((status = 204), (status = 403, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 204), (status = 403, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn set_featured(
     state: web::Data<AppState>,
     user: AuthUser,

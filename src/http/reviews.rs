@@ -11,12 +11,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::extract::{AuthUser, MaybeUser};
-use super::{ApiError, AppState};
 use crate::catalog::reviews::{MAX_PAGE, ReviewError, ReviewPage};
 use crate::domain::identity::Role;
 use crate::domain::ids::{OrderId, ProductId, ReviewId, UserId, VendorId};
 use crate::domain::review::{RatingSummary, Review, ReviewTarget, Stars};
+use crate::web::extract::{AuthUser, MaybeUser};
+use crate::web::{ApiError, AppState};
 
 /// Reviews per page when the client does not say.
 const DEFAULT_LIMIT: usize = 20;
@@ -222,10 +222,10 @@ async fn report(
 /// per order line).
 #[utoipa::path(post, path = "/api/v1/products/{id}/reviews", tag = "reviews", request_body = NewReview,
     params(("id" = String, Path, format = Uuid, description = "product id")), security(("bearer" = [])),
-    responses((status = 201, body = ReviewView), (status = 400, body = super::problem::Problem),
-        (status = 401, body = super::problem::Problem), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 201, body = ReviewView), (status = 400, body = crate::web::problem::Problem),
+        (status = 401, body = crate::web::problem::Problem), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn create_product_review(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -240,10 +240,10 @@ pub async fn create_product_review(
 /// per order).
 #[utoipa::path(post, path = "/api/v1/vendors/{id}/reviews", tag = "reviews", request_body = NewReview,
     params(("id" = String, Path, format = Uuid, description = "vendor id")), security(("bearer" = [])),
-    responses((status = 201, body = ReviewView), (status = 400, body = super::problem::Problem),
-        (status = 401, body = super::problem::Problem), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 201, body = ReviewView), (status = 400, body = crate::web::problem::Problem),
+        (status = 401, body = crate::web::problem::Problem), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn create_vendor_review(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -258,8 +258,8 @@ pub async fn create_vendor_review(
 /// only.
 #[utoipa::path(get, path = "/api/v1/products/{id}/reviews", tag = "reviews",
     params(("id" = String, Path, format = Uuid, description = "product id"), ReviewQuery),
-    responses((status = 200, body = ReviewList), (status = 400, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = ReviewList), (status = 400, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 pub async fn list_product_reviews(
     state: web::Data<AppState>,
     MaybeUser(viewer): MaybeUser,
@@ -274,8 +274,8 @@ pub async fn list_product_reviews(
 /// only.
 #[utoipa::path(get, path = "/api/v1/vendors/{id}/reviews", tag = "reviews",
     params(("id" = String, Path, format = Uuid, description = "vendor id"), ReviewQuery),
-    responses((status = 200, body = ReviewList), (status = 400, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = ReviewList), (status = 400, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 pub async fn list_vendor_reviews(
     state: web::Data<AppState>,
     MaybeUser(viewer): MaybeUser,
@@ -290,8 +290,8 @@ pub async fn list_vendor_reviews(
 #[utoipa::path(post, path = "/api/v1/products/{id}/reviews/{review_id}/report", tag = "reviews",
     params(("id" = String, Path, format = Uuid, description = "product id"), ("review_id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem)))]
 pub async fn report_product_review(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -305,8 +305,8 @@ pub async fn report_product_review(
 #[utoipa::path(post, path = "/api/v1/vendors/{id}/reviews/{review_id}/report", tag = "reviews",
     params(("id" = String, Path, format = Uuid, description = "vendor id"), ("review_id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
-    responses((status = 204), (status = 401, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 409, body = super::problem::Problem)))]
+    responses((status = 204), (status = 401, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 409, body = crate::web::problem::Problem)))]
 pub async fn report_vendor_review(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -323,9 +323,9 @@ pub async fn report_vendor_review(
     params(("kind" = TargetKind, Path, description = "`products` or `vendors`"),
         ("id" = String, Path, format = Uuid, description = "product or vendor id"), ("review_id" = String, Path, format = Uuid)),
     security(("bearer" = [])),
-    responses((status = 200, body = ReviewView), (status = 400, body = super::problem::Problem),
-        (status = 401, body = super::problem::Problem), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = ReviewView), (status = 400, body = crate::web::problem::Problem),
+        (status = 401, body = crate::web::problem::Problem), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem)))]
 pub async fn moderate_review(
     state: web::Data<AppState>,
     admin: AuthUser,

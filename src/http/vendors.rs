@@ -3,14 +3,14 @@
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{AuthUser, MaybeUser};
-use super::{ApiError, AppState};
 use crate::catalog::vendors::{NewVendor, VendorPatch};
 use crate::domain::catalog::{Vendor, VendorStatus};
 use crate::domain::geo::{GeoPoint, parse_radius_km};
 use crate::domain::identity::Role;
 use crate::domain::ids::VendorId;
 use crate::domain::review::{RatingSummary, ReviewTarget};
+use crate::web::extract::{AuthUser, MaybeUser};
+use crate::web::{ApiError, AppState};
 
 /// Radius of "near me" when the query names none.
 pub const DEFAULT_RADIUS_KM: f64 = 5.0;
@@ -111,8 +111,8 @@ fn bad_cursor() -> ApiError {
 /// Opens the caller's store (vendors only; one store each).
 #[utoipa::path(post, path = "/api/v1/vendors", tag = "catalog", request_body = NewVendor,
     security(("bearer" = [])),
-    responses((status = 201, body = VendorView), (status = 403, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+    responses((status = 201, body = VendorView), (status = 403, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 pub async fn create_vendor(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -128,7 +128,7 @@ pub async fn create_vendor(
 
 /// The caller's own store.
 #[utoipa::path(get, path = "/api/v1/vendors/mine", tag = "catalog", security(("bearer" = [])),
-    responses((status = 200, body = VendorView), (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = VendorView), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn my_vendor(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -143,7 +143,7 @@ pub async fn my_vendor(
 
 /// A store. Closed and suspended stores are shown only to their owner and admins.
 #[utoipa::path(get, path = "/api/v1/vendors/{id}", tag = "catalog", params(("id" = String, Path, format = Uuid)),
-    responses((status = 200, body = VendorView), (status = 404, body = super::problem::Problem)))]
+    responses((status = 200, body = VendorView), (status = 404, body = crate::web::problem::Problem)))]
 pub async fn get_vendor(
     state: web::Data<AppState>,
     MaybeUser(user): MaybeUser,
@@ -168,8 +168,8 @@ pub async fn get_vendor(
 /// Changes a store (its owner or an admin). Only admins suspend or lift a suspension.
 #[utoipa::path(patch, path = "/api/v1/vendors/{id}", tag = "catalog", request_body = VendorPatch,
     params(("id" = String, Path, format = Uuid)), security(("bearer" = [])),
-    responses((status = 200, body = VendorView), (status = 403, body = super::problem::Problem),
-        (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = VendorView), (status = 403, body = crate::web::problem::Problem),
+        (status = 404, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 pub async fn patch_vendor(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -191,8 +191,8 @@ pub async fn patch_vendor(
 /// Active stores: near a place (nearest first, by H3 rings then great-circle distance) or
 /// all of them (by id).
 #[utoipa::path(get, path = "/api/v1/vendors", tag = "catalog", params(VendorQuery),
-    responses((status = 200, body = VendorPage), (status = 400, body = super::problem::Problem),
-        (status = 422, body = super::problem::Problem)))]
+    responses((status = 200, body = VendorPage), (status = 400, body = crate::web::problem::Problem),
+        (status = 422, body = crate::web::problem::Problem)))]
 pub async fn list_vendors(
     state: web::Data<AppState>,
     query: web::Query<VendorQuery>,

@@ -7,9 +7,9 @@
 use actix_web::http::header::{CACHE_CONTROL, CacheControl, CacheDirective};
 use actix_web::{HttpResponse, web};
 
-use super::extract::AuthUser;
-use super::{ApiError, AppState};
+use crate::web::extract::AuthUser;
 use crate::web::gate::IssuedTicket;
+use crate::web::{ApiError, AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws/ticket", web::post().to(issue_ws_ticket));
@@ -18,8 +18,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// A ticket that opens one WebSocket within 30 seconds.
 #[utoipa::path(post, path = "/api/v1/ws/ticket", tag = "live", security(("bearer" = [])),
     responses((status = 200, body = IssuedTicket),
-        (status = 401, body = super::problem::Problem),
-        (status = 503, body = super::problem::Problem)))]
+        (status = 401, body = crate::web::problem::Problem),
+        (status = 503, body = crate::web::problem::Problem)))]
 #[tracing::instrument(skip_all, fields(user_id = %user.id))]
 pub async fn issue_ws_ticket(
     state: web::Data<AppState>,

@@ -34,32 +34,14 @@ impl AuthUser {
         self.claims.amr.iter().any(|m| m == AMR_MFA)
     }
 
-    /// 403 `forbidden` for other roles; 403 `second_factor_required` for an administrator
-    /// whose token was obtained without the second factor (they may still enrol one).
+    /// See [`require_admin`].
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        self.require_role(&[Role::Admin])?;
-        if self.has_second_factor() {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "second_factor_required",
-                "administrators act only with a second factor: enrol an authenticator (POST /api/v1/auth/totp) if you have none, then log in with a code (otp) or step up (POST /api/v1/auth/step-up)",
-            ))
-        }
+        require_admin(self.role, self.has_second_factor())
     }
 
-    /// 403 unless the caller has one of `roles`.
+    /// See [`require_role`].
     pub fn require_role(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "your role cannot do this",
-            ))
-        }
+        require_role(self.role, roles)
     }
 
     /// Passes for the owner and for admins; anyone else learns nothing (404), not even that
@@ -91,6 +73,35 @@ impl AuthUser {
                 "step up and retry with the new access token: with the authenticator app or a recovery code (POST /api/v1/auth/step-up), or with an SMS code (POST /api/v1/auth/phone/otp, then POST /api/v1/auth/phone/verify, purpose step_up)",
             ))
         }
+    }
+}
+
+/// 403 `forbidden` unless `role` is one of `roles`: the role check of every handler and every
+/// WebSocket handshake.
+pub fn require_role(role: Role, roles: &[Role]) -> Result<(), ApiError> {
+    if roles.contains(&role) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "your role cannot do this",
+        ))
+    }
+}
+
+/// 403 `forbidden` for other roles; 403 `second_factor_required` for an administrator whose
+/// token was obtained without the second factor (they may still enrol one).
+pub fn require_admin(role: Role, second_factor: bool) -> Result<(), ApiError> {
+    require_role(role, &[Role::Admin])?;
+    if second_factor {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "second_factor_required",
+            "administrators act only with a second factor: enrol an authenticator (POST /api/v1/auth/totp) if you have none, then log in with a code (otp) or step up (POST /api/v1/auth/step-up)",
+        ))
     }
 }
 

@@ -26,12 +26,10 @@ use crate::clock::Clock;
 use crate::config::LiveSettings;
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
-use crate::identity::revocation::Marks;
+use crate::identity::revocation::{Marks, RevocationWatch};
 use crate::identity::tokens::{AMR_MFA, AccessTokens, hex};
 use crate::store::typed::Rows;
 use crate::store::{Key, SharedStore, Table};
-
-use crate::ws::hygiene::{Hygiene, TokenBucket};
 
 /// How long a ticket can be redeemed after it was issued.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -53,17 +51,9 @@ pub struct WsUser {
 }
 
 impl WsUser {
-    /// 403 `forbidden` unless the user has one of `roles`.
+    /// See [`require_role`](super::extract::require_role).
     pub fn require_role(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "your role cannot open this stream",
-            ))
-        }
+        super::extract::require_role(self.role, roles)
     }
 
     /// An administrator with a second factor (see [`AuthUser::is_admin`]).
@@ -71,18 +61,9 @@ impl WsUser {
         self.role == Role::Admin && self.second_factor
     }
 
-    /// Like [`AuthUser::require_admin`].
+    /// See [`require_admin`](super::extract::require_admin).
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        self.require_role(&[Role::Admin])?;
-        if self.second_factor {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "second_factor_required",
-                "administrators act only with a second factor: log in with a code from the authenticator app",
-            ))
-        }
+        super::extract::require_admin(self.role, self.second_factor)
     }
 }
 
@@ -153,11 +134,9 @@ impl WsGate {
         self
     }
 
-    /// The hygiene of a session opened by `user`: closed when their access expires or is
-    /// revoked.
-    pub fn hygiene(&self, bucket: TokenBucket, user: &WsUser) -> Hygiene {
-        Hygiene::new(bucket, user.expires_at, self.clock.clone())
-            .revoked_by(self.revocations.watch(user.id, user.issued_at_ms))
+    /// What tells a session opened by `user` that their access was revoked.
+    pub fn revocation_watch(&self, user: &WsUser) -> RevocationWatch {
+        self.revocations.watch(user.id, user.issued_at_ms)
     }
 
     /// Also counts admitted sessions in `gauge` (`hexmarket_ws_sessions`).

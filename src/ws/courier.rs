@@ -20,9 +20,9 @@ use crate::domain::courier::{GpsPoint, MAX_BATCH};
 use crate::domain::identity::Role;
 use crate::domain::ids::OrderId;
 use crate::fulfilment::dispatcher::DispatchError;
-use crate::http::{ApiError, AppState};
 use crate::streams::inbox_topic;
 use crate::web::gate::{ConnectionGuard, WsUser};
+use crate::web::{ApiError, AppState};
 
 /// Offers a session remembers (offer id → order), newest last.
 const REMEMBERED_OFFERS: usize = 16;
@@ -102,7 +102,7 @@ pub async fn open(
         .await
         .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
     let session = CourierSession {
-        hygiene: state.ws.hygiene(TokenBucket::courier(), &user),
+        hygiene: Hygiene::of_session(&state.ws, TokenBucket::courier(), &user),
         user,
         state,
         offers: VecDeque::new(),

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::identity::revocation::RevocationWatch;
+use crate::web::gate::{WsGate, WsUser};
 
 /// How often the server pings.
 pub const PING_EVERY: Duration = Duration::from_secs(10);
@@ -97,8 +98,14 @@ impl Hygiene {
         }
     }
 
-    /// Also closes the session when `watch` reports its access revoked (see
-    /// [`WsGate::hygiene`](crate::web::gate::WsGate::hygiene)).
+    /// The hygiene of a session `user` opened through `gate`: closed when their access expires
+    /// or is revoked.
+    pub fn of_session(gate: &WsGate, bucket: TokenBucket, user: &WsUser) -> Self {
+        Hygiene::new(bucket, user.expires_at, gate.clock().clone())
+            .revoked_by(gate.revocation_watch(user))
+    }
+
+    /// Also closes the session when `watch` reports its access revoked.
     pub fn revoked_by(mut self, watch: RevocationWatch) -> Self {
         self.revocation = Some(watch);
         self

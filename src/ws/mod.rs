@@ -54,7 +54,7 @@ pub(crate) fn upgrade<S>(
     session: S,
     req: &actix_web::HttpRequest,
     stream: web::Payload,
-) -> Result<actix_web::HttpResponse, crate::http::ApiError>
+) -> Result<actix_web::HttpResponse, crate::web::ApiError>
 where
     S: hygiene::LiveSession
         + actix::StreamHandler<
@@ -62,7 +62,7 @@ where
         >,
 {
     hygiene::start_session(session, req, stream).map_err(|e| {
-        crate::http::ApiError::bad_request(
+        crate::web::ApiError::bad_request(
             "not_a_websocket",
             format!("expected a WebSocket handshake: {e}"),
         )
@@ -77,7 +77,7 @@ impl actix::Message for Closing {
 }
 
 /// A stream that yields [`Closing`] once, when the node starts stopping.
-pub(crate) fn closing(state: &crate::http::AppState) -> impl Stream<Item = Closing> + 'static {
+pub(crate) fn closing(state: &crate::web::AppState) -> impl Stream<Item = Closing> + 'static {
     let mut rx = state.closing.subscribe();
     futures_util::stream::once(async move {
         // A closed channel means the node is gone: stop as well.

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
 use crate::fulfilment::dispatcher::UnassignedOrder;
-use crate::http::{ApiError, AppState};
 use crate::web::gate::ConnectionGuard;
+use crate::web::{ApiError, AppState};
 
 /// How often the picture is sent.
 pub const OPS_EVERY: Duration = Duration::from_secs(2);
@@ -95,7 +95,7 @@ pub async fn open(
     let (user, guard) = state.ws.open(&req, &state.identity.tokens).await?;
     user.require_admin()?;
     let session = OpsSession {
-        hygiene: state.ws.hygiene(TokenBucket::watcher(), &user),
+        hygiene: Hygiene::of_session(&state.ws, TokenBucket::watcher(), &user),
         state,
         _guard: guard,
     };

@@ -24,11 +24,11 @@ use crate::bus::{Delivery, Subscription};
 use crate::domain::ids::OrderId;
 use crate::domain::order::{OrderEvent, OrderRecord, OrderStatus};
 use crate::http::orders::order_parts;
-use crate::http::{ApiError, AppState};
 use crate::store::orders::OrderRepo;
 use crate::streams::frames::LocationFrame;
 use crate::streams::{order_live_topic, order_topic};
 use crate::web::gate::{ConnectionGuard, WsUser};
+use crate::web::{ApiError, AppState};
 
 /// Watchers get at most one location frame per this interval on average…
 pub const LOCATION_EVERY: Duration = Duration::from_secs(1);
@@ -181,7 +181,7 @@ pub async fn open(
     }
     let session = WatchSession {
         order,
-        hygiene: state.ws.hygiene(TokenBucket::watcher(), &user),
+        hygiene: Hygiene::of_session(&state.ws, TokenBucket::watcher(), &user),
         state,
         opening,
         subscriptions: Some(subscriptions),

@@ -12,10 +12,10 @@ use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::bus::{Delivery, Subscription};
 use crate::domain::identity::Role;
 use crate::domain::ids::VendorId;
-use crate::http::{ApiError, AppState};
 use crate::store::live::FeedEntry;
 use crate::streams::vendor_topic;
 use crate::web::gate::ConnectionGuard;
+use crate::web::{ApiError, AppState};
 
 /// Entries replayed on connect, at most; a client further behind reloads its order list.
 const REPLAY_LIMIT: usize = 1000;
@@ -82,7 +82,7 @@ pub async fn open(
         last_seq = entries.last().map_or(after, |e| e.seq).max(head);
     }
     let session = VendorSession {
-        hygiene: state.ws.hygiene(TokenBucket::watcher(), &user),
+        hygiene: Hygiene::of_session(&state.ws, TokenBucket::watcher(), &user),
         state,
         opening,
         subscription: Some(subscription),
