@@ -24,7 +24,9 @@ use crate::config::Settings;
 use crate::dispatch::board::Board;
 use crate::dispatch::index::CourierIndex;
 use crate::dispatch::queue::DispatchQueue;
+use crate::fulfilment::Fulfilment;
 use crate::fulfilment::dispatcher::{Dispatcher, DispatcherParts, Live};
+use crate::fulfilment::orders::{Orders, OrdersParts};
 use crate::http;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Delivery, Identity, IdentityParts};
@@ -182,6 +184,17 @@ impl Application {
         let payments = build_payments(&settings, &store, clock)?;
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
         payments.set_listener(settlement.listener());
+        let fulfilment = Fulfilment {
+            orders: Orders::new(OrdersParts {
+                actors: orders.clone(),
+                store: Arc::clone(&store),
+                catalog: catalog.clone(),
+                payments: payments.clone(),
+                settlement: settlement.clone(),
+                board: live.board.clone(),
+                couriers: live.courier_repo.clone(),
+            }),
+        };
         let state = web::Data::new(AppState {
             store,
             bus,
@@ -198,6 +211,7 @@ impl Application {
             order_payment_timeout: settings.order_payment_timeout,
             secure_cookies: settings.secure_cookies,
             ws: ws_gate,
+            fulfilment,
             live,
             closing: tokio::sync::broadcast::channel(1).0,
         });

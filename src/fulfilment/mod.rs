@@ -1,4 +1,12 @@
 //! Fulfilment: the services that move an order from placed to delivered, above the actors
-//! they drive.
+//! they drive. HTTP handlers and WebSocket sessions call these; they never open the order
+//! tables themselves.
 
 pub mod dispatcher;
+pub mod orders;
+
+/// The fulfilment services, as handlers and sessions reach them.
+#[derive(Clone)]
+pub struct Fulfilment {
+    pub orders: orders::Orders,
+}

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{ApiError, AppState};
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
+use crate::fulfilment::orders::Viewer;
 use crate::identity::tokens::{AMR_MFA, Claims};
 
 /// A step-up (OTP) counts for this long.
@@ -32,6 +33,15 @@ impl AuthUser {
     /// Whether the token was minted after a second factor (TOTP or a recovery code).
     pub fn has_second_factor(&self) -> bool {
         self.claims.amr.iter().any(|m| m == AMR_MFA)
+    }
+
+    /// The caller as the fulfilment services see them.
+    pub fn viewer(&self) -> Viewer {
+        Viewer {
+            id: self.id,
+            role: self.role,
+            admin: self.is_admin(),
+        }
     }
 
     /// See [`require_admin`].

@@ -26,6 +26,7 @@ use crate::clock::Clock;
 use crate::config::LiveSettings;
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
+use crate::fulfilment::orders::Viewer;
 use crate::identity::revocation::{Marks, RevocationWatch};
 use crate::identity::tokens::{AMR_MFA, AccessTokens, hex};
 use crate::store::typed::Rows;
@@ -51,6 +52,15 @@ pub struct WsUser {
 }
 
 impl WsUser {
+    /// The user as the fulfilment services see them.
+    pub fn viewer(&self) -> Viewer {
+        Viewer {
+            id: self.id,
+            role: self.role,
+            admin: self.is_admin(),
+        }
+    }
+
     /// See [`require_role`](super::extract::require_role).
     pub fn require_role(&self, roles: &[Role]) -> Result<(), ApiError> {
         super::extract::require_role(self.role, roles)

@@ -41,6 +41,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// The WebSocket handshake: tokens and tickets, origins, connection caps.
     pub ws: crate::web::gate::WsGate,
+    /// Orders and checkouts.
+    pub fulfilment: crate::fulfilment::Fulfilment,
     /// Couriers, dispatch, live positions and feeds.
     pub live: crate::fulfilment::dispatcher::Live,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).

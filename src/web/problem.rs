@@ -10,7 +10,9 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::actors::ActorError;
+use crate::actors::order::CommandError;
 use crate::bus::BusError;
+use crate::fulfilment::orders::OrderError;
 use crate::store::StoreError;
 
 /// Media type of problem details.
@@ -321,4 +323,70 @@ pub fn status_problem(status: StatusCode) -> ApiError {
         _ => ("request_refused", "the request was refused"),
     };
     ApiError::new(status, code, detail)
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotFound => ApiError::not_found("no such order"),
+            CommandError::Illegal(illegal) => ApiError::conflict(
+                "illegal_transition",
+                format!(
+                    "the order cannot go from {} to {}",
+                    illegal.from, illegal.to
+                ),
+            )
+            .with_fields(vec![
+                FieldError {
+                    field: "from".to_owned(),
+                    message: illegal.from.to_string(),
+                },
+                FieldError {
+                    field: "to".to_owned(),
+                    message: illegal.to.to_string(),
+                },
+            ]),
+            CommandError::Store(e) => e.into(),
+            CommandError::OutOfStock => ApiError::conflict(
+                "insufficient_stock",
+                "the order's stock is no longer available",
+            ),
+            CommandError::Contended => ApiError::new(
+                StatusCode::CONFLICT,
+                "contended",
+                "the order changed while this request was applied; try again",
+            ),
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match e {
+            OrderError::NotFound => ApiError::not_found("no such order"),
+            OrderError::Forbidden(detail) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
+            }
+            OrderError::NoStore => ApiError::not_found("you do not run a store yet"),
+            OrderError::TrackingEnded => {
+                ApiError::new(StatusCode::GONE, "tracking_ended", e.to_string())
+            }
+            OrderError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
+            OrderError::NoTotals | OrderError::NeverPaid => {
+                ApiError::conflict("not_refundable", e.to_string())
+            }
+            OrderError::AlreadyRefunded(detail) => ApiError::conflict("already_refunded", detail),
+            OrderError::NotInOrder(_) => ApiError::invalid_field("lines", e.to_string()),
+            OrderError::RefundExceedsTotal { .. } => {
+                ApiError::field_rule("refund_exceeds_total", "lines", e.to_string())
+            }
+            OrderError::NoPayment(_) => ApiError::internal(e),
+            OrderError::Settle(e) => ApiError::internal(e),
+            OrderError::Command(e) => e.into(),
+            OrderError::Catalog(e) => e.into(),
+            OrderError::Payment(e) => e.into(),
+            OrderError::Store(e) => e.into(),
+            OrderError::Actor(e) => e.into(),
+        }
+    }
 }

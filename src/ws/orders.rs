@@ -19,15 +19,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
-use crate::actors::order::GetOrder;
 use crate::bus::{Delivery, Subscription};
 use crate::domain::ids::OrderId;
-use crate::domain::order::{OrderEvent, OrderRecord, OrderStatus};
-use crate::http::orders::order_parts;
-use crate::store::orders::OrderRepo;
+use crate::domain::order::{OrderEvent, OrderStatus};
 use crate::streams::frames::LocationFrame;
 use crate::streams::{order_live_topic, order_topic};
-use crate::web::gate::{ConnectionGuard, WsUser};
+use crate::web::gate::ConnectionGuard;
 use crate::web::{ApiError, AppState};
 
 /// Watchers get at most one location frame per this interval on average…
@@ -139,8 +136,9 @@ pub async fn open(
         .parse()
         .map_err(|_| ApiError::not_found("no such order"))?;
     let (user, guard) = state.ws.open(&req, &state.identity.tokens).await?;
-    let record = load(&state, order).await?;
-    authorize(&state, &user, &record).await?;
+    let orders = &state.fulfilment.orders;
+    // The order's customer, vendor, courier and admins may watch; anyone else learns nothing.
+    orders.visible(&user.viewer(), order).await?;
 
     let topics = async {
         let events = state.bus.subscribe(&order_topic(order)).await?;
@@ -151,10 +149,10 @@ pub async fn open(
         .await
         .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
     // Read after subscribing: whatever happens from here on arrives live as well.
-    let record = load(&state, order).await?;
+    let record = orders.load(order).await?;
     let mut opening = Vec::new();
     let tracking = record.is_tracked();
-    let courier = courier_position(&state, &record).await;
+    let courier = orders.courier_position(&record).await;
     let snapshot = Snapshot {
         order_id: order,
         status: record.status(),
@@ -165,9 +163,7 @@ pub async fn open(
     opening.extend(super::tagged("snapshot", &snapshot));
     let mut last_seq = record.seq;
     if let Some(after) = query.after_seq {
-        let (events, _) = OrderRepo::new(state.store.clone())
-            .events_after(order, after, REPLAY_LIMIT)
-            .await?;
+        let (events, _) = orders.events_after(order, after, REPLAY_LIMIT).await?;
         for event in &events {
             opening.extend(super::tagged(
                 "event",
@@ -193,58 +189,6 @@ pub async fn open(
         _guard: guard,
     };
     super::upgrade(session, &req, stream)
-}
-
-async fn load(state: &AppState, order: OrderId) -> Result<OrderRecord, ApiError> {
-    state
-        .orders
-        .send(order, GetOrder)
-        .await??
-        .ok_or_else(|| ApiError::not_found("no such order"))
-}
-
-/// The order's customer, vendor, courier and admins may watch; anyone else learns nothing.
-pub async fn authorize(
-    state: &AppState,
-    user: &WsUser,
-    record: &OrderRecord,
-) -> Result<(), ApiError> {
-    if order_parts(state, user.id, user.role, user.is_admin(), record)
-        .await?
-        .any()
-    {
-        Ok(())
-    } else {
-        Err(ApiError::not_found("no such order"))
-    }
-}
-
-/// Where the order's courier is, while the order is tracked: the latest live position this
-/// node has seen, else the courier's last stored one (without an ETA).
-pub async fn courier_position(state: &AppState, record: &OrderRecord) -> Option<LocationFrame> {
-    if !record.is_tracked() {
-        return None;
-    }
-    match state.live.board.get(record.id()) {
-        Some(frame) => Some(frame),
-        None => stored_position(state, record).await,
-    }
-}
-
-/// The courier's last stored position, when this node has seen no live one.
-async fn stored_position(state: &AppState, record: &OrderRecord) -> Option<LocationFrame> {
-    let courier = record.courier_id?;
-    let point = crate::actors::courier::stored_position(&state.live.courier_repo, courier)
-        .await
-        .ok()??;
-    Some(LocationFrame {
-        lat: point.lat,
-        lng: point.lng,
-        heading_deg: point.heading_deg,
-        speed_mps: point.speed_mps,
-        recorded_at: point.recorded_at,
-        eta_s: 0,
-    })
 }
 
 impl Actor for WatchSession {
