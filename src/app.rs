@@ -25,6 +25,7 @@ use crate::dispatch::board::Board;
 use crate::dispatch::index::CourierIndex;
 use crate::dispatch::queue::DispatchQueue;
 use crate::fulfilment::Fulfilment;
+use crate::fulfilment::checkout::{Checkout, CheckoutParts};
 use crate::fulfilment::dispatcher::{Dispatcher, DispatcherParts, Live};
 use crate::fulfilment::orders::{Orders, OrdersParts};
 use crate::http;
@@ -185,6 +186,14 @@ impl Application {
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
         payments.set_listener(settlement.listener());
         let fulfilment = Fulfilment {
+            checkout: Checkout::new(CheckoutParts {
+                carts: carts.clone(),
+                orders: orders.clone(),
+                catalog: catalog.clone(),
+                payments: payments.clone(),
+                store: Arc::clone(&store),
+                hold_for: settings.order_payment_timeout,
+            }),
             orders: Orders::new(OrdersParts {
                 actors: orders.clone(),
                 store: Arc::clone(&store),
@@ -208,7 +217,6 @@ impl Application {
             payments,
             settlement,
             idempotency,
-            order_payment_timeout: settings.order_payment_timeout,
             secure_cookies: settings.secure_cookies,
             ws: ws_gate,
             fulfilment,

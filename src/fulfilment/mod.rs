@@ -2,11 +2,13 @@
 //! they drive. HTTP handlers and WebSocket sessions call these; they never open the order
 //! tables themselves.
 
+pub mod checkout;
 pub mod dispatcher;
 pub mod orders;
 
 /// The fulfilment services, as handlers and sessions reach them.
 #[derive(Clone)]
 pub struct Fulfilment {
+    pub checkout: checkout::Checkout,
     pub orders: orders::Orders,
 }

@@ -1,38 +1,21 @@
 //! `POST /api/v1/checkout`: turns the customer's cart into one order per store and one
-//! payment, exactly once per `Idempotency-Key`.
-//!
-//! Everything a checkout creates has an id derived from the customer and the key (the
-//! checkout id, and each order's id from the checkout and the store), so a retry after a crash
-//! finds what the first attempt wrote: holds are placed again under the same reservation ids
-//! (a no-op), orders and the payment are created if missing and returned if present. The
+//! payment (see [`crate::fulfilment::checkout`]), exactly once per `Idempotency-Key`: the
 //! idempotency record makes concurrent requests with one key run once and retries replay the
 //! first answer.
-
-use std::collections::BTreeMap;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ContentType, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
-use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use super::payments::PaymentView;
-use crate::actors::cart::{ChangeCart, GetCart};
-use crate::actors::order::CreateOrder;
-use crate::catalog::inventory::ReserveFailure;
-use crate::catalog::products::ProductView;
-use crate::domain::cart::CartCommand;
-use crate::domain::checkout::{DeliveryAddress, checkout_id_for, delivery_fee, order_id_for};
-use crate::domain::geo::GeoPoint;
+use crate::domain::checkout::DeliveryAddress;
 use crate::domain::identity::Role;
-use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId};
-use crate::domain::money::Money;
-use crate::domain::order::{self, Order, OrderLine, OrderRecord, OrderStatus, OrderTotals};
+use crate::domain::ids::{CheckoutId, UserId};
+use crate::domain::order::OrderRecord;
+use crate::fulfilment::checkout::{CheckoutError, Placed};
 use crate::idempotency::{IdempotencyError, Outcome, Recorded, fingerprint};
 use crate::payments::ProviderName;
-use crate::store::Table;
-use crate::store::catalog::id_key;
-use crate::store::typed::Rows;
 use crate::web::extract::AuthUser;
 use crate::web::problem::{FieldError, PROBLEM_JSON};
 use crate::web::{ApiError, AppState};
@@ -61,11 +44,80 @@ pub struct CheckoutView {
     pub payment: PaymentView,
 }
 
-pub use crate::domain::checkout::CheckoutRecord;
+impl CheckoutView {
+    fn new(placed: Placed, customer: UserId) -> Self {
+        CheckoutView {
+            checkout_id: placed.checkout_id,
+            orders: placed.orders,
+            payment: PaymentView::new(placed.payment, customer),
+        }
+    }
+}
 
-/// The checkouts table.
-pub fn checkouts(state: &AppState) -> Rows<CheckoutRecord> {
-    Rows::new(state.store.clone(), Table::Checkouts)
+impl From<CheckoutError> for ApiError {
+    fn from(e: CheckoutError) -> Self {
+        match e {
+            CheckoutError::PaymentMethodUnavailable(_) => ApiError::field_rule(
+                "payment_method_unavailable",
+                "payment_method",
+                e.to_string(),
+            ),
+            CheckoutError::CartEmpty => ApiError::field_rule("cart_empty", "cart", e.to_string()),
+            CheckoutError::ProductsUnavailable(ref products) => {
+                let fields = products
+                    .iter()
+                    .map(|product| FieldError {
+                        field: format!("items.{product}"),
+                        message: "no longer listed".to_owned(),
+                    })
+                    .collect();
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "product_unavailable",
+                    e.to_string(),
+                )
+                .with_fields(fields)
+            }
+            CheckoutError::OutsideDeliveryArea { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "outside_delivery_area",
+                e.to_string(),
+            ),
+            CheckoutError::MixedCurrencies(detail) => {
+                ApiError::field_rule("mixed_currencies", "cart", detail)
+            }
+            CheckoutError::TotalTooLarge => ApiError::invalid_field("cart", e.to_string()),
+            CheckoutError::Reserve(failure) => failure.into(),
+            CheckoutError::InProgress => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request_in_progress",
+                e.to_string(),
+            )
+            .with_retry_after(1),
+            CheckoutError::Payment(e) => e.into(),
+            CheckoutError::Store(e) => e.into(),
+            CheckoutError::Actor(e) => e.into(),
+        }
+    }
+}
+
+impl From<IdempotencyError> for ApiError {
+    fn from(e: IdempotencyError) -> Self {
+        match e {
+            IdempotencyError::InvalidKey => {
+                ApiError::bad_request("invalid_idempotency_key", e.to_string())
+            }
+            IdempotencyError::Mismatch => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
+            IdempotencyError::InProgress => {
+                ApiError::conflict("request_in_progress", e.to_string()).with_retry_after(1)
+            }
+            IdempotencyError::Store(e) => e.into(),
+        }
+    }
 }
 
 fn parse_request(body: &[u8]) -> Result<CheckoutRequest, ApiError> {
@@ -105,45 +157,36 @@ pub async fn checkout(
     let fingerprint = fingerprint("POST", "/api/v1/checkout", &body);
     let customer = user.id;
     let work = || async {
-        match place(
-            &state,
-            customer,
-            &key,
-            address,
-            point,
-            request.payment_method,
-        )
-        .await
-        {
-            Ok(view) => Recorded {
+        let placed = state
+            .fulfilment
+            .checkout
+            .place(customer, &key, address, point, request.payment_method)
+            .await;
+        match placed {
+            Ok(placed) => Recorded {
                 status: 201,
-                body: serde_json::to_string(&view).unwrap_or_default(),
+                body: serde_json::to_string(&CheckoutView::new(placed, customer))
+                    .unwrap_or_default(),
             },
-            Err(e) => Recorded {
-                status: e.status().as_u16(),
-                body: e.to_json(),
-            },
+            Err(e) => {
+                let e = ApiError::from(e);
+                Recorded {
+                    status: e.status().as_u16(),
+                    body: e.to_json(),
+                }
+            }
         }
     };
     let outcome = state
         .idempotency
         .run(customer, &key, &fingerprint, work)
-        .await
-        .map_err(|e| match e {
-            IdempotencyError::InvalidKey => {
-                ApiError::bad_request("invalid_idempotency_key", e.to_string())
-            }
-            IdempotencyError::Mismatch => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                e.to_string(),
-            ),
-            IdempotencyError::InProgress => {
-                ApiError::conflict("request_in_progress", e.to_string()).with_retry_after(1)
-            }
-            IdempotencyError::Store(e) => e.into(),
-        })?;
-    let replayed = matches!(outcome, Outcome::Replayed(_));
+        .await?;
+    Ok(replay(&outcome))
+}
+
+/// The recorded answer of a keyed request, marked `Idempotent-Replayed` when an earlier
+/// request with the key made it.
+fn replay(outcome: &Outcome) -> HttpResponse {
     let recorded = outcome.response();
     let status = StatusCode::from_u16(recorded.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status);
@@ -152,308 +195,8 @@ pub async fn checkout(
     } else {
         response.content_type(PROBLEM_JSON);
     }
-    if replayed {
+    if matches!(outcome, Outcome::Replayed(_)) {
         response.insert_header(("Idempotent-Replayed", "true"));
     }
-    Ok(response.body(recorded.body.clone()))
-}
-
-/// Places the orders and the payment of one checkout (safe to run again for the same key).
-async fn place(
-    state: &AppState,
-    customer: UserId,
-    key: &str,
-    address: DeliveryAddress,
-    point: GeoPoint,
-    method: ProviderName,
-) -> Result<CheckoutView, ApiError> {
-    if method != state.payments.default_provider() {
-        return Err(ApiError::field_rule(
-            "payment_method_unavailable",
-            "payment_method",
-            format!(
-                "this platform takes `{}` payments",
-                state.payments.default_provider().as_str()
-            ),
-        ));
-    }
-    let checkout_id = checkout_id_for(customer, key);
-    let cart_id = CartId::from(customer.as_uuid());
-    let cart = state.carts.send(cart_id, GetCart).await?;
-    // A retry of a checkout that got as far as its payment only needs the answer (its first
-    // attempt may have emptied the cart). One that stopped earlier runs again from the cart:
-    // every step below finds what the first attempt already did.
-    if let Some(existing) = checkouts(state).get(&id_key(checkout_id)).await?
-        && state
-            .payments
-            .find_by_checkout(checkout_id)
-            .await?
-            .is_some()
-    {
-        return finish(
-            state,
-            customer,
-            checkout_id,
-            existing.value.orders,
-            None,
-            method,
-        )
-        .await;
-    }
-    if cart.lines.is_empty() {
-        return Err(ApiError::field_rule(
-            "cart_empty",
-            "cart",
-            "the cart is empty",
-        ));
-    }
-
-    // The catalog as it is now: every product listed, every store delivering here.
-    let views: Vec<Option<ProductView>> = join_all(
-        cart.lines
-            .iter()
-            .map(|l| async move { state.catalog.product_view(l.product_id, None).await.ok() }),
-    )
-    .await;
-    let mut unavailable = Vec::new();
-    let mut groups: BTreeMap<VendorId, Vec<(ProductView, u32)>> = BTreeMap::new();
-    for (line, view) in cart.lines.iter().zip(views) {
-        match view {
-            Some(view) => groups
-                .entry(view.vendor.id)
-                .or_default()
-                .push((view, line.quantity.get())),
-            None => unavailable.push(FieldError {
-                field: format!("items.{}", line.product_id),
-                message: "no longer listed".to_owned(),
-            }),
-        }
-    }
-    if !unavailable.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "product_unavailable",
-            "some products in the cart are no longer listed",
-        )
-        .with_fields(unavailable));
-    }
-    let now = state.catalog.clock.now();
-    // The payment's id is claimed before the orders, so each order names the payment that
-    // pays for it (the payment itself is opened at the provider once the orders exist).
-    let payment_id = state.payments.claim(checkout_id).await?.to_string();
-    let mut records = Vec::with_capacity(groups.len());
-    for (vendor_id, items) in &groups {
-        let Some((first, _)) = items.first() else {
-            continue;
-        };
-        let store = &first.vendor;
-        let distance = store.location.distance_m(point);
-        if distance > store.delivery_radius_km * 1000.0 {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "outside_delivery_area",
-                format!(
-                    "{} delivers within {} km; the address is {:.1} km away",
-                    store.name,
-                    store.delivery_radius_km,
-                    distance / 1000.0
-                ),
-            ));
-        }
-        let currency = first.product.price.currency;
-        let mut subtotal = 0i64;
-        let mut lines = Vec::with_capacity(items.len());
-        for (view, quantity) in items {
-            if view.product.price.currency != currency {
-                return Err(ApiError::field_rule(
-                    "mixed_currencies",
-                    "cart",
-                    "one store's products must share a currency",
-                ));
-            }
-            let line_total = view
-                .product
-                .price
-                .times(*quantity)
-                .ok_or_else(|| ApiError::invalid_field("cart", "the total is too large"))?;
-            subtotal = subtotal
-                .checked_add(line_total.amount_minor)
-                .ok_or_else(|| ApiError::invalid_field("cart", "the total is too large"))?;
-            lines.push(OrderLine {
-                product_id: view.product.id,
-                title: view.product.title.clone(),
-                quantity: *quantity,
-                unit_price: view.product.price,
-            });
-        }
-        let fee = delivery_fee(distance, currency);
-        let order_id = order_id_for(checkout_id, *vendor_id);
-        records.push(OrderRecord {
-            order: Order {
-                id: order_id,
-                checkout_id,
-                customer_id: customer,
-                vendor_id: *vendor_id,
-                status: OrderStatus::PendingPayment,
-                lines,
-                created_at: now,
-                updated_at: now,
-            },
-            delivery_address: Some(order::DeliveryAddress {
-                address: address.text.clone(),
-                location: point,
-                notes: None,
-            }),
-            totals: Some(OrderTotals {
-                subtotal: Money::new(subtotal, currency),
-                delivery_fee: fee,
-                total: Money::new(subtotal + fee.amount_minor, currency),
-            }),
-            seq: 0,
-            expires_at: None,
-            courier_id: None,
-            handoff_code: None,
-            arrived_at_pickup_at: None,
-            arriving_at: None,
-            payment_id: Some(payment_id.clone()),
-            paid_at: None,
-            rejection_reason: None,
-            cancelled_by: None,
-            refunded: None,
-            refunds: Vec::new(),
-            payment_returned: None,
-        });
-    }
-    let currency = records
-        .first()
-        .and_then(|r| r.totals.map(|t| t.total.currency))
-        .ok_or_else(|| ApiError::field_rule("cart_empty", "cart", "the cart is empty"))?;
-    if records
-        .iter()
-        .any(|r| r.totals.is_some_and(|t| t.total.currency != currency))
-    {
-        return Err(ApiError::field_rule(
-            "mixed_currencies",
-            "cart",
-            "a checkout is paid in one currency",
-        ));
-    }
-
-    // Hold the stock of every order, all or nothing: the reservation of an order is its id.
-    let mut held: Vec<(OrderId, Vec<ProductId>)> = Vec::new();
-    for record in &records {
-        let items: Vec<(ProductId, u32)> = record
-            .order
-            .lines
-            .iter()
-            .map(|l| (l.product_id, l.quantity))
-            .collect();
-        let reservation = record.order.id.to_string();
-        match state
-            .catalog
-            .inventory
-            .reserve(&reservation, &items, state.order_payment_timeout)
-            .await
-        {
-            Ok(()) => held.push((record.order.id, items.iter().map(|i| i.0).collect())),
-            Err(failure) => {
-                for (order, products) in &held {
-                    if let Err(e) = state
-                        .catalog
-                        .inventory
-                        .release(&order.to_string(), products)
-                        .await
-                    {
-                        tracing::warn!(error = %e, order_id = %order, "hold not released; it expires by itself");
-                    }
-                }
-                return Err(match failure {
-                    ReserveFailure::Store(e) => e.into(),
-                    other => other.into(),
-                });
-            }
-        }
-    }
-
-    let order_ids: Vec<OrderId> = records.iter().map(|r| r.order.id).collect();
-    let record = CheckoutRecord {
-        id: checkout_id,
-        customer,
-        orders: order_ids.clone(),
-        created_at: now,
-    };
-    // Another attempt may have written it first; either way it names the same orders.
-    let _ = checkouts(state)
-        .insert(&id_key(checkout_id), &record)
-        .await?;
-    let total: i64 = records
-        .iter()
-        .filter_map(|r| r.totals.map(|t| t.total.amount_minor))
-        .sum();
-    for record in records {
-        state
-            .orders
-            .send(record.order.id, CreateOrder(record))
-            .await??;
-    }
-    finish(
-        state,
-        customer,
-        checkout_id,
-        order_ids,
-        Some((Money::new(total, currency), cart_id)),
-        method,
-    )
-    .await
-}
-
-/// Creates (or finds) the payment, empties the cart, and answers with the checkout.
-async fn finish(
-    state: &AppState,
-    customer: UserId,
-    checkout_id: CheckoutId,
-    order_ids: Vec<OrderId>,
-    fresh: Option<(Money, CartId)>,
-    method: ProviderName,
-) -> Result<CheckoutView, ApiError> {
-    let payment = match fresh {
-        Some((total, _)) => {
-            state
-                .payments
-                .create(checkout_id, customer, total, method)
-                .await?
-        }
-        None => state
-            .payments
-            .find_by_checkout(checkout_id)
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "request_in_progress",
-                    "the checkout is still being placed; retry shortly",
-                )
-                .with_retry_after(1)
-            })?,
-    };
-    if let Some((_, cart)) = fresh
-        && let Err(e) = state.carts.send(cart, ChangeCart(CartCommand::Clear)).await
-    {
-        tracing::warn!(error = %e, "cart not emptied after checkout");
-    }
-    let mut orders = Vec::with_capacity(order_ids.len());
-    for id in order_ids {
-        if let Some(order) = state
-            .orders
-            .send(id, crate::actors::order::GetOrder)
-            .await??
-        {
-            orders.push(order);
-        }
-    }
-    Ok(CheckoutView {
-        checkout_id,
-        orders,
-        payment: PaymentView::new(payment, customer),
-    })
+    response.body(recorded.body.clone())
 }

@@ -35,8 +35,6 @@ pub struct AppState {
     pub settlement: crate::payments::settlement::Settlement,
     /// Idempotency records of unsafe requests (`Idempotency-Key`).
     pub idempotency: crate::idempotency::Idempotency,
-    /// How long a checkout holds stock for its unpaid orders.
-    pub order_payment_timeout: std::time::Duration,
     /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).
     pub secure_cookies: bool,
     /// The WebSocket handshake: tokens and tickets, origins, connection caps.

@@ -1,0 +1,370 @@
+//! The checkout service: turns a customer's cart into one order per store and one payment.
+//!
+//! Everything a checkout creates has an id derived from the customer and the key (the
+//! checkout id, and each order's id from the checkout and the store), so a retry after a crash
+//! finds what the first attempt wrote: holds are placed again under the same reservation ids
+//! (a no-op), orders and the payment are created if missing and returned if present. Which
+//! requests count as the same checkout (the `Idempotency-Key`) is the caller's to decide.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::actors::cart::{CartActor, ChangeCart, GetCart};
+use crate::actors::order::{CreateOrder, OrderActor};
+use crate::actors::{ActorError, Registry};
+use crate::catalog::Catalog;
+use crate::catalog::inventory::ReserveFailure;
+use crate::catalog::products::ProductView;
+use crate::domain::cart::CartCommand;
+use crate::domain::checkout::{
+    CheckoutRecord, DeliveryAddress, checkout_id_for, delivery_fee, order_id_for,
+};
+use crate::domain::geo::GeoPoint;
+use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId};
+use crate::domain::money::Money;
+use crate::domain::order::{self, Order, OrderLine, OrderRecord, OrderStatus, OrderTotals};
+use crate::payments::{Payment, PaymentError, Payments, ProviderName};
+use crate::store::catalog::id_key;
+use crate::store::typed::Rows;
+use crate::store::{SharedStore, StoreError, Table};
+
+/// Why a checkout was not placed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    /// The platform takes another payment method (the one named).
+    #[error("this platform takes `{}` payments", .0.as_str())]
+    PaymentMethodUnavailable(ProviderName),
+    #[error("the cart is empty")]
+    CartEmpty,
+    /// Products of the cart that are no longer listed.
+    #[error("some products in the cart are no longer listed")]
+    ProductsUnavailable(Vec<ProductId>),
+    #[error("{store} delivers within {radius_km} km; the address is {distance_km:.1} km away")]
+    OutsideDeliveryArea {
+        store: String,
+        radius_km: f64,
+        distance_km: f64,
+    },
+    #[error("{0}")]
+    MixedCurrencies(&'static str),
+    #[error("the total is too large")]
+    TotalTooLarge,
+    /// The stock of some order could not be held.
+    #[error(transparent)]
+    Reserve(ReserveFailure),
+    /// Another attempt with the same key got as far as the orders but not yet the payment.
+    #[error("the checkout is still being placed; retry shortly")]
+    InProgress,
+    #[error(transparent)]
+    Payment(#[from] PaymentError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+}
+
+/// A placed checkout: its orders and its payment.
+#[derive(Debug)]
+pub struct Placed {
+    pub checkout_id: CheckoutId,
+    pub orders: Vec<OrderRecord>,
+    pub payment: Payment,
+}
+
+/// The checkout service; cheap to clone.
+#[derive(Clone)]
+pub struct Checkout {
+    carts: Registry<CartActor>,
+    orders: Registry<OrderActor>,
+    catalog: Catalog,
+    payments: Payments,
+    checkouts: Rows<CheckoutRecord>,
+    /// How long a checkout holds stock for its unpaid orders.
+    hold_for: Duration,
+}
+
+/// What [`Checkout`] is built from.
+pub struct CheckoutParts {
+    pub carts: Registry<CartActor>,
+    pub orders: Registry<OrderActor>,
+    pub catalog: Catalog,
+    pub payments: Payments,
+    pub store: SharedStore,
+    pub hold_for: Duration,
+}
+
+impl Checkout {
+    pub fn new(parts: CheckoutParts) -> Self {
+        Checkout {
+            carts: parts.carts,
+            orders: parts.orders,
+            catalog: parts.catalog,
+            payments: parts.payments,
+            checkouts: Rows::new(parts.store, Table::Checkouts),
+            hold_for: parts.hold_for,
+        }
+    }
+
+    /// Places the orders and the payment of one checkout (safe to run again for the same key).
+    pub async fn place(
+        &self,
+        customer: UserId,
+        key: &str,
+        address: DeliveryAddress,
+        point: GeoPoint,
+        method: ProviderName,
+    ) -> Result<Placed, CheckoutError> {
+        let state = self;
+        if method != state.payments.default_provider() {
+            return Err(CheckoutError::PaymentMethodUnavailable(
+                state.payments.default_provider(),
+            ));
+        }
+        let checkout_id = checkout_id_for(customer, key);
+        let cart_id = CartId::from(customer.as_uuid());
+        let cart = state.carts.send(cart_id, GetCart).await?;
+        // A retry of a checkout that got as far as its payment only needs the answer (its first
+        // attempt may have emptied the cart). One that stopped earlier runs again from the cart:
+        // every step below finds what the first attempt already did.
+        if let Some(existing) = state.checkouts.get(&id_key(checkout_id)).await?
+            && state
+                .payments
+                .find_by_checkout(checkout_id)
+                .await?
+                .is_some()
+        {
+            return state
+                .finish(customer, checkout_id, existing.value.orders, None, method)
+                .await;
+        }
+        if cart.lines.is_empty() {
+            return Err(CheckoutError::CartEmpty);
+        }
+
+        // The catalog as it is now: every product listed, every store delivering here.
+        let views: Vec<Option<ProductView>> = join_all(
+            cart.lines
+                .iter()
+                .map(|l| async move { state.catalog.product_view(l.product_id, None).await.ok() }),
+        )
+        .await;
+        let mut unavailable = Vec::new();
+        let mut groups: BTreeMap<VendorId, Vec<(ProductView, u32)>> = BTreeMap::new();
+        for (line, view) in cart.lines.iter().zip(views) {
+            match view {
+                Some(view) => groups
+                    .entry(view.vendor.id)
+                    .or_default()
+                    .push((view, line.quantity.get())),
+                None => unavailable.push(line.product_id),
+            }
+        }
+        if !unavailable.is_empty() {
+            return Err(CheckoutError::ProductsUnavailable(unavailable));
+        }
+        let now = state.catalog.clock.now();
+        // The payment's id is claimed before the orders, so each order names the payment that
+        // pays for it (the payment itself is opened at the provider once the orders exist).
+        let payment_id = state.payments.claim(checkout_id).await?.to_string();
+        let mut records = Vec::with_capacity(groups.len());
+        for (vendor_id, items) in &groups {
+            let Some((first, _)) = items.first() else {
+                continue;
+            };
+            let store = &first.vendor;
+            let distance = store.location.distance_m(point);
+            if distance > store.delivery_radius_km * 1000.0 {
+                return Err(CheckoutError::OutsideDeliveryArea {
+                    store: store.name.clone(),
+                    radius_km: store.delivery_radius_km,
+                    distance_km: distance / 1000.0,
+                });
+            }
+            let currency = first.product.price.currency;
+            let mut subtotal = 0i64;
+            let mut lines = Vec::with_capacity(items.len());
+            for (view, quantity) in items {
+                if view.product.price.currency != currency {
+                    return Err(CheckoutError::MixedCurrencies(
+                        "one store's products must share a currency",
+                    ));
+                }
+                let line_total = view
+                    .product
+                    .price
+                    .times(*quantity)
+                    .ok_or(CheckoutError::TotalTooLarge)?;
+                subtotal = subtotal
+                    .checked_add(line_total.amount_minor)
+                    .ok_or(CheckoutError::TotalTooLarge)?;
+                lines.push(OrderLine {
+                    product_id: view.product.id,
+                    title: view.product.title.clone(),
+                    quantity: *quantity,
+                    unit_price: view.product.price,
+                });
+            }
+            let fee = delivery_fee(distance, currency);
+            let order_id = order_id_for(checkout_id, *vendor_id);
+            records.push(OrderRecord {
+                order: Order {
+                    id: order_id,
+                    checkout_id,
+                    customer_id: customer,
+                    vendor_id: *vendor_id,
+                    status: OrderStatus::PendingPayment,
+                    lines,
+                    created_at: now,
+                    updated_at: now,
+                },
+                delivery_address: Some(order::DeliveryAddress {
+                    address: address.text.clone(),
+                    location: point,
+                    notes: None,
+                }),
+                totals: Some(OrderTotals {
+                    subtotal: Money::new(subtotal, currency),
+                    delivery_fee: fee,
+                    total: Money::new(subtotal + fee.amount_minor, currency),
+                }),
+                seq: 0,
+                expires_at: None,
+                courier_id: None,
+                handoff_code: None,
+                arrived_at_pickup_at: None,
+                arriving_at: None,
+                payment_id: Some(payment_id.clone()),
+                paid_at: None,
+                rejection_reason: None,
+                cancelled_by: None,
+                refunded: None,
+                refunds: Vec::new(),
+                payment_returned: None,
+            });
+        }
+        let currency = records
+            .first()
+            .and_then(|r| r.totals.map(|t| t.total.currency))
+            .ok_or(CheckoutError::CartEmpty)?;
+        if records
+            .iter()
+            .any(|r| r.totals.is_some_and(|t| t.total.currency != currency))
+        {
+            return Err(CheckoutError::MixedCurrencies(
+                "a checkout is paid in one currency",
+            ));
+        }
+
+        // Hold the stock of every order, all or nothing: the reservation of an order is its id.
+        let mut held: Vec<(OrderId, Vec<ProductId>)> = Vec::new();
+        for record in &records {
+            let items: Vec<(ProductId, u32)> = record
+                .order
+                .lines
+                .iter()
+                .map(|l| (l.product_id, l.quantity))
+                .collect();
+            let reservation = record.order.id.to_string();
+            match state
+                .catalog
+                .inventory
+                .reserve(&reservation, &items, state.hold_for)
+                .await
+            {
+                Ok(()) => held.push((record.order.id, items.iter().map(|i| i.0).collect())),
+                Err(failure) => {
+                    for (order, products) in &held {
+                        if let Err(e) = state
+                            .catalog
+                            .inventory
+                            .release(&order.to_string(), products)
+                            .await
+                        {
+                            tracing::warn!(error = %e, order_id = %order, "hold not released; it expires by itself");
+                        }
+                    }
+                    return Err(CheckoutError::Reserve(failure));
+                }
+            }
+        }
+
+        let order_ids: Vec<OrderId> = records.iter().map(|r| r.order.id).collect();
+        let record = CheckoutRecord {
+            id: checkout_id,
+            customer,
+            orders: order_ids.clone(),
+            created_at: now,
+        };
+        // Another attempt may have written it first; either way it names the same orders.
+        let _ = state
+            .checkouts
+            .insert(&id_key(checkout_id), &record)
+            .await?;
+        let total: i64 = records
+            .iter()
+            .filter_map(|r| r.totals.map(|t| t.total.amount_minor))
+            .sum();
+        for record in records {
+            state
+                .orders
+                .send(record.order.id, CreateOrder(record))
+                .await??;
+        }
+        state
+            .finish(
+                customer,
+                checkout_id,
+                order_ids,
+                Some((Money::new(total, currency), cart_id)),
+                method,
+            )
+            .await
+    }
+
+    /// Creates (or finds) the payment, empties the cart, and answers with the checkout.
+    async fn finish(
+        &self,
+        customer: UserId,
+        checkout_id: CheckoutId,
+        order_ids: Vec<OrderId>,
+        fresh: Option<(Money, CartId)>,
+        method: ProviderName,
+    ) -> Result<Placed, CheckoutError> {
+        let state = self;
+        let payment = match fresh {
+            Some((total, _)) => {
+                state
+                    .payments
+                    .create(checkout_id, customer, total, method)
+                    .await?
+            }
+            None => state
+                .payments
+                .find_by_checkout(checkout_id)
+                .await?
+                .ok_or(CheckoutError::InProgress)?,
+        };
+        if let Some((_, cart)) = fresh
+            && let Err(e) = state.carts.send(cart, ChangeCart(CartCommand::Clear)).await
+        {
+            tracing::warn!(error = %e, "cart not emptied after checkout");
+        }
+        let mut orders = Vec::with_capacity(order_ids.len());
+        for id in order_ids {
+            if let Some(order) = state
+                .orders
+                .send(id, crate::actors::order::GetOrder)
+                .await??
+            {
+                orders.push(order);
+            }
+        }
+        Ok(Placed {
+            checkout_id,
+            orders,
+            payment,
+        })
+    }
+}
