@@ -5,6 +5,7 @@
 pub mod checkout;
 pub mod dispatcher;
 pub mod orders;
+pub mod settlement;
 
 /// The fulfilment services, as handlers and sessions reach them.
 #[derive(Clone)]

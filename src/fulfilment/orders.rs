@@ -18,7 +18,7 @@ use crate::domain::identity::Role;
 use crate::domain::ids::{OrderId, PaymentId, ProductId, UserId, VendorId};
 use crate::domain::money::Money;
 use crate::domain::order::{CancelledBy, OrderCommand, OrderEvent, OrderRecord, OrderStatus};
-use crate::payments::settlement::{SettleError, Settlement, refund_key};
+use crate::fulfilment::settlement::{SettleError, Settlement, refund_key};
 use crate::payments::{PaymentError, Payments};
 use crate::store::couriers::CourierRepo;
 use crate::store::orders::OrderRepo;

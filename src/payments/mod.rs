@@ -33,7 +33,6 @@
 //!   are not yet settled.
 
 pub mod provider;
-pub mod settlement;
 pub mod simulated;
 pub mod stripe;
 pub mod webhook;

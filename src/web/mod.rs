@@ -32,7 +32,7 @@ pub struct AppState {
     pub catalog: Catalog,
     pub payments: Payments,
     /// Settles payments with their orders (late successes, refunds of closed orders).
-    pub settlement: crate::payments::settlement::Settlement,
+    pub settlement: crate::fulfilment::settlement::Settlement,
     /// Idempotency records of unsafe requests (`Idempotency-Key`).
     pub idempotency: crate::idempotency::Idempotency,
     /// Whether cookies are marked `Secure` (off only for local plain-HTTP development).

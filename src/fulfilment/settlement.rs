@@ -18,13 +18,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Payments;
-use super::{OutcomeKind, Payment, PaymentError, PaymentListener, PaymentOutcome, PaymentStatus};
 use crate::actors::order::{ApplyCommand, CommandError, OrderActor, SettlePayment, Settled};
 use crate::actors::registry::{ActorError, Registry};
 use crate::domain::checkout::CheckoutRecord;
 use crate::domain::ids::{CheckoutId, OrderId, PaymentId};
 use crate::domain::order::OrderCommand;
+use crate::payments::Payments;
+use crate::payments::{
+    OutcomeKind, Payment, PaymentError, PaymentListener, PaymentOutcome, PaymentStatus,
+};
 use crate::store::catalog::id_key;
 use crate::store::typed::Rows;
 use crate::store::{SharedStore, StoreError, Table};
