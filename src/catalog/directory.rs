@@ -16,6 +16,15 @@ use crate::domain::catalog::Vendor;
 use crate::domain::geo::{GeoPoint, covering_cells};
 use crate::domain::ids::VendorId;
 
+use super::CatalogError;
+
+/// A page of stores, with their distance when asked near a place.
+#[derive(Debug)]
+pub struct VendorPage {
+    pub items: Vec<(Vendor, Option<f64>)>,
+    pub next_cursor: Option<String>,
+}
+
 /// Resolution of the directory's cells (≈ 1.2 km edges): a 50 km radius is a few thousand
 /// cells, a 1 km radius a handful.
 pub const DIRECTORY_RESOLUTION: Resolution = Resolution::Seven;
@@ -115,6 +124,71 @@ impl VendorDirectory {
                 .then(a.vendor.id.cmp(&b.vendor.id))
         });
         found
+    }
+
+    /// A page of active stores within `radius_m` of `center`, nearest first, with their
+    /// distances, after `cursor` (the distance in millimetres and id of the last store of the
+    /// previous page, which the answer's cursor names for the next one).
+    pub fn active_near_page(
+        &self,
+        center: GeoPoint,
+        radius_m: f64,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<VendorPage, CatalogError> {
+        let after = cursor
+            .map(|c| {
+                let (mm, id) = c.split_once('_').ok_or(CatalogError::InvalidCursor)?;
+                let mm: u64 = mm.parse().map_err(|_| CatalogError::InvalidCursor)?;
+                let id: VendorId = id.parse().map_err(|_| CatalogError::InvalidCursor)?;
+                Ok::<_, CatalogError>((mm, id))
+            })
+            .transpose()?;
+        let key = |n: &Nearby| ((n.distance_m * 1000.0) as u64, n.vendor.id);
+        let rest: Vec<Nearby> = self
+            .near(center, radius_m, Vendor::is_active)
+            .into_iter()
+            .filter(|n| after.is_none_or(|after| key(n) > after))
+            .collect();
+        let more = rest.len() > limit;
+        let page: Vec<Nearby> = rest.into_iter().take(limit).collect();
+        let next = match page.last() {
+            Some(last) if more => Some(format!("{}_{}", key(last).0, last.vendor.id)),
+            _ => None,
+        };
+        Ok(VendorPage {
+            items: page
+                .into_iter()
+                .map(|n| (n.vendor, Some(n.distance_m)))
+                .collect(),
+            next_cursor: next,
+        })
+    }
+
+    /// A page of active stores by id, after the store `cursor` names.
+    pub fn active_page(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<VendorPage, CatalogError> {
+        let after: Option<VendorId> = cursor
+            .map(|c| c.parse().map_err(|_| CatalogError::InvalidCursor))
+            .transpose()?;
+        let rest: Vec<Vendor> = self
+            .all(Vendor::is_active)
+            .into_iter()
+            .filter(|v| after.is_none_or(|a| v.id > a))
+            .collect();
+        let more = rest.len() > limit;
+        let page: Vec<Vendor> = rest.into_iter().take(limit).collect();
+        let next = match page.last() {
+            Some(last) if more => Some(last.id.to_string()),
+            _ => None,
+        };
+        Ok(VendorPage {
+            items: page.into_iter().map(|v| (v, None)).collect(),
+            next_cursor: next,
+        })
     }
 
     /// Every vendor passing `keep`, ordered by id.

@@ -90,6 +90,9 @@ pub enum CatalogError {
     /// A field broke a rule.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A cursor this API never issued.
+    #[error("the cursor is not one this API issued")]
+    InvalidCursor,
     /// The request conflicts with the current state.
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::AccountView;
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
+use crate::identity::AccountFilter;
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 
@@ -58,44 +59,19 @@ pub async fn list_users(
             "must be between 1 and 100",
         ));
     }
-    let needle = filter.email.as_deref().map(str::to_lowercase);
-    let mut users = Vec::new();
-    let mut cursor = filter.cursor.clone();
-    // Filters apply per stored page, so keep reading until the page is full or the table ends.
-    loop {
-        let (page, next) = state
-            .identity
-            .users
-            .list(cursor.take(), limit)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Misuse(_) => {
-                    ApiError::bad_request("invalid_cursor", "the cursor is not valid")
-                }
-                other => other.into(),
-            })?;
-        for user in page.iter().filter(|u| !u.erased) {
-            let role_ok = filter.role.is_none_or(|r| r == user.role);
-            let status_ok = match filter.status {
-                Some(UserStatus::Active) => !user.banned,
-                Some(UserStatus::Banned) => user.banned,
-                None => true,
-            };
-            let email_ok = needle
-                .as_deref()
-                .is_none_or(|n| user.email.as_str().to_lowercase().contains(n));
-            if role_ok && status_ok && email_ok {
-                users.push(AccountView::from(user));
-            }
-        }
-        cursor = next;
-        if users.len() >= limit || cursor.is_none() {
-            break;
-        }
-    }
+    let filter = filter.into_inner();
+    let accounts = AccountFilter {
+        role: filter.role,
+        banned: filter.status.map(|s| matches!(s, UserStatus::Banned)),
+        email: filter.email,
+    };
+    let (users, next_cursor) = state
+        .identity
+        .accounts(&accounts, limit, filter.cursor)
+        .await?;
     Ok(HttpResponse::Ok().json(UserPage {
-        users,
-        next_cursor: cursor,
+        users: users.iter().map(AccountView::from).collect(),
+        next_cursor,
     }))
 }
 

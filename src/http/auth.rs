@@ -56,6 +56,7 @@ impl From<IdentityError> for ApiError {
                 ApiError::unauthorized("invalid_refresh_token", e.to_string())
             }
             IdentityError::NotFound => ApiError::not_found("no such account"),
+            IdentityError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
             IdentityError::Contended => ApiError::conflict("contended", e.to_string()),
             IdentityError::NoPhone => ApiError::conflict("phone_missing", e.to_string()),
             IdentityError::InvalidCode => ApiError::bad_request("invalid_code", e.to_string()),

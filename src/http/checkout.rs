@@ -138,17 +138,7 @@ pub async fn checkout(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     user.require_role(&[Role::Customer])?;
-    let key = req
-        .headers()
-        .get(&IDEMPOTENCY_KEY)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                "idempotency_key_required",
-                "send an Idempotency-Key header (one per purchase)",
-            )
-        })?
-        .to_owned();
+    let key = idempotency_key(&req)?;
     let request = parse_request(&body)?;
     let (address, point) = request
         .delivery_address
@@ -162,26 +152,44 @@ pub async fn checkout(
             .checkout
             .place(customer, &key, address, point, request.payment_method)
             .await;
-        match placed {
-            Ok(placed) => Recorded {
-                status: 201,
-                body: serde_json::to_string(&CheckoutView::new(placed, customer))
-                    .unwrap_or_default(),
-            },
-            Err(e) => {
-                let e = ApiError::from(e);
-                Recorded {
-                    status: e.status().as_u16(),
-                    body: e.to_json(),
-                }
-            }
-        }
+        record(placed.map(|placed| CheckoutView::new(placed, customer)))
     };
     let outcome = state
         .idempotency
         .run(customer, &key, &fingerprint, work)
         .await?;
     Ok(replay(&outcome))
+}
+
+/// The client's `Idempotency-Key`; 400 `idempotency_key_required` without one.
+fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    req.headers()
+        .get(&IDEMPOTENCY_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "idempotency_key_required",
+                "send an Idempotency-Key header (one per purchase)",
+            )
+        })
+}
+
+/// The answer to record for a checkout: 201 with the checkout, or its problem.
+fn record(placed: Result<CheckoutView, CheckoutError>) -> Recorded {
+    match placed {
+        Ok(view) => Recorded {
+            status: 201,
+            body: serde_json::to_string(&view).unwrap_or_default(),
+        },
+        Err(e) => {
+            let e = ApiError::from(e);
+            Recorded {
+                status: e.status().as_u16(),
+                body: e.to_json(),
+            }
+        }
+    }
 }
 
 /// The recorded answer of a keyed request, marked `Idempotent-Replayed` when an earlier

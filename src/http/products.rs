@@ -42,6 +42,7 @@ impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
             CatalogError::NotFound => ApiError::not_found("no such resource"),
+            CatalogError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
             CatalogError::Forbidden(detail) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
             }

@@ -104,10 +104,6 @@ pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     }
 }
 
-fn bad_cursor() -> ApiError {
-    ApiError::bad_request("invalid_cursor", "the cursor is not one this API issued")
-}
-
 /// Opens the caller's store (vendors only; one store each).
 #[utoipa::path(post, path = "/api/v1/vendors", tag = "catalog", request_body = NewVendor,
     security(("bearer" = [])),
@@ -200,69 +196,26 @@ pub async fn list_vendors(
     let query = query.into_inner();
     let limit = page_limit(query.limit)?;
     let directory = &state.catalog.directory;
-    let (found, next_cursor): (Vec<(Vendor, Option<f64>)>, Option<String>) = match &query.near {
+    let page = match &query.near {
         Some(near) => {
             let center =
                 GeoPoint::parse_pair(near).map_err(|m| ApiError::invalid_field("near", m))?;
             let radius_km = parse_radius_km(query.radius_km.unwrap_or(DEFAULT_RADIUS_KM))
                 .map_err(|m| ApiError::invalid_field("radius_km", m))?;
-            // Keyset cursor: distance in millimetres and id of the last store of the page.
-            let after = match &query.cursor {
-                Some(c) => {
-                    let (mm, id) = c.split_once('_').ok_or_else(bad_cursor)?;
-                    let mm: u64 = mm.parse().map_err(|_| bad_cursor())?;
-                    let id: VendorId = id.parse().map_err(|_| bad_cursor())?;
-                    Some((mm, id))
-                }
-                None => None,
-            };
-            let nearby = directory.near(center, radius_km * 1000.0, Vendor::is_active);
-            let rest: Vec<_> = nearby
-                .into_iter()
-                .filter(|n| match after {
-                    Some((mm, id)) => ((n.distance_m * 1000.0) as u64, n.vendor.id) > (mm, id),
-                    None => true,
-                })
-                .collect();
-            let more = rest.len() > limit;
-            let page: Vec<_> = rest.into_iter().take(limit).collect();
-            let next = match page.last() {
-                Some(last) if more => Some(format!(
-                    "{}_{}",
-                    (last.distance_m * 1000.0) as u64,
-                    last.vendor.id
-                )),
-                _ => None,
-            };
-            (
-                page.into_iter()
-                    .map(|n| (n.vendor, Some(n.distance_m)))
-                    .collect(),
-                next,
-            )
+            directory.active_near_page(
+                center,
+                radius_km * 1000.0,
+                limit,
+                query.cursor.as_deref(),
+            )?
         }
-        None => {
-            if query.radius_km.is_some() {
-                return Err(ApiError::invalid_field("radius_km", "needs `near`"));
-            }
-            let after: Option<VendorId> = match &query.cursor {
-                Some(c) => Some(c.parse().map_err(|_| bad_cursor())?),
-                None => None,
-            };
-            let rest: Vec<Vendor> = directory
-                .all(Vendor::is_active)
-                .into_iter()
-                .filter(|v| after.is_none_or(|a| v.id > a))
-                .collect();
-            let more = rest.len() > limit;
-            let page: Vec<Vendor> = rest.into_iter().take(limit).collect();
-            let next = match page.last() {
-                Some(last) if more => Some(last.id.to_string()),
-                _ => None,
-            };
-            (page.into_iter().map(|v| (v, None)).collect(), next)
+        None if query.radius_km.is_some() => {
+            return Err(ApiError::invalid_field("radius_km", "needs `near`"));
         }
+        None => directory.active_page(limit, query.cursor.as_deref())?,
     };
+    let found = page.items;
+    let next_cursor = page.next_cursor;
     let mut items = Vec::with_capacity(found.len());
     for (vendor, distance) in found {
         items.push(view(&state, vendor, distance).await?);

@@ -79,6 +79,8 @@ pub enum IdentityError {
     InvalidRefreshToken,
     #[error("no such account")]
     NotFound,
+    #[error("the cursor is not valid")]
+    InvalidCursor,
     #[error("the account kept changing under this update; try again")]
     Contended,
     #[error("the account has no phone number")]
@@ -157,7 +159,57 @@ pub struct Identity {
     delivery: Delivery,
 }
 
+/// Which accounts an admin lists (erased accounts never).
+#[derive(Debug, Clone, Default)]
+pub struct AccountFilter {
+    pub role: Option<Role>,
+    pub banned: Option<bool>,
+    /// Substring of the email, case-insensitive.
+    pub email: Option<String>,
+}
+
+impl AccountFilter {
+    fn passes(&self, user: &User) -> bool {
+        !user.erased
+            && self.role.is_none_or(|r| r == user.role)
+            && self.banned.is_none_or(|b| b == user.banned)
+            && self.email.as_deref().is_none_or(|needle| {
+                user.email
+                    .as_str()
+                    .to_lowercase()
+                    .contains(&needle.to_lowercase())
+            })
+    }
+}
+
 impl Identity {
+    /// Accounts that pass `filter`, a page of at most `limit` at a time (and the cursor of the
+    /// next). Filters apply per stored page, so it reads on until the page is full or the table
+    /// ends.
+    pub async fn accounts(
+        &self,
+        filter: &AccountFilter,
+        limit: usize,
+        mut cursor: Option<String>,
+    ) -> Result<(Vec<User>, Option<String>), IdentityError> {
+        let mut users = Vec::new();
+        loop {
+            let (page, next) =
+                self.users
+                    .list(cursor.take(), limit)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Misuse(_) => IdentityError::InvalidCursor,
+                        other => other.into(),
+                    })?;
+            users.extend(page.into_iter().filter(|u| filter.passes(u)));
+            cursor = next;
+            if users.len() >= limit || cursor.is_none() {
+                return Ok((users, cursor));
+            }
+        }
+    }
+
     pub fn new(parts: IdentityParts) -> anyhow::Result<Self> {
         let IdentityParts {
             store,

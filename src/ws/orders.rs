@@ -22,6 +22,7 @@ use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::bus::{Delivery, Subscription};
 use crate::domain::ids::OrderId;
 use crate::domain::order::{OrderEvent, OrderStatus};
+use crate::fulfilment::orders::Orders;
 use crate::streams::frames::LocationFrame;
 use crate::streams::{order_live_topic, order_topic};
 use crate::web::gate::ConnectionGuard;
@@ -140,55 +141,85 @@ pub async fn open(
     // The order's customer, vendor, courier and admins may watch; anyone else learns nothing.
     orders.visible(&user.viewer(), order).await?;
 
-    let topics = async {
-        let events = state.bus.subscribe(&order_topic(order)).await?;
-        let locations = state.bus.subscribe(&order_live_topic(order)).await?;
-        Ok::<_, crate::bus::BusError>((events, locations))
-    };
-    let subscriptions = topics
-        .await
-        .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
+    let subscriptions = subscribe(&state, order).await?;
     // Read after subscribing: whatever happens from here on arrives live as well.
-    let record = orders.load(order).await?;
-    let mut opening = Vec::new();
-    let tracking = record.is_tracked();
-    let courier = orders.courier_position(&record).await;
-    let snapshot = Snapshot {
-        order_id: order,
-        status: record.status(),
-        seq: record.seq,
-        eta_s: courier.as_ref().map(|c| c.eta_s).filter(|eta| *eta > 0),
-        courier,
-    };
-    opening.extend(super::tagged("snapshot", &snapshot));
-    let mut last_seq = record.seq;
-    if let Some(after) = query.after_seq {
-        let (events, _) = orders.events_after(order, after, REPLAY_LIMIT).await?;
-        for event in &events {
-            opening.extend(super::tagged(
-                "event",
-                &EventFrame {
-                    order_id: order,
-                    event,
-                },
-            ));
-            last_seq = last_seq.max(event.seq);
-        }
-    }
+    let opening = Opening::read(orders, order, query.after_seq).await?;
     let session = WatchSession {
         order,
         hygiene: Hygiene::of_session(&state.ws, TokenBucket::watcher(), &user),
         state,
-        opening,
+        opening: opening.frames,
         subscriptions: Some(subscriptions),
-        last_seq,
-        tracking,
+        last_seq: opening.last_seq,
+        tracking: opening.tracking,
         pace: Pace::new(Instant::now()),
         pending_location: None,
         flush_scheduled: false,
         _guard: guard,
     };
     super::upgrade(session, &req, stream)
+}
+
+/// The order's event topic and its courier-position topic.
+async fn subscribe(
+    state: &AppState,
+    order: OrderId,
+) -> Result<(Subscription, Subscription), ApiError> {
+    let topics = async {
+        let events = state.bus.subscribe(&order_topic(order)).await?;
+        let locations = state.bus.subscribe(&order_live_topic(order)).await?;
+        Ok::<_, crate::bus::BusError>((events, locations))
+    };
+    topics
+        .await
+        .map_err(|e| ApiError::unavailable("bus_unavailable", e))
+}
+
+/// What a watcher is sent first: a snapshot of the order, then the events after `after_seq`
+/// when it resumes.
+struct Opening {
+    frames: Vec<String>,
+    last_seq: u64,
+    tracking: bool,
+}
+
+impl Opening {
+    async fn read(
+        orders: &Orders,
+        order: OrderId,
+        after_seq: Option<u64>,
+    ) -> Result<Self, ApiError> {
+        let record = orders.load(order).await?;
+        let courier = orders.courier_position(&record).await;
+        let snapshot = Snapshot {
+            order_id: order,
+            status: record.status(),
+            seq: record.seq,
+            eta_s: courier.as_ref().map(|c| c.eta_s).filter(|eta| *eta > 0),
+            courier,
+        };
+        let mut frames = Vec::new();
+        frames.extend(super::tagged("snapshot", &snapshot));
+        let mut last_seq = record.seq;
+        if let Some(after) = after_seq {
+            let (events, _) = orders.events_after(order, after, REPLAY_LIMIT).await?;
+            for event in &events {
+                frames.extend(super::tagged(
+                    "event",
+                    &EventFrame {
+                        order_id: order,
+                        event,
+                    },
+                ));
+                last_seq = last_seq.max(event.seq);
+            }
+        }
+        Ok(Opening {
+            frames,
+            last_seq,
+            tracking: record.is_tracked(),
+        })
+    }
 }
 
 impl Actor for WatchSession {

@@ -69,18 +69,7 @@ pub async fn open(
         .subscribe(&vendor_topic(vendor))
         .await
         .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
-    let head = state.live.feed.last_seq(vendor).await?;
-    let mut opening = Vec::new();
-    opening
-        .push(serde_json::json!({"type": "hello", "vendor_id": vendor, "seq": head}).to_string());
-    let mut last_seq = head;
-    if let Some(after) = query.after_seq {
-        let entries = state.live.feed.after(vendor, after, REPLAY_LIMIT).await?;
-        for entry in &entries {
-            opening.extend(super::tagged("order_event", entry));
-        }
-        last_seq = entries.last().map_or(after, |e| e.seq).max(head);
-    }
+    let (opening, last_seq) = opening(&state, vendor, query.after_seq).await?;
     let session = VendorSession {
         hygiene: Hygiene::of_session(&state.ws, TokenBucket::watcher(), &user),
         state,
@@ -90,6 +79,28 @@ pub async fn open(
         _guard: guard,
     };
     super::upgrade(session, &req, stream)
+}
+
+/// What a vendor is sent first: a hello with the feed's head, then the entries after
+/// `after_seq` when it resumes; and the last sequence number sent.
+async fn opening(
+    state: &AppState,
+    vendor: VendorId,
+    after_seq: Option<u64>,
+) -> Result<(Vec<String>, u64), ApiError> {
+    let head = state.live.feed.last_seq(vendor).await?;
+    let mut opening = Vec::new();
+    opening
+        .push(serde_json::json!({"type": "hello", "vendor_id": vendor, "seq": head}).to_string());
+    let mut last_seq = head;
+    if let Some(after) = after_seq {
+        let entries = state.live.feed.after(vendor, after, REPLAY_LIMIT).await?;
+        for entry in &entries {
+            opening.extend(super::tagged("order_event", entry));
+        }
+        last_seq = entries.last().map_or(after, |e| e.seq).max(head);
+    }
+    Ok((opening, last_seq))
 }
 
 impl Actor for VendorSession {
