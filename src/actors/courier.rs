@@ -34,11 +34,12 @@ use crate::domain::courier::{
     ARRIVED_AT_PICKUP_M, ARRIVING_M, CourierProfile, GpsPoint, RecentTrack, clean_batch,
     eta_seconds, handoff_codes_match,
 };
+use crate::domain::courier::{ActiveDelivery, CourierRecord};
 use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{IllegalTransition, OrderCommand};
 use crate::metrics::Metrics;
-use crate::store::couriers::{ActiveDelivery, CourierRecord, CourierRepo};
+use crate::store::couriers::CourierRepo;
 use crate::store::typed::Versioned;
 use crate::store::{StoreError, StoreResult};
 use crate::streams::frames::{LocationFrame, LocationMessage};

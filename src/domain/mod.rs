@@ -1,6 +1,7 @@
 //! Validated value types shared by every layer. A value of these types that exists is valid:
 //! parsing happens once, at the edge.
 
+pub mod account;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
@@ -13,3 +14,4 @@ pub mod inventory;
 pub mod money;
 pub mod order;
 pub mod review;
+pub mod second_factor;

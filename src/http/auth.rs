@@ -134,8 +134,8 @@ pub struct AccountView {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
-impl From<&crate::store::users::User> for AccountView {
-    fn from(u: &crate::store::users::User) -> Self {
+impl From<&crate::domain::account::User> for AccountView {
+    fn from(u: &crate::domain::account::User) -> Self {
         AccountView {
             id: u.id,
             email: u.email.to_string(),

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AccountView, parse_name, parse_phone};
-use crate::store::users::{NotificationPrefs, SavedAddress, User};
+use crate::domain::account::{NotificationPrefs, SavedAddress, User};
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 
@@ -29,7 +29,7 @@ pub struct Profile {
     #[serde(flatten)]
     pub account: AccountView,
     pub addresses: Vec<SavedAddress>,
-    #[schema(schema_with = crate::store::users::notification_prefs_schema)]
+    #[schema(schema_with = crate::domain::account::notification_prefs_schema)]
     pub notifications: NotificationPrefs,
 }
 
@@ -74,7 +74,7 @@ pub struct PatchMe {
     #[schema(pattern = r"^\+[1-9][0-9]{7,14}$")]
     pub phone: Option<String>,
     pub addresses: Option<Vec<SavedAddress>>,
-    #[schema(schema_with = crate::store::users::notification_prefs_schema)]
+    #[schema(schema_with = crate::domain::account::notification_prefs_schema)]
     pub notifications: Option<NotificationPrefs>,
 }
 

@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use super::tokens::{constant_time_eq, hex};
 use super::{Identity, IdentityError};
+use crate::domain::account::User;
 use crate::domain::identity::{Email, check_password};
 use crate::domain::ids::UserId;
 use crate::notify::{Email as Mail, Sms};
@@ -22,7 +23,6 @@ use crate::ratelimit::Quota;
 use crate::secrets::hmac_sha256;
 use crate::store::auth_codes::AuthCode;
 use crate::store::carts::Versioned;
-use crate::store::users::User;
 
 /// An SMS code is valid this long.
 pub const OTP_TTL: Duration = Duration::minutes(10);

@@ -19,6 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::bus::SharedBus;
 use crate::clock::Clock;
+use crate::domain::account::User;
 use crate::domain::identity::{Email, PasswordRule, Phone, Role, check_password};
 use crate::domain::ids::{SessionId, UserId};
 use crate::notify::{NotifyError, SharedEmail, SharedSms};
@@ -26,7 +27,7 @@ use crate::ratelimit::{Decision, LimitError, Quota, SharedLimiter};
 use crate::store::auth_codes::AuthCodeRepo;
 use crate::store::carts::Versioned;
 use crate::store::sessions::{REMEMBERED_HASHES, RefreshFamily, SessionRepo};
-use crate::store::users::{CreateError, User, UserRepo};
+use crate::store::users::{CreateError, UserRepo};
 use crate::store::{SharedStore, StoreError};
 use password::PasswordHasher;
 use revocation::Revocations;

@@ -13,11 +13,11 @@ use chrono::Duration;
 use super::tokens::{AMR_MFA, AMR_OTP, AMR_PWD, constant_time_eq};
 use super::totp::{Sealer, TotpSecret, step_of};
 use super::{Identity, IdentityError};
+use crate::domain::account::User;
 use crate::domain::ids::UserId;
+use crate::domain::second_factor::{ActiveTotp, PendingTotp};
 use crate::ratelimit::Quota;
 use crate::secrets::hmac_sha256;
-use crate::store::second_factor::{ActiveTotp, PendingTotp};
-use crate::store::users::User;
 
 /// An enrolment's secret must be confirmed within this long.
 pub const PENDING_TTL: Duration = Duration::minutes(15);

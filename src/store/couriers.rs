@@ -9,70 +9,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::catalog::id_key;
 use super::typed::{Rows, Versioned};
 use super::{Key, ScanRange, SharedStore, StoreResult, Table, Version, encode};
-use crate::domain::courier::{CourierProfile, GpsPoint};
-use crate::domain::geo::GeoPoint;
-use crate::domain::ids::{OrderId, UserId, VendorId};
-
-/// A delivery a courier has taken on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActiveDelivery {
-    pub order_id: OrderId,
-    pub vendor_id: VendorId,
-    pub pickup: GeoPoint,
-    pub dropoff: GeoPoint,
-    #[serde(default)]
-    pub picked_up: bool,
-    #[serde(default)]
-    pub arrived_at_pickup: bool,
-    #[serde(default)]
-    pub arriving: bool,
-    /// Wrong handoff codes tried so far.
-    #[serde(default)]
-    pub wrong_codes: u8,
-}
-
-/// A courier as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CourierRecord {
-    pub courier_id: UserId,
-    #[serde(default)]
-    pub profile: CourierProfile,
-    #[serde(default)]
-    pub online: bool,
-    #[serde(default)]
-    pub position: Option<GpsPoint>,
-    #[serde(default)]
-    pub active: Vec<ActiveDelivery>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl CourierRecord {
-    pub fn new(courier_id: UserId, now: DateTime<Utc>) -> Self {
-        CourierRecord {
-            courier_id,
-            profile: CourierProfile::default(),
-            online: false,
-            position: None,
-            active: Vec::new(),
-            updated_at: now,
-        }
-    }
-
-    /// Deliveries in hand, as the load the dispatcher weighs.
-    pub fn load(&self) -> u8 {
-        u8::try_from(self.active.len()).unwrap_or(u8::MAX)
-    }
-
-    /// Whether the courier can take one more delivery.
-    pub fn has_room(&self) -> bool {
-        self.load() < self.profile.max_concurrent_orders
-    }
-}
+use crate::domain::courier::{CourierRecord, GpsPoint};
+use crate::domain::ids::UserId;
 
 /// Couriers and their trails.
 #[derive(Clone)]

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::users::{EmailIndex, User, UserRepo, email_key, legacy_email_key};
+use super::users::{EmailIndex, UserRepo, email_key, legacy_email_key};
 use super::{Cas, Key, MAX_PAGE, Page, StoreError, StoreResult, Table, decode, encode};
+use crate::domain::account::User;
 use crate::domain::ids::UserId;
 
 /// Row in `user_emails` recording that the backfill ran. Its key has no `@`, so no address

@@ -25,7 +25,6 @@ pub mod orders;
 pub mod reviews;
 pub mod revocations;
 pub mod scylla;
-pub mod second_factor;
 pub mod sessions;
 pub mod typed;
 pub mod users;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, ensure};
 use chrono::{Duration, Utc};
 
+use crate::domain::account::User;
 use crate::domain::identity::{Email, Role};
 use crate::domain::ids::UserId;
 use crate::identity::password::PasswordHasher;
-use crate::store::users::{User, UserRepo};
+use crate::store::users::UserRepo;
 use crate::store::{Key, SharedStore, Table, encode};
 
 /// Writes an account the way versions before canonical emails did: the index row keyed by the

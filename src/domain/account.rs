@@ -1,0 +1,146 @@
+//! An account: who the user is, how they sign in, where they deliver to and what they want to
+//! be told.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::identity::{Email, Phone, Role};
+use super::ids::UserId;
+
+/// A delivery address the user saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SavedAddress {
+    /// 1 to 50 characters, not all blank.
+    #[schema(max_length = 50, pattern = r"\S")]
+    pub label: String,
+    /// 1 to 300 characters, not all blank.
+    #[schema(max_length = 300, pattern = r"\S")]
+    pub text: String,
+    #[schema(minimum = -90, maximum = 90)]
+    pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
+    pub lng: f64,
+}
+
+/// A channel notifications can go out on.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Sms,
+    Push,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
+}
+
+/// An event a user can be notified of.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    OrderCreated,
+    OrderPaid,
+    OrderAccepted,
+    OrderPickedUp,
+    OrderDelivered,
+    OrderRefunded,
+}
+
+impl NotificationEvent {
+    pub const ALL: [NotificationEvent; 6] = [
+        NotificationEvent::OrderCreated,
+        NotificationEvent::OrderPaid,
+        NotificationEvent::OrderAccepted,
+        NotificationEvent::OrderPickedUp,
+        NotificationEvent::OrderDelivered,
+        NotificationEvent::OrderRefunded,
+    ];
+}
+
+/// Per channel, per event: send or not. Absent entries mean "send".
+pub type NotificationPrefs = BTreeMap<Channel, BTreeMap<NotificationEvent, bool>>;
+
+/// The document's schema of [`NotificationPrefs`]: an object keyed by channel, each an object
+/// keyed by event, each a boolean; no other keys.
+pub fn notification_prefs_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    fn name(value: impl Serialize) -> String {
+        serde_json::to_value(value)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+    let closed = || Some(AdditionalProperties::FreeForm(false));
+    let events = NotificationEvent::ALL.iter().fold(
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(closed()),
+        |o, e| o.property(name(e), ObjectBuilder::new().schema_type(Type::Boolean)),
+    );
+    let events = events.build();
+    Channel::ALL
+        .iter()
+        .fold(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .additional_properties(closed())
+                .description(Some(
+                    "Per channel, per event: send (true) or not (false); an absent entry means send.",
+                )),
+            |o, c| o.property(name(c), events.clone()),
+        )
+        .build()
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub email_verified: bool,
+    /// PHC string of the Argon2id hash.
+    pub password_hash: String,
+    pub name: String,
+    pub role: Role,
+    pub phone: Option<Phone>,
+    pub phone_verified: bool,
+    pub banned: bool,
+    pub addresses: Vec<SavedAddress>,
+    pub notifications: NotificationPrefs,
+    /// Personal data was erased at the user's request; the row stays for order history.
+    #[serde(default)]
+    pub erased: bool,
+    /// TOTP and recovery codes, when enrolled.
+    #[serde(default)]
+    pub second_factor: super::second_factor::SecondFactor,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
