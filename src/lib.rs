@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod error_code;
 pub mod fulfilment;
 pub mod http;
 pub mod idempotency;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{Catalog, CatalogError};
 use crate::domain::catalog::{Category, CategoryError, CategoryTree};
 use crate::domain::ids::CategoryId;
+use crate::error_code::ErrorCode;
 use crate::store::Key;
 use crate::store::catalog::CATEGORY_TREE;
 use crate::store::typed::Change;
@@ -31,23 +32,23 @@ impl From<CategoryError> for CatalogError {
             CategoryError::ParentNotFound => CatalogError::invalid("parent_id", e.to_string()),
             CategoryError::Invalid(message) => CatalogError::invalid("name", message),
             CategoryError::Cycle => CatalogError::Conflict {
-                code: "category_cycle",
+                code: ErrorCode::CategoryCycle,
                 detail: e.to_string(),
             },
             CategoryError::TooDeep => CatalogError::Conflict {
-                code: "category_too_deep",
+                code: ErrorCode::CategoryTooDeep,
                 detail: e.to_string(),
             },
             CategoryError::DuplicateName => CatalogError::Conflict {
-                code: "category_name_taken",
+                code: ErrorCode::CategoryNameTaken,
                 detail: e.to_string(),
             },
             CategoryError::HasChildren => CatalogError::Conflict {
-                code: "category_not_empty",
+                code: ErrorCode::CategoryNotEmpty,
                 detail: e.to_string(),
             },
             CategoryError::TooMany => CatalogError::Conflict {
-                code: "too_many_categories",
+                code: ErrorCode::TooManyCategories,
                 detail: e.to_string(),
             },
         }
@@ -145,7 +146,7 @@ impl Catalog {
         let all = self.indexer.search.count_by_category(false).await?;
         if all.get(&id).copied().unwrap_or(0) > 0 {
             return Err(CatalogError::Conflict {
-                code: "category_not_empty",
+                code: ErrorCode::CategoryNotEmpty,
                 detail: "the category still holds products".to_owned(),
             });
         }

@@ -11,6 +11,7 @@ pub mod reviews;
 pub mod vendors;
 pub mod views;
 
+use crate::error_code::ErrorCode;
 use std::sync::Arc;
 
 use crate::bus::{Delivery, SharedBus};
@@ -95,7 +96,7 @@ pub enum CatalogError {
     InvalidCursor,
     /// The request conflicts with the current state.
     #[error("{detail}")]
-    Conflict { code: &'static str, detail: String },
+    Conflict { code: ErrorCode, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

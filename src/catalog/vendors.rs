@@ -9,6 +9,7 @@ use crate::domain::catalog::{
 };
 use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{UserId, VendorId};
+use crate::error_code::ErrorCode;
 use crate::store::catalog::id_key;
 use crate::store::typed::Change;
 
@@ -151,7 +152,7 @@ impl Catalog {
             Err(Some(claimed)) => {
                 if self.repo.vendor(claimed.value).await?.is_some() {
                     return Err(CatalogError::Conflict {
-                        code: "vendor_exists",
+                        code: ErrorCode::VendorExists,
                         detail: "you already run a store; change it with PATCH".to_owned(),
                     });
                 }
@@ -170,7 +171,7 @@ impl Catalog {
             .await?
         {
             return Err(CatalogError::Conflict {
-                code: "vendor_exists",
+                code: ErrorCode::VendorExists,
                 detail: "you already run a store; change it with PATCH".to_owned(),
             });
         }

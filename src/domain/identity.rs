@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error_code::ErrorCode;
+
 /// An email address as the user typed it (trimmed), with its canonical form.
 ///
 /// Two addresses name the same mailbox when their canonical forms are equal: the local part
@@ -263,12 +265,12 @@ pub enum PasswordRule {
 }
 
 impl PasswordRule {
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> ErrorCode {
         match self {
-            PasswordRule::TooShort => "password_too_short",
-            PasswordRule::TooLong => "password_too_long",
-            PasswordRule::Common => "password_too_common",
-            PasswordRule::ContainsEmail => "password_contains_email",
+            PasswordRule::TooShort => ErrorCode::PasswordTooShort,
+            PasswordRule::TooLong => ErrorCode::PasswordTooLong,
+            PasswordRule::Common => ErrorCode::PasswordTooCommon,
+            PasswordRule::ContainsEmail => ErrorCode::PasswordContainsEmail,
         }
     }
 }

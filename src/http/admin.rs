@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::AccountView;
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
+use crate::error_code::ErrorCode;
 use crate::identity::AccountFilter;
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
@@ -100,7 +101,7 @@ pub async fn patch_user(
     let PatchUser { role, banned } = body.into_inner();
     if id == admin.id && (banned == Some(true) || role.is_some_and(|r| r != Role::Admin)) {
         return Err(ApiError::conflict(
-            "cannot_demote_self",
+            ErrorCode::CannotDemoteSelf,
             "admins cannot ban or demote themselves",
         ));
     }

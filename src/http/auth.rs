@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client_addr::ClientAddr;
 use crate::domain::identity::{Email, Phone, SelfServiceRole};
+use crate::error_code::ErrorCode;
 use crate::identity::{IdentityError, NewAccount, OtpPurpose, TokenPair};
 use crate::notify::NotifyError;
 use crate::web::extract::AuthUser;
@@ -36,59 +37,67 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         match e {
-            IdentityError::EmailTaken => ApiError::conflict("email_taken", e.to_string()),
+            IdentityError::EmailTaken => ApiError::conflict(ErrorCode::EmailTaken, e.to_string()),
             IdentityError::Password(rule) => {
                 ApiError::field_rule(rule.code(), "password", rule.to_string())
             }
             IdentityError::InvalidCredentials => {
-                ApiError::unauthorized("invalid_credentials", e.to_string())
+                ApiError::unauthorized(ErrorCode::InvalidCredentials, e.to_string())
             }
-            IdentityError::Banned => {
-                ApiError::new(StatusCode::FORBIDDEN, "account_banned", e.to_string())
-            }
+            IdentityError::Banned => ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::AccountBanned,
+                e.to_string(),
+            ),
             IdentityError::TooManyAttempts { retry_after } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
+                ErrorCode::TooManyAttempts,
                 "too many attempts; retry later",
             )
             .with_retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64),
             IdentityError::InvalidRefreshToken => {
-                ApiError::unauthorized("invalid_refresh_token", e.to_string())
+                ApiError::unauthorized(ErrorCode::InvalidRefreshToken, e.to_string())
             }
             IdentityError::NotFound => ApiError::not_found("no such account"),
-            IdentityError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
-            IdentityError::Contended => ApiError::conflict("contended", e.to_string()),
-            IdentityError::NoPhone => ApiError::conflict("phone_missing", e.to_string()),
-            IdentityError::InvalidCode => ApiError::bad_request("invalid_code", e.to_string()),
+            IdentityError::InvalidCursor => {
+                ApiError::bad_request(ErrorCode::InvalidCursor, e.to_string())
+            }
+            IdentityError::Contended => ApiError::conflict(ErrorCode::Contended, e.to_string()),
+            IdentityError::NoPhone => ApiError::conflict(ErrorCode::PhoneMissing, e.to_string()),
+            IdentityError::InvalidCode => {
+                ApiError::bad_request(ErrorCode::InvalidCode, e.to_string())
+            }
             IdentityError::CodeExhausted => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "code_exhausted",
+                ErrorCode::CodeExhausted,
                 e.to_string(),
             ),
-            IdentityError::InvalidToken => ApiError::bad_request("invalid_token", e.to_string()),
+            IdentityError::InvalidToken => {
+                ApiError::bad_request(ErrorCode::InvalidToken, e.to_string())
+            }
             IdentityError::AlreadyVerified => {
-                ApiError::conflict("email_already_verified", e.to_string())
+                ApiError::conflict(ErrorCode::EmailAlreadyVerified, e.to_string())
             }
             IdentityError::SecondFactorRequired => {
-                ApiError::unauthorized("second_factor_required", e.to_string())
+                ApiError::unauthorized(ErrorCode::SecondFactorRequired, e.to_string())
             }
             IdentityError::TotpNotEnrolled => {
-                ApiError::conflict("totp_not_enrolled", e.to_string())
+                ApiError::conflict(ErrorCode::TotpNotEnrolled, e.to_string())
             }
             IdentityError::SecondFactorMandatory => {
-                ApiError::conflict("second_factor_mandatory", e.to_string())
+                ApiError::conflict(ErrorCode::SecondFactorMandatory, e.to_string())
             }
             IdentityError::Delivery(NotifyError::Invalid(why)) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "delivery_refused",
+                ErrorCode::DeliveryRefused,
                 format!("the message could not be sent: {why}"),
             ),
             IdentityError::Delivery(cause @ NotifyError::Unavailable(_)) => {
-                ApiError::unavailable("delivery_unavailable", cause)
+                ApiError::unavailable(ErrorCode::DeliveryUnavailable, cause)
             }
             IdentityError::Store(store) => store.into(),
             IdentityError::Limiter(limiter) => {
-                ApiError::unavailable("rate_limiter_unavailable", limiter)
+                ApiError::unavailable(ErrorCode::RateLimiterUnavailable, limiter)
             }
             IdentityError::Internal(cause) => ApiError::internal(cause),
         }
@@ -261,11 +270,12 @@ pub async fn login(
         recovery_code,
     } = body.into_inner();
     let second_factor = super::mfa::parse_second_factor(otp, recovery_code)?;
-    let email = Email::parse(&email)
-        .map_err(|_| ApiError::unauthorized("invalid_credentials", "wrong email or password"))?;
+    let email = Email::parse(&email).map_err(|_| {
+        ApiError::unauthorized(ErrorCode::InvalidCredentials, "wrong email or password")
+    })?;
     if password.chars().count() > crate::domain::identity::MAX_PASSWORD_CHARS {
         return Err(ApiError::unauthorized(
-            "invalid_credentials",
+            ErrorCode::InvalidCredentials,
             "wrong email or password",
         ));
     }
@@ -295,7 +305,9 @@ fn presented_refresh(
 ) -> Result<String, ApiError> {
     body.and_then(|b| b.into_inner().refresh_token)
         .or_else(|| req.cookie(REFRESH_COOKIE).map(|c| c.value().to_owned()))
-        .ok_or_else(|| ApiError::unauthorized("invalid_refresh_token", "send the refresh token"))
+        .ok_or_else(|| {
+            ApiError::unauthorized(ErrorCode::InvalidRefreshToken, "send the refresh token")
+        })
 }
 
 /// Exchanges a refresh token for new tokens; the old refresh token stops working.

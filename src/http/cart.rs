@@ -21,6 +21,7 @@ use crate::domain::cart::{Cart, CartCommand, CartError, Quantity};
 use crate::domain::identity::Role;
 use crate::domain::ids::{CartId, ProductId, VendorId};
 use crate::domain::money::{Currency, Money};
+use crate::error_code::ErrorCode;
 use crate::web::extract::{AuthUser, MaybeUser};
 use crate::web::{ApiError, AppState};
 
@@ -120,7 +121,8 @@ fn cart_from_token(
     let Some(value) = req.headers().get(&CART_TOKEN) else {
         return Ok(None);
     };
-    let invalid = || ApiError::unauthorized("invalid_cart_token", "the cart token is not valid");
+    let invalid =
+        || ApiError::unauthorized(ErrorCode::InvalidCartToken, "the cart token is not valid");
     let token = value.to_str().map_err(|_| invalid())?;
     let id = state
         .cart_tokens
@@ -155,7 +157,7 @@ fn require_target(
 ) -> Result<Target, ApiError> {
     target(state, req, user)?.ok_or_else(|| {
         ApiError::unauthorized(
-            "cart_token_required",
+            ErrorCode::CartTokenRequired,
             "sign in, or send the cart's X-Cart-Token",
         )
     })
@@ -242,13 +244,13 @@ async fn change(state: &AppState, id: CartId, command: CartCommand) -> Result<Ca
         .map_err(|e| match e {
             ChangeError::Invalid(CartError::NotInCart(_)) => ApiError::not_found(e.to_string()),
             ChangeError::Invalid(CartError::TooManyLines) => {
-                ApiError::conflict("cart_full", e.to_string())
+                ApiError::conflict(ErrorCode::CartFull, e.to_string())
             }
             ChangeError::Invalid(CartError::QuantityOutOfRange(_)) => {
                 ApiError::invalid_field("quantity", e.to_string())
             }
             ChangeError::Store(store) => store.into(),
-            ChangeError::Contended => ApiError::conflict("cart_contended", e.to_string()),
+            ChangeError::Contended => ApiError::conflict(ErrorCode::CartContended, e.to_string()),
         })
 }
 
@@ -290,7 +292,7 @@ pub async fn add_item(
         Ok(_) => {}
         Err(CatalogError::NotFound) => {
             return Err(ApiError::field_rule(
-                "product_unavailable",
+                ErrorCode::ProductUnavailable,
                 "product_id",
                 "no such product is listed",
             ));
@@ -387,7 +389,10 @@ pub async fn merge_cart(
 ) -> Result<HttpResponse, ApiError> {
     let mine = customer_cart(&user)?;
     let (guest, _) = cart_from_token(&state, &req)?.ok_or_else(|| {
-        ApiError::unauthorized("cart_token_required", "send the guest cart's X-Cart-Token")
+        ApiError::unauthorized(
+            ErrorCode::CartTokenRequired,
+            "send the guest cart's X-Cart-Token",
+        )
     })?;
     if guest == mine {
         let cart = state.carts.send(mine, GetCart).await?;

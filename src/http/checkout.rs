@@ -13,6 +13,7 @@ use crate::domain::checkout::DeliveryAddress;
 use crate::domain::identity::Role;
 use crate::domain::ids::{CheckoutId, UserId};
 use crate::domain::order::OrderRecord;
+use crate::error_code::ErrorCode;
 use crate::fulfilment::checkout::{CheckoutError, Placed};
 use crate::idempotency::{IdempotencyError, Outcome, Recorded, fingerprint};
 use crate::payments::ProviderName;
@@ -58,11 +59,13 @@ impl From<CheckoutError> for ApiError {
     fn from(e: CheckoutError) -> Self {
         match e {
             CheckoutError::PaymentMethodUnavailable(_) => ApiError::field_rule(
-                "payment_method_unavailable",
+                ErrorCode::PaymentMethodUnavailable,
                 "payment_method",
                 e.to_string(),
             ),
-            CheckoutError::CartEmpty => ApiError::field_rule("cart_empty", "cart", e.to_string()),
+            CheckoutError::CartEmpty => {
+                ApiError::field_rule(ErrorCode::CartEmpty, "cart", e.to_string())
+            }
             CheckoutError::ProductsUnavailable(ref products) => {
                 let fields = products
                     .iter()
@@ -73,24 +76,24 @@ impl From<CheckoutError> for ApiError {
                     .collect();
                 ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "product_unavailable",
+                    ErrorCode::ProductUnavailable,
                     e.to_string(),
                 )
                 .with_fields(fields)
             }
             CheckoutError::OutsideDeliveryArea { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "outside_delivery_area",
+                ErrorCode::OutsideDeliveryArea,
                 e.to_string(),
             ),
             CheckoutError::MixedCurrencies(detail) => {
-                ApiError::field_rule("mixed_currencies", "cart", detail)
+                ApiError::field_rule(ErrorCode::MixedCurrencies, "cart", detail)
             }
             CheckoutError::TotalTooLarge => ApiError::invalid_field("cart", e.to_string()),
             CheckoutError::Reserve(failure) => failure.into(),
             CheckoutError::InProgress => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "request_in_progress",
+                ErrorCode::RequestInProgress,
                 e.to_string(),
             )
             .with_retry_after(1),
@@ -105,15 +108,15 @@ impl From<IdempotencyError> for ApiError {
     fn from(e: IdempotencyError) -> Self {
         match e {
             IdempotencyError::InvalidKey => {
-                ApiError::bad_request("invalid_idempotency_key", e.to_string())
+                ApiError::bad_request(ErrorCode::InvalidIdempotencyKey, e.to_string())
             }
             IdempotencyError::Mismatch => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 e.to_string(),
             ),
             IdempotencyError::InProgress => {
-                ApiError::conflict("request_in_progress", e.to_string()).with_retry_after(1)
+                ApiError::conflict(ErrorCode::RequestInProgress, e.to_string()).with_retry_after(1)
             }
             IdempotencyError::Store(e) => e.into(),
         }
@@ -169,7 +172,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
         .map(str::to_owned)
         .ok_or_else(|| {
             ApiError::bad_request(
-                "idempotency_key_required",
+                ErrorCode::IdempotencyKeyRequired,
                 "send an Idempotency-Key header (one per purchase)",
             )
         })

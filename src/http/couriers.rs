@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use crate::actors::courier::{CourierError, CourierView, GetCourier, SetProfile};
 use crate::domain::courier::CourierProfile;
 use crate::domain::identity::Role;
+use crate::error_code::ErrorCode;
 use crate::fulfilment::dispatcher::UnassignedOrder;
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
@@ -29,7 +30,7 @@ impl From<CourierError> for ApiError {
             CourierError::Store(e) => e.into(),
             CourierError::Conflict => ApiError::new(
                 actix_web::http::StatusCode::CONFLICT,
-                "conflict",
+                ErrorCode::Conflict,
                 "the courier changed meanwhile; try again",
             ),
             other => ApiError::internal(anyhow::anyhow!(other.to_string())),
@@ -63,7 +64,7 @@ pub async fn put_my_profile(
     let profile = body.into_inner();
     profile
         .validate()
-        .map_err(|e| ApiError::field_rule("invalid_profile", "max_concurrent_orders", e))?;
+        .map_err(|e| ApiError::field_rule(ErrorCode::InvalidProfile, "max_concurrent_orders", e))?;
     let view = state
         .live
         .couriers
@@ -129,13 +130,13 @@ pub async fn get_courier_trail(
         .parse()
         .map_err(|_| ApiError::not_found("no such courier"))?;
     let day = chrono::NaiveDate::parse_from_str(&query.day, "%Y-%m-%d")
-        .map_err(|_| ApiError::field_rule("invalid_day", "day", "expected YYYY-MM-DD"))?;
+        .map_err(|_| ApiError::field_rule(ErrorCode::InvalidDay, "day", "expected YYYY-MM-DD"))?;
     let limit = match query.limit {
         None => 500,
         Some(n) if (1..=1000).contains(&n) => n,
         Some(_) => {
             return Err(ApiError::field_rule(
-                "invalid_limit",
+                ErrorCode::InvalidLimit,
                 "limit",
                 "limit must be 1 to 1000",
             ));

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::catalog::inventory::{InventoryFailure, InventoryView, ReserveFailure, ShortItem};
 use crate::domain::ids::ProductId;
 use crate::domain::inventory::{Adjustment, InventoryError, MAX_STOCK, StockChange, check_reason};
+use crate::error_code::ErrorCode;
 use crate::web::extract::AuthUser;
 use crate::web::problem::FieldError;
 use crate::web::{ApiError, AppState};
@@ -125,15 +126,19 @@ impl From<InventoryError> for ApiError {
     fn from(e: InventoryError) -> Self {
         let detail = e.to_string();
         match e {
-            InventoryError::Short { .. } => ApiError::conflict("insufficient_stock", detail),
-            InventoryError::BelowHeld { .. } => ApiError::conflict("stock_below_reserved", detail),
-            InventoryError::OutOfRange => {
-                ApiError::field_rule("stock_out_of_range", "stock", detail)
+            InventoryError::Short { .. } => {
+                ApiError::conflict(ErrorCode::InsufficientStock, detail)
             }
-            InventoryError::NoHold => ApiError::conflict("no_reservation", detail),
+            InventoryError::BelowHeld { .. } => {
+                ApiError::conflict(ErrorCode::StockBelowReserved, detail)
+            }
+            InventoryError::OutOfRange => {
+                ApiError::field_rule(ErrorCode::StockOutOfRange, "stock", detail)
+            }
+            InventoryError::NoHold => ApiError::conflict(ErrorCode::NoReservation, detail),
             InventoryError::TooManyHolds => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_checkouts",
+                ErrorCode::TooManyCheckouts,
                 detail,
             )
             .with_retry_after(5),
@@ -152,11 +157,12 @@ impl From<ReserveFailure> for ApiError {
                         message: format!("requested {}, available {}", i.requested, i.available),
                     })
                     .collect();
-                ApiError::conflict("insufficient_stock", short_detail(&items)).with_fields(fields)
+                ApiError::conflict(ErrorCode::InsufficientStock, short_detail(&items))
+                    .with_fields(fields)
             }
             ReserveFailure::Busy(product) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_checkouts",
+                ErrorCode::TooManyCheckouts,
                 format!("too many checkouts in progress for product {product}; try again shortly"),
             )
             .with_retry_after(5),
@@ -234,7 +240,7 @@ pub async fn put_inventory(
         .await
         .map_err(|e| match e {
             InventoryFailure::Rejected(InventoryError::OutOfRange) => ApiError::field_rule(
-                "stock_out_of_range",
+                ErrorCode::StockOutOfRange,
                 field,
                 format!("the stock would leave 0 to {MAX_STOCK}"),
             ),
@@ -276,7 +282,7 @@ pub async fn inventory_history(
         && Uuid::parse_str(cursor).is_err()
     {
         return Err(ApiError::bad_request(
-            "invalid_cursor",
+            ErrorCode::InvalidCursor,
             "the cursor is not valid",
         ));
     }

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::domain::catalog::{ImageRef, MAX_IMAGES, Product};
 use crate::domain::ids::ProductId;
+use crate::error_code::ErrorCode;
 use crate::media::{MAX_UPLOAD_BYTES, MediaError, MediaKey};
 use crate::store::catalog::id_key;
 use crate::store::typed::{Change, ModifyError};
@@ -86,7 +87,7 @@ pub fn media_url(key: &str) -> String {
 fn payload_too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("an image may be at most {MAX_UPLOAD_BYTES} bytes"),
     )
 }
@@ -94,14 +95,14 @@ fn payload_too_large() -> ApiError {
 fn unsupported_media_type(detail: impl Into<String>) -> ApiError {
     ApiError::new(
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
+        ErrorCode::UnsupportedMediaType,
         detail,
     )
 }
 
 fn too_many_images() -> ApiError {
     ApiError::field_rule(
-        "too_many_images",
+        ErrorCode::TooManyImages,
         "images",
         format!("a product may have at most {MAX_IMAGES} images"),
     )
@@ -111,8 +112,10 @@ fn media_error(e: MediaError) -> ApiError {
     match e {
         MediaError::TooLarge { .. } => payload_too_large(),
         MediaError::Unsupported(detail) => unsupported_media_type(detail),
-        MediaError::Invalid(detail) => ApiError::field_rule("invalid_image", IMAGE_FIELD, detail),
-        MediaError::Store(_) => ApiError::unavailable("media_unavailable", e),
+        MediaError::Invalid(detail) => {
+            ApiError::field_rule(ErrorCode::InvalidImage, IMAGE_FIELD, detail)
+        }
+        MediaError::Store(_) => ApiError::unavailable(ErrorCode::MediaUnavailable, e),
         MediaError::Internal(_) => ApiError::internal(e),
     }
 }
@@ -181,7 +184,7 @@ pub async fn upload_image(
         Err(_) => {
             return Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
+                ErrorCode::RequestTimeout,
                 "the upload took too long",
             ));
         }
@@ -371,7 +374,7 @@ async fn read_image_part(req: &HttpRequest, payload: web::Payload) -> Result<Byt
         let wanted = field.name() == Some(IMAGE_FIELD);
         if wanted && image.is_some() {
             return Err(ApiError::bad_request(
-                "one_image_per_request",
+                ErrorCode::OneImagePerRequest,
                 format!("send exactly one part named `{IMAGE_FIELD}`"),
             ));
         }
@@ -396,7 +399,7 @@ async fn read_image_part(req: &HttpRequest, payload: web::Payload) -> Result<Byt
     }
     image.filter(|bytes| !bytes.is_empty()).ok_or_else(|| {
         ApiError::bad_request(
-            "image_missing",
+            ErrorCode::ImageMissing,
             format!("send the image in a multipart/form-data part named `{IMAGE_FIELD}`"),
         )
     })
@@ -411,7 +414,7 @@ fn multipart_error(e: actix_multipart::MultipartError) -> ApiError {
             unsupported_media_type("the request body must be multipart/form-data")
         }
         other => ApiError::bad_request(
-            "malformed_multipart",
+            ErrorCode::MalformedMultipart,
             format!("the multipart body could not be read: {other}"),
         ),
     }

@@ -13,6 +13,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, web};
 use tracing::Instrument as _;
 
+use crate::error_code::ErrorCode;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::web::AppState;
 
@@ -100,7 +101,7 @@ pub async fn header_limits(
     if headers.len() > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES {
         let problem = super::ApiError::new(
             actix_web::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             format!(
                 "a request may carry at most {MAX_HEADER_FIELDS} header fields of \
                  {MAX_HEADER_BYTES} bytes in all"

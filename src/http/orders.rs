@@ -14,6 +14,7 @@ use super::vendors::page_limit;
 use crate::domain::identity::Role;
 use crate::domain::ids::{OrderId, ProductId, UserId, VendorId};
 use crate::domain::order::{OrderCommand, OrderRecord, OrderStatus};
+use crate::error_code::ErrorCode;
 use crate::fulfilment::orders::{AdminFilter, OrderEventPage, OrderPage, Tracking};
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
@@ -165,7 +166,7 @@ pub async fn admin_refund_order(
         .filter(|k| crate::idempotency::check_key(k).is_ok())
         .ok_or_else(|| {
             ApiError::bad_request(
-                "idempotency_key_required",
+                ErrorCode::IdempotencyKeyRequired,
                 "send an Idempotency-Key header naming this refund",
             )
         })?;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{CheckoutId, PaymentId, UserId};
 use crate::domain::money::Money;
+use crate::error_code::ErrorCode;
 use crate::payments::webhook::{self, Parsed};
 use crate::payments::{
     Applied, Payment, PaymentError, PaymentEvent, PaymentEventKind, PaymentStatus, ProviderError,
@@ -33,17 +34,17 @@ impl From<PaymentError> for ApiError {
         match e {
             PaymentError::NotFound => ApiError::not_found("no such payment"),
             PaymentError::ProviderNotConfigured(_) => {
-                ApiError::conflict("provider_not_configured", e.to_string())
+                ApiError::conflict(ErrorCode::ProviderNotConfigured, e.to_string())
             }
             PaymentError::InvalidState(detail) => {
-                ApiError::conflict("invalid_payment_state", detail)
+                ApiError::conflict(ErrorCode::InvalidPaymentState, detail)
             }
             PaymentError::InvalidAmount => ApiError::invalid_field("amount", e.to_string()),
             PaymentError::Provider(ProviderError::Rejected(detail)) => {
-                ApiError::new(StatusCode::BAD_GATEWAY, "provider_rejected", detail)
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::ProviderRejected, detail)
             }
             PaymentError::Provider(ProviderError::Unavailable(_)) => {
-                ApiError::unavailable("provider_unavailable", e)
+                ApiError::unavailable(ErrorCode::ProviderUnavailable, e)
             }
             PaymentError::Store(e) => e.into(),
         }
@@ -125,14 +126,14 @@ pub async fn stripe_webhook(
     if let Err(e) = webhook::verify(secret, header, &body, payments.clock().now()) {
         tracing::warn!(reason = %e, "webhook refused");
         return Err(ApiError::bad_request(
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "the Stripe-Signature header does not match this body",
         ));
     }
     let result = match webhook::parse_event(&body) {
         None => {
             return Err(ApiError::bad_request(
-                "invalid_event",
+                ErrorCode::InvalidEvent,
                 "the body is not a Stripe event",
             ));
         }
@@ -221,7 +222,7 @@ pub async fn simulate(
         .ok_or_else(|| ApiError::not_found("no such payment"))?;
     if payment.provider != ProviderName::Simulated {
         return Err(ApiError::conflict(
-            "not_simulated",
+            ErrorCode::NotSimulated,
             format!(
                 "this payment runs on {}; its outcome comes from the provider",
                 payment.provider

@@ -13,6 +13,7 @@ use crate::domain::catalog::{Product, Vendor};
 use crate::domain::geo::{GeoPoint, parse_radius_km};
 use crate::domain::identity::Role;
 use crate::domain::ids::{CategoryId, ProductId, VendorId};
+use crate::error_code::ErrorCode;
 use crate::search::{SearchError, SearchQuery, SearchResults, Sort};
 use crate::web::extract::{AuthUser, MaybeUser};
 use crate::web::{ApiError, AppState};
@@ -42,9 +43,11 @@ impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         match e {
             CatalogError::NotFound => ApiError::not_found("no such resource"),
-            CatalogError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
+            CatalogError::InvalidCursor => {
+                ApiError::bad_request(ErrorCode::InvalidCursor, e.to_string())
+            }
             CatalogError::Forbidden(detail) => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, detail)
             }
             CatalogError::Invalid { field, message } => ApiError::invalid_field(&field, message),
             CatalogError::Conflict { code, detail } => ApiError::conflict(code, detail),
@@ -58,7 +61,7 @@ impl From<SearchError> for ApiError {
     fn from(e: SearchError) -> Self {
         match e {
             SearchError::BadCursor => ApiError::bad_request(
-                "invalid_cursor",
+                ErrorCode::InvalidCursor,
                 "the cursor is not one this API issued for this search",
             ),
             SearchError::Internal(e) => ApiError::internal(e),

@@ -15,6 +15,7 @@ use crate::catalog::reviews::{MAX_PAGE, ReviewError, ReviewPage};
 use crate::domain::identity::Role;
 use crate::domain::ids::{OrderId, ProductId, ReviewId, UserId, VendorId};
 use crate::domain::review::{RatingSummary, Review, ReviewTarget, Stars};
+use crate::error_code::ErrorCode;
 use crate::web::extract::{AuthUser, MaybeUser};
 use crate::web::{ApiError, AppState};
 
@@ -145,10 +146,14 @@ impl From<ReviewError> for ApiError {
                 ApiError::not_found(e.to_string())
             }
             ReviewError::NotEligible => {
-                ApiError::new(StatusCode::FORBIDDEN, "not_eligible", e.to_string())
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::NotEligible, e.to_string())
             }
-            ReviewError::AlreadyReviewed => ApiError::conflict("already_reviewed", e.to_string()),
-            ReviewError::AlreadyReported => ApiError::conflict("already_reported", e.to_string()),
+            ReviewError::AlreadyReviewed => {
+                ApiError::conflict(ErrorCode::AlreadyReviewed, e.to_string())
+            }
+            ReviewError::AlreadyReported => {
+                ApiError::conflict(ErrorCode::AlreadyReported, e.to_string())
+            }
             ReviewError::Store(store) => store.into(),
         }
     }
@@ -187,7 +192,7 @@ async fn list(
         .as_deref()
         .map(|c| c.parse::<ReviewId>())
         .transpose()
-        .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is not valid"))?;
+        .map_err(|_| ApiError::bad_request(ErrorCode::InvalidCursor, "the cursor is not valid"))?;
     let admin = viewer.is_some_and(AuthUser::is_admin);
     let ReviewPage {
         reviews,

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{ApiError, AppState};
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
+use crate::error_code::ErrorCode;
 use crate::fulfilment::orders::Viewer;
 use crate::identity::tokens::{AMR_MFA, Claims};
 
@@ -79,7 +80,7 @@ impl AuthUser {
         } else {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "step_up_required",
+                ErrorCode::StepUpRequired,
                 "step up and retry with the new access token: with the authenticator app or a recovery code (POST /api/v1/auth/step-up), or with an SMS code (POST /api/v1/auth/phone/otp, then POST /api/v1/auth/phone/verify, purpose step_up)",
             ))
         }
@@ -94,7 +95,7 @@ pub fn require_role(role: Role, roles: &[Role]) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "your role cannot do this",
         ))
     }
@@ -109,7 +110,7 @@ pub fn require_admin(role: Role, second_factor: bool) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "second_factor_required",
+            ErrorCode::SecondFactorRequired,
             "administrators act only with a second factor: enrol an authenticator (POST /api/v1/auth/totp) if you have none, then log in with a code (otp) or step up (POST /api/v1/auth/step-up)",
         ))
     }
@@ -147,8 +148,12 @@ impl FromRequest for MaybeUser {
 }
 
 fn authenticate(req: &HttpRequest) -> Result<AuthUser, ApiError> {
-    let unauthorized =
-        || ApiError::unauthorized("unauthenticated", "a valid access token is required");
+    let unauthorized = || {
+        ApiError::unauthorized(
+            ErrorCode::Unauthenticated,
+            "a valid access token is required",
+        )
+    };
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))?;

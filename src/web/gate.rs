@@ -26,6 +26,7 @@ use crate::clock::Clock;
 use crate::config::LiveSettings;
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
+use crate::error_code::ErrorCode;
 use crate::fulfilment::orders::Viewer;
 use crate::identity::revocation::{Marks, RevocationWatch};
 use crate::identity::tokens::{AMR_MFA, AccessTokens, hex};
@@ -191,7 +192,7 @@ impl WsGate {
             tracing::debug!("WebSocket origin refused");
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "origin_not_allowed",
+                ErrorCode::OriginNotAllowed,
                 "this origin may not open WebSockets",
             ))
         }
@@ -310,7 +311,7 @@ impl WsGate {
                 tracing::debug!(user_id = %user.id, open = *open, "WebSocket cap reached");
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_connections",
+                    ErrorCode::TooManyConnections,
                     format!(
                         "you already have {} open live connections; close one first",
                         self.max_per_user
@@ -369,7 +370,7 @@ impl Drop for ConnectionGuard {
 
 fn unauthenticated() -> ApiError {
     ApiError::unauthorized(
-        "unauthenticated",
+        ErrorCode::Unauthenticated,
         "a valid access token (Authorization: Bearer) or WebSocket ticket is required",
     )
 }

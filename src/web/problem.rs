@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::actors::ActorError;
 use crate::actors::order::CommandError;
 use crate::bus::BusError;
+use crate::error_code::ErrorCode;
 use crate::fulfilment::orders::OrderError;
 use crate::store::StoreError;
 
@@ -30,7 +31,7 @@ pub struct FieldError {
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     detail: String,
     fields: Vec<FieldError>,
     retry_after: Option<u64>,
@@ -54,7 +55,7 @@ pub struct Problem {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -66,7 +67,7 @@ impl ApiError {
     }
 
     /// 400: the request is malformed.
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }
 
@@ -80,14 +81,14 @@ impl ApiError {
             fields,
             ..Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 detail,
             )
         }
     }
 
     /// 422 for a single field, with a code naming the rule it broke.
-    pub fn field_rule(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    pub fn field_rule(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
         ApiError {
             code,
             ..Self::invalid_field(field, message)
@@ -102,20 +103,20 @@ impl ApiError {
         }])
     }
 
-    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn unauthorized(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, detail)
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, detail)
     }
 
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
     }
 
     /// 503 for a dependency that is down; the cause is logged.
-    pub fn unavailable(code: &'static str, cause: impl Into<anyhow::Error>) -> Self {
+    pub fn unavailable(code: ErrorCode, cause: impl Into<anyhow::Error>) -> Self {
         ApiError {
             cause: Some(cause.into()),
             ..Self::new(
@@ -132,7 +133,7 @@ impl ApiError {
             cause: Some(cause.into()),
             ..Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 "the server failed to handle this request",
             )
         }
@@ -151,7 +152,7 @@ impl ApiError {
     }
 
     pub fn code(&self) -> &'static str {
-        self.code
+        self.code.as_str()
     }
 
     pub fn status(&self) -> StatusCode {
@@ -162,7 +163,7 @@ impl ApiError {
     /// fault's cause is logged here, as it would be when answered.
     pub fn to_json(&self) -> String {
         if let Some(cause) = &self.cause {
-            tracing::error!(code = self.code, status = self.status.as_u16(), error = ?cause, "request failed");
+            tracing::error!(code = self.code.as_str(), status = self.status.as_u16(), error = ?cause, "request failed");
         }
         serde_json::to_string(&self.problem()).unwrap_or_default()
     }
@@ -171,12 +172,12 @@ impl ApiError {
         Problem {
             kind: format!(
                 "https://hexmarket.dev/problems/{}",
-                self.code.replace('_', "-")
+                self.code.as_str().replace('_', "-")
             ),
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail.clone(),
-            code: self.code.to_owned(),
+            code: self.code.as_str().to_owned(),
             errors: self.fields.clone(),
         }
     }
@@ -184,7 +185,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code.as_str(),
+            self.detail
+        )
     }
 }
 
@@ -195,7 +202,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let Some(cause) = &self.cause {
-            tracing::error!(code = self.code, status = self.status.as_u16(), error = ?cause, "request failed");
+            tracing::error!(code = self.code.as_str(), status = self.status.as_u16(), error = ?cause, "request failed");
         }
         let mut response = HttpResponse::build(self.status);
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
@@ -210,7 +217,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) | StoreError::Timeout => {
-                ApiError::unavailable("store_unavailable", e)
+                ApiError::unavailable(ErrorCode::StoreUnavailable, e)
             }
             StoreError::Corrupt { .. } | StoreError::Misuse(_) => ApiError::internal(e),
         }
@@ -220,7 +227,7 @@ impl From<StoreError> for ApiError {
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> Self {
         match e {
-            BusError::Unavailable(_) => ApiError::unavailable("bus_unavailable", e),
+            BusError::Unavailable(_) => ApiError::unavailable(ErrorCode::BusUnavailable, e),
             BusError::InvalidTopic(_) => ApiError::internal(e),
         }
     }
@@ -244,16 +251,19 @@ pub fn json_error(
     let problem = match &err {
         E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the request body is larger than {limit} bytes"),
         ),
         E::ContentType => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the request body must be application/json",
         ),
         E::Deserialize(e) => deserialize_problem(e),
-        _ => ApiError::bad_request("malformed_json", "the request body could not be read"),
+        _ => ApiError::bad_request(
+            ErrorCode::MalformedJson,
+            "the request body could not be read",
+        ),
     };
     problem.into()
 }
@@ -265,15 +275,15 @@ pub fn deserialize_problem(e: &serde_json::Error) -> ApiError {
     let message = e.to_string();
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
-            "malformed_json",
+            ErrorCode::MalformedJson,
             format!("the request body is not valid JSON: {message}"),
         ),
         Category::Data if message.starts_with("unknown field") => {
-            ApiError::bad_request("unknown_field", message)
+            ApiError::bad_request(ErrorCode::UnknownField, message)
         }
         Category::Data => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
+            ErrorCode::ValidationFailed,
             message,
         ),
     }
@@ -284,7 +294,7 @@ pub fn query_error(
     err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    ApiError::bad_request("invalid_query", err.to_string()).into()
+    ApiError::bad_request(ErrorCode::InvalidQuery, err.to_string()).into()
 }
 
 /// Maps path-segment failures to problems.
@@ -292,35 +302,44 @@ pub fn path_error(
     err: actix_web::error::PathError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    ApiError::bad_request("invalid_path", err.to_string()).into()
+    ApiError::bad_request(ErrorCode::InvalidPath, err.to_string()).into()
 }
 
 /// The problem for an error status that came without one.
 pub fn status_problem(status: StatusCode) -> ApiError {
     let (code, detail) = match status.as_u16() {
-        400 => ("bad_request", "the request could not be read"),
-        404 => ("not_found", "no such resource"),
+        400 => (ErrorCode::BadRequest, "the request could not be read"),
+        404 => (ErrorCode::NotFound, "no such resource"),
         405 => (
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this resource does not take this method; `Allow` lists the ones it takes",
         ),
-        408 => ("request_timeout", "the request did not arrive in time"),
-        411 => ("length_required", "the request body needs a Content-Length"),
-        413 => ("payload_too_large", "the request body is too large"),
+        408 => (
+            ErrorCode::RequestTimeout,
+            "the request did not arrive in time",
+        ),
+        411 => (
+            ErrorCode::LengthRequired,
+            "the request body needs a Content-Length",
+        ),
+        413 => (ErrorCode::PayloadTooLarge, "the request body is too large"),
         415 => (
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the request body is of a media type this endpoint does not take",
         ),
         431 => (
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             "the request's header fields are too large or too many",
         ),
         503 => (
-            "service_unavailable",
+            ErrorCode::ServiceUnavailable,
             "a service this request needs is unavailable; try again shortly",
         ),
-        s if s >= 500 => ("internal_error", "the server failed to handle this request"),
-        _ => ("request_refused", "the request was refused"),
+        s if s >= 500 => (
+            ErrorCode::InternalError,
+            "the server failed to handle this request",
+        ),
+        _ => (ErrorCode::RequestRefused, "the request was refused"),
     };
     ApiError::new(status, code, detail)
 }
@@ -330,7 +349,7 @@ impl From<CommandError> for ApiError {
         match e {
             CommandError::NotFound => ApiError::not_found("no such order"),
             CommandError::Illegal(illegal) => ApiError::conflict(
-                "illegal_transition",
+                ErrorCode::IllegalTransition,
                 format!(
                     "the order cannot go from {} to {}",
                     illegal.from, illegal.to
@@ -348,12 +367,12 @@ impl From<CommandError> for ApiError {
             ]),
             CommandError::Store(e) => e.into(),
             CommandError::OutOfStock => ApiError::conflict(
-                "insufficient_stock",
+                ErrorCode::InsufficientStock,
                 "the order's stock is no longer available",
             ),
             CommandError::Contended => ApiError::new(
                 StatusCode::CONFLICT,
-                "contended",
+                ErrorCode::Contended,
                 "the order changed while this request was applied; try again",
             ),
         }
@@ -365,20 +384,24 @@ impl From<OrderError> for ApiError {
         match e {
             OrderError::NotFound => ApiError::not_found("no such order"),
             OrderError::Forbidden(detail) => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", detail)
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, detail)
             }
             OrderError::NoStore => ApiError::not_found("you do not run a store yet"),
             OrderError::TrackingEnded => {
-                ApiError::new(StatusCode::GONE, "tracking_ended", e.to_string())
+                ApiError::new(StatusCode::GONE, ErrorCode::TrackingEnded, e.to_string())
             }
-            OrderError::InvalidCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
+            OrderError::InvalidCursor => {
+                ApiError::bad_request(ErrorCode::InvalidCursor, e.to_string())
+            }
             OrderError::NoTotals | OrderError::NeverPaid => {
-                ApiError::conflict("not_refundable", e.to_string())
+                ApiError::conflict(ErrorCode::NotRefundable, e.to_string())
             }
-            OrderError::AlreadyRefunded(detail) => ApiError::conflict("already_refunded", detail),
+            OrderError::AlreadyRefunded(detail) => {
+                ApiError::conflict(ErrorCode::AlreadyRefunded, detail)
+            }
             OrderError::NotInOrder(_) => ApiError::invalid_field("lines", e.to_string()),
             OrderError::RefundExceedsTotal { .. } => {
-                ApiError::field_rule("refund_exceeds_total", "lines", e.to_string())
+                ApiError::field_rule(ErrorCode::RefundExceedsTotal, "lines", e.to_string())
             }
             OrderError::NoPayment(_) => ApiError::internal(e),
             OrderError::Settle(e) => ApiError::internal(e),

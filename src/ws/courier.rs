@@ -19,6 +19,7 @@ use crate::bus::Delivery;
 use crate::domain::courier::{GpsPoint, MAX_BATCH};
 use crate::domain::identity::Role;
 use crate::domain::ids::OrderId;
+use crate::error_code::ErrorCode;
 use crate::fulfilment::dispatcher::DispatchError;
 use crate::streams::inbox_topic;
 use crate::web::gate::{ConnectionGuard, WsUser};
@@ -100,7 +101,7 @@ pub async fn open(
         .bus
         .subscribe(&inbox_topic(user.id))
         .await
-        .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
+        .map_err(|e| ApiError::unavailable(ErrorCode::BusUnavailable, e))?;
     let session = CourierSession {
         hygiene: Hygiene::of_session(&state.ws, TokenBucket::courier(), &user),
         user,
@@ -199,7 +200,9 @@ impl LiveSession for CourierSession {
         }
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(value) => value,
-            Err(_) => return send_error(ctx, "invalid_json", "the frame is not valid JSON"),
+            Err(_) => {
+                return send_error(ctx, ErrorCode::InvalidJson, "the frame is not valid JSON");
+            }
         };
         let kind = value
             .get("type")
@@ -208,16 +211,16 @@ impl LiveSession for CourierSession {
         if !kind.as_deref().is_some_and(|k| KNOWN_TYPES.contains(&k)) {
             return send_error(
                 ctx,
-                "unknown_type",
+                ErrorCode::UnknownType,
                 "type must be one of go_online, go_offline, location, offer_response, picked_up, delivered",
             );
         }
         let incoming: Incoming = match serde_json::from_value(value) {
             Ok(incoming) => incoming,
             Err(e) if kind.as_deref() == Some("location") => {
-                return send_error(ctx, "invalid_location", &e.to_string());
+                return send_error(ctx, ErrorCode::InvalidLocation, &e.to_string());
             }
-            Err(e) => return send_error(ctx, "invalid_message", &e.to_string()),
+            Err(e) => return send_error(ctx, ErrorCode::InvalidMessage, &e.to_string()),
         };
         self.act(incoming, ctx);
     }
@@ -251,13 +254,13 @@ impl CourierSession {
                     _ => {
                         return send_error(
                             ctx,
-                            "invalid_location",
+                            ErrorCode::InvalidLocation,
                             "send either point or points (1 to 50 of them)",
                         );
                     }
                 };
                 if let Some(e) = batch.iter().find_map(|p| p.validate().err()) {
-                    return send_error(ctx, "invalid_location", &e);
+                    return send_error(ctx, ErrorCode::InvalidLocation, &e);
                 }
                 let work = async move { couriers.send_here(id, ReportLocations(batch)).await };
                 reply(
@@ -279,7 +282,7 @@ impl CourierSession {
                     .find(|(offer, _)| *offer == offer_id)
                     .map(|(_, order)| *order)
                 else {
-                    return send_error(ctx, "offer_expired", "no such offer is open");
+                    return send_error(ctx, ErrorCode::OfferExpired, "no such offer is open");
                 };
                 let dispatcher = self.state.live.dispatcher.clone();
                 let work = async move { dispatcher.respond(id, order, offer_id, accept).await };
@@ -290,19 +293,19 @@ impl CourierSession {
                             .to_string(),
                     ),
                     Err(DispatchError::OfferGone) => {
-                        send_error(ctx, "offer_expired", "the offer expired or was withdrawn")
+                        send_error(ctx, ErrorCode::OfferExpired, "the offer expired or was withdrawn")
                     }
                     Err(DispatchError::AtCapacity) => send_error(
                         ctx,
-                        "at_capacity",
+                        ErrorCode::AtCapacity,
                         "you already carry as many orders as your profile allows",
                     ),
                     Err(DispatchError::OrderGone) => {
-                        send_error(ctx, "offer_expired", "the order no longer needs a courier")
+                        send_error(ctx, ErrorCode::OfferExpired, "the order no longer needs a courier")
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "offer response failed");
-                        send_error(ctx, "unavailable", "try again")
+                        send_error(ctx, ErrorCode::Unavailable, "try again")
                     }
                 }));
             }
@@ -341,23 +344,23 @@ where
             }
             Err(e) => {
                 tracing::warn!(error = %e, "courier actor unavailable");
-                send_error(ctx, "unavailable", "try again");
+                send_error(ctx, ErrorCode::Unavailable, "try again");
             }
         },
     ));
 }
 
 /// The error frame for a refused request.
-fn error_frame(e: &CourierError) -> (&'static str, String) {
+fn error_frame(e: &CourierError) -> (ErrorCode, String) {
     let code = match e {
-        CourierError::NotOnline => "not_online",
-        CourierError::NotYourOrder => "not_your_order",
-        CourierError::AtCapacity => "at_capacity",
-        CourierError::WrongCode => "wrong_code",
-        CourierError::TooManyAttempts => "too_many_attempts",
-        CourierError::Illegal(_) => "illegal_transition",
-        CourierError::Conflict => "conflict",
-        CourierError::Store(_) | CourierError::Unavailable(_) => "unavailable",
+        CourierError::NotOnline => ErrorCode::NotOnline,
+        CourierError::NotYourOrder => ErrorCode::NotYourOrder,
+        CourierError::AtCapacity => ErrorCode::AtCapacity,
+        CourierError::WrongCode => ErrorCode::WrongCode,
+        CourierError::TooManyAttempts => ErrorCode::TooManyAttempts,
+        CourierError::Illegal(_) => ErrorCode::IllegalTransition,
+        CourierError::Conflict => ErrorCode::Conflict,
+        CourierError::Store(_) | CourierError::Unavailable(_) => ErrorCode::Unavailable,
     };
     let message = match e {
         CourierError::Store(_) | CourierError::Unavailable(_) => "try again".to_owned(),

@@ -13,6 +13,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+use crate::error_code::ErrorCode;
 use crate::identity::revocation::RevocationWatch;
 use crate::web::gate::{WsGate, WsUser};
 
@@ -125,7 +126,7 @@ pub trait LiveSession: actix::Actor<Context = ws::WebsocketContext<Self>> {
     fn on_text(&mut self, _text: &str, ctx: &mut ws::WebsocketContext<Self>) {
         send_error(
             ctx,
-            "unknown_type",
+            ErrorCode::UnknownType,
             "this stream only speaks; it takes no messages",
         );
     }
@@ -218,7 +219,7 @@ pub fn handle_frame<S: LiveSession>(
         ws::Message::Pong(_) | ws::Message::Nop => {}
         ws::Message::Binary(_) => send_error(
             ctx,
-            "unsupported_frame",
+            ErrorCode::UnsupportedFrame,
             "binary frames are not supported; send JSON text frames",
         ),
         // The codec does not reassemble fragments, and accepting them would let a message
@@ -226,7 +227,7 @@ pub fn handle_frame<S: LiveSession>(
         ws::Message::Continuation(_) => {
             send_error(
                 ctx,
-                "unsupported_frame",
+                ErrorCode::UnsupportedFrame,
                 "fragmented messages are not supported; send each message as one frame",
             );
             close(ctx, CloseCode::Unsupported, "fragmented_message");
@@ -239,11 +240,11 @@ pub fn handle_frame<S: LiveSession>(
 }
 
 /// Sends `{"type":"error","code":..,"message":..}`; the session stays open.
-pub fn send_error<A>(ctx: &mut ws::WebsocketContext<A>, code: &str, message: &str)
+pub fn send_error<A>(ctx: &mut ws::WebsocketContext<A>, code: ErrorCode, message: &str)
 where
     A: actix::Actor<Context = ws::WebsocketContext<A>>,
 {
-    let frame = serde_json::json!({ "type": "error", "code": code, "message": message });
+    let frame = serde_json::json!({ "type": "error", "code": code.as_str(), "message": message });
     ctx.text(frame.to_string());
 }
 

@@ -25,6 +25,7 @@ use actix_web::web;
 use futures_util::Stream;
 
 use crate::bus::{Delivery, Subscription};
+use crate::error_code::ErrorCode;
 
 /// Mounts the WebSocket endpoints (outside `/api/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -63,7 +64,7 @@ where
 {
     hygiene::start_session(session, req, stream).map_err(|e| {
         crate::web::ApiError::bad_request(
-            "not_a_websocket",
+            ErrorCode::NotAWebsocket,
             format!("expected a WebSocket handshake: {e}"),
         )
     })

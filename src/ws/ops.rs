@@ -11,6 +11,7 @@ use h3o::Resolution;
 use serde::Serialize;
 
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
+use crate::error_code::ErrorCode;
 use crate::fulfilment::dispatcher::UnassignedOrder;
 use crate::web::gate::ConnectionGuard;
 use crate::web::{ApiError, AppState};
@@ -117,7 +118,7 @@ impl OpsSession {
                         tracing::warn!(error = %e, "operations picture not drawn");
                         send_error(
                             ctx,
-                            "unavailable",
+                            ErrorCode::Unavailable,
                             "the picture could not be drawn; retrying",
                         );
                     }

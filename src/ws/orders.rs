@@ -22,6 +22,7 @@ use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::bus::{Delivery, Subscription};
 use crate::domain::ids::OrderId;
 use crate::domain::order::{OrderEvent, OrderStatus};
+use crate::error_code::ErrorCode;
 use crate::fulfilment::orders::Orders;
 use crate::streams::frames::LocationFrame;
 use crate::streams::{order_live_topic, order_topic};
@@ -172,7 +173,7 @@ async fn subscribe(
     };
     topics
         .await
-        .map_err(|e| ApiError::unavailable("bus_unavailable", e))
+        .map_err(|e| ApiError::unavailable(ErrorCode::BusUnavailable, e))
 }
 
 /// What a watcher is sent first: a snapshot of the order, then the events after `after_seq`

@@ -12,6 +12,7 @@ use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::bus::{Delivery, Subscription};
 use crate::domain::identity::Role;
 use crate::domain::ids::VendorId;
+use crate::error_code::ErrorCode;
 use crate::store::live::FeedEntry;
 use crate::streams::vendor_topic;
 use crate::web::gate::ConnectionGuard;
@@ -59,7 +60,7 @@ pub async fn open(
         .ok_or_else(|| {
             ApiError::new(
                 actix_web::http::StatusCode::FORBIDDEN,
-                "no_store",
+                ErrorCode::NoStore,
                 "open your store first",
             )
         })?
@@ -68,7 +69,7 @@ pub async fn open(
         .bus
         .subscribe(&vendor_topic(vendor))
         .await
-        .map_err(|e| ApiError::unavailable("bus_unavailable", e))?;
+        .map_err(|e| ApiError::unavailable(ErrorCode::BusUnavailable, e))?;
     let (opening, last_seq) = opening(&state, vendor, query.after_seq).await?;
     let session = VendorSession {
         hygiene: Hygiene::of_session(&state.ws, TokenBucket::watcher(), &user),
