@@ -155,3 +155,43 @@ async fn requests_the_http_parser_refuses_get_400_or_431_and_a_closed_connection
     assert!(malformed.0.starts_with("HTTP/1.1 400"), "{}", malformed.1);
     assert!(oversized.0.starts_with("HTTP/1.1 431"), "{}", oversized.1);
 }
+
+/// The codes of the README's error tables (those headed `| code |`): every backquoted code of
+/// their first column.
+fn readme_codes() -> std::collections::BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let mut codes = std::collections::BTreeSet::new();
+    let mut in_table = false;
+    for line in readme.lines() {
+        if line.starts_with("| code |") {
+            in_table = true;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_table = false;
+            continue;
+        }
+        if in_table {
+            let first = line.split('|').nth(1).unwrap_or_default();
+            codes.extend(first.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+    }
+    codes.remove("---");
+    codes
+}
+
+#[test]
+fn the_readme_lists_every_error_code_and_no_other() {
+    let documented = readme_codes();
+    let sent: std::collections::BTreeSet<String> = hexmarket::error_code::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let undocumented: Vec<_> = sent.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&sent).collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "codes sent but not in the README's tables: {undocumented:?}; in the tables but never sent: {unknown:?}"
+    );
+}
