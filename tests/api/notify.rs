@@ -1216,6 +1216,10 @@ async fn logs_show_masked_recipients_but_never_codes_links_or_credentials() {
         let sink = SmtpSink::start().await;
         let code = "Your hexmarket code is 482913";
         let link = "Reset: https://hexmarket.test/reset?token=s3cr3tT0ken";
+        // Other tests, running beside this one with no subscriber, may have registered the
+        // notifiers' log callsites while this subscriber was being installed, leaving them
+        // cached as disabled: recompute every callsite's interest with this subscriber in place.
+        tracing::callsite::rebuild_interest_cache();
 
         let twilio_sms = twilio.sender(SENDER_NUMBER);
         twilio_sms.send(&Sms::new(PHONE, code)).await.unwrap();
