@@ -1,8 +1,10 @@
 //! hexmarket: a real-time delivery marketplace backend.
 //!
-//! Requests enter through [`http`] and [`ws`], which talk to entity actors in [`actors`]
-//! (carts, orders, couriers), which persist through [`store`]. Live updates travel on [`bus`].
-//! [`domain`] holds the validated value types every layer shares.
+//! Requests enter through [`http`] and [`ws`], which share [`web`] (state, errors, the caller)
+//! and call the services of [`catalog`], [`identity`], [`payments`] and [`fulfilment`]; those
+//! drive the entity actors of [`actors`] (carts, orders, couriers), which persist through
+//! [`store`]. Live updates travel on [`bus`] under the topics of [`streams`]. [`domain`] holds
+//! the validated value types and aggregates every layer shares. The README draws the layers.
 
 pub mod actors;
 pub mod app;
