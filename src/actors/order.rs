@@ -47,7 +47,7 @@ use crate::store::live::{OpenOrder, OpenOrdersRepo, VendorFeedRepo};
 use crate::store::orders::{DueTimer, OrderRepo};
 use crate::store::typed::Versioned;
 use crate::store::{StoreError, StoreResult};
-use crate::streams::frames::PublishedEvent;
+use crate::streams::frames::{InboxFrame, PublishedEvent};
 use crate::streams::{order_topic, vendor_topic};
 
 /// How many times a command is re-decided after another writer recorded an event first.
@@ -584,13 +584,10 @@ async fn in_flight(deps: &OrderDeps, record: &OrderRecord, entered: OrderStatus)
                 && let Some(courier) = record.courier_id
             {
                 // The courier stops carrying it (their session tells their actor).
-                let frame = serde_json::json!({"type": "order_cancelled", "order_id": id});
+                let frame = InboxFrame::OrderCancelled { order_id: id };
                 let topic = crate::streams::inbox_topic(courier);
-                if let Err(e) = deps
-                    .bus
-                    .publish(&topic, Bytes::from(frame.to_string()))
-                    .await
-                {
+                let payload = serde_json::to_vec(&frame).unwrap_or_default();
+                if let Err(e) = deps.bus.publish(&topic, Bytes::from(payload)).await {
                     tracing::warn!(topic, error = %e, "courier not told of a cancelled order");
                 }
             }

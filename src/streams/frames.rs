@@ -51,7 +51,7 @@ impl<'a> From<&'a LocationFrame> for LocationMessage<'a> {
 }
 
 /// A place on an offer or assignment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stop {
     pub lat: f64,
     pub lng: f64,
@@ -59,16 +59,17 @@ pub struct Stop {
 }
 
 /// What the courier is told about an order on offer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OfferSummary {
     pub vendor_name: String,
     pub items: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total: Option<Money>,
 }
 
-/// A message to a courier's session (topic `courier.{id}.inbox`).
-#[derive(Debug, Clone, Serialize)]
+/// A message to a courier's session (topic `courier.{id}.inbox`), written by the dispatcher
+/// and the order actor, read by the session (which passes it on to the courier as it is).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum InboxFrame {
     Offer {
@@ -87,5 +88,9 @@ pub enum InboxFrame {
         order_id: OrderId,
         pickup: Stop,
         dropoff: Stop,
+    },
+    /// The order was cancelled: the delivery leaves the courier's hands.
+    OrderCancelled {
+        order_id: OrderId,
     },
 }

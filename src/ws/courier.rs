@@ -21,6 +21,7 @@ use crate::domain::identity::Role;
 use crate::domain::ids::OrderId;
 use crate::error_code::ErrorCode;
 use crate::fulfilment::dispatcher::DispatchError;
+use crate::streams::frames::InboxFrame;
 use crate::streams::inbox_topic;
 use crate::web::gate::{ConnectionGuard, WsUser};
 use crate::web::{ApiError, AppState};
@@ -61,17 +62,6 @@ const KNOWN_TYPES: [&str; 6] = [
     "picked_up",
     "delivered",
 ];
-
-/// What the inbox carries, as far as the session cares.
-#[derive(Deserialize)]
-struct InboxPeek {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    offer_id: Option<Uuid>,
-    #[serde(default)]
-    order_id: Option<OrderId>,
-}
 
 struct Inbox(Delivery);
 
@@ -153,33 +143,33 @@ impl StreamHandler<Inbox> for CourierSession {
         let Ok(text) = std::str::from_utf8(&payload) else {
             return;
         };
-        if let Ok(peek) = serde_json::from_str::<InboxPeek>(text) {
-            match (peek.kind.as_str(), peek.offer_id, peek.order_id) {
-                ("offer", Some(offer), Some(order)) => {
-                    if self.offers.len() >= REMEMBERED_OFFERS {
-                        self.offers.pop_front();
-                    }
-                    self.offers.push_back((offer, order));
+        match serde_json::from_str::<InboxFrame>(text) {
+            Ok(InboxFrame::Offer {
+                offer_id, order_id, ..
+            }) => {
+                if self.offers.len() >= REMEMBERED_OFFERS {
+                    self.offers.pop_front();
                 }
-                ("order_cancelled", _, Some(order)) => {
-                    let couriers = self.state.live.couriers.clone();
-                    let id = self.user.id;
-                    actix::spawn(async move {
-                        let _ = couriers
-                            .send_here(id, crate::actors::courier::Unassign(order))
-                            .await;
-                    });
-                }
-                ("assignment", _, _) => {
-                    // Handed over by a dispatcher elsewhere: the actor here re-reads its row.
-                    let couriers = self.state.live.couriers.clone();
-                    let id = self.user.id;
-                    actix::spawn(async move {
-                        let _ = couriers.send_here(id, crate::actors::courier::Reload).await;
-                    });
-                }
-                _ => {}
+                self.offers.push_back((offer_id, order_id));
             }
+            Ok(InboxFrame::OrderCancelled { order_id }) => {
+                let couriers = self.state.live.couriers.clone();
+                let id = self.user.id;
+                actix::spawn(async move {
+                    let _ = couriers
+                        .send_here(id, crate::actors::courier::Unassign(order_id))
+                        .await;
+                });
+            }
+            Ok(InboxFrame::Assignment { .. }) => {
+                // Handed over by a dispatcher elsewhere: the actor here re-reads its row.
+                let couriers = self.state.live.couriers.clone();
+                let id = self.user.id;
+                actix::spawn(async move {
+                    let _ = couriers.send_here(id, crate::actors::courier::Reload).await;
+                });
+            }
+            Ok(InboxFrame::OfferWithdrawn { .. }) | Err(_) => {}
         }
         ctx.text(text.to_owned());
     }
