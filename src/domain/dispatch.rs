@@ -50,3 +50,14 @@ impl DispatchRecord {
         self
     }
 }
+
+/// An order nobody has taken yet, for admins.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UnassignedOrder {
+    #[schema(value_type = String, format = Uuid)]
+    pub order_id: OrderId,
+    #[schema(value_type = String, format = Uuid)]
+    pub vendor_id: VendorId,
+    pub since: DateTime<Utc>,
+    pub attempts: u32,
+}

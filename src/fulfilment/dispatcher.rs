@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::actors::courier::{Assign, CourierActor, CourierError, Unassign};
@@ -35,9 +34,10 @@ use crate::clock::Clock;
 use crate::dispatch::index::CourierIndex;
 use crate::dispatch::queue::{DispatchQueue, key};
 use crate::domain::courier::ActiveDelivery;
+use crate::domain::dispatch::UnassignedOrder;
 use crate::domain::dispatch::{DispatchRecord, DispatchState};
 use crate::domain::geo::GeoPoint;
-use crate::domain::ids::{OrderId, UserId, VendorId};
+use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{OrderCommand, OrderRecord, OrderStatus};
 use crate::store::orders::OrderRepo;
 use crate::store::typed::{Change, ModifyError, Versioned};
@@ -54,17 +54,6 @@ const IDLE_ROUND_EVERY: Duration = Duration::from_secs(2);
 const ASSIGNING_GRACE: chrono::Duration = chrono::Duration::seconds(10);
 /// Couriers asked from the index per offer (the best one not already holding an offer wins).
 const CANDIDATES: usize = 8;
-
-/// An order nobody has taken yet, for admins.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct UnassignedOrder {
-    #[schema(value_type = String, format = Uuid)]
-    pub order_id: OrderId,
-    #[schema(value_type = String, format = Uuid)]
-    pub vendor_id: VendorId,
-    pub since: DateTime<Utc>,
-    pub attempts: u32,
-}
 
 /// Everything live handlers and sessions share: couriers, dispatch, positions and feeds.
 #[derive(Clone)]

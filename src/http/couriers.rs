@@ -5,9 +5,9 @@ use actix_web::{HttpResponse, web};
 
 use crate::actors::courier::{CourierError, CourierView, GetCourier, SetProfile};
 use crate::domain::courier::CourierProfile;
+use crate::domain::dispatch::UnassignedOrder;
 use crate::domain::identity::Role;
 use crate::error_code::ErrorCode;
-use crate::fulfilment::dispatcher::UnassignedOrder;
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 

@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::dispatch::UnassignedOrder;
 use crate::domain::ids::{OrderId, VendorId};
 use crate::domain::money::Money;
-use crate::domain::order::OrderEvent;
+use crate::domain::order::{OrderEvent, OrderStatus};
 
 /// What goes on the bus for every event, on `order.{order_id}`; the vendor's topic
 /// `vendor.{vendor_id}.orders` carries the event as a [`FeedEntry`](crate::store::live::FeedEntry).
@@ -93,4 +94,65 @@ pub enum InboxFrame {
     OrderCancelled {
         order_id: OrderId,
     },
+}
+
+/// The first frame of an order watch (`snapshot`).
+#[derive(Debug, Serialize)]
+pub struct WatchSnapshot {
+    pub order_id: OrderId,
+    pub status: OrderStatus,
+    pub seq: u64,
+    pub eta_s: Option<u32>,
+    pub courier: Option<LocationFrame>,
+}
+
+/// An order event as a watcher gets it (`event`).
+#[derive(Debug, Serialize)]
+pub struct WatchEvent<'a> {
+    pub order_id: OrderId,
+    #[serde(flatten)]
+    pub event: &'a OrderEvent,
+}
+
+/// The first frame of a vendor's feed (`hello`): the feed's head.
+#[derive(Debug, Serialize)]
+pub struct VendorHello {
+    pub vendor_id: VendorId,
+    pub seq: u64,
+}
+
+/// A courier's request done (`ack`), by what it answers (`of`). Location acknowledgements,
+/// the most frequent frame of all, are written by [`location_ack`].
+#[derive(Debug, Serialize)]
+#[serde(tag = "of", rename_all = "snake_case")]
+pub enum CourierAck {
+    GoOnline { online: bool },
+    GoOffline { online: bool },
+    OfferResponse { offer_id: Uuid },
+    PickedUp { order_id: OrderId },
+    Delivered { order_id: OrderId },
+}
+
+/// `{"type":"ack","of":"location","accepted":…,"dropped":…}`, written without building a JSON
+/// value first.
+pub fn location_ack(accepted: usize, dropped: usize) -> String {
+    format!(r#"{{"type":"ack","of":"location","accepted":{accepted},"dropped":{dropped}}}"#)
+}
+
+/// One cell of the operations picture.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct CellOps {
+    /// H3 cell index (resolution 7) as hex.
+    pub cell: String,
+    pub available_couriers: u32,
+    pub busy_couriers: u32,
+    pub open_orders: u32,
+}
+
+/// The operations picture admins watch (`ops`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OpsPicture {
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub cells: Vec<CellOps>,
+    pub unassigned: Vec<UnassignedOrder>,
 }

@@ -21,7 +21,7 @@ use crate::domain::identity::Role;
 use crate::domain::ids::OrderId;
 use crate::error_code::ErrorCode;
 use crate::fulfilment::dispatcher::DispatchError;
-use crate::streams::frames::InboxFrame;
+use crate::streams::frames::{CourierAck, InboxFrame, location_ack};
 use crate::streams::inbox_topic;
 use crate::web::gate::{ConnectionGuard, WsUser};
 use crate::web::{ApiError, AppState};
@@ -224,15 +224,17 @@ impl CourierSession {
             Incoming::GoOnline => {
                 let work = async move { couriers.send_here(id, GoOnline).await };
                 reply(ctx, work, |view| {
-                    serde_json::json!({"type": "ack", "of": "go_online", "online": view.online})
-                        .to_string()
+                    ack(&CourierAck::GoOnline {
+                        online: view.online,
+                    })
                 });
             }
             Incoming::GoOffline => {
                 let work = async move { couriers.send_here(id, GoOffline).await };
                 reply(ctx, work, |view| {
-                    serde_json::json!({"type": "ack", "of": "go_offline", "online": view.online})
-                        .to_string()
+                    ack(&CourierAck::GoOffline {
+                        online: view.online,
+                    })
                 });
             }
             Incoming::Location { point, points } => {
@@ -253,17 +255,7 @@ impl CourierSession {
                     return send_error(ctx, ErrorCode::InvalidLocation, &e);
                 }
                 let work = async move { couriers.send_here(id, ReportLocations(batch)).await };
-                reply(
-                    ctx,
-                    work,
-                    // The most frequent frame of all, written without building a JSON value first.
-                    |ack| {
-                        format!(
-                            r#"{{"type":"ack","of":"location","accepted":{},"dropped":{}}}"#,
-                            ack.accepted, ack.dropped
-                        )
-                    },
-                );
+                reply(ctx, work, |ack| location_ack(ack.accepted, ack.dropped));
             }
             Incoming::OfferResponse { offer_id, accept } => {
                 let Some(order) = self
@@ -276,45 +268,50 @@ impl CourierSession {
                 };
                 let dispatcher = self.state.live.dispatcher.clone();
                 let work = async move { dispatcher.respond(id, order, offer_id, accept).await };
-                ctx.spawn(work.into_actor(self).map(move |outcome, _, ctx| match outcome {
-                    Ok(Some(assignment)) => ctx.text(assignment.to_string()),
-                    Ok(None) => ctx.text(
-                        serde_json::json!({"type": "ack", "of": "offer_response", "offer_id": offer_id})
-                            .to_string(),
-                    ),
-                    Err(DispatchError::OfferGone) => {
-                        send_error(ctx, ErrorCode::OfferExpired, "the offer expired or was withdrawn")
-                    }
-                    Err(DispatchError::AtCapacity) => send_error(
-                        ctx,
-                        ErrorCode::AtCapacity,
-                        "you already carry as many orders as your profile allows",
-                    ),
-                    Err(DispatchError::OrderGone) => {
-                        send_error(ctx, ErrorCode::OfferExpired, "the order no longer needs a courier")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "offer response failed");
-                        send_error(ctx, ErrorCode::Unavailable, "try again")
-                    }
-                }));
+                ctx.spawn(
+                    work.into_actor(self)
+                        .map(move |outcome, _, ctx| match outcome {
+                            Ok(Some(assignment)) => ctx.text(assignment.to_string()),
+                            Ok(None) => ctx.text(ack(&CourierAck::OfferResponse { offer_id })),
+                            Err(DispatchError::OfferGone) => send_error(
+                                ctx,
+                                ErrorCode::OfferExpired,
+                                "the offer expired or was withdrawn",
+                            ),
+                            Err(DispatchError::AtCapacity) => send_error(
+                                ctx,
+                                ErrorCode::AtCapacity,
+                                "you already carry as many orders as your profile allows",
+                            ),
+                            Err(DispatchError::OrderGone) => send_error(
+                                ctx,
+                                ErrorCode::OfferExpired,
+                                "the order no longer needs a courier",
+                            ),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "offer response failed");
+                                send_error(ctx, ErrorCode::Unavailable, "try again")
+                            }
+                        }),
+                );
             }
             Incoming::PickedUp { order_id } => {
                 let work = async move { couriers.send_here(id, PickedUp(order_id)).await };
-                reply(ctx, work, move |()| {
-                    serde_json::json!({"type": "ack", "of": "picked_up", "order_id": order_id})
-                        .to_string()
-                });
+                reply(ctx, work, move |()| ack(&CourierAck::PickedUp { order_id }));
             }
             Incoming::Delivered { order_id, code } => {
                 let work = async move { couriers.send_here(id, Delivered(order_id, code)).await };
                 reply(ctx, work, move |()| {
-                    serde_json::json!({"type": "ack", "of": "delivered", "order_id": order_id})
-                        .to_string()
+                    ack(&CourierAck::Delivered { order_id })
                 });
             }
         }
     }
+}
+
+/// An acknowledgement as the courier gets it.
+fn ack(of: &CourierAck) -> String {
+    super::tagged("ack", of).unwrap_or_default()
 }
 
 /// Runs `work` and writes its answer (or the error frame) when it comes.

@@ -8,11 +8,10 @@ use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use h3o::Resolution;
-use serde::Serialize;
 
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, send_error};
 use crate::error_code::ErrorCode;
-use crate::fulfilment::dispatcher::UnassignedOrder;
+use crate::streams::frames::{CellOps, OpsPicture};
 use crate::web::gate::ConnectionGuard;
 use crate::web::{ApiError, AppState};
 
@@ -22,24 +21,6 @@ pub const OPS_EVERY: Duration = Duration::from_secs(2);
 pub const OPS_RESOLUTION: Resolution = Resolution::Seven;
 /// Open orders looked at per picture, at most.
 const MAX_OPEN: usize = 50_000;
-
-/// One cell of the picture.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-pub struct CellOps {
-    /// H3 cell index (resolution 7) as hex.
-    pub cell: String,
-    pub available_couriers: u32,
-    pub busy_couriers: u32,
-    pub open_orders: u32,
-}
-
-/// The whole picture.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct OpsPicture {
-    pub at: chrono::DateTime<chrono::Utc>,
-    pub cells: Vec<CellOps>,
-    pub unassigned: Vec<UnassignedOrder>,
-}
 
 /// Draws the picture from this node's courier index, the open orders and the dispatch queue.
 pub async fn picture(state: &AppState) -> Result<OpsPicture, ApiError> {

@@ -16,15 +16,15 @@ use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::hygiene::{self, Hygiene, LiveSession, TokenBucket, close_too_slow};
 use crate::bus::{Delivery, Subscription};
 use crate::domain::ids::OrderId;
-use crate::domain::order::{OrderEvent, OrderStatus};
+use crate::domain::order::OrderEvent;
 use crate::error_code::ErrorCode;
 use crate::fulfilment::orders::Orders;
-use crate::streams::frames::LocationFrame;
+use crate::streams::frames::{LocationFrame, WatchEvent, WatchSnapshot};
 use crate::streams::{order_live_topic, order_topic};
 use crate::web::gate::ConnectionGuard;
 use crate::web::{ApiError, AppState};
@@ -80,24 +80,6 @@ pub struct WatchQuery {
     pub after_seq: Option<u64>,
     /// A single-use ticket instead of an `Authorization` header.
     pub ticket: Option<String>,
-}
-
-/// The first frame of a watch.
-#[derive(Debug, Serialize)]
-struct Snapshot {
-    order_id: OrderId,
-    status: OrderStatus,
-    seq: u64,
-    eta_s: Option<u32>,
-    courier: Option<LocationFrame>,
-}
-
-/// An order event as a watcher gets it.
-#[derive(Debug, Serialize)]
-struct EventFrame<'a> {
-    order_id: OrderId,
-    #[serde(flatten)]
-    event: &'a OrderEvent,
 }
 
 enum Feed {
@@ -192,7 +174,7 @@ impl Opening {
     ) -> Result<Self, ApiError> {
         let record = orders.load(order).await?;
         let courier = orders.courier_position(&record).await;
-        let snapshot = Snapshot {
+        let snapshot = WatchSnapshot {
             order_id: order,
             status: record.status(),
             seq: record.seq,
@@ -207,7 +189,7 @@ impl Opening {
             for event in &events {
                 frames.extend(super::tagged(
                     "event",
-                    &EventFrame {
+                    &WatchEvent {
                         order_id: order,
                         event,
                     },
@@ -280,7 +262,7 @@ impl WatchSession {
         self.last_seq = event.seq;
         if let Some(frame) = super::tagged(
             "event",
-            &EventFrame {
+            &WatchEvent {
                 order_id: self.order,
                 event: &event,
             },

@@ -14,6 +14,7 @@ use crate::domain::identity::Role;
 use crate::domain::ids::VendorId;
 use crate::error_code::ErrorCode;
 use crate::store::live::FeedEntry;
+use crate::streams::frames::VendorHello;
 use crate::streams::vendor_topic;
 use crate::web::gate::ConnectionGuard;
 use crate::web::{ApiError, AppState};
@@ -91,8 +92,13 @@ async fn opening(
 ) -> Result<(Vec<String>, u64), ApiError> {
     let head = state.live.feed.last_seq(vendor).await?;
     let mut opening = Vec::new();
-    opening
-        .push(serde_json::json!({"type": "hello", "vendor_id": vendor, "seq": head}).to_string());
+    opening.extend(super::tagged(
+        "hello",
+        &VendorHello {
+            vendor_id: vendor,
+            seq: head,
+        },
+    ));
     let mut last_seq = head;
     if let Some(after) = after_seq {
         let entries = state.live.feed.after(vendor, after, REPLAY_LIMIT).await?;
