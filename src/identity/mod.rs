@@ -170,16 +170,12 @@ pub struct AccountFilter {
 }
 
 impl AccountFilter {
-    fn passes(&self, user: &User) -> bool {
+    /// `needle` is [`AccountFilter::email`] lowercased, once per listing rather than per row.
+    fn passes(&self, user: &User, needle: Option<&str>) -> bool {
         !user.erased
             && self.role.is_none_or(|r| r == user.role)
             && self.banned.is_none_or(|b| b == user.banned)
-            && self.email.as_deref().is_none_or(|needle| {
-                user.email
-                    .as_str()
-                    .to_lowercase()
-                    .contains(&needle.to_lowercase())
-            })
+            && needle.is_none_or(|needle| user.email.as_str().to_lowercase().contains(needle))
     }
 }
 
@@ -193,6 +189,7 @@ impl Identity {
         limit: usize,
         mut cursor: Option<String>,
     ) -> Result<(Vec<User>, Option<String>), IdentityError> {
+        let needle = filter.email.as_deref().map(str::to_lowercase);
         let mut users = Vec::new();
         loop {
             let (page, next) =
@@ -203,7 +200,10 @@ impl Identity {
                         StoreError::Misuse(_) => IdentityError::InvalidCursor,
                         other => other.into(),
                     })?;
-            users.extend(page.into_iter().filter(|u| filter.passes(u)));
+            users.extend(
+                page.into_iter()
+                    .filter(|u| filter.passes(u, needle.as_deref())),
+            );
             cursor = next;
             if users.len() >= limit || cursor.is_none() {
                 return Ok((users, cursor));
