@@ -34,6 +34,8 @@ use crate::identity::tokens::AccessTokens;
 use crate::identity::{Delivery, Identity, IdentityParts};
 use crate::media::Media;
 use crate::metrics::Metrics;
+use crate::notifications::templates::Templates;
+use crate::notifications::{Notifications, NotificationsParts};
 use crate::notify::{OutboxEmail, OutboxSms, SharedEmail, SharedSms, SmtpEmail, TwilioSms};
 use crate::payments::{Payments, PaymentsParts, SimulatedProvider, StripeProvider};
 use crate::ratelimit::SharedLimiter;
@@ -156,7 +158,7 @@ impl Application {
             offer_timeout: settings.live.offer_timeout,
             radius_km: settings.live.dispatch_radius_km,
         });
-        let live_tasks = vec![
+        let mut live_tasks = vec![
             identity.revocations.follow(revocations_since),
             dispatcher.start(),
             tokio::spawn(courier::follow_presence(
@@ -182,6 +184,16 @@ impl Application {
             crate::web::gate::WsGate::new(Arc::clone(&store), &settings.live, clock.clone())
                 .with_sessions_gauge(metrics.ws_sessions.clone())
                 .with_revocations(identity.revocations.marks().clone());
+        let notifications = Notifications::new(NotificationsParts {
+            store: Arc::clone(&store),
+            bus: Arc::clone(&bus),
+            clock: clock.clone(),
+            email: identity.delivery().email.clone(),
+            sms: identity.delivery().sms.clone(),
+            templates: Templates::new(Some(settings.data_dir.join("templates/notifications"))),
+            public_url: identity.delivery().public_url.clone(),
+            node,
+        });
         let payments = build_payments(&settings, &store, clock)?;
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
         payments.set_listener(settlement.listener());
@@ -221,8 +233,13 @@ impl Application {
             ws: ws_gate,
             fulfilment,
             live,
+            notifications,
             closing: tokio::sync::broadcast::channel(1).0,
         });
+        let node = Arc::downgrade(&state);
+        live_tasks.extend(Notifications::start(move || {
+            node.upgrade().map(|s| s.notifications.clone())
+        }));
         // The sweepers hold the node only during a round, so they end when the node is dropped.
         let node = Arc::downgrade(&state);
         tokio::spawn(settlement::run_sweep(

@@ -1,9 +1,10 @@
 //! hexmarket: a real-time delivery marketplace backend.
 //!
 //! Requests enter through [`http`] and [`ws`], which share [`web`] (state, errors, the caller)
-//! and call the services of [`catalog`], [`identity`], [`payments`] and [`fulfilment`]; those
-//! drive the entity actors of [`actors`] (carts, orders, couriers), which persist through
-//! [`store`]. Live updates travel on [`bus`] under the topics of [`streams`]. [`domain`] holds
+//! and call the services of [`catalog`], [`identity`], [`payments`], [`fulfilment`] and
+//! [`notifications`]; those drive the entity actors of [`actors`] (carts, orders, couriers),
+//! which persist through [`store`]. [`notifications`] consumes the order events from the
+//! store's order journal, never from the order path. Live updates travel on [`bus`] under the topics of [`streams`]. [`domain`] holds
 //! the validated value types and aggregates every layer shares. The README draws the layers.
 
 pub mod actors;
@@ -24,6 +25,7 @@ pub mod identity;
 pub mod mailbox_report;
 pub mod media;
 pub mod metrics;
+pub mod notifications;
 pub mod notify;
 pub mod payments;
 pub mod ratelimit;

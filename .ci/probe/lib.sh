@@ -7,6 +7,7 @@ REPO_DIR="$(cd "$PROBE_DIR/../.." && pwd)"
 # Pinned versions of what the probes install.
 SCHEMATHESIS_VERSION=4.32.5
 OPENAPI_PYTHON_CLIENT_VERSION=0.29.1
+AIOSMTPD_VERSION=1.4.6
 
 log() { printf '[probe %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 

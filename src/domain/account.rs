@@ -50,7 +50,7 @@ impl Channel {
     pub const ALL: [Channel; 3] = [Channel::Email, Channel::Sms, Channel::Push];
 }
 
-/// An event a user can be notified of.
+/// An event a user can be notified of (see `domain::notification` for who hears of which).
 #[derive(
     Debug,
     Clone,
@@ -68,24 +68,59 @@ impl Channel {
 pub enum NotificationEvent {
     OrderCreated,
     OrderPaid,
+    PaymentFailed,
     OrderAccepted,
+    OrderRejected,
+    OrderReady,
+    CourierAssigned,
     OrderPickedUp,
+    OrderArriving,
     OrderDelivered,
+    OrderCancelled,
     OrderRefunded,
 }
 
 impl NotificationEvent {
-    pub const ALL: [NotificationEvent; 6] = [
+    pub const ALL: [NotificationEvent; 12] = [
         NotificationEvent::OrderCreated,
         NotificationEvent::OrderPaid,
+        NotificationEvent::PaymentFailed,
         NotificationEvent::OrderAccepted,
+        NotificationEvent::OrderRejected,
+        NotificationEvent::OrderReady,
+        NotificationEvent::CourierAssigned,
         NotificationEvent::OrderPickedUp,
+        NotificationEvent::OrderArriving,
         NotificationEvent::OrderDelivered,
+        NotificationEvent::OrderCancelled,
         NotificationEvent::OrderRefunded,
     ];
 }
 
-/// Per channel, per event: send or not. Absent entries mean "send".
+/// The language messages are written in.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Locale {
+    #[default]
+    En,
+    De,
+}
+
+impl Locale {
+    pub const ALL: [Locale; 2] = [Locale::En, Locale::De];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locale::En => "en",
+            Locale::De => "de",
+        }
+    }
+}
+
+/// Per channel, per event: send or not. Absent entries mean the default for the recipient
+/// (`domain::notification::default_on`).
 pub type NotificationPrefs = BTreeMap<Channel, BTreeMap<NotificationEvent, bool>>;
 
 /// The document's schema of [`NotificationPrefs`]: an object keyed by channel, each an object
@@ -113,7 +148,7 @@ pub fn notification_prefs_schema() -> utoipa::openapi::Object {
                 .schema_type(Type::Object)
                 .additional_properties(closed())
                 .description(Some(
-                    "Per channel, per event: send (true) or not (false); an absent entry means send.",
+                    "Per channel, per event: send (true) or not (false); an absent entry means the default (see the README's notification table). The customer's payment and refund receipts by email are sent whatever this says.",
                 )),
             |o, c| o.property(name(c), events.clone()),
         )
@@ -141,6 +176,39 @@ pub struct User {
     /// TOTP and recovery codes, when enrolled.
     #[serde(default)]
     pub second_factor: super::second_factor::SecondFactor,
+    /// The language of the messages the user is sent.
+    #[serde(default)]
+    pub locale: Locale,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl User {
+    /// A new account: nothing verified, no phone, default preferences and language.
+    pub fn new(
+        email: Email,
+        password_hash: String,
+        name: String,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Self {
+        User {
+            id: UserId::new(),
+            email,
+            email_verified: false,
+            password_hash,
+            name,
+            role,
+            phone: None,
+            phone_verified: false,
+            banned: false,
+            addresses: Vec::new(),
+            notifications: NotificationPrefs::new(),
+            erased: false,
+            second_factor: Default::default(),
+            locale: Locale::default(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod ids;
 pub mod inventory;
 pub mod money;
+pub mod notification;
 pub mod order;
 pub mod review;
 pub mod second_factor;

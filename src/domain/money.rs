@@ -152,6 +152,29 @@ pub struct Money {
     pub currency: Currency,
 }
 
+/// `12.50 EUR`, `-3.00 EUR`, `500 JPY`: major units with the currency's minor digits, then
+/// the code.
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let digits = self.currency.minor_digits() as usize;
+        let per = self.currency.minor_per_major();
+        let sign = if self.amount_minor < 0 { "-" } else { "" };
+        let abs = self.amount_minor.unsigned_abs();
+        let per = per.unsigned_abs().max(1);
+        if digits == 0 {
+            write!(f, "{sign}{abs} {}", self.currency)
+        } else {
+            write!(
+                f,
+                "{sign}{}.{:0digits$} {}",
+                abs / per,
+                abs % per,
+                self.currency
+            )
+        }
+    }
+}
+
 impl Money {
     pub fn new(amount_minor: i64, currency: Currency) -> Self {
         Money {

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{AccountView, parse_name, parse_phone};
-use crate::domain::account::{NotificationPrefs, SavedAddress, User};
+use crate::domain::account::{Locale, NotificationPrefs, SavedAddress, User};
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 
@@ -31,6 +31,8 @@ pub struct Profile {
     pub addresses: Vec<SavedAddress>,
     #[schema(schema_with = crate::domain::account::notification_prefs_schema)]
     pub notifications: NotificationPrefs,
+    /// The language of the messages the caller is sent.
+    pub locale: Locale,
 }
 
 impl From<&User> for Profile {
@@ -39,6 +41,7 @@ impl From<&User> for Profile {
             account: u.into(),
             addresses: u.addresses.clone(),
             notifications: u.notifications.clone(),
+            locale: u.locale,
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct PatchMe {
     pub addresses: Option<Vec<SavedAddress>>,
     #[schema(schema_with = crate::domain::account::notification_prefs_schema)]
     pub notifications: Option<NotificationPrefs>,
+    /// The language of the messages the caller is sent.
+    pub locale: Option<Locale>,
 }
 
 fn check_addresses(addresses: &[SavedAddress]) -> Result<(), ApiError> {
@@ -151,6 +156,9 @@ pub async fn patch_me(
             }
             if let Some(prefs) = &patch.notifications {
                 u.notifications = prefs.clone();
+            }
+            if let Some(locale) = patch.locale {
+                u.locale = locale;
             }
             Ok(())
         })

@@ -17,6 +17,7 @@ pub mod me;
 pub mod media;
 pub mod mfa;
 pub mod middleware;
+pub mod notifications;
 pub mod openapi;
 pub mod orders;
 pub mod payments;
@@ -48,6 +49,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(auth::configure)
                 .configure(mfa::configure)
                 .configure(me::configure)
+                .configure(notifications::configure)
                 .configure(admin::configure)
                 .configure(cart::configure)
                 .configure(vendors::configure)

@@ -17,8 +17,8 @@ use crate::web::ApiError;
 use crate::web::problem::PROBLEM_JSON;
 
 use super::{
-    admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa, orders,
-    payments, problem, products, reviews, vendors, ws_ticket,
+    admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa,
+    notifications, orders, payments, problem, products, reviews, vendors, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -49,6 +49,11 @@ use super::{
         me::delete_me,
         me::change_password,
         me::change_email,
+        notifications::list_notifications,
+        notifications::read_one,
+        notifications::read_all,
+        notifications::list_dead_letters,
+        notifications::retry_dead_letter,
         admin::list_users,
         admin::patch_user,
         cart::get_cart,
@@ -125,6 +130,7 @@ use super::{
         (name = "reviews", description = "Reviews and ratings of products and vendors"),
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile"),
+        (name = "notifications", description = "The caller's in-app notifications (live on the /ws/notifications WebSocket: see the README)"),
         (name = "admin", description = "Platform administration"),
     )
 )]

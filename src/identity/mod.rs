@@ -241,27 +241,25 @@ impl Identity {
         })
     }
 
+    /// The transports account messages go out on (notifications use the same).
+    pub fn delivery(&self) -> &Delivery {
+        &self.delivery
+    }
+
     /// Creates an account (any role; the HTTP layer allows only self-service roles).
     #[tracing::instrument(skip_all, fields(email = %account.email.masked(), role = account.role.as_str()))]
     pub async fn register(&self, account: NewAccount) -> Result<User, IdentityError> {
         check_password(&account.password, &account.email).map_err(IdentityError::Password)?;
         let now = self.clock.now();
         let user = User {
-            id: UserId::new(),
-            email: account.email,
-            email_verified: false,
-            password_hash: self.hasher.hash(account.password).await?,
-            name: account.name,
-            role: account.role,
             phone: account.phone,
-            phone_verified: false,
-            banned: false,
-            addresses: Vec::new(),
-            notifications: Default::default(),
-            erased: false,
-            second_factor: Default::default(),
-            created_at: now,
-            updated_at: now,
+            ..User::new(
+                account.email,
+                self.hasher.hash(account.password).await?,
+                account.name,
+                account.role,
+                now,
+            )
         };
         match self.users.create(&user).await {
             Ok(_) => {

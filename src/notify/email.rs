@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// The longest address SMTP can carry (RFC 5321's path limit minus the angle brackets).
 pub const MAX_ADDRESS_LEN: usize = 254;
 
-/// One plain-text email.
+/// One email: plain text, or plain text with an HTML alternative.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Email {
     /// The recipient's bare address (`user@example.com`, no display name).
@@ -43,6 +43,12 @@ pub struct Email {
     pub subject: String,
     /// The body, at most [`MAX_TEXT_BYTES`] bytes.
     pub text: String,
+    /// The same body as HTML, at most [`MAX_TEXT_BYTES`] bytes.
+    pub html: Option<String>,
+    /// The message's id (its `Message-ID` is `<{id}@{sender's domain}>`): the same id for
+    /// every attempt at one notification, so a receiving system can tell a repeat. A fresh
+    /// one per send when absent.
+    pub id: Option<Uuid>,
 }
 
 // Written by hand so that a stray `?email` in a log line shows no link or token.
@@ -55,6 +61,10 @@ impl fmt::Debug for Email {
                 &format_args!("<{} chars>", self.subject.chars().count()),
             )
             .field("text", &format_args!("<{} bytes>", self.text.len()))
+            .field(
+                "html",
+                &format_args!("<{} bytes>", self.html.as_ref().map_or(0, String::len)),
+            )
             .finish()
     }
 }
@@ -65,7 +75,21 @@ impl Email {
             to: to.into(),
             subject: subject.into(),
             text: text.into(),
+            html: None,
+            id: None,
         }
+    }
+
+    /// Adds an HTML alternative.
+    pub fn with_html(mut self, html: impl Into<String>) -> Self {
+        self.html = Some(html.into());
+        self
+    }
+
+    /// Gives the message a fixed id.
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = Some(id);
+        self
     }
 
     /// Checks recipient, subject and text; every sender calls this before any I/O.
@@ -100,6 +124,14 @@ impl Email {
             return Err(NotifyError::Invalid(format!(
                 "the text has {} bytes, at most {MAX_TEXT_BYTES} are allowed",
                 self.text.len()
+            )));
+        }
+        if let Some(html) = &self.html
+            && (html.len() > MAX_TEXT_BYTES || html.contains('\0'))
+        {
+            return Err(NotifyError::Invalid(format!(
+                "the HTML has {} bytes or NUL characters, at most {MAX_TEXT_BYTES} bytes are allowed",
+                html.len()
             )));
         }
         if self.text.contains('\0') {
@@ -138,14 +170,21 @@ fn build_message(
     email: &Email,
     id: Uuid,
 ) -> Result<Message, NotifyError> {
-    Message::builder()
+    let builder = Message::builder()
         .from(from.clone())
         .to(Mailbox::new(None, to))
         .subject(email.subject.clone())
-        .message_id(Some(format!("<{id}@{}>", from.email.domain())))
-        .header(ContentType::TEXT_PLAIN)
-        .body(email.text.clone())
-        .map_err(|e| NotifyError::Invalid(format!("the message cannot be built: {e}")))
+        .message_id(Some(format!("<{id}@{}>", from.email.domain())));
+    let built = match &email.html {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+            email.text.clone(),
+            html.clone(),
+        )),
+        None => builder
+            .header(ContentType::TEXT_PLAIN)
+            .body(email.text.clone()),
+    };
+    built.map_err(|e| NotifyError::Invalid(format!("the message cannot be built: {e}")))
 }
 
 /// Something that sends emails.
@@ -258,7 +297,7 @@ impl EmailSender for SmtpEmail {
 
     async fn send(&self, email: &Email) -> Result<(), NotifyError> {
         let recipient = email.checked_recipient()?;
-        let id = Uuid::now_v7();
+        let id = email.id.unwrap_or_else(Uuid::now_v7);
         let message = build_message(&self.from, recipient, email, id)?;
         let to = mask_email(&email.to);
 
@@ -351,7 +390,7 @@ impl EmailSender for OutboxEmail {
 
     async fn send(&self, email: &Email) -> Result<(), NotifyError> {
         let recipient = email.checked_recipient()?;
-        let id = Uuid::now_v7();
+        let id = email.id.unwrap_or_else(Uuid::now_v7);
         let message = build_message(&self.from, recipient, email, id)?;
         let file_name = format!(
             "{}-{id}.eml",

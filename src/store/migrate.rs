@@ -66,6 +66,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "007_token_revocations.cql",
         include_str!("../../schema/007_token_revocations.cql"),
     ),
+    (
+        8,
+        "008_notifications.cql",
+        include_str!("../../schema/008_notifications.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

@@ -18,9 +18,11 @@ pub mod catalog;
 pub mod couriers;
 pub mod embedded;
 pub mod inventory;
+pub mod journal;
 pub mod live;
 pub mod mailboxes;
 pub mod migrate;
+pub mod notifications;
 pub mod orders;
 pub mod reviews;
 pub mod revocations;
@@ -120,12 +122,24 @@ pub enum Table {
     /// Access-token revocation marks: partition = minute, clustering = time and user id;
     /// rows expire once every token they could refuse has expired.
     TokenRevocations,
+    /// One note per order event in time order: partition = minute, clustering = time, order
+    /// and sequence number. Read by the consumers of order events.
+    OrderJournal,
+    /// Each consumer's position in the order journal and its lease, one row per consumer.
+    JournalCursors,
+    /// Messages for external channels (email, SMS, push), one row per notification id.
+    Notifications,
+    /// Messages waiting for an attempt (partition `pending`) and given up on (partition
+    /// `dead`), clustered by notification id.
+    NotificationQueue,
+    /// Each user's in-app feed: partition = user id, clustering = time and notification id.
+    NotificationFeed,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 31] = [
+    pub const ALL: [Table; 36] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -157,6 +171,11 @@ impl Table {
         Table::OpenOrders,
         Table::WsTickets,
         Table::TokenRevocations,
+        Table::OrderJournal,
+        Table::JournalCursors,
+        Table::Notifications,
+        Table::NotificationQueue,
+        Table::NotificationFeed,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -193,12 +212,20 @@ impl Table {
             Table::OpenOrders => "open_orders",
             Table::WsTickets => "ws_tickets",
             Table::TokenRevocations => "token_revocations",
+            Table::OrderJournal => "order_journal",
+            Table::JournalCursors => "journal_cursors",
+            Table::Notifications => "notifications",
+            Table::NotificationQueue => "notification_queue",
+            Table::NotificationFeed => "notification_feed",
         }
     }
 
     pub fn mode(self) -> Mode {
         match self {
-            Table::CourierTrail | Table::InventoryLog | Table::TokenRevocations => Mode::Append,
+            Table::CourierTrail
+            | Table::InventoryLog
+            | Table::TokenRevocations
+            | Table::OrderJournal => Mode::Append,
             _ => Mode::Versioned,
         }
     }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::id_key;
+use super::journal::Journal;
 use super::seq_key;
 use super::typed::{Rows, Versioned};
 use super::{Key, MAX_PAGE, ScanRange, SharedStore, StoreError, StoreResult, Table, Version};
@@ -61,6 +62,8 @@ pub struct OrderRepo {
     pub by_customer: Rows<OrderIndexEntry>,
     pub by_vendor: Rows<OrderIndexEntry>,
     pub timers: Rows<OrderTimer>,
+    /// Every event is noted here before it is appended, for the consumers of order events.
+    pub journal: Journal,
 }
 
 impl OrderRepo {
@@ -71,7 +74,8 @@ impl OrderRepo {
             events: Rows::new(store.clone(), Table::OrderEvents),
             by_customer: Rows::new(store.clone(), Table::CustomerOrders),
             by_vendor: Rows::new(store.clone(), Table::VendorOrders),
-            timers: Rows::new(store, Table::OrderTimers),
+            timers: Rows::new(store.clone(), Table::OrderTimers),
+            journal: Journal::new(store),
         }
     }
 
@@ -112,18 +116,27 @@ impl OrderRepo {
             .await
     }
 
-    /// Appends `event` at its sequence number. If that number is taken, the event stored there.
+    /// Appends `event` at its sequence number, after noting it in the journal (a note without
+    /// its event is harmless; an event without its note would never reach the consumers). If
+    /// that number is taken, the event stored there.
     #[tracing::instrument(skip(self, event), fields(order_id = %id, seq = event.seq))]
     pub async fn append_event(
         &self,
         id: OrderId,
         event: &OrderEvent,
     ) -> StoreResult<Result<(), Option<OrderEvent>>> {
+        self.journal.note(id, event.seq).await?;
         let key = Key::new(id.to_string(), seq_key(event.seq));
         Ok(match self.events.insert(&key, event).await? {
             Ok(_) => Ok(()),
             Err(existing) => Err(existing.map(|v| v.value)),
         })
+    }
+
+    /// Event `seq` of the order, if it was appended.
+    pub async fn event(&self, id: OrderId, seq: u64) -> StoreResult<Option<OrderEvent>> {
+        let key = Key::new(id.to_string(), seq_key(seq));
+        Ok(self.events.get(&key).await?.map(|v| v.value))
     }
 
     /// Up to `limit` events with a sequence number above `after_seq`, oldest first, and the

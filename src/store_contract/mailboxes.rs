@@ -30,23 +30,13 @@ pub async fn seed_legacy_account(
         .rsplit_once('@')
         .with_context(|| format!("{email:?} has no @"))?;
     let stored = format!("{local}@{}", domain.to_ascii_lowercase());
-    let user = User {
-        id: UserId::new(),
-        email: Email::parse(&stored).map_err(|e| anyhow::anyhow!("{stored:?}: {e}"))?,
-        email_verified: false,
-        password_hash: hash,
-        name: "Legacy".to_owned(),
-        role: Role::Customer,
-        phone: None,
-        phone_verified: false,
-        banned: false,
-        addresses: Vec::new(),
-        notifications: Default::default(),
-        erased: false,
-        second_factor: Default::default(),
-        created_at: now,
-        updated_at: now,
-    };
+    let user = User::new(
+        Email::parse(&stored).map_err(|e| anyhow::anyhow!("{stored:?}: {e}"))?,
+        hash,
+        "Legacy".to_owned(),
+        Role::Customer,
+        now,
+    );
     let row = encode(Table::Users, &user)?;
     ensure!(
         store

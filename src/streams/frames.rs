@@ -121,6 +121,12 @@ pub struct VendorHello {
     pub seq: u64,
 }
 
+/// The first frame of a user's notification stream (`hello`): how many are unread.
+#[derive(Debug, Serialize)]
+pub struct NotificationsHello {
+    pub unread: usize,
+}
+
 /// A courier's request done (`ack`), by what it answers (`of`). Location acknowledgements,
 /// the most frequent frame of all, are written by [`location_ack`].
 #[derive(Debug, Serialize)]

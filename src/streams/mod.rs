@@ -23,6 +23,11 @@ pub fn vendor_topic(id: VendorId) -> String {
     format!("vendor.{id}.orders")
 }
 
+/// The live topic of a user's in-app notifications.
+pub fn notifications_topic(user: UserId) -> String {
+    format!("user.{user}.notifications")
+}
+
 /// The topic of a courier's session.
 pub fn inbox_topic(courier: UserId) -> String {
     format!("courier.{courier}.inbox")

@@ -43,6 +43,8 @@ pub struct AppState {
     pub fulfilment: crate::fulfilment::Fulfilment,
     /// Couriers, dispatch, live positions and feeds.
     pub live: crate::fulfilment::dispatcher::Live,
+    /// In-app feeds, the outbox and its dead letters.
+    pub notifications: crate::notifications::Notifications,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).
     pub closing: tokio::sync::broadcast::Sender<()>,
 }

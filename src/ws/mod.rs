@@ -4,7 +4,8 @@
 //! - `/ws/orders/{id}` ([`orders`]): one order's status events and courier position, resumable
 //!   with `after_seq`;
 //! - `/ws/vendor` ([`vendor`]): a vendor's order feed, resumable with `after_seq`;
-//! - `/ws/admin/ops` ([`ops`]): couriers and open orders per H3 cell, every 2 s.
+//! - `/ws/admin/ops` ([`ops`]): couriers and open orders per H3 cell, every 2 s;
+//! - `/ws/notifications` ([`notifications`]): the signed-in user's in-app notifications.
 //!
 //! Every handshake goes through [`WsGate`](crate::web::gate::WsGate) (token or ticket, origin, connection
 //! cap) and every session through [`hygiene`] (heartbeats, frame size, inbound rate, token
@@ -17,6 +18,7 @@
 
 pub mod courier;
 pub mod hygiene;
+pub mod notifications;
 pub mod ops;
 pub mod orders;
 pub mod vendor;
@@ -32,7 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/ws/courier", web::get().to(courier::open))
         .route("/ws/orders/{id}", web::get().to(orders::open))
         .route("/ws/vendor", web::get().to(vendor::open))
-        .route("/ws/admin/ops", web::get().to(ops::open));
+        .route("/ws/admin/ops", web::get().to(ops::open))
+        .route("/ws/notifications", web::get().to(notifications::open));
 }
 
 /// A subscription as a stream the session actor can `add_stream`, each delivery wrapped by

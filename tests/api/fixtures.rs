@@ -25,6 +25,16 @@ pub fn user_token(app: &TestApp, role: Role) -> (UserId, String) {
 /// token of its owner.
 pub async fn seed_vendor(app: &TestApp, name: &str, location: GeoPoint) -> (Vendor, String) {
     let (owner, token) = user_token(app, Role::Vendor);
+    (seed_vendor_of(app, owner, name, location).await, token)
+}
+
+/// An active vendor store at `location`, run by `owner`.
+pub async fn seed_vendor_of(
+    app: &TestApp,
+    owner: UserId,
+    name: &str,
+    location: GeoPoint,
+) -> Vendor {
     let now = Utc::now();
     let vendor = Vendor {
         id: VendorId::new(),
@@ -51,7 +61,7 @@ pub async fn seed_vendor(app: &TestApp, name: &str, location: GeoPoint) -> (Vend
         .await
         .unwrap()
         .unwrap();
-    (vendor, token)
+    vendor
 }
 
 /// A published product of `vendor` priced `price_minor` EUR cents.

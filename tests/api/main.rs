@@ -22,6 +22,7 @@ mod login_limits;
 mod mailboxes;
 mod media;
 mod mfa;
+mod notifications;
 mod notify;
 mod openapi;
 mod orders;

@@ -408,6 +408,11 @@ impl SmtpSink {
     pub fn reject_recipients_with(&self, reply: &str) {
         *self.state.rcpt_reply.lock() = Some(reply.to_owned());
     }
+
+    /// From now on, accept every recipient again.
+    pub fn accept_recipients(&self) {
+        *self.state.rcpt_reply.lock() = None;
+    }
 }
 
 impl Drop for SmtpSink {

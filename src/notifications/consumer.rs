@@ -1,0 +1,311 @@
+//! The consumer: reads the order journal behind its cursor and turns each order event into
+//! in-app entries and outbox messages.
+//!
+//! Each round the node takes (or renews) the consumer's lease on the cursor row, then reads
+//! notes up to [`SETTLE`](crate::store::journal::SETTLE) ago, a page at a time, derives them
+//! concurrently and moves the cursor past them. A note whose event is not in the order's log
+//! yet (its writer is between the note and the append) stops the page there until it appears
+//! or [`GIVE_UP_AFTER`] passes (the writer died or lost the race: nothing to tell). A node that
+//! loses the cursor row to another stops; what it derived meanwhile is idempotent.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt as _;
+use futures_util::stream;
+
+use super::Notifications;
+use super::templates::{MessageContext, MessageLine};
+use crate::domain::account::User;
+use crate::domain::ids::UserId;
+use crate::domain::notification::{
+    Audience, DeliveryState, FeedItem, Medium, OutboxMessage, audiences, event_of, notification_id,
+    wants,
+};
+use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
+use crate::store::StoreResult;
+use crate::store::journal::{ConsumerCursor, JournalNote, Position};
+
+/// The consumer's name (its cursor row).
+pub const CONSUMER: &str = "notifications";
+/// How often a node looks at the journal.
+pub const ROUND: Duration = Duration::from_millis(250);
+/// How long a lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(10);
+/// Notes read per page.
+const PAGE: usize = 500;
+/// Notes derived at once.
+const CONCURRENCY: usize = 32;
+/// A note whose event is still missing this long after it was written is dropped.
+const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+/// Where a consumer that never ran starts: this far back.
+const FIRST_START_LOOKBACK_MS: i64 = 60_000;
+/// The channels messages go out on besides the feed.
+const EXTERNAL: [Medium; 2] = [Medium::Email, Medium::Sms];
+
+/// What became of one note.
+enum Derived {
+    Done,
+    /// The event is not in the log yet: stop before this note for now.
+    NotYet,
+}
+
+impl Notifications {
+    /// One round: take the lease, then derive notes until the journal is read up to the
+    /// settle horizon. Returns how many notes were derived.
+    pub async fn consume(&self) -> StoreResult<usize> {
+        let inner = &self.inner;
+        let now = Utc::now();
+        let (mut cursor, mut version) = match inner.journal.cursor(CONSUMER).await? {
+            Some(found) => (found.value, found.version),
+            None => (
+                ConsumerCursor {
+                    position: Position::at(now.timestamp_millis() - FIRST_START_LOOKBACK_MS),
+                    holder: inner.node,
+                    lease_until: now,
+                },
+                0,
+            ),
+        };
+        if cursor.holder != inner.node && cursor.lease_until > now {
+            *inner.lease.lock() = None;
+            return Ok(0);
+        }
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let mut derived = 0;
+        loop {
+            cursor.holder = inner.node;
+            cursor.lease_until = Utc::now() + lease;
+            match inner
+                .journal
+                .save_cursor(CONSUMER, version, &cursor)
+                .await?
+            {
+                Some(v) => {
+                    version = v;
+                    *inner.lease.lock() = Some(cursor.lease_until);
+                }
+                None => {
+                    *inner.lease.lock() = None;
+                    return Ok(derived);
+                }
+            }
+            let until =
+                Utc::now().timestamp_millis() - crate::store::journal::SETTLE.as_millis() as i64;
+            let (notes, end) = inner.journal.read(&cursor.position, until, PAGE).await?;
+            if notes.is_empty() {
+                if end != cursor.position {
+                    cursor.position = end;
+                    continue;
+                }
+                return Ok(derived);
+            }
+            let outcomes: Vec<StoreResult<Derived>> = stream::iter(notes.iter().copied())
+                .map(|note| {
+                    let this = self.clone();
+                    async move { this.derive(&note).await }
+                })
+                .buffered(CONCURRENCY)
+                .collect()
+                .await;
+            let mut stopped = false;
+            for (note, outcome) in notes.iter().zip(outcomes) {
+                match outcome? {
+                    Derived::Done => {
+                        derived += 1;
+                        cursor.position = Position {
+                            minute: note.at_ms.div_euclid(60_000),
+                            after: Some(note.clustering()),
+                        };
+                    }
+                    Derived::NotYet => {
+                        stopped = true;
+                        break;
+                    }
+                }
+            }
+            if !stopped && notes.len() < PAGE {
+                cursor.position = end;
+            }
+            if stopped || notes.len() < PAGE {
+                cursor.lease_until = Utc::now() + lease;
+                if let Some(v) = inner
+                    .journal
+                    .save_cursor(CONSUMER, version, &cursor)
+                    .await?
+                {
+                    *inner.lease.lock() = Some(cursor.lease_until);
+                    let _ = v;
+                } else {
+                    *inner.lease.lock() = None;
+                }
+                return Ok(derived);
+            }
+        }
+    }
+
+    /// Turns one note into in-app entries and outbox messages.
+    async fn derive(&self, note: &JournalNote) -> StoreResult<Derived> {
+        let inner = &self.inner;
+        let missing = || {
+            if Utc::now() - note.at() > GIVE_UP_AFTER {
+                Derived::Done
+            } else {
+                Derived::NotYet
+            }
+        };
+        let Some(event) = inner.orders.event(note.order_id, note.seq).await? else {
+            return Ok(missing());
+        };
+        let Some(kind) = event_of(&event.kind) else {
+            return Ok(Derived::Done);
+        };
+        let Some(record) = inner.orders.load(note.order_id).await? else {
+            return Ok(missing());
+        };
+        let record = record.value;
+        // The row follows its log within moments; until it has caught up with this event it
+        // may not name everyone concerned (the payment, the courier).
+        if record.seq < event.seq
+            && let Derived::NotYet = missing()
+        {
+            return Ok(Derived::NotYet);
+        }
+        let store = inner
+            .vendors
+            .vendor(record.order.vendor_id)
+            .await?
+            .map(|v| v.value);
+        for &audience in audiences(kind) {
+            let Some(recipient) =
+                recipient(audience, &record, &event, store.as_ref().map(|s| s.owner))
+            else {
+                continue;
+            };
+            let Some(user) = inner.users.get(recipient).await?.map(|u| u.value) else {
+                continue;
+            };
+            if user.erased {
+                continue;
+            }
+            let context = self.context(&user, audience, &record, &event, store.as_ref());
+            let rendered = match inner
+                .templates
+                .render(user.locale, audience, kind, &context)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "notification not rendered; skipped");
+                    continue;
+                }
+            };
+            let item = FeedItem {
+                id: notification_id(record.id(), event.seq, user.id, Medium::InApp),
+                at: event.at,
+                event: kind,
+                audience,
+                order_id: record.id(),
+                title: rendered.title,
+                body: rendered.body,
+                read_at: None,
+            };
+            if inner.feed.add(user.id, &item).await? {
+                self.publish(user.id, &item).await;
+            }
+            let now = inner.clock.now();
+            for medium in EXTERNAL {
+                if !wants(&user.notifications, audience, kind, medium) {
+                    continue;
+                }
+                let message = OutboxMessage {
+                    id: notification_id(record.id(), event.seq, user.id, medium),
+                    medium,
+                    recipient: user.id,
+                    audience,
+                    event: kind,
+                    order_id: record.id(),
+                    order_seq: event.seq,
+                    state: DeliveryState::Pending,
+                    attempts: 0,
+                    next_at: now,
+                    last_error: None,
+                    created_at: now,
+                    done_at: None,
+                };
+                inner.outbox.enqueue(&message).await?;
+            }
+        }
+        Ok(Derived::Done)
+    }
+
+    /// What the templates of a message about `event` to `user` are rendered with.
+    pub(crate) fn context(
+        &self,
+        user: &User,
+        audience: Audience,
+        record: &OrderRecord,
+        event: &OrderEvent,
+        store: Option<&crate::domain::catalog::Vendor>,
+    ) -> MessageContext {
+        let id = record.id().to_string();
+        let amount = match &event.kind {
+            OrderEventKind::Refunded { amount, .. }
+            | OrderEventKind::PaymentReturned { amount } => amount.to_string(),
+            _ => String::new(),
+        };
+        MessageContext {
+            name: user.name.clone(),
+            reference: id.chars().take(8).collect::<String>().to_uppercase(),
+            store: store.map(|s| s.name.clone()).unwrap_or_default(),
+            total: record
+                .totals
+                .map(|t| t.total.to_string())
+                .unwrap_or_default(),
+            amount,
+            reason: record.rejection_reason.clone().unwrap_or_default(),
+            code: match audience {
+                Audience::Customer => record.handoff_code.clone().unwrap_or_default(),
+                _ => String::new(),
+            },
+            items: record.order.lines.iter().map(|l| l.quantity).sum(),
+            lines: record
+                .order
+                .lines
+                .iter()
+                .map(|l| MessageLine {
+                    title: l.title.clone(),
+                    quantity: l.quantity,
+                    price: l
+                        .unit_price
+                        .times(l.quantity)
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                })
+                .collect(),
+            link: format!(
+                "{}/orders/{id}",
+                self.inner.public_url.trim_end_matches('/')
+            ),
+        }
+    }
+}
+
+/// Who is `audience` for this order: the customer; the store's owner once the order was
+/// paid; the courier named by the event or carrying the order.
+fn recipient(
+    audience: Audience,
+    record: &OrderRecord,
+    event: &OrderEvent,
+    store_owner: Option<UserId>,
+) -> Option<UserId> {
+    match audience {
+        Audience::Customer => Some(record.order.customer_id),
+        Audience::Store => {
+            store_owner.filter(|_| record.paid_at.is_some() || event.kind == OrderEventKind::Paid)
+        }
+        Audience::Courier => match &event.kind {
+            OrderEventKind::CourierAssigned { courier } => Some(*courier),
+            _ => record.courier_id,
+        },
+    }
+}

@@ -1,0 +1,218 @@
+//! The sender: sends the outbox's due messages on the node that holds the consumer's lease.
+//!
+//! Each message is rendered when it is sent (in the recipient's language, to their address of
+//! the moment) and its outcome recorded by compare-and-set on its row: sent; skipped (nothing
+//! to send it to: an erased account, no verified phone); retried later after a failure the
+//! provider may get over (unreachable, timed out, 5xx, rate limited), with exponential backoff
+//! and jitter; or dead after a refusal of this message or [`MAX_ATTEMPTS`] failures. A
+//! provider's failure never reaches the order: it only delays or drops the message, with a
+//! record.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use futures_util::stream;
+use uuid::Uuid;
+
+use super::Notifications;
+use crate::domain::notification::{DeliveryState, Medium, OutboxMessage};
+use crate::notify::{Email, NotifyError, Sms};
+use crate::store::StoreResult;
+use crate::store::typed::Versioned;
+
+/// How often the outbox is looked at.
+pub const ROUND: Duration = Duration::from_millis(200);
+/// Attempts before a message is given up on.
+pub const MAX_ATTEMPTS: u32 = 10;
+/// The first retry's delay; each next one doubles, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// Messages taken per round, and sent at once.
+const BATCH: usize = 512;
+const CONCURRENCY: usize = 64;
+
+/// The delay before attempt `attempts + 1`: doubling from [`FIRST_BACKOFF`], capped, and
+/// drawn between half and all of it so that retries of many messages spread out.
+pub fn backoff(attempts: u32) -> Duration {
+    let doubled = FIRST_BACKOFF.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
+    let ceiling = doubled.min(MAX_BACKOFF);
+    let half = ceiling / 2;
+    half + Duration::from_millis(rand::random_range(0..=half.as_millis() as u64))
+}
+
+impl Notifications {
+    /// Sends every due message (while this node leads); how many were attempted.
+    pub async fn send_due(&self) -> StoreResult<usize> {
+        let mut attempted = 0;
+        while self.leads() {
+            let due = self.inner.outbox.due(self.inner.clock.now(), BATCH).await?;
+            if due.is_empty() {
+                break;
+            }
+            let outcomes: Vec<StoreResult<()>> = stream::iter(due.iter().copied())
+                .map(|id| {
+                    let this = self.clone();
+                    async move { this.send_one(id).await }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                outcome?;
+            }
+            attempted += due.len();
+            if due.len() < BATCH {
+                break;
+            }
+        }
+        Ok(attempted)
+    }
+
+    async fn send_one(&self, id: Uuid) -> StoreResult<()> {
+        let inner = &self.inner;
+        let Some(row) = inner.outbox.get(id).await? else {
+            return Ok(());
+        };
+        let now = inner.clock.now();
+        if row.value.state != DeliveryState::Pending {
+            // Its queue row outlived the outcome (a crash in between): record it again.
+            inner.outbox.record(row.version, &row.value).await?;
+            return Ok(());
+        }
+        if row.value.next_at > now || !self.leads() {
+            return Ok(());
+        }
+        let outcome = self.attempt(&row.value).await?;
+        let message = outcome_of(&row, outcome, now);
+        match message.state {
+            DeliveryState::Dead => tracing::warn!(
+                notification = %id, medium = message.medium.as_str(),
+                error = message.last_error.as_deref().unwrap_or(""),
+                "notification given up on"),
+            DeliveryState::Pending => tracing::info!(
+                notification = %id, medium = message.medium.as_str(), attempts = message.attempts,
+                error = message.last_error.as_deref().unwrap_or(""),
+                "notification not sent; retried later"),
+            _ => {}
+        }
+        inner.outbox.record(row.version, &message).await?;
+        Ok(())
+    }
+
+    /// Renders and sends one message.
+    async fn attempt(&self, message: &OutboxMessage) -> StoreResult<Attempt> {
+        let inner = &self.inner;
+        let Some(user) = inner.users.get(message.recipient).await?.map(|u| u.value) else {
+            return Ok(Attempt::Skipped("no such account"));
+        };
+        if user.erased {
+            return Ok(Attempt::Skipped("the account was erased"));
+        }
+        let Some(record) = inner.orders.load(message.order_id).await?.map(|r| r.value) else {
+            return Ok(Attempt::Skipped("no such order"));
+        };
+        let Some(event) = inner
+            .orders
+            .event(message.order_id, message.order_seq)
+            .await?
+        else {
+            return Ok(Attempt::Skipped("no such order event"));
+        };
+        let store = inner
+            .vendors
+            .vendor(record.order.vendor_id)
+            .await?
+            .map(|v| v.value);
+        let context = self.context(&user, message.audience, &record, &event, store.as_ref());
+        let rendered =
+            match inner
+                .templates
+                .render(user.locale, message.audience, message.event, &context)
+            {
+                Ok(r) => r,
+                Err(e) => return Ok(Attempt::Failed(NotifyError::Invalid(e.to_string()))),
+            };
+        let sent = match message.medium {
+            Medium::Email => {
+                let email = Email::new(
+                    user.email.as_str(),
+                    rendered.subject.clone(),
+                    rendered.text.clone(),
+                )
+                .with_html(rendered.html.clone())
+                .with_id(message.id);
+                inner.email.send(&email).await
+            }
+            Medium::Sms => match (&user.phone, user.phone_verified) {
+                (Some(phone), true) => {
+                    inner
+                        .sms
+                        .send(&Sms::new(phone.as_str(), rendered.sms()))
+                        .await
+                }
+                _ => return Ok(Attempt::Skipped("no verified phone")),
+            },
+            Medium::Push | Medium::InApp => return Ok(Attempt::Skipped("no push subscription")),
+        };
+        Ok(match sent {
+            Ok(()) => Attempt::Sent,
+            Err(e) => Attempt::Failed(e),
+        })
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Sent,
+    Skipped(&'static str),
+    Failed(NotifyError),
+}
+
+fn outcome_of(
+    row: &Versioned<OutboxMessage>,
+    attempt: Attempt,
+    now: DateTime<Utc>,
+) -> OutboxMessage {
+    let message = &row.value;
+    let attempts = message.attempts + 1;
+    let done = |state, error: Option<String>| OutboxMessage {
+        state,
+        attempts,
+        last_error: error.or_else(|| message.last_error.clone()),
+        done_at: Some(now),
+        ..message.clone()
+    };
+    match attempt {
+        Attempt::Sent => done(DeliveryState::Sent, None),
+        Attempt::Skipped(why) => done(DeliveryState::Skipped, Some(why.to_owned())),
+        Attempt::Failed(NotifyError::Invalid(why)) => done(DeliveryState::Dead, Some(why)),
+        Attempt::Failed(NotifyError::Unavailable(why)) if attempts >= MAX_ATTEMPTS => {
+            done(DeliveryState::Dead, Some(why))
+        }
+        Attempt::Failed(NotifyError::Unavailable(why)) => OutboxMessage {
+            state: DeliveryState::Pending,
+            attempts,
+            next_at: now + chrono::Duration::from_std(backoff(attempts)).unwrap_or_default(),
+            last_error: Some(why),
+            ..message.clone()
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        for attempts in 1..=30 {
+            let d = backoff(attempts);
+            let full = FIRST_BACKOFF
+                .saturating_mul(1u32 << (attempts - 1).min(20))
+                .min(MAX_BACKOFF);
+            assert!(d >= full / 2 && d <= full, "{attempts}: {d:?} vs {full:?}");
+        }
+        assert!(backoff(30) <= MAX_BACKOFF);
+    }
+}
