@@ -193,6 +193,7 @@ impl Application {
             templates: Templates::new(Some(settings.data_dir.join("templates/notifications"))),
             public_url: identity.delivery().public_url.clone(),
             node,
+            metrics: metrics.clone(),
         });
         let payments = build_payments(&settings, &store, clock)?;
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
@@ -236,10 +237,12 @@ impl Application {
             notifications,
             closing: tokio::sync::broadcast::channel(1).0,
         });
-        let node = Arc::downgrade(&state);
-        live_tasks.extend(Notifications::start(move || {
-            node.upgrade().map(|s| s.notifications.clone())
-        }));
+        if settings.notifications {
+            let node = Arc::downgrade(&state);
+            live_tasks.extend(Notifications::start(move || {
+                node.upgrade().map(|s| s.notifications.clone())
+            }));
+        }
         // The sweepers hold the node only during a round, so they end when the node is dropped.
         let node = Arc::downgrade(&state);
         tokio::spawn(settlement::run_sweep(

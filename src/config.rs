@@ -156,6 +156,9 @@ pub struct Settings {
     pub mail_from: String,
     /// Twilio for SMS; SMS go to the outbox when unset.
     pub twilio: Option<TwilioSettings>,
+    /// Whether this node consumes order events into notifications and sends them (one node of
+    /// those that do holds the lease at a time); off for nodes that only serve requests.
+    pub notifications: bool,
     /// Stripe for payments; payments are simulated when unset.
     pub stripe: Option<StripeSettings>,
     /// Base URL of the site, for links in emails.
@@ -382,6 +385,7 @@ impl Settings {
                 other => Err(format!("expected true or false, got {other:?}")),
             })?,
             smtp_url,
+            notifications: env.parse_with("HEXMARKET_NOTIFICATIONS", "true", parse_bool)?,
             mail_from: env
                 .get("HEXMARKET_MAIL_FROM")
                 .unwrap_or("hexmarket <no-reply@hexmarket.invalid>")

@@ -29,6 +29,12 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub medium: &'static str,
+    pub outcome: &'static str,
+}
+
 /// Every metric hexmarket exports. Cheap to clone: the handles share their values.
 #[derive(Clone)]
 pub struct Metrics {
@@ -44,6 +50,11 @@ pub struct Metrics {
     ws_frames_dropped: Family<ReasonLabels, Counter>,
     /// Rate limit decisions made by the node's own limiter while Redis was unreachable.
     pub rate_limiter_fallbacks: Counter,
+    /// Notifications by medium and outcome (`written` in-app; `sent`, `retried`, `dead`,
+    /// `skipped` for the outbox).
+    notifications: Family<NotificationLabels, Counter>,
+    /// Order events the notification consumer has read from the journal.
+    pub notification_events: Counter,
 }
 
 impl Metrics {
@@ -107,8 +118,22 @@ impl Metrics {
             "Rate limit decisions made by this node's own limiter because Redis was unreachable",
             rate_limiter_fallbacks.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by medium and outcome (written in-app; sent, retried, dead, skipped)",
+            notifications.clone(),
+        );
+        let notification_events = Counter::default();
+        registry.register(
+            "notification_events",
+            "Order events the notification consumer read from the order journal",
+            notification_events.clone(),
+        );
         Metrics {
             registry: std::sync::Arc::new(registry),
+            notifications,
+            notification_events,
             rate_limiter_fallbacks,
             gps_accepted,
             gps_dropped,
@@ -131,6 +156,13 @@ impl Metrics {
     pub fn ws_frame_dropped(&self, reason: &'static str) -> Counter {
         self.ws_frames_dropped
             .get_or_create(&ReasonLabels { reason })
+            .clone()
+    }
+
+    /// The counter of notifications on `medium` that came to `outcome`.
+    pub fn notification(&self, medium: &'static str, outcome: &'static str) -> Counter {
+        self.notifications
+            .get_or_create(&NotificationLabels { medium, outcome })
             .clone()
     }
 

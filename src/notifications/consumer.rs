@@ -113,6 +113,7 @@ impl Notifications {
                 match outcome? {
                     Derived::Done => {
                         derived += 1;
+                        inner.metrics.notification_events.inc();
                         cursor.position = Position {
                             minute: note.at_ms.div_euclid(60_000),
                             after: Some(note.clustering()),
@@ -210,6 +211,7 @@ impl Notifications {
                 read_at: None,
             };
             if inner.feed.add(user.id, &item).await? {
+                inner.metrics.notification("in_app", "written").inc();
                 self.publish(user.id, &item).await;
             }
             let now = inner.clock.now();

@@ -54,6 +54,7 @@ pub struct NotificationsParts {
     pub public_url: String,
     /// This node, as the holder of the consumer's lease.
     pub node: Uuid,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The notification service.
@@ -76,6 +77,7 @@ struct Inner {
     templates: Templates,
     public_url: String,
     node: Uuid,
+    metrics: crate::metrics::Metrics,
     /// Until when this node holds the consumer's lease (as far as it knows).
     lease: Mutex<Option<DateTime<Utc>>>,
 }
@@ -105,6 +107,7 @@ impl Notifications {
                 templates: parts.templates,
                 public_url: parts.public_url,
                 node: parts.node,
+                metrics: parts.metrics,
                 lease: Mutex::new(None),
             }),
         }

@@ -85,6 +85,16 @@ impl Notifications {
         }
         let outcome = self.attempt(&row.value).await?;
         let message = outcome_of(&row, outcome, now);
+        let counted = match message.state {
+            DeliveryState::Sent => "sent",
+            DeliveryState::Pending => "retried",
+            DeliveryState::Dead => "dead",
+            DeliveryState::Skipped => "skipped",
+        };
+        inner
+            .metrics
+            .notification(message.medium.as_str(), counted)
+            .inc();
         match message.state {
             DeliveryState::Dead => tracing::warn!(
                 notification = %id, medium = message.medium.as_str(),
