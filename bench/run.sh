@@ -18,10 +18,10 @@ BIN=$ROOT/target/release/hexmarket
 LOADGEN=$ROOT/target/release/hexmarket-loadgen
 if [[ -n ${QUICK:-} ]]; then
   N=${N:-500}; LIVE_SECS=${LIVE_SECS:-15}; HTTP_SECS=${HTTP_SECS:-4}; INGEST_SECS=${INGEST_SECS:-8}
-  CHECKOUT_SECS=${CHECKOUT_SECS:-5}
+  CHECKOUT_SECS=${CHECKOUT_SECS:-5}; NOTIFY_ORDERS=${NOTIFY_ORDERS:-300}
 else
   N=${N:-5000}; LIVE_SECS=${LIVE_SECS:-60}; HTTP_SECS=${HTTP_SECS:-15}; INGEST_SECS=${INGEST_SECS:-20}
-  CHECKOUT_SECS=${CHECKOUT_SECS:-15}
+  CHECKOUT_SECS=${CHECKOUT_SECS:-15}; NOTIFY_ORDERS=${NOTIFY_ORDERS:-3000}
 fi
 # Offered rate of the fixed-rate catalog runs, the same for hexmarket and the FastAPI peer: one
 # the peer (one uvicorn worker on one core) sustains on search as well as on product reads.
@@ -210,6 +210,30 @@ loadgen ingest --url "$BASE" --server-pid "$HEX" --couriers "$(( N < 3000 ? N : 
 loadgen ingest --url "$BASE" --server-pid "$HEX" --couriers "$(( N < 3000 ? N : 3000 ))" \
   --duration-secs "$INGEST_SECS" --batch 50 --json "$RAW/ingest-50.json" >"$RAW/ingest-50.txt"
 stop "$HEX"
+
+# --- 6. notifications: a backlog of paid orders, delivered --------------------------------------
+echo "== notifications: $NOTIFY_ORDERS paid orders with notifications off, then the backlog drained"
+SMTP_PORT=${SMTP_PORT:-18487}
+taskset -c 1 "$LOADGEN" smtp-sink --port "$SMTP_PORT" --max-secs 900 >"$RAW/smtp-sink.txt" &
+SINK=$!
+PIDS+=("$SINK")
+# A first start with notifications on gives the consumer its cursor before the backlog.
+start_hexmarket
+sleep 1
+stop "$HEX"
+HEXMARKET_NOTIFICATIONS=false start_hexmarket
+loadgen orders --url "$BASE" --customers "$N" --orders "$NOTIFY_ORDERS" --concurrency 64 \
+  --json "$RAW/orders.json" >"$RAW/orders.txt"
+stop "$HEX"
+# Each paid order: the customer's "created" and "paid" entries and receipt, the store's entry
+# and "new order" email.
+HEXMARKET_SMTP_URL=smtp://127.0.0.1:$SMTP_PORT start_hexmarket
+PAID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["paid_orders"])' "$RAW/orders.json")
+loadgen drain --url "$BASE" --server-pid "$HEX" --expect "$(( PAID * 5 ))" --timeout-secs 300 \
+  --json "$RAW/notifications.json" >"$RAW/notifications.txt" \
+  || echo "loadgen drain failed; see $RAW/notifications.txt" >&2
+stop "$HEX"
+stop "$SINK"
 
 # --- hot paths on their own -------------------------------------------------------------------
 echo "== hot paths (criterion)"

@@ -194,6 +194,7 @@ impl Application {
             public_url: identity.delivery().public_url.clone(),
             node,
             metrics: metrics.clone(),
+            allow_private_webhooks: settings.webhook_allow_private,
         });
         let payments = build_payments(&settings, &store, clock)?;
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));

@@ -159,6 +159,8 @@ pub struct Settings {
     /// Whether this node consumes order events into notifications and sends them (one node of
     /// those that do holds the lease at a time); off for nodes that only serve requests.
     pub notifications: bool,
+    /// Whether webhook endpoints may resolve to private, loopback or reserved addresses.
+    pub webhook_allow_private: bool,
     /// Stripe for payments; payments are simulated when unset.
     pub stripe: Option<StripeSettings>,
     /// Base URL of the site, for links in emails.
@@ -386,6 +388,11 @@ impl Settings {
             })?,
             smtp_url,
             notifications: env.parse_with("HEXMARKET_NOTIFICATIONS", "true", parse_bool)?,
+            webhook_allow_private: env.parse_with(
+                "HEXMARKET_WEBHOOK_ALLOW_PRIVATE",
+                "false",
+                parse_bool,
+            )?,
             mail_from: env
                 .get("HEXMARKET_MAIL_FROM")
                 .unwrap_or("hexmarket <no-reply@hexmarket.invalid>")

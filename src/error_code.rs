@@ -122,6 +122,7 @@ error_codes! {
     TooManyCheckouts = "too_many_checkouts",
     TooManyConnections = "too_many_connections",
     TooManyImages = "too_many_images",
+    TooManyWebhooks = "too_many_webhooks",
     TotpNotEnrolled = "totp_not_enrolled",
     TrackingEnded = "tracking_ended",
     Unauthenticated = "unauthenticated",
@@ -132,6 +133,7 @@ error_codes! {
     UnsupportedMediaType = "unsupported_media_type",
     ValidationFailed = "validation_failed",
     VendorExists = "vendor_exists",
+    WebhookTargetRefused = "webhook_target_refused",
     WrongCode = "wrong_code",
 }
 

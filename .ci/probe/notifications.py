@@ -11,7 +11,7 @@ from the public API and the sink alone, it checks that every message the README 
 arrived exactly once:
 
   - each customer: the payment receipt; for a declined order the "declined" email and the
-    refund receipt; in-app: created, paid, and accepted or declined, once each;
+    refund receipt; in-app: paid, and accepted or declined, once each;
   - the store's owner: "New order" for every order, "Refund on order" for each declined one.
 
 Exits non-zero, naming every missing or repeated message."""
@@ -223,7 +223,7 @@ def main(binary, work):
             feed = must([200], call(node.base, "GET", "/api/v1/notifications?limit=100", token=token), "feed")
             kinds = collections.Counter(item["event"] for item in feed["items"] if item["order_id"] == order)
             answered = "order_rejected" if order in declined else "order_accepted"
-            for kind in ("order_created", "order_paid", answered):
+            for kind in ("order_paid", answered):
                 if kinds[kind] != 1:
                     problems.append(f"in-app {kind} of {short(order)}: {kinds[kind]} times")
             feeds_checked += 1

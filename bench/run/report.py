@@ -192,6 +192,17 @@ for batch in (1, 50):
             round(ingest["server"]["cpu_s"] * 1e6 / points, 1) if points else None, None, None,
             "CPU-µs")
 
+orders, drained = load("orders"), load("notifications")
+if orders and drained:
+    row("6 notifications", f"backlog of {orders['paid_orders']:,} paid orders delivered: notifications/s "
+        "(in-app entries written + emails sent to an SMTP sink on loopback)",
+        round(drained["notifications_per_s"]), None, None, "notifications/s", goal="≥ 2,000")
+    row("6 notifications", "server CPU per notification",
+        round(drained["server_cpu_us_per_notification"], 1) if drained.get("server_cpu_us_per_notification") else None,
+        None, None, "CPU-µs")
+    row("6 notifications", "paid orders placed (cart add, checkout, payment) with notifications off",
+        round(orders["orders_per_s"]), None, None, "orders/s")
+
 hot = load("hot_paths")
 if hot:
     for name, ns in sorted(hot["mean_ns"].items()):

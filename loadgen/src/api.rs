@@ -104,6 +104,19 @@ impl Api {
             .await
     }
 
+    /// The body of a GET that answers text (such as `/metrics`).
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("GET {path}"))?
+            .error_for_status()
+            .with_context(|| format!("GET {path}"))?;
+        Ok(response.text().await?)
+    }
+
     /// Waits until `/health` answers, for at most `timeout`.
     pub async fn wait_healthy(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -75,8 +75,8 @@ const PLENTY: u32 = 1_000_000;
 const SETTLE: Duration = Duration::from_secs(20);
 
 /// A product on sale and the token of the vendor who owns it.
-struct Stocked {
-    id: String,
+pub(crate) struct Stocked {
+    pub(crate) id: String,
     vendor_token: String,
 }
 
@@ -469,7 +469,7 @@ async fn flash_sale(
 }
 
 /// The checkout request body every customer sends.
-fn checkout_body() -> Value {
+pub(crate) fn checkout_body() -> Value {
     json!({
         "delivery_address": {"text": "Alexanderplatz 1, Berlin", "lat": ADDRESS.lat, "lng": ADDRESS.lng},
         "payment_method": "simulated",
@@ -477,7 +477,7 @@ fn checkout_body() -> Value {
 }
 
 /// Checks the caller's cart out with a fresh idempotency key.
-async fn check_out(api: &Api, token: &str, body: &Value) -> anyhow::Result<Value> {
+pub(crate) async fn check_out(api: &Api, token: &str, body: &Value) -> anyhow::Result<Value> {
     let key = Uuid::new_v4().simple().to_string();
     api.call(
         Method::POST,
@@ -491,7 +491,7 @@ async fn check_out(api: &Api, token: &str, body: &Value) -> anyhow::Result<Value
 
 /// Up to `count` listed products of stores near the delivery address, with their vendors'
 /// tokens.
-async fn nearby_products(target: &Target, count: usize) -> anyhow::Result<Vec<Stocked>> {
+pub(crate) async fn nearby_products(target: &Target, count: usize) -> anyhow::Result<Vec<Stocked>> {
     let mut hits: Vec<(String, String)> = Vec::new();
     let mut cursor: Option<String> = None;
     while hits.len() < count {
@@ -542,7 +542,7 @@ async fn nearby_products(target: &Target, count: usize) -> anyhow::Result<Vec<St
 }
 
 /// Sets a product's stock, as its vendor.
-async fn set_stock(api: &Api, product: &Stocked, stock: u32) -> anyhow::Result<()> {
+pub(crate) async fn set_stock(api: &Api, product: &Stocked, stock: u32) -> anyhow::Result<()> {
     api.call(
         Method::PUT,
         &format!("/api/v1/products/{}/inventory", product.id),

@@ -1,7 +1,7 @@
 //! `hexmarket-loadgen`: drives couriers and watchers over real WebSockets against a running
 //! hexmarket node.
 //!
-//! Seven scenarios, each bounded in time and count, loopback only, stopping by itself:
+//! Nine scenarios and a sink, each bounded in time and count, loopback only, stopping by itself:
 //! - [`live`]: couriers stream positions of assigned orders, customers watch them; measures
 //!   ping → watcher latency, ack latency and delivered frames.
 //! - [`ingest`]: couriers send location frames as fast as acks come back (one in flight).
@@ -12,6 +12,9 @@
 //!   peer); latency from each request's due time, and the server's CPU-µs per request.
 //! - [`checkout`]: uncontended add-to-cart + checkout loops, then a flash sale of one product
 //!   whose stock must sell exactly once.
+//! - [`notifications`]: `orders` places paid orders on a node with notifications off (a
+//!   backlog); `drain` measures how fast the node, started again with them on, delivers it.
+//! - [`smtp`]: `smtp-sink`, an SMTP server on loopback that takes and counts every message.
 //!
 //! Authentication mints access tokens with the node's own key (the load generator runs with the
 //! server's HEXMARKET_* environment) instead of logging thousands of users in: password hashing
@@ -26,9 +29,11 @@ mod idle;
 mod ingest;
 mod live;
 mod nearby;
+mod notifications;
 mod probe;
 mod relay;
 mod report;
+mod smtp;
 mod socket;
 
 use std::path::PathBuf;
@@ -73,6 +78,12 @@ enum Scenario {
     Http(http::HttpArgs),
     /// Uncontended checkouts, then a flash sale of one product (exits non-zero on an oversell).
     Checkout(checkout::CheckoutArgs),
+    /// Paid orders as fast as they go (for a node with notifications off: a backlog).
+    Orders(notifications::OrdersArgs),
+    /// Waits until the node has delivered `--expect` notifications; their throughput.
+    Drain(notifications::DrainArgs),
+    /// An SMTP server on loopback that takes and counts every message.
+    SmtpSink(smtp::SmtpSinkArgs),
 }
 
 /// Longest any timed phase may be asked to last.
@@ -110,6 +121,9 @@ async fn run(args: Cli) -> anyhow::Result<()> {
         Scenario::Checkout(s) => {
             checkout::run(&Target::new(&args)?, s, args.json.as_deref()).await?
         }
+        Scenario::Orders(s) => notifications::orders(&Target::new(&args)?, s).await?,
+        Scenario::Drain(s) => notifications::drain(&Target::new(&args)?, s).await?,
+        Scenario::SmtpSink(s) => smtp::run(s).await?,
     };
     print!("{}", report.text());
     if let Some(path) = &args.json {

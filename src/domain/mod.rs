@@ -16,3 +16,4 @@ pub mod notification;
 pub mod order;
 pub mod review;
 pub mod second_factor;
+pub mod webhook;

@@ -5,7 +5,8 @@
 //! event is (some events, such as `preparing`, are nobody's news), [`audiences`] says who hears
 //! of it, and [`wants`] decides a channel from the recipient's preferences, the defaults
 //! ([`default_on`]) and the messages nobody can switch off ([`mandatory`]). Every recipient of
-//! an event also gets it in their in-app feed, which has no switch.
+//! an event but `order_created` (see [`in_app`]) also gets it in their in-app feed, which has no
+//! switch.
 //!
 //! A notification's id is derived from the order event, the recipient and the channel
 //! ([`notification_id`]), so deriving the same event twice — a retried consumer, a second node,
@@ -50,6 +51,8 @@ pub enum Medium {
     Email,
     Sms,
     Push,
+    /// A registered webhook endpoint (not a user's channel: endpoints choose their events).
+    Webhook,
 }
 
 impl Medium {
@@ -59,13 +62,14 @@ impl Medium {
             Medium::Email => "email",
             Medium::Sms => "sms",
             Medium::Push => "push",
+            Medium::Webhook => "webhook",
         }
     }
 
     /// The preference channel that switches this medium (the in-app feed has none).
     pub fn channel(self) -> Option<Channel> {
         match self {
-            Medium::InApp => None,
+            Medium::InApp | Medium::Webhook => None,
             Medium::Email => Some(Channel::Email),
             Medium::Sms => Some(Channel::Sms),
             Medium::Push => Some(Channel::Push),
@@ -171,6 +175,12 @@ pub fn mandatory(audience: Audience, event: NotificationEvent, channel: Channel)
         )
 }
 
+/// Whether an event goes to the in-app feed: every one but `order_created`, the customer's own
+/// action (the checkout's answer confirms it; they hear of it again when it is paid).
+pub fn in_app(event: NotificationEvent) -> bool {
+    event != NotificationEvent::OrderCreated
+}
+
 /// Whether a recipient with `prefs` gets `event` on `medium`.
 pub fn wants(
     prefs: &NotificationPrefs,
@@ -179,7 +189,7 @@ pub fn wants(
     medium: Medium,
 ) -> bool {
     let Some(channel) = medium.channel() else {
-        return true;
+        return medium == Medium::InApp && in_app(event);
     };
     if mandatory(audience, event, channel) {
         return true;
@@ -288,6 +298,10 @@ pub struct OutboxMessage {
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_at: Option<DateTime<Utc>>,
+    /// The webhook endpoint, for webhook deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub endpoint: Option<Uuid>,
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod payments;
 pub mod products;
 pub mod reviews;
 pub mod vendors;
+pub mod webhooks;
 pub mod ws_ticket;
 
 use actix_web::ResponseError as _;
@@ -50,6 +51,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(mfa::configure)
                 .configure(me::configure)
                 .configure(notifications::configure)
+                .configure(webhooks::configure)
                 .configure(admin::configure)
                 .configure(cart::configure)
                 .configure(vendors::configure)

@@ -52,7 +52,7 @@ pub struct MarkedRead {
     pub unread: usize,
 }
 
-fn page_size(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
+pub(super) fn page_size(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
     let limit = limit.unwrap_or(default);
     if (1..=100).contains(&limit) {
         Ok(limit)
@@ -64,7 +64,7 @@ fn page_size(limit: Option<usize>, default: usize) -> Result<usize, ApiError> {
     }
 }
 
-fn feed_cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn feed_cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
     let valid = |c: &str| {
         c.len() == 53
             && c.as_bytes()[20] == b'.'

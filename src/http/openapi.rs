@@ -18,7 +18,7 @@ use crate::web::problem::PROBLEM_JSON;
 
 use super::{
     admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa,
-    notifications, orders, payments, problem, products, reviews, vendors, ws_ticket,
+    notifications, orders, payments, problem, products, reviews, vendors, webhooks, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -54,6 +54,11 @@ use super::{
         notifications::read_all,
         notifications::list_dead_letters,
         notifications::retry_dead_letter,
+        webhooks::create_webhook,
+        webhooks::list_webhooks,
+        webhooks::delete_webhook,
+        webhooks::list_deliveries,
+        webhooks::redeliver,
         admin::list_users,
         admin::patch_user,
         cart::get_cart,

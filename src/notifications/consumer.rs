@@ -17,12 +17,14 @@ use futures_util::stream;
 use super::Notifications;
 use super::templates::{MessageContext, MessageLine};
 use crate::domain::account::User;
+use crate::domain::catalog::Vendor;
 use crate::domain::ids::UserId;
 use crate::domain::notification::{
     Audience, DeliveryState, FeedItem, Medium, OutboxMessage, audiences, event_of, notification_id,
     wants,
 };
 use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
+use crate::domain::webhook::{WebhookScope, delivery_id};
 use crate::store::StoreResult;
 use crate::store::journal::{ConsumerCursor, JournalNote, Position};
 
@@ -40,8 +42,6 @@ const CONCURRENCY: usize = 32;
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 /// Where a consumer that never ran starts: this far back.
 const FIRST_START_LOOKBACK_MS: i64 = 60_000;
-/// The channels messages go out on besides the feed.
-const EXTERNAL: [Medium; 2] = [Medium::Email, Medium::Sms];
 
 /// What became of one note.
 enum Derived {
@@ -172,53 +172,60 @@ impl Notifications {
         {
             return Ok(Derived::NotYet);
         }
-        let store = inner
-            .vendors
-            .vendor(record.order.vendor_id)
-            .await?
-            .map(|v| v.value);
+        // The store is read once, and only when someone is told something.
+        let mut store: Option<Option<Vendor>> = None;
         for &audience in audiences(kind) {
-            let Some(recipient) =
-                recipient(audience, &record, &event, store.as_ref().map(|s| s.owner))
-            else {
+            if audience == Audience::Store && store.is_none() {
+                store = Some(self.store_of(&record).await?);
+            }
+            let owner = store.as_ref().and_then(|s| s.as_ref().map(|s| s.owner));
+            let Some(recipient) = recipient(audience, &record, &event, owner) else {
                 continue;
             };
             let Some(user) = inner.users.get(recipient).await?.map(|u| u.value) else {
                 continue;
             };
-            if user.erased {
+            let media: Vec<Medium> = [Medium::InApp, Medium::Email, Medium::Sms]
+                .into_iter()
+                .filter(|&m| wants(&user.notifications, audience, kind, m))
+                .collect();
+            if user.erased || media.is_empty() {
                 continue;
             }
-            let context = self.context(&user, audience, &record, &event, store.as_ref());
-            let rendered = match inner
-                .templates
-                .render(user.locale, audience, kind, &context)
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "notification not rendered; skipped");
-                    continue;
+            if store.is_none() {
+                store = Some(self.store_of(&record).await?);
+            }
+            let store = store.as_ref().and_then(Option::as_ref);
+            if media.contains(&Medium::InApp) {
+                let context = self.context(&user, audience, &record, &event, store);
+                let rendered =
+                    match inner
+                        .templates
+                        .render_short(user.locale, audience, kind, &context)
+                    {
+                        Ok(r) => r,
+                        Err(e) => {
+                            tracing::error!(error = %e, "notification not rendered; skipped");
+                            continue;
+                        }
+                    };
+                let item = FeedItem {
+                    id: notification_id(record.id(), event.seq, user.id, Medium::InApp),
+                    at: event.at,
+                    event: kind,
+                    audience,
+                    order_id: record.id(),
+                    title: rendered.title,
+                    body: rendered.body,
+                    read_at: None,
+                };
+                if inner.feed.add(user.id, &item).await? {
+                    inner.metrics.notification("in_app", "written").inc();
+                    self.publish(user.id, &item).await;
                 }
-            };
-            let item = FeedItem {
-                id: notification_id(record.id(), event.seq, user.id, Medium::InApp),
-                at: event.at,
-                event: kind,
-                audience,
-                order_id: record.id(),
-                title: rendered.title,
-                body: rendered.body,
-                read_at: None,
-            };
-            if inner.feed.add(user.id, &item).await? {
-                inner.metrics.notification("in_app", "written").inc();
-                self.publish(user.id, &item).await;
             }
             let now = inner.clock.now();
-            for medium in EXTERNAL {
-                if !wants(&user.notifications, audience, kind, medium) {
-                    continue;
-                }
+            for &medium in media.iter().filter(|&&m| m != Medium::InApp) {
                 let message = OutboxMessage {
                     id: notification_id(record.id(), event.seq, user.id, medium),
                     medium,
@@ -233,11 +240,69 @@ impl Notifications {
                     last_error: None,
                     created_at: now,
                     done_at: None,
+                    endpoint: None,
                 };
                 inner.outbox.enqueue(&message).await?;
             }
         }
+        self.derive_webhooks(kind, &record, &event).await?;
         Ok(Derived::Done)
+    }
+
+    /// One delivery per endpoint that asked for this event: the store's own endpoints once the
+    /// order was paid, the platform's always.
+    async fn derive_webhooks(
+        &self,
+        kind: crate::domain::account::NotificationEvent,
+        record: &OrderRecord,
+        event: &OrderEvent,
+    ) -> StoreResult<()> {
+        let inner = &self.inner;
+        let paid = record.paid_at.is_some() || event.kind == OrderEventKind::Paid;
+        let now = inner.clock.now();
+        for endpoint in inner.webhooks.for_vendor(record.order.vendor_id).await? {
+            let store_scoped = matches!(endpoint.scope, WebhookScope::Store { .. });
+            if !endpoint.wants(kind) || (store_scoped && !paid) {
+                continue;
+            }
+            let audience = if store_scoped {
+                Audience::Store
+            } else {
+                Audience::Customer
+            };
+            let message = OutboxMessage {
+                id: delivery_id(record.id(), event.seq, endpoint.id),
+                medium: Medium::Webhook,
+                recipient: endpoint.owner,
+                audience,
+                event: kind,
+                order_id: record.id(),
+                order_seq: event.seq,
+                state: DeliveryState::Pending,
+                attempts: 0,
+                next_at: now,
+                last_error: None,
+                created_at: now,
+                done_at: None,
+                endpoint: Some(endpoint.id),
+            };
+            inner.outbox.enqueue(&message).await?;
+            // Keyed by the event's time, so a second derivation meets the same row.
+            inner
+                .webhooks
+                .log(endpoint.id, event.at, message.id)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn store_of(&self, record: &OrderRecord) -> StoreResult<Option<Vendor>> {
+        Ok(self
+            .inner
+            .vendors
+            .vendor(record.order.vendor_id)
+            .await?
+            .map(|v| v.value))
     }
 
     /// What the templates of a message about `event` to `user` are rendered with.
@@ -247,7 +312,7 @@ impl Notifications {
         audience: Audience,
         record: &OrderRecord,
         event: &OrderEvent,
-        store: Option<&crate::domain::catalog::Vendor>,
+        store: Option<&Vendor>,
     ) -> MessageContext {
         let id = record.id().to_string();
         let amount = match &event.kind {

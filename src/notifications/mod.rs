@@ -20,6 +20,7 @@
 pub mod consumer;
 pub mod sender;
 pub mod templates;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,7 @@ use crate::domain::notification::{FeedItem, OutboxMessage};
 use crate::notify::{SharedEmail, SharedSms};
 use crate::store::catalog::CatalogRepo;
 use crate::store::journal::Journal;
-use crate::store::notifications::{FeedPage, FeedRepo, OutboxRepo};
+use crate::store::notifications::{FeedPage, FeedRepo, OutboxRepo, WebhookRepo};
 use crate::store::orders::OrderRepo;
 use crate::store::users::UserRepo;
 use crate::store::{SharedStore, StoreResult};
@@ -55,6 +56,8 @@ pub struct NotificationsParts {
     /// This node, as the holder of the consumer's lease.
     pub node: Uuid,
     pub metrics: crate::metrics::Metrics,
+    /// Whether webhook endpoints may be in private or loopback ranges.
+    pub allow_private_webhooks: bool,
 }
 
 /// The notification service.
@@ -70,6 +73,7 @@ struct Inner {
     vendors: CatalogRepo,
     outbox: OutboxRepo,
     feed: FeedRepo,
+    webhooks: WebhookRepo,
     bus: SharedBus,
     clock: Clock,
     email: SharedEmail,
@@ -78,6 +82,7 @@ struct Inner {
     public_url: String,
     node: Uuid,
     metrics: crate::metrics::Metrics,
+    allow_private_webhooks: bool,
     /// Until when this node holds the consumer's lease (as far as it knows).
     lease: Mutex<Option<DateTime<Utc>>>,
 }
@@ -91,6 +96,9 @@ pub struct FeedView {
 
 impl Notifications {
     pub fn new(parts: NotificationsParts) -> Self {
+        // Webhook deliveries go out over HTTPS with the process-wide rustls provider; whoever
+        // installed one first installed the same.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let store = parts.store;
         Notifications {
             inner: Arc::new(Inner {
@@ -99,6 +107,7 @@ impl Notifications {
                 users: UserRepo::new(store.clone()),
                 vendors: CatalogRepo::new(store.clone()),
                 outbox: OutboxRepo::new(store.clone()),
+                webhooks: WebhookRepo::new(store.clone()),
                 feed: FeedRepo::new(store),
                 bus: parts.bus,
                 clock: parts.clock,
@@ -108,6 +117,7 @@ impl Notifications {
                 public_url: parts.public_url,
                 node: parts.node,
                 metrics: parts.metrics,
+                allow_private_webhooks: parts.allow_private_webhooks,
                 lease: Mutex::new(None),
             }),
         }

@@ -129,20 +129,29 @@ impl Notifications {
         else {
             return Ok(Attempt::Skipped("no such order event"));
         };
+        if message.medium == Medium::Webhook {
+            return Ok(match self.post_webhook(message, &record, &event).await? {
+                Some(Ok(())) => Attempt::Sent,
+                Some(Err(e)) => Attempt::Failed(e),
+                None => Attempt::Skipped("the endpoint was deleted"),
+            });
+        }
         let store = inner
             .vendors
             .vendor(record.order.vendor_id)
             .await?
             .map(|v| v.value);
         let context = self.context(&user, message.audience, &record, &event, store.as_ref());
-        let rendered =
-            match inner
-                .templates
-                .render(user.locale, message.audience, message.event, &context)
-            {
-                Ok(r) => r,
-                Err(e) => return Ok(Attempt::Failed(NotifyError::Invalid(e.to_string()))),
-            };
+        let key = (user.locale, message.audience, message.event);
+        let rendered = if message.medium == Medium::Email {
+            inner.templates.render(key.0, key.1, key.2, &context)
+        } else {
+            inner.templates.render_short(key.0, key.1, key.2, &context)
+        };
+        let rendered = match rendered {
+            Ok(r) => r,
+            Err(e) => return Ok(Attempt::Failed(NotifyError::Invalid(e.to_string()))),
+        };
         let sent = match message.medium {
             Medium::Email => {
                 let email = Email::new(
@@ -163,7 +172,9 @@ impl Notifications {
                 }
                 _ => return Ok(Attempt::Skipped("no verified phone")),
             },
-            Medium::Push | Medium::InApp => return Ok(Attempt::Skipped("no push subscription")),
+            Medium::Push | Medium::InApp | Medium::Webhook => {
+                return Ok(Attempt::Skipped("no push subscription"));
+            }
         };
         Ok(match sent {
             Ok(()) => Attempt::Sent,
@@ -197,7 +208,9 @@ fn outcome_of(
         Attempt::Sent => done(DeliveryState::Sent, None),
         Attempt::Skipped(why) => done(DeliveryState::Skipped, Some(why.to_owned())),
         Attempt::Failed(NotifyError::Invalid(why)) => done(DeliveryState::Dead, Some(why)),
-        Attempt::Failed(NotifyError::Unavailable(why)) if attempts >= MAX_ATTEMPTS => {
+        Attempt::Failed(NotifyError::Unavailable(why))
+            if out_of_attempts(message, attempts, now) =>
+        {
             done(DeliveryState::Dead, Some(why))
         }
         Attempt::Failed(NotifyError::Unavailable(why)) => OutboxMessage {
@@ -207,6 +220,15 @@ fn outcome_of(
             last_error: Some(why),
             ..message.clone()
         },
+    }
+}
+
+/// Whether a failed message has had its last attempt: [`MAX_ATTEMPTS`] for people's channels;
+/// a day of retries for webhooks.
+fn out_of_attempts(message: &OutboxMessage, attempts: u32, now: DateTime<Utc>) -> bool {
+    match message.medium {
+        Medium::Webhook => now - message.created_at >= super::webhooks::RETRY_FOR,
+        _ => attempts >= MAX_ATTEMPTS,
     }
 }
 

@@ -163,8 +163,8 @@ impl Templates {
         Arc::clone(&current.1)
     }
 
-    /// Renders `event` for `audience` in `locale`: the operator's templates when they render,
-    /// the built-in ones otherwise.
+    /// Renders `event` for `audience` in `locale`, the email too: the operator's templates
+    /// when they render, the built-in ones otherwise.
     pub fn render(
         &self,
         locale: Locale,
@@ -172,12 +172,35 @@ impl Templates {
         event: NotificationEvent,
         context: &MessageContext,
     ) -> Result<Rendered, TemplateError> {
+        self.render_parts(locale, audience, event, context, true)
+    }
+
+    /// Like [`render`](Self::render) without the email (its `text` and `html` are empty): for
+    /// the feed, push and SMS.
+    pub fn render_short(
+        &self,
+        locale: Locale,
+        audience: Audience,
+        event: NotificationEvent,
+        context: &MessageContext,
+    ) -> Result<Rendered, TemplateError> {
+        self.render_parts(locale, audience, event, context, false)
+    }
+
+    fn render_parts(
+        &self,
+        locale: Locale,
+        audience: Audience,
+        event: NotificationEvent,
+        context: &MessageContext,
+        email: bool,
+    ) -> Result<Rendered, TemplateError> {
         let env = self.environment();
-        match render_in(&env, locale, audience, event, context) {
+        match render_in(&env, (locale, audience, event), context, email) {
             Ok(rendered) => Ok(rendered),
             Err(e) if !Arc::ptr_eq(&env, &self.built_in) => {
                 tracing::warn!(error = %e, "an overriding template failed; using the built-in one");
-                render_in(&self.built_in, locale, audience, event, context)
+                render_in(&self.built_in, (locale, audience, event), context, email)
             }
             Err(e) => Err(e),
         }
@@ -216,10 +239,9 @@ fn environment(overrides: Option<&std::path::Path>) -> Environment<'static> {
 
 fn render_in(
     env: &Environment<'static>,
-    locale: Locale,
-    audience: Audience,
-    event: NotificationEvent,
+    (locale, audience, event): (Locale, Audience, NotificationEvent),
     context: &MessageContext,
+    email: bool,
 ) -> Result<Rendered, TemplateError> {
     let name = format!(
         "{}/{}.{}.txt",
@@ -260,8 +282,11 @@ fn render_in(
             })
             .map_err(|e| failed(&name, e))
     };
-    let text = layout("txt")?;
-    let html = layout("html")?;
+    let (text, html) = if email {
+        (layout("txt")?, layout("html")?)
+    } else {
+        (String::new(), String::new())
+    };
     Ok(Rendered {
         subject,
         title,

@@ -134,12 +134,15 @@ pub enum Table {
     NotificationQueue,
     /// Each user's in-app feed: partition = user id, clustering = time and notification id.
     NotificationFeed,
+    /// Webhook endpoints: partition `owner:{user}` (the endpoints), `vendor:{vendor}` and
+    /// `platform` (references, for delivery), clustering = endpoint id.
+    Webhooks,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 36] = [
+    pub const ALL: [Table; 37] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -176,6 +179,7 @@ impl Table {
         Table::Notifications,
         Table::NotificationQueue,
         Table::NotificationFeed,
+        Table::Webhooks,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -217,6 +221,7 @@ impl Table {
             Table::Notifications => "notifications",
             Table::NotificationQueue => "notification_queue",
             Table::NotificationFeed => "notification_feed",
+            Table::Webhooks => "webhooks",
         }
     }
 

@@ -10,9 +10,14 @@
 //! repair. Sent messages keep their row (with its state) for [`MESSAGE_RETENTION`]: that row
 //! is what makes a second derivation a no-op.
 //!
+//! **Webhooks.** An endpoint is a row in partition `owner:{user}`; a reference row in
+//! `vendor:{vendor}` (a store's endpoints) or `platform` (an admin's) finds it for delivery.
+//! Each delivery is an outbox message, also listed (newest first) in `notification_queue`
+//! partition `hook:{endpoint}`: the endpoint's delivery log.
+//!
 //! **Feed.** partition = user id; clustering = `{inverted ms:020}.{id}` so a scan reads newest
-//! first, plus `id:{id}` reference rows (sorted after every entry, and excluded from pages) to
-//! find an entry by id.
+//! first. An entry is found by id among the newest [`UNREAD_SCAN`] (the ones that can still be
+//! unread).
 
 use std::time::Duration;
 
@@ -22,8 +27,9 @@ use uuid::Uuid;
 
 use super::typed::{Change, ModifyError, Rows, Versioned};
 use super::{Key, MAX_PAGE, ScanRange, SharedStore, StoreError, StoreResult, Version};
-use crate::domain::ids::UserId;
+use crate::domain::ids::{UserId, VendorId};
 use crate::domain::notification::{DeliveryState, FeedItem, OutboxMessage};
+use crate::domain::webhook::{WebhookEndpoint, WebhookScope};
 use crate::store::Table;
 
 /// How long a message's row is kept after it was written.
@@ -35,8 +41,6 @@ pub const UNREAD_SCAN: usize = 1000;
 
 const PENDING: &str = "pending";
 const DEAD: &str = "dead";
-/// Reference rows sort after every entry (entries start with a digit).
-const REF_PREFIX: &str = "id:";
 
 /// A message's place in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,6 +210,39 @@ impl OutboxRepo {
         Ok((out, next))
     }
 
+    /// Sends a message again whatever came of it (a manual redelivery): pending now, with a new
+    /// round of attempts. `None`: no such message.
+    pub async fn resend(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<OutboxMessage>> {
+        let (message, _) = self
+            .messages
+            .modify(&Self::message_key(id), |current| match current {
+                Some(m) => {
+                    let again = OutboxMessage {
+                        state: DeliveryState::Pending,
+                        attempts: 0,
+                        next_at: now,
+                        done_at: None,
+                        created_at: now,
+                        ..m.clone()
+                    };
+                    Ok(Change::Put(again.clone(), Some(again)))
+                }
+                None => Ok(Change::Keep(None)),
+            })
+            .await
+            .map_err(flatten)?;
+        if message.is_some() {
+            self.queue
+                .modify(&Self::queue_key(PENDING, id), |_| {
+                    Ok::<_, StoreError>(Change::Put(QueueEntry { due: now }, ()))
+                })
+                .await
+                .map_err(flatten)?;
+            self.remove(&Self::queue_key(DEAD, id)).await?;
+        }
+        Ok(message)
+    }
+
     /// Gives a dead letter another round of attempts. `None`: no such dead letter.
     pub async fn revive(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<OutboxMessage>> {
         let dead = Self::queue_key(DEAD, id);
@@ -249,17 +286,10 @@ fn flatten(e: ModifyError<StoreError>) -> StoreError {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-enum FeedRow {
-    Entry(FeedItem),
-    Ref { key: String },
-}
-
 /// Every user's in-app feed.
 #[derive(Clone)]
 pub struct FeedRepo {
-    rows: Rows<FeedRow>,
+    rows: Rows<FeedItem>,
 }
 
 /// One page of a feed, newest first.
@@ -277,34 +307,21 @@ impl FeedRepo {
         }
     }
 
-    fn entry_clustering(item: &FeedItem) -> String {
+    fn key(user: UserId, item: &FeedItem) -> Key {
         let inverted = i64::MAX - item.at.timestamp_millis().max(0);
-        format!("{inverted:020}.{}", item.id.simple())
-    }
-
-    fn reference(user: UserId, id: Uuid) -> Key {
-        Key::new(user.to_string(), format!("{REF_PREFIX}{}", id.simple()))
+        Key::new(
+            user.to_string(),
+            format!("{inverted:020}.{}", item.id.simple()),
+        )
     }
 
     /// Adds an entry to `user`'s feed unless it is there; `true` when it was new.
     pub async fn add(&self, user: UserId, item: &FeedItem) -> StoreResult<bool> {
-        let clustering = Self::entry_clustering(item);
-        let key = Key::new(user.to_string(), clustering.clone());
-        let new = self
+        Ok(self
             .rows
-            .insert(&key, &FeedRow::Entry(item.clone()))
+            .insert(&Self::key(user, item), item)
             .await?
-            .is_ok();
-        // Written after the entry: an entry without its reference is found again by the
-        // next add of the same item, which writes it.
-        let _ = self
-            .rows
-            .insert(
-                &Self::reference(user, item.id),
-                &FeedRow::Ref { key: clustering },
-            )
-            .await?;
-        Ok(new)
+            .is_ok())
     }
 
     /// Entries after the cursor `after` (from a previous page), newest first.
@@ -314,67 +331,87 @@ impl FeedRepo {
         after: Option<String>,
         limit: usize,
     ) -> StoreResult<FeedPage> {
-        let range = ScanRange {
-            after,
-            before: Some(REF_PREFIX.to_owned()),
-            limit,
-        };
-        let (rows, next) = self.rows.scan(&user.to_string(), range).await?;
-        let items = rows
-            .into_iter()
-            .filter_map(|(_, row)| match row.value {
-                FeedRow::Entry(item) => Some(item),
-                FeedRow::Ref { .. } => None,
-            })
-            .collect();
-        Ok(FeedPage { items, next })
+        let (rows, next) = self
+            .rows
+            .scan(
+                &user.to_string(),
+                ScanRange {
+                    after,
+                    before: None,
+                    limit,
+                },
+            )
+            .await?;
+        Ok(FeedPage {
+            items: rows.into_iter().map(|(_, row)| row.value).collect(),
+            next,
+        })
     }
 
-    /// How many of the newest [`UNREAD_SCAN`] entries are unread.
-    pub async fn unread(&self, user: UserId) -> StoreResult<usize> {
-        let mut count = 0;
-        let mut seen = 0;
+    /// The newest [`UNREAD_SCAN`] entries.
+    async fn newest(&self, user: UserId) -> StoreResult<Vec<FeedItem>> {
+        let mut items = Vec::new();
         let mut after = None;
-        while seen < UNREAD_SCAN {
+        while items.len() < UNREAD_SCAN {
             let page = self
-                .page(user, after.take(), (UNREAD_SCAN - seen).min(MAX_PAGE))
+                .page(
+                    user,
+                    after.take(),
+                    (UNREAD_SCAN - items.len()).min(MAX_PAGE),
+                )
                 .await?;
-            seen += page.items.len();
-            count += page.items.iter().filter(|i| i.read_at.is_none()).count();
+            items.extend(page.items);
             match page.next {
                 Some(n) => after = Some(n),
                 None => break,
             }
         }
-        Ok(count)
+        Ok(items)
     }
 
-    /// Marks one entry read (reading it twice keeps the first time). `None`: the user has no
-    /// such entry.
+    /// How many of the newest [`UNREAD_SCAN`] entries are unread.
+    pub async fn unread(&self, user: UserId) -> StoreResult<usize> {
+        Ok(self
+            .newest(user)
+            .await?
+            .iter()
+            .filter(|i| i.read_at.is_none())
+            .count())
+    }
+
+    /// Marks one of the newest [`UNREAD_SCAN`] entries read (reading it twice keeps the first
+    /// time). `None`: the user has no such entry.
     pub async fn mark_read(
         &self,
         user: UserId,
         id: Uuid,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<FeedItem>> {
-        let Some(reference) = self.rows.get(&Self::reference(user, id)).await? else {
+        let newest = self.newest(user).await?;
+        let Some(item) = newest.into_iter().find(|i| i.id == id) else {
             return Ok(None);
         };
-        let FeedRow::Ref { key } = reference.value else {
-            return Ok(None);
-        };
+        self.mark(user, &item, now).await
+    }
+
+    async fn mark(
+        &self,
+        user: UserId,
+        item: &FeedItem,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<FeedItem>> {
         let (item, _) = self
             .rows
-            .modify(&Key::new(user.to_string(), key), |current| match current {
-                Some(FeedRow::Entry(item)) if item.read_at.is_none() => {
+            .modify(&Self::key(user, item), |current| match current {
+                Some(item) if item.read_at.is_none() => {
                     let read = FeedItem {
                         read_at: Some(now),
                         ..item.clone()
                     };
-                    Ok(Change::Put(FeedRow::Entry(read.clone()), Some(read)))
+                    Ok(Change::Put(read.clone(), Some(read)))
                 }
-                Some(FeedRow::Entry(item)) => Ok(Change::Keep(Some(item.clone()))),
-                _ => Ok(Change::Keep(None)),
+                Some(item) => Ok(Change::Keep(Some(item.clone()))),
+                None => Ok(Change::Keep(None)),
             })
             .await
             .map_err(flatten)?;
@@ -383,31 +420,187 @@ impl FeedRepo {
 
     /// Marks every unread entry among the newest [`UNREAD_SCAN`] read; returns how many.
     pub async fn mark_all_read(&self, user: UserId, now: DateTime<Utc>) -> StoreResult<usize> {
-        let mut unread = Vec::new();
-        let mut after = None;
-        let mut seen = 0;
-        while seen < UNREAD_SCAN {
-            let page = self
-                .page(user, after.take(), (UNREAD_SCAN - seen).min(MAX_PAGE))
-                .await?;
-            seen += page.items.len();
-            unread.extend(
-                page.items
-                    .into_iter()
-                    .filter(|i| i.read_at.is_none())
-                    .map(|i| i.id),
-            );
-            match page.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
         let mut marked = 0;
-        for id in unread {
-            if self.mark_read(user, id, now).await?.is_some() {
+        for item in self.newest(user).await? {
+            if item.read_at.is_none() && self.mark(user, &item, now).await?.is_some() {
                 marked += 1;
             }
         }
         Ok(marked)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum HookRow {
+    Endpoint(WebhookEndpoint),
+    Ref { owner: UserId },
+}
+
+/// Webhook endpoints and their delivery logs.
+#[derive(Clone)]
+pub struct WebhookRepo {
+    rows: Rows<HookRow>,
+    log: Rows<QueueEntry>,
+}
+
+const PLATFORM: &str = "platform";
+
+impl WebhookRepo {
+    pub fn new(store: SharedStore) -> Self {
+        WebhookRepo {
+            rows: Rows::new(store.clone(), Table::Webhooks),
+            log: Rows::new(store, Table::NotificationQueue).with_ttl(MESSAGE_RETENTION),
+        }
+    }
+
+    fn owner_key(owner: UserId, id: Uuid) -> Key {
+        Key::new(format!("owner:{owner}"), id.simple().to_string())
+    }
+
+    fn scope_partition(scope: &WebhookScope) -> String {
+        match scope {
+            WebhookScope::Store { vendor_id } => format!("vendor:{vendor_id}"),
+            WebhookScope::Platform => PLATFORM.to_owned(),
+        }
+    }
+
+    /// Registers an endpoint (its reference first: a reference without its endpoint is
+    /// skipped by delivery).
+    pub async fn create(&self, endpoint: &WebhookEndpoint) -> StoreResult<()> {
+        let reference = Key::new(
+            Self::scope_partition(&endpoint.scope),
+            endpoint.id.simple().to_string(),
+        );
+        let _ = self
+            .rows
+            .insert(
+                &reference,
+                &HookRow::Ref {
+                    owner: endpoint.owner,
+                },
+            )
+            .await?;
+        let _ = self
+            .rows
+            .insert(
+                &Self::owner_key(endpoint.owner, endpoint.id),
+                &HookRow::Endpoint(endpoint.clone()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `owner`'s endpoints.
+    pub async fn of_owner(&self, owner: UserId) -> StoreResult<Vec<WebhookEndpoint>> {
+        let (rows, _) = self
+            .rows
+            .scan(&format!("owner:{owner}"), ScanRange::first(MAX_PAGE))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(_, row)| match row.value {
+                HookRow::Endpoint(e) => Some(e),
+                HookRow::Ref { .. } => None,
+            })
+            .collect())
+    }
+
+    pub async fn get(&self, owner: UserId, id: Uuid) -> StoreResult<Option<WebhookEndpoint>> {
+        Ok(match self.rows.get(&Self::owner_key(owner, id)).await? {
+            Some(Versioned {
+                value: HookRow::Endpoint(e),
+                ..
+            }) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Removes an endpoint and its reference; `false` when `owner` has no such endpoint.
+    pub async fn delete(&self, owner: UserId, id: Uuid) -> StoreResult<bool> {
+        let Some(endpoint) = self.get(owner, id).await? else {
+            return Ok(false);
+        };
+        let key = Self::owner_key(owner, id);
+        self.rows
+            .modify(&key, |_| Ok::<_, StoreError>(Change::Delete(())))
+            .await
+            .map_err(flatten)?;
+        let reference = Key::new(
+            Self::scope_partition(&endpoint.scope),
+            id.simple().to_string(),
+        );
+        self.rows
+            .modify(&reference, |_| Ok::<_, StoreError>(Change::Delete(())))
+            .await
+            .map_err(flatten)?;
+        Ok(true)
+    }
+
+    /// The endpoints that hear of `vendor`'s orders: the store's own and the platform's.
+    pub async fn for_vendor(&self, vendor: VendorId) -> StoreResult<Vec<WebhookEndpoint>> {
+        let mut out = Vec::new();
+        for partition in [format!("vendor:{vendor}"), PLATFORM.to_owned()] {
+            let (rows, _) = self
+                .rows
+                .scan(&partition, ScanRange::first(MAX_PAGE))
+                .await?;
+            for (key, row) in rows {
+                if let HookRow::Ref { owner } = row.value
+                    && let Ok(id) = Uuid::parse_str(&key.clustering)
+                    && let Some(endpoint) = self.get(owner, id).await?
+                {
+                    out.push(endpoint);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_key(endpoint: Uuid, at: DateTime<Utc>, delivery: Uuid) -> Key {
+        let inverted = i64::MAX - at.timestamp_millis().max(0);
+        Key::new(
+            format!("hook:{}", endpoint.simple()),
+            format!("{inverted:020}.{}", delivery.simple()),
+        )
+    }
+
+    /// Lists a delivery in its endpoint's log (once).
+    pub async fn log(&self, endpoint: Uuid, at: DateTime<Utc>, delivery: Uuid) -> StoreResult<()> {
+        let _ = self
+            .log
+            .insert(
+                &Self::log_key(endpoint, at, delivery),
+                &QueueEntry { due: at },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Delivery ids of an endpoint, newest first, after the cursor `after`.
+    pub async fn deliveries(
+        &self,
+        endpoint: Uuid,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreResult<(Vec<Uuid>, Option<String>)> {
+        let range = ScanRange {
+            after,
+            before: None,
+            limit,
+        };
+        let (rows, next) = self
+            .log
+            .scan(&format!("hook:{}", endpoint.simple()), range)
+            .await?;
+        let ids = rows
+            .iter()
+            .filter_map(|(key, _)| {
+                key.clustering
+                    .rsplit_once('.')
+                    .and_then(|(_, id)| Uuid::parse_str(id).ok())
+            })
+            .collect();
+        Ok((ids, next))
     }
 }
