@@ -195,6 +195,10 @@ impl Application {
             node,
             metrics: metrics.clone(),
             allow_private_webhooks: settings.webhook_allow_private,
+            vapid: crate::notifications::push::Vapid::from_seed(
+                secrets.derive("vapid-p256"),
+                &vapid_subject(&settings.mail_from),
+            )?,
         });
         let payments = build_payments(&settings, &store, clock)?;
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
@@ -607,6 +611,15 @@ fn open_delivery(settings: &Settings) -> anyhow::Result<Delivery> {
         email,
         public_url: settings.public_url.clone(),
     })
+}
+
+/// Who runs the server, for push services: `mailto:` the sender address of emails.
+fn vapid_subject(mail_from: &str) -> String {
+    let address = match (mail_from.rfind('<'), mail_from.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &mail_from[open + 1..close],
+        _ => mail_from.trim(),
+    };
+    format!("mailto:{address}")
 }
 
 /// The bus the settings name: Redis pub/sub, or in-process.

@@ -122,6 +122,7 @@ error_codes! {
     TooManyCheckouts = "too_many_checkouts",
     TooManyConnections = "too_many_connections",
     TooManyImages = "too_many_images",
+    TooManySubscriptions = "too_many_subscriptions",
     TooManyWebhooks = "too_many_webhooks",
     TotpNotEnrolled = "totp_not_enrolled",
     TrackingEnded = "tracking_ended",

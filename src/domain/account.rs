@@ -155,6 +155,19 @@ pub fn notification_prefs_schema() -> utoipa::openapi::Object {
         .build()
 }
 
+/// A browser's Web Push subscription (what `PushManager.subscribe` returned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscription {
+    pub id: uuid::Uuid,
+    /// The push service's URL for this browser.
+    pub endpoint: String,
+    /// The browser's P-256 public key, base64url (65 bytes, uncompressed).
+    pub p256dh: String,
+    /// The browser's authentication secret, base64url (16 bytes).
+    pub auth: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// An account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
@@ -179,6 +192,9 @@ pub struct User {
     /// The language of the messages the user is sent.
     #[serde(default)]
     pub locale: Locale,
+    /// Browsers that receive the user's push notifications.
+    #[serde(default)]
+    pub push_subscriptions: Vec<PushSubscription>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -207,6 +223,7 @@ impl User {
             erased: false,
             second_factor: Default::default(),
             locale: Locale::default(),
+            push_subscriptions: Vec::new(),
             created_at: now,
             updated_at: now,
         }

@@ -238,6 +238,18 @@ pub fn notification_id(order: OrderId, seq: u64, recipient: UserId, medium: Medi
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
+/// The id of the push message about event `seq` of `order` to one of the recipient's browsers.
+pub fn push_id(order: OrderId, seq: u64, recipient: UserId, subscription: Uuid) -> Uuid {
+    let base = notification_id(order, seq, recipient, Medium::Push);
+    let mut hash = Sha256::new();
+    hash.update(base.as_bytes());
+    hash.update(subscription.as_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// One entry of a user's in-app feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FeedItem {

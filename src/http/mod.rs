@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod orders;
 pub mod payments;
 pub mod products;
+pub mod push;
 pub mod reviews;
 pub mod vendors;
 pub mod webhooks;
@@ -52,6 +53,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(me::configure)
                 .configure(notifications::configure)
                 .configure(webhooks::configure)
+                .configure(push::configure)
                 .configure(admin::configure)
                 .configure(cart::configure)
                 .configure(vendors::configure)

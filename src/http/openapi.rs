@@ -18,7 +18,8 @@ use crate::web::problem::PROBLEM_JSON;
 
 use super::{
     admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa,
-    notifications, orders, payments, problem, products, reviews, vendors, webhooks, ws_ticket,
+    notifications, orders, payments, problem, products, push, reviews, vendors, webhooks,
+    ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -59,6 +60,10 @@ use super::{
         webhooks::delete_webhook,
         webhooks::list_deliveries,
         webhooks::redeliver,
+        push::vapid_public_key,
+        push::subscribe,
+        push::list_subscriptions,
+        push::unsubscribe,
         admin::list_users,
         admin::patch_user,
         cart::get_cart,

@@ -21,7 +21,7 @@ use crate::domain::catalog::Vendor;
 use crate::domain::ids::UserId;
 use crate::domain::notification::{
     Audience, DeliveryState, FeedItem, Medium, OutboxMessage, audiences, event_of, notification_id,
-    wants,
+    push_id, wants,
 };
 use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
 use crate::domain::webhook::{WebhookScope, delivery_id};
@@ -185,7 +185,7 @@ impl Notifications {
             let Some(user) = inner.users.get(recipient).await?.map(|u| u.value) else {
                 continue;
             };
-            let media: Vec<Medium> = [Medium::InApp, Medium::Email, Medium::Sms]
+            let media: Vec<Medium> = [Medium::InApp, Medium::Email, Medium::Sms, Medium::Push]
                 .into_iter()
                 .filter(|&m| wants(&user.notifications, audience, kind, m))
                 .collect();
@@ -225,9 +225,29 @@ impl Notifications {
                 }
             }
             let now = inner.clock.now();
-            for &medium in media.iter().filter(|&&m| m != Medium::InApp) {
+            // One message per browser for push; one per channel otherwise.
+            let targets = media
+                .iter()
+                .filter(|&&m| m != Medium::InApp)
+                .flat_map(|&medium| match medium {
+                    Medium::Push => user
+                        .push_subscriptions
+                        .iter()
+                        .map(|s| {
+                            let id = push_id(record.id(), event.seq, user.id, s.id);
+                            (medium, id, Some(s.id))
+                        })
+                        .collect::<Vec<_>>(),
+                    _ => vec![(
+                        medium,
+                        notification_id(record.id(), event.seq, user.id, medium),
+                        None,
+                    )],
+                })
+                .collect::<Vec<_>>();
+            for (medium, id, endpoint) in targets {
                 let message = OutboxMessage {
-                    id: notification_id(record.id(), event.seq, user.id, medium),
+                    id,
                     medium,
                     recipient: user.id,
                     audience,
@@ -240,7 +260,7 @@ impl Notifications {
                     last_error: None,
                     created_at: now,
                     done_at: None,
-                    endpoint: None,
+                    endpoint,
                 };
                 inner.outbox.enqueue(&message).await?;
             }

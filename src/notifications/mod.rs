@@ -18,6 +18,7 @@
 //! `Message-ID`), which is the one case a receiver may see twice.
 
 pub mod consumer;
+pub mod push;
 pub mod sender;
 pub mod templates;
 pub mod webhooks;
@@ -56,8 +57,10 @@ pub struct NotificationsParts {
     /// This node, as the holder of the consumer's lease.
     pub node: Uuid,
     pub metrics: crate::metrics::Metrics,
-    /// Whether webhook endpoints may be in private or loopback ranges.
+    /// Whether webhook and push endpoints may be in private or loopback ranges.
     pub allow_private_webhooks: bool,
+    /// The server's Web Push (VAPID) key.
+    pub vapid: push::Vapid,
 }
 
 /// The notification service.
@@ -83,6 +86,7 @@ struct Inner {
     node: Uuid,
     metrics: crate::metrics::Metrics,
     allow_private_webhooks: bool,
+    vapid: push::Vapid,
     /// Until when this node holds the consumer's lease (as far as it knows).
     lease: Mutex<Option<DateTime<Utc>>>,
 }
@@ -118,6 +122,7 @@ impl Notifications {
                 node: parts.node,
                 metrics: parts.metrics,
                 allow_private_webhooks: parts.allow_private_webhooks,
+                vapid: parts.vapid,
                 lease: Mutex::new(None),
             }),
         }

@@ -172,9 +172,31 @@ impl Notifications {
                 }
                 _ => return Ok(Attempt::Skipped("no verified phone")),
             },
-            Medium::Push | Medium::InApp | Medium::Webhook => {
-                return Ok(Attempt::Skipped("no push subscription"));
+            Medium::Push => {
+                let Some(subscription) = user
+                    .push_subscriptions
+                    .iter()
+                    .find(|s| Some(s.id) == message.endpoint)
+                else {
+                    return Ok(Attempt::Skipped("the push subscription is gone"));
+                };
+                let payload = serde_json::json!({
+                    "id": message.id,
+                    "event": message.event,
+                    "order_id": message.order_id,
+                    "title": rendered.title,
+                    "body": rendered.body,
+                });
+                match self.post_push(message, subscription, &payload).await? {
+                    Some(sent) => sent,
+                    None => {
+                        return Ok(Attempt::Skipped(
+                            "the push service dropped the subscription",
+                        ));
+                    }
+                }
             }
+            Medium::InApp | Medium::Webhook => return Ok(Attempt::Skipped("not an outbox medium")),
         };
         Ok(match sent {
             Ok(()) => Attempt::Sent,

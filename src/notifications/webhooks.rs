@@ -47,15 +47,28 @@ pub enum WebhookError {
 }
 
 /// A checked target: the URL and the addresses its host resolved to.
-struct Target {
-    url: reqwest013::Url,
+pub(super) struct Target {
+    pub(super) url: reqwest013::Url,
     host: String,
     addresses: Vec<SocketAddr>,
 }
 
+impl Target {
+    /// A client that connects to the checked addresses only, follows no redirect, and gives
+    /// up after [`DELIVERY_TIMEOUT`].
+    pub(super) fn client(&self) -> Result<reqwest013::Client, NotifyError> {
+        reqwest013::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .redirect(reqwest013::redirect::Policy::none())
+            .resolve_to_addrs(&self.host, &self.addresses)
+            .build()
+            .map_err(|e| NotifyError::Unavailable(format!("HTTP client: {e}")))
+    }
+}
+
 /// Parses `raw` and resolves its host; refuses other schemes, credentials in the URL, and
 /// (unless `allow_private`) any private address.
-async fn check_target(raw: &str, allow_private: bool) -> Result<Target, WebhookError> {
+pub(super) async fn check_target(raw: &str, allow_private: bool) -> Result<Target, WebhookError> {
     let invalid = |why: &str| WebhookError::InvalidUrl(why.to_owned());
     if raw.len() > MAX_URL_LEN {
         return Err(invalid("the URL is longer than 2048 characters"));
@@ -233,18 +246,9 @@ impl Notifications {
         });
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let signature = signature_header(&endpoint.secret, Utc::now().timestamp(), &body);
-        let client = reqwest013::Client::builder()
-            .timeout(DELIVERY_TIMEOUT)
-            .redirect(reqwest013::redirect::Policy::none())
-            .resolve_to_addrs(&target.host, &target.addresses)
-            .build();
-        let client = match client {
+        let client = match target.client() {
             Ok(c) => c,
-            Err(e) => {
-                return Ok(Some(Err(NotifyError::Unavailable(format!(
-                    "HTTP client: {e}"
-                )))));
-            }
+            Err(e) => return Ok(Some(Err(e))),
         };
         let sent = client
             .post(target.url)

@@ -805,3 +805,234 @@ async fn plain_account(app: &TestApp, role: &str, name: &str) -> (UserId, String
     let tokens: Value = app.login(&email, PASSWORD).await.json().await.unwrap();
     (id, tokens["access_token"].as_str().unwrap().to_owned())
 }
+
+#[derive(Default)]
+struct PushServiceState {
+    /// Decrypted payloads, with the VAPID header they came with.
+    received: parking_lot::Mutex<Vec<(Value, String)>>,
+}
+
+/// A push service on loopback for one browser: it decrypts what it receives (RFC 8291) with the
+/// browser's private key, and answers `gone` paths with 410.
+struct PushService {
+    base: String,
+    state: std::sync::Arc<PushServiceState>,
+    secret: p256::SecretKey,
+    auth: [u8; 16],
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl PushService {
+    async fn start() -> Self {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let secret = loop {
+            let bytes: [u8; 32] = rand::random();
+            if let Ok(s) = p256::SecretKey::from_slice(&bytes) {
+                break s;
+            }
+        };
+        let auth: [u8; 16] = rand::random();
+        let state = std::sync::Arc::new(PushServiceState::default());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let data = web::Data::from(std::sync::Arc::clone(&state));
+        let (key, secret_for_server) = (auth, secret.clone());
+        let server = HttpServer::new(move || {
+            let secret = secret_for_server.clone();
+            App::new().app_data(data.clone()).route(
+                "/{path}",
+                web::post().to(
+                    move |req: HttpRequest,
+                          path: web::Path<String>,
+                          body: web::Bytes,
+                          state: web::Data<PushServiceState>| {
+                        let secret = secret.clone();
+                        async move {
+                            if path.as_str() == "gone" {
+                                return HttpResponse::Gone().finish();
+                            }
+                            let auth = web_push_native::Auth::clone_from_slice(&key);
+                            let Ok(plain) = web_push_native::decrypt(body.to_vec(), &secret, &auth)
+                            else {
+                                return HttpResponse::BadRequest().finish();
+                            };
+                            let vapid = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_owned();
+                            let payload: Value =
+                                serde_json::from_slice(&plain).unwrap_or(Value::Null);
+                            state.received.lock().push((payload, vapid));
+                            HttpResponse::Created().finish()
+                        }
+                    },
+                ),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        PushService {
+            base: format!("http://127.0.0.1:{port}"),
+            state,
+            secret,
+            auth,
+            handle,
+        }
+    }
+
+    /// The browser's subscription to `path` (`gone` always answers 410).
+    fn subscription(&self, path: &str) -> Value {
+        use base64::Engine as _;
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let point = self.secret.public_key().to_encoded_point(false);
+        json!({
+            "endpoint": format!("{}/{path}", self.base),
+            "keys": {"p256dh": b64.encode(point.as_bytes()), "auth": b64.encode(self.auth)},
+        })
+    }
+}
+
+impl Drop for PushService {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+/// Checks a VAPID authorization (`vapid t=JWT, k=KEY`): the key is the server's and the token,
+/// signed with it (ES256), is for `audience`.
+fn vapid_is_valid(header: &str, server_key: &str, audience: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some(rest) = header.strip_prefix("vapid ") else {
+        return false;
+    };
+    let mut token = None;
+    let mut key = None;
+    for part in rest.split(", ") {
+        match part.split_once('=') {
+            Some(("t", v)) => token = Some(v),
+            Some(("k", v)) => key = Some(v),
+            _ => {}
+        }
+    }
+    let (Some(token), Some(key)) = (token, key) else {
+        return false;
+    };
+    let Ok(point) = b64.decode(key) else {
+        return false;
+    };
+    if key != server_key || point.len() != 65 {
+        return false;
+    }
+    let decoding = jsonwebtoken::DecodingKey::from_ec_components(
+        &b64.encode(&point[1..33]),
+        &b64.encode(&point[33..65]),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+    jsonwebtoken::decode::<Value>(token, &decoding, &validation).is_ok()
+}
+
+#[actix_web::test]
+async fn web_push_reaches_a_subscribed_browser_encrypted_and_a_gone_subscription_is_removed() {
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.webhook_allow_private = true;
+    })
+    .await;
+    let service = PushService::start().await;
+    let owner = plain_account(&app, "vendor", "Paula").await;
+    let vendor = seed_vendor_of(&app, owner.0, "Paula's", berlin(0.0, 0.0)).await;
+    let customer = plain_account(&app, "customer", "Ben").await;
+    let key: Value = crate::helpers::ok_json(app.get("/api/v1/push/vapid-public-key").await).await;
+    let server_key = key["public_key"].as_str().unwrap().to_owned();
+    for path in ["browser", "gone"] {
+        let subscribed = app
+            .post_authed(
+                "/api/v1/me/push-subscriptions",
+                &customer.1,
+                service.subscription(path),
+            )
+            .await;
+        assert_eq!(subscribed.status(), 201);
+    }
+    let bad = app
+        .post_authed(
+            "/api/v1/me/push-subscriptions",
+            &customer.1,
+            json!({"endpoint": format!("{}/x", service.base), "keys": {"p256dh": "AAAA", "auth": "AAAA"}}),
+        )
+        .await;
+    assert_problem(bad, 422, "validation_failed").await;
+
+    let product = seed_product(&app, &vendor, CategoryId::new(), "Tea", 300).await;
+    stock_product(&app, &product, 5).await;
+    let checkout = checkout_one(&app, &customer.1, &product, berlin(0.01, 0.01)).await;
+    let order = checkout["orders"][0]["id"].as_str().unwrap().to_owned();
+    pay(&app, &customer.1, &checkout).await;
+
+    // The "paid" push (on by default) arrives decrypted, with a valid VAPID token.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (payload, vapid) = loop {
+        if let Some(found) = service.state.received.lock().first().cloned() {
+            break found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no push arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(payload["event"], "order_paid", "{payload}");
+    assert_eq!(payload["order_id"], order);
+    assert_eq!(payload["title"], "Payment received");
+    assert!(
+        vapid_is_valid(&vapid, &server_key, &service.base),
+        "{vapid}"
+    );
+    assert!(!vapid_is_valid(
+        &vapid,
+        &server_key,
+        "https://elsewhere.example"
+    ));
+
+    // The subscription whose push service answered 410 is gone; the other stays.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let subs: Value = crate::helpers::ok_json(
+            crate::helpers::get(&app, &customer.1, "/api/v1/me/push-subscriptions").await,
+        )
+        .await;
+        let endpoints: Vec<&str> = subs
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["endpoint"].as_str().unwrap())
+            .collect();
+        if endpoints.len() == 1 {
+            assert!(endpoints[0].ends_with("/browser"), "{subs}");
+            let id = subs[0]["id"].as_str().unwrap();
+            let gone = app
+                .client
+                .delete(app.url(&format!("/api/v1/me/push-subscriptions/{id}")))
+                .bearer_auth(&customer.1)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(gone.status(), 204);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gone subscription stayed: {subs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
