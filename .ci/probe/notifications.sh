@@ -10,5 +10,6 @@ source "$(dirname "$0")/lib.sh"
 work=${3:-$(mktemp -d /tmp/hexmarket-notifications.XXXXXX)}
 python3 -c 'import aiosmtpd' 2>/dev/null || pip_install "aiosmtpd==$AIOSMTPD_VERSION"
 bin=$(hexmarket_bin)
+rm -rf "$work/notifications"
 mkdir -p "$work/notifications"
 timeout 600 python3 "$PROBE_DIR/notifications.py" "$bin" "$work/notifications"

@@ -37,7 +37,7 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// Notes read per page.
 const PAGE: usize = 500;
 /// Notes derived at once.
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 128;
 /// A note whose event is still missing this long after it was written is dropped.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 /// Where a consumer that never ran starts: this far back.
