@@ -309,7 +309,8 @@ pub async fn create(deps: &OrderDeps, record: OrderRecord) -> StoreResult<Versio
         kind: OrderEventKind::Created,
         status_after: OrderStatus::PendingPayment,
     };
-    let event = match deps.repo.append_event(id, &event).await? {
+    let customer = Some(record.order.customer_id);
+    let event = match deps.repo.append_event_of(id, customer, &event).await? {
         Ok(()) => event,
         // An earlier attempt got this far: keep its event.
         Err(Some(earlier)) if earlier.kind == OrderEventKind::Created => earlier,
@@ -486,7 +487,8 @@ async fn execute(
             kind,
             status_after,
         };
-        match deps.repo.append_event(id, &event).await {
+        let customer = Some(current.value.order.customer_id);
+        match deps.repo.append_event_of(id, customer, &event).await {
             Ok(Ok(())) => {}
             // The log is ahead of what this actor knew: reload and decide again.
             Ok(Err(_)) => continue,

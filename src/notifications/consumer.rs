@@ -155,6 +155,9 @@ impl Notifications {
                 Derived::NotYet
             }
         };
+        if note.described && self.nobody_hears(note).await? {
+            return Ok(Derived::Done);
+        }
         let Some(event) = inner.orders.event(note.order_id, note.seq).await? else {
             return Ok(missing());
         };
@@ -314,6 +317,31 @@ impl Notifications {
                 .await?;
         }
         Ok(())
+    }
+
+    /// Whether a described note can be passed over without reading its order: its event is
+    /// nobody's news, or it is the order's creation and its customer wants no message about
+    /// that. (A note whose writer lost the race for its number describes an event that is not
+    /// in the log; the winner's note describes the one that is.)
+    async fn nobody_hears(&self, note: &JournalNote) -> StoreResult<bool> {
+        let Some(event) = note.event else {
+            return Ok(true);
+        };
+        if event != crate::domain::account::NotificationEvent::OrderCreated || note.seq != 1 {
+            return Ok(false);
+        }
+        let Some(customer) = note.customer else {
+            return Ok(false);
+        };
+        Ok(match self.inner.users.get(customer).await? {
+            Some(user) => {
+                user.value.erased
+                    || ![Medium::InApp, Medium::Email, Medium::Sms, Medium::Push]
+                        .into_iter()
+                        .any(|m| wants(&user.value.notifications, Audience::Customer, event, m))
+            }
+            None => true,
+        })
     }
 
     async fn store_of(&self, record: &OrderRecord) -> StoreResult<Option<Vendor>> {

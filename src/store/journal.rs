@@ -24,7 +24,10 @@ use uuid::Uuid;
 
 use super::typed::{Rows, Versioned};
 use super::{Key, MAX_PAGE, ScanRange, SharedStore, StoreResult, Table, Version, decode, encode};
-use crate::domain::ids::OrderId;
+use crate::domain::account::NotificationEvent;
+use crate::domain::ids::{OrderId, UserId};
+use crate::domain::notification::event_of;
+use crate::domain::order::OrderEvent;
 
 const BUCKET_MS: i64 = 60_000;
 /// How long notes are kept: far longer than any consumer may lag.
@@ -33,13 +36,25 @@ pub const RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
 /// clock reading that stamps it.
 pub const SETTLE: Duration = Duration::from_millis(1500);
 
-/// "Order `order_id` has (or is about to have) event `seq`."
+/// "Order `order_id` has (or is about to have) event `seq`", with what its writer knew of it:
+/// enough for a consumer to pass over the events that are nobody's news, or only the
+/// customer's, without reading the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalNote {
     pub order_id: OrderId,
     pub seq: u64,
     /// Milliseconds since the epoch, by the writer's wall clock.
     pub at_ms: i64,
+    /// Whether the writer described the event (`event`, `customer`); notes of old writers
+    /// did not.
+    #[serde(default)]
+    pub described: bool,
+    /// The notification the writer's event is; none when it is nobody's news.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<NotificationEvent>,
+    /// The order's customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<UserId>,
 }
 
 impl JournalNote {
@@ -103,12 +118,21 @@ impl Journal {
         }
     }
 
-    /// Notes event `seq` of `order`, stamped now; durable when this returns.
-    pub async fn note(&self, order: OrderId, seq: u64) -> StoreResult<()> {
+    /// Notes `event` of `order` (placed by `customer`), stamped now; durable when this
+    /// returns.
+    pub async fn note(
+        &self,
+        order: OrderId,
+        customer: Option<UserId>,
+        event: &OrderEvent,
+    ) -> StoreResult<()> {
         self.note_at(JournalNote {
             order_id: order,
-            seq,
+            seq: event.seq,
             at_ms: Utc::now().timestamp_millis(),
+            described: true,
+            event: event_of(&event.kind),
+            customer,
         })
         .await
     }
@@ -226,6 +250,9 @@ mod tests {
             order_id: OrderId::new(),
             seq: i as u64 + 1,
             at_ms,
+            described: false,
+            event: None,
+            customer: None,
         })
         .collect();
         // Written out of order: the journal orders them.

@@ -125,7 +125,17 @@ impl OrderRepo {
         id: OrderId,
         event: &OrderEvent,
     ) -> StoreResult<Result<(), Option<OrderEvent>>> {
-        self.journal.note(id, event.seq).await?;
+        self.append_event_of(id, None, event).await
+    }
+
+    /// [`append_event`](Self::append_event), with the order's customer in the journal's note.
+    pub async fn append_event_of(
+        &self,
+        id: OrderId,
+        customer: Option<UserId>,
+        event: &OrderEvent,
+    ) -> StoreResult<Result<(), Option<OrderEvent>>> {
+        self.journal.note(id, customer, event).await?;
         let key = Key::new(id.to_string(), seq_key(event.seq));
         Ok(match self.events.insert(&key, event).await? {
             Ok(_) => Ok(()),
