@@ -34,6 +34,9 @@ STATE_CODES = {
     "stock_out_of_range",
     "invalid_image",
     "too_many_images",
+    # a webhook URL or push endpoint whose host does not resolve from here, or resolves to a
+    # private address: the network decides, not the request's shape
+    "webhook_target_refused",
 }
 
 # Rules between two parameters, which the document states in words but JSON Schema (for query
