@@ -71,6 +71,7 @@ error_codes! {
     InvalidPath = "invalid_path",
     InvalidPaymentState = "invalid_payment_state",
     InvalidProfile = "invalid_profile",
+    InvalidPushKeys = "invalid_push_keys",
     InvalidQuery = "invalid_query",
     InvalidRefreshToken = "invalid_refresh_token",
     InvalidSignature = "invalid_signature",

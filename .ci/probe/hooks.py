@@ -37,6 +37,8 @@ STATE_CODES = {
     # a webhook URL or push endpoint whose host does not resolve from here, or resolves to a
     # private address: the network decides, not the request's shape
     "webhook_target_refused",
+    # push subscription keys that match their pattern but are no P-256 point / no 16 bytes
+    "invalid_push_keys",
 }
 
 # Rules between two parameters, which the document states in words but JSON Schema (for query

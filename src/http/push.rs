@@ -42,11 +42,12 @@ pub async fn vapid_public_key(state: web::Data<AppState>) -> HttpResponse {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionKeys {
-    /// The browser's P-256 public key, base64url (65 bytes).
-    #[schema(max_length = 100)]
+    /// The browser's P-256 public key: an uncompressed point (65 bytes), base64url; a value
+    /// that is not a point on the curve is refused with `invalid_push_keys`.
+    #[schema(pattern = r"^B[A-Za-z0-9_-]{86}=?$")]
     pub p256dh: String,
-    /// The browser's auth secret, base64url (16 bytes).
-    #[schema(max_length = 40)]
+    /// The browser's auth secret, 16 bytes, base64url.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{21}[AQgw](==)?$")]
     pub auth: String,
 }
 
@@ -55,8 +56,12 @@ pub struct SubscriptionKeys {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"endpoint": "https://push.example.net/send/abc", "keys": {"p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM", "auth": "tBHItJI5svbpez7KI4CCXg"}}))]
 pub struct NewSubscription {
-    /// The push service's URL for this browser (`https`), at most 2048 characters.
-    #[schema(max_length = 2048)]
+    /// The push service's URL for this browser (`https`), at most 2048 characters; must
+    /// resolve to public addresses.
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://[a-z0-9]+(\.[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[!-~]*)?$"
+    )]
     pub endpoint: String,
     pub keys: SubscriptionKeys,
     /// Sent by some browsers; ignored.
@@ -86,7 +91,11 @@ impl From<&PushSubscription> for SubscriptionView {
 impl From<SubscriptionError> for ApiError {
     fn from(e: SubscriptionError) -> Self {
         match e {
-            SubscriptionError::Invalid(why) => ApiError::invalid_field("keys", why),
+            SubscriptionError::Invalid(why) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidPushKeys,
+                why,
+            ),
             SubscriptionError::TooMany => {
                 ApiError::conflict(ErrorCode::TooManySubscriptions, e.to_string())
             }

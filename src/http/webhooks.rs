@@ -35,7 +35,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[schema(example = json!({"url": "https://pos.example.com/hexmarket", "events": ["order_paid", "order_cancelled"]}))]
 pub struct NewWebhook {
     /// `http` or `https`, at most 2048 characters; must resolve to public addresses.
-    #[schema(max_length = 2048)]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^https?://[a-z0-9]+(\.[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[!-~]*)?$"
+    )]
     pub url: String,
     /// The events to hear of (at least one).
     #[schema(min_items = 1)]

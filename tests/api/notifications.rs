@@ -973,7 +973,7 @@ async fn web_push_reaches_a_subscribed_browser_encrypted_and_a_gone_subscription
             json!({"endpoint": format!("{}/x", service.base), "keys": {"p256dh": "AAAA", "auth": "AAAA"}}),
         )
         .await;
-    assert_problem(bad, 422, "validation_failed").await;
+    assert_problem(bad, 422, "invalid_push_keys").await;
 
     let product = seed_product(&app, &vendor, CategoryId::new(), "Tea", 300).await;
     stock_product(&app, &product, 5).await;
