@@ -8,13 +8,15 @@ the CLI, seeds a store through the API (seed.py), then 30 customers each buy one
 the store accepts two orders in three and declines the third. Halfway through the store's
 answers the node is killed with SIGKILL and started again on the same data directory. Then,
 from the public API and the sink alone, it checks that every message the README promises
-arrived exactly once:
+arrived:
 
   - each customer: the payment receipt; for a declined order the "declined" email and the
     refund receipt; in-app: paid, and accepted or declined, once each;
   - the store's owner: "New order" for every order, "Refund on order" for each declined one.
 
-Exits non-zero, naming every missing or repeated message."""
+A message may arrive twice only when the node died after the mail server took it and before
+it recorded that: then the repeat carries the same Message-ID. Exits non-zero, naming every
+missing message and every repeat that is not such a one."""
 
 import collections
 import email
@@ -214,7 +216,16 @@ def main(binary, work):
         received = sink.received()
         got = collections.Counter((to, subject) for to, subject, _ in received)
         problems = [f"missing: {k}" for k in expected if got[k] < expected[k]]
-        problems += [f"{got[k]} times: {k}" for k in got if got[k] > 1]
+        # A message may arrive twice only as the README says: sent again after the crash with
+        # the same Message-ID (the provider took it, the node died before recording that). A
+        # repeat with another id would be a second message, which is a bug.
+        ids = collections.defaultdict(set)
+        for to, subject, message_id in received:
+            ids[(to, subject)].add(message_id)
+        repeats = [k for k in got if got[k] > 1]
+        problems += [f"{got[k]} times with {len(ids[k])} Message-IDs: {k}" for k in repeats if len(ids[k]) > 1 or got[k] > 2]
+        if repeats:
+            print(f"notifications: {len(repeats)} message(s) repeated across the crash, each with its own Message-ID once", file=sys.stderr)
         problems += [f"unexpected: {k}" for k in got if k[0] in {owner} | {c['email'].lower() for c in customers} and k not in expected]
 
         feeds_checked = 0

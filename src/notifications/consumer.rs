@@ -130,16 +130,12 @@ impl Notifications {
             }
             if stopped || notes.len() < PAGE {
                 cursor.lease_until = Utc::now() + lease;
-                if let Some(v) = inner
+                let kept = inner
                     .journal
                     .save_cursor(CONSUMER, version, &cursor)
                     .await?
-                {
-                    *inner.lease.lock() = Some(cursor.lease_until);
-                    let _ = v;
-                } else {
-                    *inner.lease.lock() = None;
-                }
+                    .is_some();
+                *inner.lease.lock() = kept.then_some(cursor.lease_until);
                 return Ok(derived);
             }
         }
