@@ -195,6 +195,9 @@ impl Application {
             node,
             metrics: metrics.clone(),
             allow_private_webhooks: settings.webhook_allow_private,
+            handed: crate::notifications::handed::HandedLog::open(
+                &settings.data_dir.join("notifications/handed.log"),
+            )?,
             vapid: crate::notifications::push::Vapid::from_seed(
                 secrets.derive("vapid-p256"),
                 &vapid_subject(&settings.mail_from),

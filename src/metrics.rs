@@ -121,7 +121,7 @@ impl Metrics {
         let notifications = Family::<NotificationLabels, Counter>::default();
         registry.register(
             "notifications",
-            "Notifications by medium and outcome (written in-app; sent, retried, dead, skipped)",
+            "Notifications by medium and outcome (written in-app; sent, retried, dead, skipped; recovered: taken by the provider before a restart)",
             notifications.clone(),
         );
         let notification_events = Counter::default();

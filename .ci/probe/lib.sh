@@ -8,6 +8,8 @@ REPO_DIR="$(cd "$PROBE_DIR/../.." && pwd)"
 SCHEMATHESIS_VERSION=4.32.5
 OPENAPI_PYTHON_CLIENT_VERSION=0.29.1
 AIOSMTPD_VERSION=1.4.6
+WEBSOCKETS_VERSION=17.4
+CRYPTOGRAPHY_VERSION=48.0.0
 
 log() { printf '[probe %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 

@@ -309,8 +309,7 @@ pub async fn create(deps: &OrderDeps, record: OrderRecord) -> StoreResult<Versio
         kind: OrderEventKind::Created,
         status_after: OrderStatus::PendingPayment,
     };
-    let customer = Some(record.order.customer_id);
-    let event = match deps.repo.append_event_of(id, customer, &event).await? {
+    let event = match deps.repo.append_event_to(&record, &event).await? {
         Ok(()) => event,
         // An earlier attempt got this far: keep its event.
         Err(Some(earlier)) if earlier.kind == OrderEventKind::Created => earlier,
@@ -487,8 +486,7 @@ async fn execute(
             kind,
             status_after,
         };
-        let customer = Some(current.value.order.customer_id);
-        match deps.repo.append_event_of(id, customer, &event).await {
+        match deps.repo.append_event_to(&current.value, &event).await {
             Ok(Ok(())) => {}
             // The log is ahead of what this actor knew: reload and decide again.
             Ok(Err(_)) => continue,

@@ -316,6 +316,42 @@ pub struct OutboxMessage {
     pub endpoint: Option<Uuid>,
 }
 
+/// What a new message is about: the order event, and who hears of it on which medium.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageOf {
+    pub id: Uuid,
+    pub medium: Medium,
+    pub recipient: UserId,
+    pub audience: Audience,
+    pub event: NotificationEvent,
+    pub order_id: OrderId,
+    pub order_seq: u64,
+    /// The push subscription or webhook endpoint it goes to.
+    pub endpoint: Option<Uuid>,
+}
+
+impl OutboxMessage {
+    /// A message due at once, not yet attempted.
+    pub fn pending(of: MessageOf, now: DateTime<Utc>) -> Self {
+        OutboxMessage {
+            id: of.id,
+            medium: of.medium,
+            recipient: of.recipient,
+            audience: of.audience,
+            event: of.event,
+            order_id: of.order_id,
+            order_seq: of.order_seq,
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_at: now,
+            last_error: None,
+            created_at: now,
+            done_at: None,
+            endpoint: of.endpoint,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

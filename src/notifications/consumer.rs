@@ -20,13 +20,13 @@ use crate::domain::account::User;
 use crate::domain::catalog::Vendor;
 use crate::domain::ids::UserId;
 use crate::domain::notification::{
-    Audience, DeliveryState, FeedItem, Medium, OutboxMessage, audiences, event_of, notification_id,
+    Audience, FeedItem, Medium, MessageOf, OutboxMessage, audiences, event_of, notification_id,
     push_id, wants,
 };
 use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
 use crate::domain::webhook::{WebhookScope, delivery_id};
 use crate::store::StoreResult;
-use crate::store::journal::{ConsumerCursor, JournalNote, Position};
+use crate::store::journal::{AtEvent, ConsumerCursor, JournalNote, Position};
 
 /// The consumer's name (its cursor row).
 pub const CONSUMER: &str = "notifications";
@@ -73,23 +73,32 @@ impl Notifications {
         }
         let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
         let mut derived = 0;
+        // A lease of this node's with more than half to run is not renewed before reading: an
+        // idle round writes nothing.
+        let mut renew = cursor.holder != inner.node || cursor.lease_until - now < lease / 2;
+        if !renew {
+            *inner.lease.lock() = Some(cursor.lease_until);
+        }
         loop {
-            cursor.holder = inner.node;
-            cursor.lease_until = Utc::now() + lease;
-            match inner
-                .journal
-                .save_cursor(CONSUMER, version, &cursor)
-                .await?
-            {
-                Some(v) => {
-                    version = v;
-                    *inner.lease.lock() = Some(cursor.lease_until);
-                }
-                None => {
-                    *inner.lease.lock() = None;
-                    return Ok(derived);
+            if renew {
+                cursor.holder = inner.node;
+                cursor.lease_until = Utc::now() + lease;
+                match inner
+                    .journal
+                    .save_cursor(CONSUMER, version, &cursor)
+                    .await?
+                {
+                    Some(v) => {
+                        version = v;
+                        *inner.lease.lock() = Some(cursor.lease_until);
+                    }
+                    None => {
+                        *inner.lease.lock() = None;
+                        return Ok(derived);
+                    }
                 }
             }
+            renew = true;
             let until =
                 Utc::now().timestamp_millis() - crate::store::journal::SETTLE.as_millis() as i64;
             let (notes, end) = inner.journal.read(&cursor.position, until, PAGE).await?;
@@ -165,12 +174,13 @@ impl Notifications {
         };
         let record = record.value;
         // The row follows its log within moments; until it has caught up with this event it
-        // may not name everyone concerned (the payment, the courier).
+        // may not name everyone concerned (the payment, the courier), nor the refunds.
         if record.seq < event.seq
             && let Derived::NotYet = missing()
         {
             return Ok(Derived::NotYet);
         }
+        let then = parties_then(note, &record, &event);
         // The store is read once, and only when someone is told something.
         let mut store: Option<Option<Vendor>> = None;
         for &audience in audiences(kind) {
@@ -178,7 +188,7 @@ impl Notifications {
                 store = Some(self.store_of(&record).await?);
             }
             let owner = store.as_ref().and_then(|s| s.as_ref().map(|s| s.owner));
-            let Some(recipient) = recipient(audience, &record, &event, owner) else {
+            let Some(recipient) = recipient(audience, &record, then, owner) else {
                 continue;
             };
             let Some(user) = inner.users.get(recipient).await?.map(|u| u.value) else {
@@ -245,7 +255,7 @@ impl Notifications {
                 })
                 .collect::<Vec<_>>();
             for (medium, id, endpoint) in targets {
-                let message = OutboxMessage {
+                let of = MessageOf {
                     id,
                     medium,
                     recipient: user.id,
@@ -253,31 +263,29 @@ impl Notifications {
                     event: kind,
                     order_id: record.id(),
                     order_seq: event.seq,
-                    state: DeliveryState::Pending,
-                    attempts: 0,
-                    next_at: now,
-                    last_error: None,
-                    created_at: now,
-                    done_at: None,
                     endpoint,
                 };
-                inner.outbox.enqueue(&message).await?;
+                inner
+                    .outbox
+                    .enqueue(&OutboxMessage::pending(of, now))
+                    .await?;
             }
         }
-        self.derive_webhooks(kind, &record, &event).await?;
+        self.derive_webhooks(kind, &record, &event, then.paid)
+            .await?;
         Ok(Derived::Done)
     }
 
     /// One delivery per endpoint that asked for this event: the store's own endpoints once the
-    /// order was paid, the platform's always.
+    /// order was `paid`, the platform's always.
     async fn derive_webhooks(
         &self,
         kind: crate::domain::account::NotificationEvent,
         record: &OrderRecord,
         event: &OrderEvent,
+        paid: bool,
     ) -> StoreResult<()> {
         let inner = &self.inner;
-        let paid = record.paid_at.is_some() || event.kind == OrderEventKind::Paid;
         let now = inner.clock.now();
         for endpoint in inner.webhooks.for_vendor(record.order.vendor_id).await? {
             let store_scoped = matches!(endpoint.scope, WebhookScope::Store { .. });
@@ -289,7 +297,7 @@ impl Notifications {
             } else {
                 Audience::Customer
             };
-            let message = OutboxMessage {
+            let of = MessageOf {
                 id: delivery_id(record.id(), event.seq, endpoint.id),
                 medium: Medium::Webhook,
                 recipient: endpoint.owner,
@@ -297,14 +305,9 @@ impl Notifications {
                 event: kind,
                 order_id: record.id(),
                 order_seq: event.seq,
-                state: DeliveryState::Pending,
-                attempts: 0,
-                next_at: now,
-                last_error: None,
-                created_at: now,
-                done_at: None,
                 endpoint: Some(endpoint.id),
             };
+            let message = OutboxMessage::pending(of, now);
             inner.outbox.enqueue(&message).await?;
             // Keyed by the event's time, so a second derivation meets the same row.
             inner
@@ -406,17 +409,24 @@ impl Notifications {
 fn recipient(
     audience: Audience,
     record: &OrderRecord,
-    event: &OrderEvent,
+    then: AtEvent,
     store_owner: Option<UserId>,
 ) -> Option<UserId> {
     match audience {
         Audience::Customer => Some(record.order.customer_id),
-        Audience::Store => {
-            store_owner.filter(|_| record.paid_at.is_some() || event.kind == OrderEventKind::Paid)
-        }
-        Audience::Courier => match &event.kind {
+        Audience::Store => store_owner.filter(|_| then.paid),
+        Audience::Courier => then.courier,
+    }
+}
+
+/// The order's parties as of the event: as its writer noted them, or (a note of a writer that
+/// did not) as the order's row has them now.
+fn parties_then(note: &JournalNote, record: &OrderRecord, event: &OrderEvent) -> AtEvent {
+    note.then.unwrap_or_else(|| AtEvent {
+        paid: record.paid_at.is_some() || event.kind == OrderEventKind::Paid,
+        courier: match &event.kind {
             OrderEventKind::CourierAssigned { courier } => Some(*courier),
             _ => record.courier_id,
         },
-    }
+    })
 }

@@ -13,11 +13,14 @@
 //! the outbox and the feed are written insert-if-absent under that id, so a consumer that
 //! reads an event twice (after a crash, or on a second node) writes nothing twice. One node at
 //! a time holds the consumer's lease and is the only one that consumes and sends; a node that
-//! dies hands over when its lease runs out. A message whose provider accepted it just before a
-//! crash, and whose outcome was not yet recorded, is sent again with the same id (email's
-//! `Message-ID`), which is the one case a receiver may see twice.
+//! dies hands over when its lease runs out. A message a provider took is noted at once in a
+//! node-local file ([`handed`]), so a process that dies before recording the outcome in the
+//! store does not send it again after its restart; one whose provider took it in the instant
+//! before the crash, or whose node is lost and replaced, is sent again with the same id
+//! (email's `Message-ID`), which is the one case a receiver may see twice.
 
 pub mod consumer;
+pub mod handed;
 pub mod push;
 pub mod sender;
 pub mod templates;
@@ -61,6 +64,8 @@ pub struct NotificationsParts {
     pub allow_private_webhooks: bool,
     /// The server's Web Push (VAPID) key.
     pub vapid: push::Vapid,
+    /// What providers took, noted on this node's disk (survives a crash of the process).
+    pub handed: handed::HandedLog,
 }
 
 /// The notification service.
@@ -87,6 +92,7 @@ struct Inner {
     metrics: crate::metrics::Metrics,
     allow_private_webhooks: bool,
     vapid: push::Vapid,
+    handed: handed::HandedLog,
     /// Until when this node holds the consumer's lease (as far as it knows).
     lease: Mutex<Option<DateTime<Utc>>>,
 }
@@ -123,6 +129,7 @@ impl Notifications {
                 metrics: parts.metrics,
                 allow_private_webhooks: parts.allow_private_webhooks,
                 vapid: parts.vapid,
+                handed: parts.handed,
                 lease: Mutex::new(None),
             }),
         }

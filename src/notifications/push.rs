@@ -184,6 +184,9 @@ impl Notifications {
             .header("content-encoding", "aes128gcm")
             .header("content-type", "application/octet-stream")
             .header("urgency", "normal")
+            // RFC 8030 §5.4: a message sent again (a crash before its outcome was recorded)
+            // replaces the first while the push service still holds it.
+            .header("topic", URL_SAFE_NO_PAD.encode(message.id.as_bytes()))
             .header("authorization", authorization)
             .body(encrypted)
             .send()

@@ -83,9 +83,22 @@ impl Notifications {
         if row.value.next_at > now || !self.leads() {
             return Ok(());
         }
-        let outcome = self.attempt(&row.value).await?;
+        let handed_before = inner.handed.was_handed(id);
+        let outcome = if handed_before {
+            // A provider took it before this process (or its record) died: never again.
+            tracing::info!(notification = %id, medium = row.value.medium.as_str(),
+                "handed to its provider before a restart; recorded as sent, not sent again");
+            Attempt::Sent
+        } else {
+            let outcome = self.attempt(&row.value).await?;
+            if let Attempt::Sent = outcome {
+                inner.handed.handed(id);
+            }
+            outcome
+        };
         let message = outcome_of(&row, outcome, now);
         let counted = match message.state {
+            DeliveryState::Sent if handed_before => "recovered",
             DeliveryState::Sent => "sent",
             DeliveryState::Pending => "retried",
             DeliveryState::Dead => "dead",
@@ -107,6 +120,7 @@ impl Notifications {
             _ => {}
         }
         inner.outbox.record(row.version, &message).await?;
+        inner.handed.recorded(id);
         Ok(())
     }
 

@@ -55,6 +55,21 @@ pub struct JournalNote {
     /// The order's customer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<UserId>,
+    /// Who else the event concerned when it happened; none from writers that did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub then: Option<AtEvent>,
+}
+
+/// An order's parties as of one event, with the event applied: whether the order was paid
+/// (its store hears of it from then on) and its courier. Recipients are those of the event's
+/// moment, not of the moment a consumer reads it: an order made ready before its courier was
+/// assigned is not the courier's news.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AtEvent {
+    #[serde(default)]
+    pub paid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub courier: Option<UserId>,
 }
 
 impl JournalNote {
@@ -124,6 +139,7 @@ impl Journal {
         &self,
         order: OrderId,
         customer: Option<UserId>,
+        then: AtEvent,
         event: &OrderEvent,
     ) -> StoreResult<()> {
         self.note_at(JournalNote {
@@ -133,6 +149,7 @@ impl Journal {
             described: true,
             event: event_of(&event.kind),
             customer,
+            then: Some(then),
         })
         .await
     }
@@ -253,6 +270,7 @@ mod tests {
             described: false,
             event: None,
             customer: None,
+            then: None,
         })
         .collect();
         // Written out of order: the journal orders them.

@@ -14,12 +14,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::id_key;
-use super::journal::Journal;
+use super::journal::{AtEvent, Journal};
 use super::seq_key;
 use super::typed::{Rows, Versioned};
 use super::{Key, MAX_PAGE, ScanRange, SharedStore, StoreError, StoreResult, Table, Version};
 use crate::domain::ids::{OrderId, UserId, VendorId};
-use crate::domain::order::{Order, OrderEvent, OrderRecord};
+use crate::domain::order::{Order, OrderEvent, OrderEventKind, OrderRecord};
 
 /// How many attempts a roll-forward makes when other writers keep moving the row.
 const RECOVER_ATTEMPTS: usize = 16;
@@ -125,17 +125,37 @@ impl OrderRepo {
         id: OrderId,
         event: &OrderEvent,
     ) -> StoreResult<Result<(), Option<OrderEvent>>> {
-        self.append_event_of(id, None, event).await
+        self.journal
+            .note(id, None, AtEvent::default(), event)
+            .await?;
+        self.append(id, event).await
     }
 
-    /// [`append_event`](Self::append_event), with the order's customer in the journal's note.
-    pub async fn append_event_of(
+    /// [`append_event`](Self::append_event) of the event that follows `before` (the order's
+    /// row as it was), with the order's parties in the journal's note.
+    pub async fn append_event_to(
         &self,
-        id: OrderId,
-        customer: Option<UserId>,
+        before: &OrderRecord,
         event: &OrderEvent,
     ) -> StoreResult<Result<(), Option<OrderEvent>>> {
-        self.journal.note(id, customer, event).await?;
+        let then = AtEvent {
+            paid: before.paid_at.is_some() || event.kind == OrderEventKind::Paid,
+            courier: match &event.kind {
+                OrderEventKind::CourierAssigned { courier } => Some(*courier),
+                _ => before.courier_id,
+            },
+        };
+        let id = before.id();
+        let customer = Some(before.order.customer_id);
+        self.journal.note(id, customer, then, event).await?;
+        self.append(id, event).await
+    }
+
+    async fn append(
+        &self,
+        id: OrderId,
+        event: &OrderEvent,
+    ) -> StoreResult<Result<(), Option<OrderEvent>>> {
         let key = Key::new(id.to_string(), seq_key(event.seq));
         Ok(match self.events.insert(&key, event).await? {
             Ok(_) => Ok(()),
