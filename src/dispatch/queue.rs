@@ -46,6 +46,7 @@ impl DispatchQueue {
                 since: now,
                 attempts: 0,
                 declined: Vec::new(),
+                last_declined_at: None,
                 state: DispatchState::Waiting { next_at: now },
             };
             // Losing to another enqueue of the same order is the same outcome.

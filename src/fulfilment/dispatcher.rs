@@ -304,9 +304,21 @@ impl Dispatcher {
         let attempts = row.value.attempts + 1;
         let Some(candidate) = chosen else {
             let next_at = now + backoff(attempts);
+            // Nobody else: those who declined a while ago are asked again from the next round.
+            let again = row.value.asks_everyone_again(now);
             let waiting = DispatchRecord {
                 attempts,
                 state: DispatchState::Waiting { next_at },
+                declined: if again {
+                    Vec::new()
+                } else {
+                    row.value.declined
+                },
+                last_declined_at: if again {
+                    None
+                } else {
+                    row.value.last_declined_at
+                },
                 ..row.value
             };
             // A conflict means another node moved the order on: nothing to do.

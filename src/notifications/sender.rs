@@ -30,7 +30,7 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Messages taken per round, and sent at once.
 const BATCH: usize = 512;
-const CONCURRENCY: usize = 64;
+const CONCURRENCY: usize = 128;
 
 /// The delay before attempt `attempts + 1`: doubling from [`FIRST_BACKOFF`], capped, and
 /// drawn between half and all of it so that retries of many messages spread out.

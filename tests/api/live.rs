@@ -295,6 +295,34 @@ fn route_start(app: &TestApp) -> DateTime<Utc> {
     app.clock.now() - chrono::Duration::seconds(60)
 }
 
+#[actix_web::test]
+async fn a_courier_who_declined_is_offered_the_order_again_once_nobody_else_can_take_it() {
+    // Arrange: one courier near, who turns the order down.
+    let app = spawn_app().await;
+    let shop = shop(&app, "Second Chance").await;
+    let (_, customer) = user_token(&app, Role::Customer);
+    let order = paid_order(&app, &shop, &customer).await;
+    let near = moved(shop.vendor.location, 0.0, -200.0);
+    let mut courier = Courier::online(&app, near, route_start(&app)).await;
+    vendor_step(&app, &shop, &order, "accept").await;
+    let offer = courier.ws.expect_type("offer", WAIT).await;
+    courier.answer_offer(&offer, false).await;
+
+    // Act + assert: not asked again at once; two minutes on, with nobody else, asked again.
+    courier.ws.assert_no_frame_of_type("offer", QUIET).await;
+    app.clock.advance(Duration::from_secs(121));
+    let now = app.clock.now();
+    courier.report(near, now, 0.0, 0.0).await;
+    let again = courier
+        .ws
+        .expect_type("offer", Duration::from_secs(40))
+        .await;
+    assert_eq!(again["order_id"], order.as_str(), "{again}");
+    assert_ne!(again["offer_id"], offer["offer_id"], "{again}");
+    let assignment = courier.answer_offer(&again, true).await;
+    assert_eq!(assignment["order_id"], order.as_str(), "{assignment}");
+}
+
 /// A paid order, accepted by its vendor and assigned to `courier`, the only one online.
 async fn assigned(app: &TestApp, shop: &Shop, customer: &str, courier: &mut Courier) -> String {
     let order = paid_order(app, shop, customer).await;
