@@ -11,6 +11,7 @@ pub mod geo;
 pub mod identity;
 pub mod ids;
 pub mod inventory;
+pub mod ledger;
 pub mod money;
 pub mod notification;
 pub mod order;
