@@ -3,15 +3,18 @@
 //!
 //! A message's outcome is recorded in the store by group commit, which under load takes a
 //! while; a process that dies in between would send the message again after its restart. So
-//! the sender first appends the id to a node-local file (one `write`, no sync: the page cache
-//! outlives the process) and only then records the outcome. A restarted node reads the file,
-//! and a message it names is recorded as sent instead of being sent again. What remains is a
+//! the sender first appends the id, with the version of the message's row it sent from, to a
+//! node-local file (one `write`, no sync: the page cache outlives the process) and only then
+//! records the outcome. A restarted node reads the file, and a message it names whose row is
+//! still at that version is recorded as sent instead of being sent again (a row that moved on,
+//! say a delivery an admin asked to send again, is sent). What remains is a
 //! crash between the provider's acceptance and this process reading its answer, a power loss
 //! (the file is not synced), or another node taking over: then the message goes again with
 //! the same id, the one documented repeat.
 //!
 //! Ids leave the log once their outcome is in the store; the file is rewritten with what is
-//! left when it has grown past [`REWRITE_AFTER`] lines. Each line is `{id} {unix seconds}`, and
+//! left when it has grown past [`REWRITE_AFTER`] lines. Each line is `{id} {unix seconds}
+//! {row version}`, and
 //! lines older than a day are not read back (their outcome is long recorded).
 
 use std::collections::HashMap;
@@ -21,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use uuid::Uuid;
+
+use crate::store::Version;
 
 /// Lines appended before the file is rewritten with the ids still unrecorded.
 const REWRITE_AFTER: usize = 50_000;
@@ -35,8 +40,8 @@ pub struct HandedLog {
 
 struct State {
     file: Option<File>,
-    /// Id → when it was handed over (unix seconds).
-    unrecorded: HashMap<Uuid, i64>,
+    /// Id → when it was handed over (unix seconds) and the version of the row it was sent from.
+    unrecorded: HashMap<Uuid, (i64, Version)>,
     lines: usize,
 }
 
@@ -58,10 +63,11 @@ impl HandedLog {
                     // A line cut short by the crash is no id.
                     let id = fields.next().and_then(|f| Uuid::parse_str(f).ok());
                     let at = fields.next().and_then(|f| f.parse::<i64>().ok());
-                    if let (Some(id), Some(at)) = (id, at)
+                    let version = fields.next().and_then(|f| f.parse::<Version>().ok());
+                    if let (Some(id), Some(at), Some(version)) = (id, at, version)
                         && at >= since
                     {
-                        unrecorded.insert(id, at);
+                        unrecorded.insert(id, (at, version));
                     }
                 }
             }
@@ -95,19 +101,25 @@ impl HandedLog {
         }
     }
 
-    /// Whether a provider took this message and its outcome may not be recorded.
-    pub fn was_handed(&self, id: Uuid) -> bool {
-        self.state.lock().unrecorded.contains_key(&id)
+    /// Whether a provider took this message, sent from its row at `version`, and that row has
+    /// not moved on since.
+    pub fn was_handed(&self, id: Uuid, version: Version) -> bool {
+        self.state
+            .lock()
+            .unrecorded
+            .get(&id)
+            .is_some_and(|&(_, sent_from)| sent_from == version)
     }
 
     /// Notes that a provider took the message. A failure to write is logged: the message is
     /// then only as safe as before (sent again if the process dies before recording).
-    pub fn handed(&self, id: Uuid) {
+    pub fn handed(&self, id: Uuid, version: Version) {
         let at = now_secs();
         let mut state = self.state.lock();
-        state.unrecorded.insert(id, at);
+        state.unrecorded.insert(id, (at, version));
         if let Some(file) = state.file.as_mut() {
-            if let Err(e) = file.write_all(format!("{} {at}\n", id.simple()).as_bytes()) {
+            let line = format!("{} {at} {version}\n", id.simple());
+            if let Err(e) = file.write_all(line.as_bytes()) {
                 tracing::warn!(error = %e, "the hand-over log cannot be written");
             }
             state.lines += 1;
@@ -134,12 +146,12 @@ impl HandedLog {
 }
 
 /// Writes `ids` to a new file and renames it over the log; the new file, open to append.
-fn rewrite(path: &Path, ids: &HashMap<Uuid, i64>) -> io::Result<File> {
+fn rewrite(path: &Path, ids: &HashMap<Uuid, (i64, Version)>) -> io::Result<File> {
     let fresh = path.with_extension("new");
     let since = now_secs() - FORGET_AFTER_SECS;
     let mut text = String::with_capacity(ids.len() * 45);
-    for (id, at) in ids.iter().filter(|&(_, &at)| at >= since) {
-        text.push_str(&format!("{} {at}\n", id.simple()));
+    for (id, (at, version)) in ids.iter().filter(|&(_, &(at, _))| at >= since) {
+        text.push_str(&format!("{} {at} {version}\n", id.simple()));
     }
     std::fs::write(&fresh, text)?;
     std::fs::rename(&fresh, path)?;
@@ -161,24 +173,26 @@ mod tests {
         let (sent, recorded) = (Uuid::new_v4(), Uuid::new_v4());
         {
             let log = HandedLog::open(&path).unwrap();
-            log.handed(sent);
-            log.handed(recorded);
+            log.handed(sent, 3);
+            log.handed(recorded, 1);
             log.recorded(recorded);
-            assert!(log.was_handed(sent) && !log.was_handed(recorded));
+            assert!(log.was_handed(sent, 3) && !log.was_handed(recorded, 1));
             // The process dies here: nothing is flushed or synced on purpose.
         }
         let mut torn = OpenOptions::new().append(true).open(&path).unwrap();
         let old = Uuid::new_v4();
         let day_ago = now_secs() - FORGET_AFTER_SECS - 1;
-        torn.write_all(format!("{} {day_ago}\n0123abc", old.simple()).as_bytes())
+        torn.write_all(format!("{} {day_ago} 1\n0123abc", old.simple()).as_bytes())
             .unwrap();
         let again = HandedLog::open(&path).unwrap();
-        assert!(again.was_handed(sent));
-        // Recorded in the store before the crash, but the file still names it: harmless, the
-        // sender finds its row done and never asks.
-        assert!(again.was_handed(recorded));
-        assert!(!again.was_handed(Uuid::new_v4()));
-        assert!(!again.was_handed(old), "a day-old line is forgotten");
+        assert!(again.was_handed(sent, 3));
+        // Its row moved on since (sent again on request): it goes.
+        assert!(!again.was_handed(sent, 4));
+        // Recorded in the store before the crash, but the file still names it: its row has
+        // moved on too.
+        assert!(!again.was_handed(recorded, 2));
+        assert!(!again.was_handed(Uuid::new_v4(), 1));
+        assert!(!again.was_handed(old, 1), "a day-old line is forgotten");
     }
 
     #[test]
@@ -187,14 +201,14 @@ mod tests {
         let path = dir.path().join("handed.log");
         let log = HandedLog::open(&path).unwrap();
         let kept = Uuid::new_v4();
-        log.handed(kept);
+        log.handed(kept, 7);
         for _ in 0..REWRITE_AFTER {
             let id = Uuid::new_v4();
-            log.handed(id);
+            log.handed(id, 1);
             log.recorded(id);
         }
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines < 10, "{lines} lines left");
-        assert!(HandedLog::open(&path).unwrap().was_handed(kept));
+        assert!(HandedLog::open(&path).unwrap().was_handed(kept, 7));
     }
 }

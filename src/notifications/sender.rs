@@ -83,7 +83,7 @@ impl Notifications {
         if row.value.next_at > now || !self.leads() {
             return Ok(());
         }
-        let handed_before = inner.handed.was_handed(id);
+        let handed_before = inner.handed.was_handed(id, row.version);
         let outcome = if handed_before {
             // A provider took it before this process (or its record) died: never again.
             tracing::info!(notification = %id, medium = row.value.medium.as_str(),
@@ -92,7 +92,7 @@ impl Notifications {
         } else {
             let outcome = self.attempt(&row.value).await?;
             if let Attempt::Sent = outcome {
-                inner.handed.handed(id);
+                inner.handed.handed(id, row.version);
             }
             outcome
         };
