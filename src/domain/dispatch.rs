@@ -60,12 +60,11 @@ impl DispatchRecord {
     }
 
     /// Whether an order that found nobody should forget who declined it: someone did, and
-    /// the last of them [`ASK_AGAIN_AFTER`] ago or longer.
+    /// the last of them [`ASK_AGAIN_AFTER`] ago or longer (a row written without the time, by
+    /// an older node, counts from when the order started waiting).
     pub fn asks_everyone_again(&self, now: DateTime<Utc>) -> bool {
         !self.declined.is_empty()
-            && self
-                .last_declined_at
-                .is_none_or(|at| now - at >= ASK_AGAIN_AFTER)
+            && now - self.last_declined_at.unwrap_or(self.since) >= ASK_AGAIN_AFTER
     }
 }
 

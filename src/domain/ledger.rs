@@ -125,45 +125,54 @@ impl Shares {
         }
     }
 
-    /// What of these shares `refunded` (of their total) takes back, proportionally: each
-    /// share's part rounded down, and what rounding leaves given to the shares with the
-    /// largest remainders (the first of equal ones). Computed on the cumulative amount, so
-    /// refunds that add up to the whole take back exactly every share:
-    /// `reversal(earlier + now) - reversal(earlier)` is the part of the refund `now`.
-    pub fn reversal(&self, refunded: i64) -> Shares {
-        let total = self.total();
-        if total <= 0 || refunded <= 0 {
+    /// The part of a refund of `now` that each share gives back, after `taken` was given back
+    /// by earlier refunds: `now` shared in proportion to what is left of each share, each part
+    /// rounded down and what rounding leaves given to the largest remainders (the first of
+    /// equal ones), never more than is left of a share. No part is negative, the parts add up
+    /// to `now` (capped at what is left), and refunds that add up to the payment give back
+    /// exactly every share.
+    pub fn refund_part(&self, taken: &Shares, now: i64) -> Shares {
+        let taken = taken.parts();
+        let left: [i64; 4] = std::array::from_fn(|i| (self.parts()[i] - taken[i]).max(0));
+        let total: i64 = left.iter().sum();
+        if total <= 0 || now <= 0 {
             return Shares::from_parts([0; 4]);
         }
-        let refunded = i128::from(refunded.min(total));
-        let total = i128::from(total);
-        let parts = self.parts();
-        let mut taken = [0i64; 4];
+        let now = i128::from(now.min(total));
+        let whole = i128::from(total);
+        let mut part = [0i64; 4];
         let mut remainders = [(0i128, 0usize); 4];
-        for (i, &share) in parts.iter().enumerate() {
-            let exact = i128::from(share) * refunded;
-            taken[i] = (exact / total) as i64;
-            remainders[i] = (exact % total, i);
+        for (i, &share) in left.iter().enumerate() {
+            let exact = i128::from(share) * now;
+            part[i] = (exact / whole) as i64;
+            remainders[i] = (exact % whole, i);
         }
-        let mut left = refunded as i64 - taken.iter().sum::<i64>();
+        let mut short = now as i64 - part.iter().sum::<i64>();
         remainders.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for &(_, i) in remainders.iter() {
-            if left == 0 {
+        for &(_, i) in remainders.iter().cycle().take(8) {
+            if short == 0 {
                 break;
             }
-            if taken[i] < parts[i] {
-                taken[i] += 1;
-                left -= 1;
+            if part[i] < left[i] {
+                part[i] += 1;
+                short -= 1;
             }
         }
-        Shares::from_parts(taken)
+        Shares::from_parts(part)
     }
 
-    /// The part of a refund of `now`, after `earlier` was refunded already.
-    pub fn refund_part(&self, earlier: i64, now: i64) -> Shares {
-        let before = self.reversal(earlier).parts();
-        let after = self.reversal(earlier.saturating_add(now)).parts();
-        Shares::from_parts(std::array::from_fn(|i| after[i] - before[i]))
+    /// What refunds of `amounts`, one after another, gave back in all.
+    pub fn given_back(&self, amounts: &[i64]) -> Shares {
+        amounts
+            .iter()
+            .fold(Shares::from_parts([0; 4]), |taken, &now| {
+                taken.plus(&self.refund_part(&taken, now))
+            })
+    }
+
+    fn plus(&self, other: &Shares) -> Shares {
+        let (a, b) = (self.parts(), other.parts());
+        Shares::from_parts(std::array::from_fn(|i| a[i] + b[i]))
     }
 
     /// The entries that book these shares of a payment received (`sign` 1), or take them
@@ -241,28 +250,34 @@ mod tests {
 
     #[test]
     fn refunds_in_any_steps_take_back_exactly_the_shares_and_never_more() {
-        let shares = Shares::of(12_345, 299, RATES);
-        let total = shares.total();
-        for steps in [
-            vec![total],
-            vec![1, 2, 3, total - 6],
-            vec![4_000, 4_000, 4_644],
-        ] {
-            let mut earlier = 0;
-            let mut back = [0i64; 4];
-            for now in steps {
-                let part = shares.refund_part(earlier, now);
-                assert_eq!(part.total(), now, "{part:?}");
-                for (i, p) in part.parts().iter().enumerate() {
-                    assert!(*p >= 0);
-                    back[i] += p;
+        // (1999 + 299 at these rates is [1699, 300, 239, 60]: rounding on the cumulative
+        // amount would make a refund of 1 after 19 give back -1 of one share.)
+        for (subtotal, fee) in [(1_999, 299), (12_345, 299), (1, 1), (10_000, 0)] {
+            let shares = Shares::of(subtotal, fee, RATES);
+            let total = shares.total();
+            let mut patterns = vec![vec![total], vec![19, 1, (total - 20).max(1)], vec![1; 40]];
+            patterns.push((0..total.min(2_000)).map(|i| 1 + i % 7).collect());
+            for steps in patterns {
+                let mut taken = Shares::from_parts([0; 4]);
+                let mut refunded = 0;
+                for now in steps {
+                    let part = shares.refund_part(&taken, now);
+                    assert!(part.parts().iter().all(|&p| p >= 0), "{part:?}");
+                    assert_eq!(part.total(), now.min(total - refunded), "{part:?}");
+                    refunded += part.total();
+                    taken = taken.plus(&part);
+                    for (t, s) in taken.parts().iter().zip(shares.parts()) {
+                        assert!(*t <= s);
+                    }
                 }
-                earlier += now;
+                if refunded == total {
+                    assert_eq!(taken, shares);
+                }
             }
-            assert_eq!(back, shares.parts());
+            // More than what was paid gives back no more than the shares.
+            assert_eq!(shares.given_back(&[total * 2]), shares);
+            assert_eq!(shares.given_back(&[total - 5, 5, 5]), shares);
         }
-        // More than what was paid takes back no more than the shares.
-        assert_eq!(shares.reversal(total * 2), shares);
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl Notifications {
         let mut derived = 0;
         // A lease of this node's with more than half to run is not renewed before reading: an
         // idle round writes nothing.
-        let mut renew = cursor.holder != inner.node || cursor.lease_until - now < lease / 2;
+        let mut renew = cursor.holder != inner.node || cursor.lease_until - Utc::now() < lease / 2;
         if !renew {
             *inner.lease.lock() = Some(cursor.lease_until);
         }
@@ -419,14 +419,25 @@ fn recipient(
     }
 }
 
-/// The order's parties as of the event: as its writer noted them, or (a note of a writer that
-/// did not) as the order's row has them now.
+/// The order's parties as of the event: as its writer noted them, when the note describes the
+/// event in the log; otherwise as the order's row has them now. (A writer that lost the race
+/// for the event's number left a note describing its own event, which is not the one in the
+/// log; notes of old writers describe nothing.)
 fn parties_then(note: &JournalNote, record: &OrderRecord, event: &OrderEvent) -> AtEvent {
-    note.then.unwrap_or_else(|| AtEvent {
-        paid: record.paid_at.is_some() || event.kind == OrderEventKind::Paid,
-        courier: match &event.kind {
-            OrderEventKind::CourierAssigned { courier } => Some(*courier),
-            _ => record.courier_id,
+    let assigned = match &event.kind {
+        OrderEventKind::CourierAssigned { courier } => Some(*courier),
+        _ => None,
+    };
+    let describes = |then: &AtEvent| {
+        note.event == event_of(&event.kind)
+            && assigned.is_none_or(|c| then.courier == Some(c))
+            && (event.kind != OrderEventKind::Paid || then.paid)
+    };
+    match note.then {
+        Some(then) if describes(&then) => then,
+        _ => AtEvent {
+            paid: record.paid_at.is_some() || event.kind == OrderEventKind::Paid,
+            courier: assigned.or(record.courier_id),
         },
-    })
+    }
 }

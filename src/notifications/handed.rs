@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead as _, BufReader, Write as _};
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -46,7 +46,9 @@ struct State {
 }
 
 impl HandedLog {
-    /// Opens (creating) the log at `path` and reads what an earlier process left in it.
+    /// Opens (creating) the log at `path` and reads what an earlier process left in it. A
+    /// log that cannot be read is left behind with a warning (the node starts, only as safe
+    /// as without it); one whose directory or file cannot be created is an error.
     pub fn open(path: &Path) -> io::Result<HandedLog> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -54,27 +56,32 @@ impl HandedLog {
         let mut unrecorded = HashMap::new();
         let mut lines = 0;
         let since = now_secs() - FORGET_AFTER_SECS;
-        match File::open(path) {
-            Ok(file) => {
-                for line in BufReader::new(file).lines() {
-                    lines += 1;
-                    let line = line?;
-                    let mut fields = line.split(' ');
-                    // A line cut short by the crash is no id.
-                    let id = fields.next().and_then(|f| Uuid::parse_str(f).ok());
-                    let at = fields.next().and_then(|f| f.parse::<i64>().ok());
-                    let version = fields.next().and_then(|f| f.parse::<Version>().ok());
-                    if let (Some(id), Some(at), Some(version)) = (id, at, version)
-                        && at >= since
-                    {
-                        unrecorded.insert(id, (at, version));
-                    }
-                }
+        let text = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::warn!(error = %e, "the hand-over log cannot be read; starting without it");
+                Vec::new()
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        };
+        for line in String::from_utf8_lossy(&text).lines() {
+            lines += 1;
+            let mut fields = line.split(' ');
+            // A line cut short by the crash is no id.
+            let id = fields.next().and_then(|f| Uuid::parse_str(f).ok());
+            let at = fields.next().and_then(|f| f.parse::<i64>().ok());
+            let version = fields.next().and_then(|f| f.parse::<Version>().ok());
+            if let (Some(id), Some(at), Some(version)) = (id, at, version)
+                && at >= since
+            {
+                unrecorded.insert(id, (at, version));
+            }
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+        if text.last().is_some_and(|&b| b != b'\n') {
+            // End the torn line, so the next one starts on its own.
+            file.write_all(b"\n")?;
+        }
         tracing::debug!(
             ids = unrecorded.len(),
             "hand-over log read (ids whose outcome may not be recorded)"
@@ -134,18 +141,19 @@ impl HandedLog {
         if state.lines >= REWRITE_AFTER
             && let Some(path) = &self.path
         {
+            // Either way the count starts again: a failing rewrite is tried again only after
+            // as many lines more.
+            state.lines = state.unrecorded.len();
             match rewrite(path, &state.unrecorded) {
-                Ok(file) => {
-                    state.lines = state.unrecorded.len();
-                    state.file = Some(file);
-                }
+                Ok(file) => state.file = Some(file),
                 Err(e) => tracing::warn!(error = %e, "the hand-over log cannot be rewritten"),
             }
         }
     }
 }
 
-/// Writes `ids` to a new file and renames it over the log; the new file, open to append.
+/// Writes `ids` to a new file and renames it over the log; the new file, open to append
+/// (opened before the rename, so a failure leaves the old log in use).
 fn rewrite(path: &Path, ids: &HashMap<Uuid, (i64, Version)>) -> io::Result<File> {
     let fresh = path.with_extension("new");
     let since = now_secs() - FORGET_AFTER_SECS;
@@ -154,8 +162,9 @@ fn rewrite(path: &Path, ids: &HashMap<Uuid, (i64, Version)>) -> io::Result<File>
         text.push_str(&format!("{} {at} {version}\n", id.simple()));
     }
     std::fs::write(&fresh, text)?;
+    let file = OpenOptions::new().append(true).open(&fresh)?;
     std::fs::rename(&fresh, path)?;
-    OpenOptions::new().append(true).open(path)
+    Ok(file)
 }
 
 fn now_secs() -> i64 {
@@ -185,6 +194,9 @@ mod tests {
         torn.write_all(format!("{} {day_ago} 1\n0123abc", old.simple()).as_bytes())
             .unwrap();
         let again = HandedLog::open(&path).unwrap();
+        let after_tear = Uuid::new_v4();
+        again.handed(after_tear, 1);
+        assert!(HandedLog::open(&path).unwrap().was_handed(after_tear, 1));
         assert!(again.was_handed(sent, 3));
         // Its row moved on since (sent again on request): it goes.
         assert!(!again.was_handed(sent, 4));

@@ -139,7 +139,7 @@ impl Journal {
         &self,
         order: OrderId,
         customer: Option<UserId>,
-        then: AtEvent,
+        then: Option<AtEvent>,
         event: &OrderEvent,
     ) -> StoreResult<()> {
         self.note_at(JournalNote {
@@ -149,7 +149,7 @@ impl Journal {
             described: true,
             event: event_of(&event.kind),
             customer,
-            then: Some(then),
+            then,
         })
         .await
     }

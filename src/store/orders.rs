@@ -125,9 +125,7 @@ impl OrderRepo {
         id: OrderId,
         event: &OrderEvent,
     ) -> StoreResult<Result<(), Option<OrderEvent>>> {
-        self.journal
-            .note(id, None, AtEvent::default(), event)
-            .await?;
+        self.journal.note(id, None, None, event).await?;
         self.append(id, event).await
     }
 
@@ -147,7 +145,7 @@ impl OrderRepo {
         };
         let id = before.id();
         let customer = Some(before.order.customer_id);
-        self.journal.note(id, customer, then, event).await?;
+        self.journal.note(id, customer, Some(then), event).await?;
         self.append(id, event).await
     }
 
