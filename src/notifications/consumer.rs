@@ -435,9 +435,6 @@ fn parties_then(note: &JournalNote, record: &OrderRecord, event: &OrderEvent) ->
     };
     match note.then {
         Some(then) if describes(&then) => then,
-        _ => AtEvent {
-            paid: record.paid_at.is_some() || event.kind == OrderEventKind::Paid,
-            courier: assigned.or(record.courier_id),
-        },
+        _ => AtEvent::after(record, event),
     }
 }

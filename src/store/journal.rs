@@ -27,7 +27,7 @@ use super::{Key, MAX_PAGE, ScanRange, SharedStore, StoreResult, Table, Version, 
 use crate::domain::account::NotificationEvent;
 use crate::domain::ids::{OrderId, UserId};
 use crate::domain::notification::event_of;
-use crate::domain::order::OrderEvent;
+use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
 
 const BUCKET_MS: i64 = 60_000;
 /// How long notes are kept: far longer than any consumer may lag.
@@ -70,6 +70,20 @@ pub struct AtEvent {
     pub paid: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub courier: Option<UserId>,
+}
+
+impl AtEvent {
+    /// The parties once `event` is applied to an order whose row is `record` (the row before
+    /// the event, or any row that has not dropped a payment or a courier since).
+    pub fn after(record: &OrderRecord, event: &OrderEvent) -> AtEvent {
+        AtEvent {
+            paid: record.paid_at.is_some() || event.kind == OrderEventKind::Paid,
+            courier: match &event.kind {
+                OrderEventKind::CourierAssigned { courier } => Some(*courier),
+                _ => record.courier_id,
+            },
+        }
+    }
 }
 
 impl JournalNote {

@@ -19,7 +19,7 @@ use super::seq_key;
 use super::typed::{Rows, Versioned};
 use super::{Key, MAX_PAGE, ScanRange, SharedStore, StoreError, StoreResult, Table, Version};
 use crate::domain::ids::{OrderId, UserId, VendorId};
-use crate::domain::order::{Order, OrderEvent, OrderEventKind, OrderRecord};
+use crate::domain::order::{Order, OrderEvent, OrderRecord};
 
 /// How many attempts a roll-forward makes when other writers keep moving the row.
 const RECOVER_ATTEMPTS: usize = 16;
@@ -136,13 +136,7 @@ impl OrderRepo {
         before: &OrderRecord,
         event: &OrderEvent,
     ) -> StoreResult<Result<(), Option<OrderEvent>>> {
-        let then = AtEvent {
-            paid: before.paid_at.is_some() || event.kind == OrderEventKind::Paid,
-            courier: match &event.kind {
-                OrderEventKind::CourierAssigned { courier } => Some(*courier),
-                _ => before.courier_id,
-            },
-        };
+        let then = AtEvent::after(before, event);
         let id = before.id();
         let customer = Some(before.order.customer_id);
         self.journal.note(id, customer, Some(then), event).await?;
