@@ -32,6 +32,7 @@ use crate::fulfilment::settlement::{self, Settlement};
 use crate::http;
 use crate::identity::tokens::AccessTokens;
 use crate::identity::{Delivery, Identity, IdentityParts};
+use crate::ledger::{Ledger, LedgerParts};
 use crate::media::Media;
 use crate::metrics::Metrics;
 use crate::notifications::templates::Templates;
@@ -203,15 +204,23 @@ impl Application {
                 &vapid_subject(&settings.mail_from),
             )?,
         });
-        let payments = build_payments(&settings, &store, clock)?;
+        let payments = build_payments(&settings, &store, clock.clone())?;
         let settlement = Settlement::new(payments.clone(), orders.clone(), Arc::clone(&store));
         payments.set_listener(settlement.listener());
+        let ledger = Ledger::new(LedgerParts {
+            store: Arc::clone(&store),
+            payments: payments.clone(),
+            settings: settings.ledger.clone(),
+            clock: clock.clone(),
+            node,
+        });
         let fulfilment = Fulfilment {
             checkout: Checkout::new(CheckoutParts {
                 carts: carts.clone(),
                 orders: orders.clone(),
                 catalog: catalog.clone(),
                 payments: payments.clone(),
+                ledger: ledger.clone(),
                 store: Arc::clone(&store),
                 hold_for: settings.order_payment_timeout,
             }),
@@ -243,12 +252,19 @@ impl Application {
             fulfilment,
             live,
             notifications,
+            ledger,
             closing: tokio::sync::broadcast::channel(1).0,
         });
         if settings.notifications {
             let node = Arc::downgrade(&state);
             live_tasks.extend(Notifications::start(move || {
                 node.upgrade().map(|s| s.notifications.clone())
+            }));
+        }
+        if settings.ledger.book {
+            let node = Arc::downgrade(&state);
+            live_tasks.push(Ledger::start(move || {
+                node.upgrade().map(|s| s.ledger.clone())
             }));
         }
         // The sweepers hold the node only during a round, so they end when the node is dropped.

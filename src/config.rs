@@ -161,6 +161,8 @@ pub struct Settings {
     pub notifications: bool,
     /// Whether webhook endpoints may resolve to private, loopback or reserved addresses.
     pub webhook_allow_private: bool,
+    /// The money ledger: default rates, hold period, payout schedule.
+    pub ledger: LedgerSettings,
     /// Stripe for payments; payments are simulated when unset.
     pub stripe: Option<StripeSettings>,
     /// Base URL of the site, for links in emails.
@@ -171,6 +173,21 @@ pub struct Settings {
     pub live: LiveSettings,
     /// Trusted proxies, for the client's address behind them.
     pub client_address: ClientAddressSettings,
+}
+
+/// The money ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    /// Whether this node books order events into the ledger and runs payouts (one node of
+    /// those that do holds the lease at a time).
+    pub book: bool,
+    /// Commission and courier-fee rates for stores without their own (until an admin sets
+    /// others; frozen on each order at checkout).
+    pub rates: crate::domain::ledger::Rates,
+    /// How long after a verified delivery its money becomes payable.
+    pub hold: Duration,
+    /// How often payouts run by themselves (zero: only when an admin runs them).
+    pub payout_every: Duration,
 }
 
 /// Couriers, dispatch and the WebSocket streams.
@@ -388,6 +405,27 @@ impl Settings {
             })?,
             smtp_url,
             notifications: env.parse_with("HEXMARKET_NOTIFICATIONS", "true", parse_bool)?,
+            ledger: LedgerSettings {
+                book: env.parse_with("HEXMARKET_LEDGER", "true", parse_bool)?,
+                rates: crate::domain::ledger::Rates {
+                    commission_bps: env.parse_num("HEXMARKET_COMMISSION_BPS", 1_500, 0..=10_000)?,
+                    courier_fee_bps: env.parse_num(
+                        "HEXMARKET_COURIER_FEE_BPS",
+                        8_000,
+                        0..=10_000,
+                    )?,
+                },
+                hold: Duration::from_secs(env.parse_num(
+                    "HEXMARKET_PAYOUT_HOLD_SECS",
+                    86_400,
+                    0..=90 * 86_400,
+                )?),
+                payout_every: Duration::from_secs(env.parse_num(
+                    "HEXMARKET_PAYOUT_EVERY_SECS",
+                    86_400,
+                    0..=90 * 86_400,
+                )?),
+            },
             webhook_allow_private: env.parse_with(
                 "HEXMARKET_WEBHOOK_ALLOW_PRIVATE",
                 "false",

@@ -22,6 +22,7 @@ pub mod fulfilment;
 pub mod http;
 pub mod idempotency;
 pub mod identity;
+pub mod ledger;
 pub mod mailbox_report;
 pub mod media;
 pub mod metrics;

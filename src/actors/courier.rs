@@ -31,8 +31,8 @@ use crate::clock::Clock;
 use crate::dispatch::board::Board;
 use crate::dispatch::index::CourierIndex;
 use crate::domain::courier::{
-    ARRIVED_AT_PICKUP_M, ARRIVING_M, CourierProfile, GpsPoint, RecentTrack, clean_batch,
-    eta_seconds, handoff_codes_match,
+    ARRIVED_AT_PICKUP_M, ARRIVING_M, CourierProfile, GpsPoint, RecentTrack, at_drop_off,
+    clean_batch, eta_seconds, handoff_codes_match,
 };
 use crate::domain::courier::{ActiveDelivery, CourierRecord};
 use crate::domain::geo::GeoPoint;
@@ -607,6 +607,7 @@ impl Handler<Delivered> for CourierActor {
                 CourierError::TooManyAttempts,
             ))));
         }
+        let at_drop_off = at_drop_off(self.record.value.position.as_ref(), delivery.dropoff);
         let orders = self.deps.orders.clone();
         let repo = self.deps.repo.clone();
         let board = self.deps.board.clone();
@@ -628,7 +629,7 @@ impl Handler<Delivered> for CourierActor {
                 let (saved, _) = save_or_reload(&repo, current, next).await;
                 return (saved, Err(CourierError::WrongCode));
             }
-            if let Err(e) = command(&orders, order, OrderCommand::Deliver).await {
+            if let Err(e) = command(&orders, order, OrderCommand::Deliver { at_drop_off }).await {
                 return (current, Err(e));
             }
             board.remove(order);

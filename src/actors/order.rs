@@ -298,6 +298,7 @@ pub async fn create(deps: &OrderDeps, record: OrderRecord) -> StoreResult<Versio
         delivery_address: record.delivery_address.clone(),
         totals: record.totals,
         payment_id: record.payment_id.clone(),
+        rates: record.rates,
         handoff_code: Some(crate::domain::courier::new_handoff_code()),
         ..OrderRecord::pending(record.order.clone(), expires_at)
     };

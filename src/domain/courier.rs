@@ -23,6 +23,18 @@ pub const FUTURE_TOLERANCE: Duration = Duration::seconds(30);
 pub const ARRIVED_AT_PICKUP_M: f64 = 75.0;
 /// Within this distance of the drop-off the customer is told the courier is arriving.
 pub const ARRIVING_M: f64 = 300.0;
+/// A handover within this distance of the drop-off (the fix's own accuracy, up to
+/// [`DROP_OFF_SLACK_M`], added) is a verified delivery: its money is released after the hold.
+pub const DROP_OFF_M: f64 = 100.0;
+/// The most of a fix's accuracy radius a handover's distance is forgiven.
+pub const DROP_OFF_SLACK_M: f64 = 50.0;
+
+/// Whether a courier last seen at `at` hands over inside the drop-off geofence.
+pub fn at_drop_off(at: Option<&GpsPoint>, dropoff: GeoPoint) -> bool {
+    at.is_some_and(|p| {
+        p.geo().distance_m(dropoff) <= DROP_OFF_M + p.accuracy_m.clamp(0.0, DROP_OFF_SLACK_M)
+    })
+}
 /// Slowest speed an ETA assumes, ≈ 9 km/h (slow urban cycling). A courier who has been standing
 /// still (at a light, at the counter) will move off again; dividing by their recent speed of
 /// nearly zero would promise an arrival hours away.

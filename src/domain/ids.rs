@@ -92,6 +92,14 @@ entity_id!(
     /// The payment of one checkout, at one provider.
     PaymentId
 );
+entity_id!(
+    /// One transfer of a store's or a courier's payable balance to them.
+    PayoutId
+);
+entity_id!(
+    /// One run of payouts (scheduled, or asked for by an admin).
+    PayoutRunId
+);
 
 /// An id derived from `seed` (the same seed, the same id), laid out as a version 7 UUID with
 /// the RFC 4122 variant like every other id. For things a retry must find again: the checkout

@@ -5,37 +5,352 @@
 //! Amounts are signed integers in minor units: a debit is positive, a credit negative, and
 //! the entries of a transaction sum to zero in every currency. The provider's clearing
 //! account holds what customers paid and the provider still has. A paid order debits it and
-//! credits the store's and the courier's payables and the platform's commission and
-//! delivery-fee income; a refund does the reverse.
+//! credits the store's *pending* balance, the courier fees held for whoever delivers, and the
+//! platform's commission and delivery-fee income. A verified delivery, once its hold period
+//! is over, moves the store's and the courier's part to their *payable* balances; a payout
+//! moves a payable balance out through the provider. A refund takes each share back in
+//! proportion, from pending or from payable depending on whether the order was released.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ids::{UserId, VendorId};
+use crate::domain::ids::{CheckoutId, OrderId, PayoutId, PayoutRunId, UserId, VendorId};
 use crate::domain::money::{Currency, Money};
 
 /// Basis points: 1/100 of a percent. 10,000 is the whole.
 pub const WHOLE_BPS: u32 = 10_000;
 
 /// A ledger account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LedgerAccount {
-    /// What customers paid that the payment provider holds for the platform.
+    /// What customers paid that the payment provider holds for the platform (an asset).
     ProviderClearing,
-    /// The platform's commission on goods.
+    /// The platform's commission on goods (income).
     PlatformCommission,
-    /// The platform's part of delivery fees.
+    /// The platform's part of delivery fees (income).
     DeliveryFees,
-    /// What the platform owes a store.
+    /// The courier's part of delivery fees of orders not delivered yet: owed to whoever
+    /// delivers.
+    CourierFeesHeld,
+    /// Payments that arrived for orders that could no longer be served, until given back.
+    UnservedPayments,
+    /// Payouts sent to the provider and not yet confirmed.
+    PayoutsInTransit,
+    /// What a store will be owed once its orders' deliveries are verified and held.
+    StorePending(VendorId),
+    /// What the platform owes a store now: paid out by the next payout.
     StorePayable(VendorId),
-    /// What the platform owes a courier.
+    /// What the platform owes a courier now: paid out by the next payout.
     CourierPayable(UserId),
 }
 
+/// Why a string does not name an account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a ledger account")]
+pub struct UnknownAccount(pub String);
+
+impl LedgerAccount {
+    /// Every account that is not one party's.
+    pub const PLATFORM: [LedgerAccount; 6] = [
+        LedgerAccount::ProviderClearing,
+        LedgerAccount::PlatformCommission,
+        LedgerAccount::DeliveryFees,
+        LedgerAccount::CourierFeesHeld,
+        LedgerAccount::UnservedPayments,
+        LedgerAccount::PayoutsInTransit,
+    ];
+
+    /// The store this account is one of.
+    pub fn store(self) -> Option<VendorId> {
+        match self {
+            LedgerAccount::StorePending(v) | LedgerAccount::StorePayable(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The courier this account is one of.
+    pub fn courier(self) -> Option<UserId> {
+        match self {
+            LedgerAccount::CourierPayable(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Whether payouts are made from this account.
+    pub fn is_payable(self) -> bool {
+        matches!(
+            self,
+            LedgerAccount::StorePayable(_) | LedgerAccount::CourierPayable(_)
+        )
+    }
+}
+
+impl fmt::Display for LedgerAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LedgerAccount::ProviderClearing => f.write_str("provider_clearing"),
+            LedgerAccount::PlatformCommission => f.write_str("platform_commission"),
+            LedgerAccount::DeliveryFees => f.write_str("delivery_fees"),
+            LedgerAccount::CourierFeesHeld => f.write_str("courier_fees_held"),
+            LedgerAccount::UnservedPayments => f.write_str("unserved_payments"),
+            LedgerAccount::PayoutsInTransit => f.write_str("payouts_in_transit"),
+            LedgerAccount::StorePending(v) => write!(f, "store_pending:{v}"),
+            LedgerAccount::StorePayable(v) => write!(f, "store_payable:{v}"),
+            LedgerAccount::CourierPayable(u) => write!(f, "courier_payable:{u}"),
+        }
+    }
+}
+
+impl FromStr for LedgerAccount {
+    type Err = UnknownAccount;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let unknown = || UnknownAccount(raw.chars().take(80).collect());
+        if let Some(found) = LedgerAccount::PLATFORM
+            .iter()
+            .find(|a| a.to_string() == raw)
+        {
+            return Ok(*found);
+        }
+        let (kind, id) = raw.split_once(':').ok_or_else(unknown)?;
+        let id = uuid::Uuid::parse_str(id).map_err(|_| unknown())?;
+        match kind {
+            "store_pending" => Ok(LedgerAccount::StorePending(id.into())),
+            "store_payable" => Ok(LedgerAccount::StorePayable(id.into())),
+            "courier_payable" => Ok(LedgerAccount::CourierPayable(id.into())),
+            _ => Err(unknown()),
+        }
+    }
+}
+
+impl Serialize for LedgerAccount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LedgerAccount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl utoipa::PartialSchema for LedgerAccount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A ledger account: `provider_clearing`, `platform_commission`, `delivery_fees`, \
+                 `courier_fees_held`, `unserved_payments`, `payouts_in_transit`, or one party's: \
+                 `store_pending:{store id}`, `store_payable:{store id}`, `courier_payable:{user id}`",
+            ))
+            .pattern(Some(ACCOUNT_PATTERN))
+            .examples([serde_json::json!(
+                "store_payable:0193b0c4-5a7e-7d2a-9b1c-2f3e4d5a6b7c"
+            )])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LedgerAccount {}
+
+/// What every account name matches.
+pub const ACCOUNT_PATTERN: &str = "^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$";
+
+/// What a transaction records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TxKind {
+    /// A customer's payment for an order.
+    Payment,
+    /// Part or all of an order's payment given back.
+    Refund,
+    /// A payment that arrived for an order that could no longer be served, and was given back.
+    PaymentReturned,
+    /// A verified delivery's shares made payable after the hold period.
+    Release,
+    /// A payable balance sent out.
+    Payout,
+    /// The provider confirmed a payout's transfer.
+    PayoutPaid,
+    /// The provider refused a payout: the money is back on the balance.
+    PayoutFailed,
+}
+
+/// One booked transaction: balanced entries under a key derived from the business event, so
+/// a retry or a replay finds it booked and books nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LedgerTx {
+    /// `order:{order}:{event seq}`, `release:{order}`, `payout:{payout}`, `payout:{payout}:paid`,
+    /// `payout:{payout}:failed`.
+    pub key: String,
+    /// Position in the ledger: every transaction booked later has a larger one.
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub kind: TxKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub order_id: Option<OrderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub checkout_id: Option<CheckoutId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub payout_id: Option<PayoutId>,
+    /// A release: the order event it was computed through (refunds after it come out of the
+    /// payable balances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u64>,
+    pub entries: Vec<Entry>,
+}
+
+impl LedgerTx {
+    pub fn order_key(order: OrderId, seq: u64) -> String {
+        format!("order:{order}:{seq}")
+    }
+
+    pub fn release_key(order: OrderId) -> String {
+        format!("release:{order}")
+    }
+
+    pub fn payout_key(payout: PayoutId) -> String {
+        format!("payout:{payout}")
+    }
+
+    pub fn payout_end_key(payout: PayoutId, paid: bool) -> String {
+        format!("payout:{payout}:{}", if paid { "paid" } else { "failed" })
+    }
+
+    /// The amount this transaction moved on `account` (0: none).
+    pub fn on(&self, account: LedgerAccount) -> i64 {
+        self.entries
+            .iter()
+            .filter(|e| e.account == account)
+            .map(|e| e.amount.amount_minor)
+            .sum()
+    }
+}
+
+/// One line of an account's statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatementLine {
+    /// The transaction's position in the ledger (the cursor of statements).
+    pub seq: u64,
+    pub tx_key: String,
+    pub at: DateTime<Utc>,
+    pub kind: TxKind,
+    /// Debit positive, credit negative.
+    pub amount: Money,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub order_id: Option<OrderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub checkout_id: Option<CheckoutId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub payout_id: Option<PayoutId>,
+}
+
+/// An account's balance: debits minus credits, per currency, through ledger position `through`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub amounts: BTreeMap<String, i64>,
+    /// The last transaction applied to this balance.
+    pub through: u64,
+}
+
+impl Balance {
+    /// Adds the entries of transactions after `through` (each applied once).
+    pub fn apply(&mut self, tx: &LedgerTx, account: LedgerAccount) -> bool {
+        if tx.seq <= self.through {
+            return false;
+        }
+        for entry in tx.entries.iter().filter(|e| e.account == account) {
+            let sum = self
+                .amounts
+                .entry(entry.amount.currency.code().to_owned())
+                .or_default();
+            *sum = sum.saturating_add(entry.amount.amount_minor);
+        }
+        self.through = tx.seq;
+        true
+    }
+
+    pub fn of(&self, currency: Currency) -> i64 {
+        self.amounts.get(currency.code()).copied().unwrap_or(0)
+    }
+}
+
+/// The rates an order's money is shared by, frozen on the order at checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rates {
+    /// The platform's commission on the goods (the subtotal), in basis points (1,500 = 15 %).
+    #[schema(maximum = 10000, example = 1500)]
+    pub commission_bps: u32,
+    /// The courier's part of the delivery fee, in basis points (8,000 = 80 %).
+    #[schema(maximum = 10000, example = 8000)]
+    pub courier_fee_bps: u32,
+}
+
+impl Rates {
+    /// Refuses a rate above the whole, naming the field.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.commission_bps > WHOLE_BPS {
+            return Err("commission_bps");
+        }
+        if self.courier_fee_bps > WHOLE_BPS {
+            return Err("courier_fee_bps");
+        }
+        Ok(())
+    }
+}
+
+/// Where a payout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayoutStatus {
+    /// Taken off the balance; the transfer is being made.
+    Pending,
+    /// The provider made the transfer.
+    Paid,
+    /// The provider refused: the amount is back on the balance.
+    Failed,
+}
+
+/// One transfer of a payable balance to its store or courier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Payout {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: PayoutId,
+    #[schema(value_type = String, format = Uuid)]
+    pub run_id: PayoutRunId,
+    /// The payable account paid out.
+    pub account: LedgerAccount,
+    pub amount: Money,
+    pub status: PayoutStatus,
+    /// The provider that makes the transfer (`simulated`, `stripe`).
+    pub provider: String,
+    /// The connected account the money goes to (Stripe `acct_…`), when the provider needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// The provider's id of the transfer (`tr_…`, `sim_tr_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_ref: Option<String>,
+    /// Why the provider refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
 /// One side of a transaction: `amount` debited (positive) or credited (negative).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entry {
     pub account: LedgerAccount,
     pub amount: Money,
@@ -73,15 +388,6 @@ pub fn check_balanced(entries: &[Entry]) -> Result<(), Unbalanced> {
         Some((currency, sum)) => Err(Unbalanced::NonZero { currency, sum }),
         None => Ok(()),
     }
-}
-
-/// The rates an order's money is shared by, frozen on the order at checkout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rates {
-    /// The platform's commission on the goods (the subtotal).
-    pub commission_bps: u32,
-    /// The courier's part of the delivery fee.
-    pub courier_fee_bps: u32,
 }
 
 /// How one order's payment is shared, in the order of [`Shares::parts`].
@@ -174,45 +480,136 @@ impl Shares {
         let (a, b) = (self.parts(), other.parts());
         Shares::from_parts(std::array::from_fn(|i| a[i] + b[i]))
     }
-
-    /// The entries that book these shares of a payment received (`sign` 1), or take them
-    /// back on a refund (`sign` -1). Zero shares are left out.
-    pub fn entries(
-        &self,
-        store: VendorId,
-        courier: Option<UserId>,
-        currency: Currency,
-        sign: i64,
-    ) -> Vec<Entry> {
-        let money = |amount: i64| Money::new(amount, currency);
-        // Without a courier (none was assigned) the platform keeps the courier's part.
-        let (courier_account, delivery) = match courier {
-            Some(c) => (Some(LedgerAccount::CourierPayable(c)), self.delivery),
-            None => (None, self.delivery + self.courier),
-        };
-        let mut entries = vec![Entry {
-            account: LedgerAccount::ProviderClearing,
-            amount: money(sign * self.total()),
-        }];
-        let credits = [
-            (Some(LedgerAccount::StorePayable(store)), self.store),
-            (Some(LedgerAccount::PlatformCommission), self.commission),
-            (courier_account, self.courier),
-            (Some(LedgerAccount::DeliveryFees), delivery),
-        ];
-        for (account, amount) in credits {
-            if let Some(account) = account
-                && amount != 0
-            {
-                entries.push(Entry {
-                    account,
-                    amount: money(-sign * amount),
-                });
-            }
-        }
-        entries.retain(|e| e.amount.amount_minor != 0);
-        entries
+    fn minus(&self, other: &Shares) -> Shares {
+        let (a, b) = (self.parts(), other.parts());
+        Shares::from_parts(std::array::from_fn(|i| a[i] - b[i]))
     }
+}
+
+/// The parties of one order's money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parties {
+    pub store: VendorId,
+    /// The courier who delivered (none before a courier is assigned).
+    pub courier: Option<UserId>,
+    pub currency: Currency,
+}
+
+/// Entries from `(account, amount)` pairs, zero amounts left out.
+fn entries_of(currency: Currency, pairs: &[(LedgerAccount, i64)]) -> Vec<Entry> {
+    pairs
+        .iter()
+        .filter(|(_, amount)| *amount != 0)
+        .map(|&(account, amount)| Entry {
+            account,
+            amount: Money::new(amount, currency),
+        })
+        .collect()
+}
+
+/// A paid order: the payment received, shared into the store's pending balance, the
+/// courier fees held for whoever delivers, and the platform's income.
+pub fn payment_entries(shares: &Shares, parties: Parties) -> Vec<Entry> {
+    use LedgerAccount as A;
+    entries_of(
+        parties.currency,
+        &[
+            (A::ProviderClearing, shares.total()),
+            (A::StorePending(parties.store), -shares.store),
+            (A::PlatformCommission, -shares.commission),
+            (A::CourierFeesHeld, -shares.courier),
+            (A::DeliveryFees, -shares.delivery),
+        ],
+    )
+}
+
+/// A refund whose shares are `part`: taken back from the pending balances, or from the
+/// payable ones when the order was released before the refund.
+pub fn refund_entries(part: &Shares, parties: Parties, released: bool) -> Vec<Entry> {
+    use LedgerAccount as A;
+    let store = if released {
+        A::StorePayable(parties.store)
+    } else {
+        A::StorePending(parties.store)
+    };
+    let courier = match parties.courier {
+        Some(c) if released => A::CourierPayable(c),
+        _ => A::CourierFeesHeld,
+    };
+    entries_of(
+        parties.currency,
+        &[
+            (A::ProviderClearing, -part.total()),
+            (store, part.store),
+            (A::PlatformCommission, part.commission),
+            (courier, part.courier),
+            (A::DeliveryFees, part.delivery),
+        ],
+    )
+}
+
+/// What a release makes payable: each share less what refunds through the release took.
+pub fn release_left(shares: &Shares, refunds: &[i64]) -> Shares {
+    shares.minus(&shares.given_back(refunds))
+}
+
+/// A release of what is `left` of an order's shares: the store's part from pending to
+/// payable, the courier's from the fees held to the courier who delivered (or to the
+/// platform's delivery income when nobody did).
+pub fn release_entries(left: &Shares, parties: Parties) -> Vec<Entry> {
+    use LedgerAccount as A;
+    let courier = parties.courier.map_or(A::DeliveryFees, A::CourierPayable);
+    entries_of(
+        parties.currency,
+        &[
+            (A::StorePending(parties.store), left.store),
+            (A::StorePayable(parties.store), -left.store),
+            (A::CourierFeesHeld, left.courier),
+            (courier, -left.courier),
+        ],
+    )
+}
+
+/// A payment that arrived for an order that could not be served, and went straight back.
+pub fn returned_entries(amount: Money) -> Vec<Entry> {
+    use LedgerAccount as A;
+    entries_of(
+        amount.currency,
+        &[
+            (A::ProviderClearing, amount.amount_minor),
+            (A::UnservedPayments, -amount.amount_minor),
+            (A::UnservedPayments, amount.amount_minor),
+            (A::ProviderClearing, -amount.amount_minor),
+        ],
+    )
+}
+
+/// A payout of `amount` from `account`: taken off the payable balance into transit.
+pub fn payout_entries(account: LedgerAccount, amount: Money) -> Vec<Entry> {
+    entries_of(
+        amount.currency,
+        &[
+            (account, amount.amount_minor),
+            (LedgerAccount::PayoutsInTransit, -amount.amount_minor),
+        ],
+    )
+}
+
+/// The end of a payout in transit: out of the provider's clearing when it was paid, back on
+/// `account` when it failed.
+pub fn payout_end_entries(account: LedgerAccount, amount: Money, paid: bool) -> Vec<Entry> {
+    let to = if paid {
+        LedgerAccount::ProviderClearing
+    } else {
+        account
+    };
+    entries_of(
+        amount.currency,
+        &[
+            (LedgerAccount::PayoutsInTransit, amount.amount_minor),
+            (to, -amount.amount_minor),
+        ],
+    )
 }
 
 /// `amount × bps / 10,000`, rounded half up (amounts are never negative here).
@@ -280,27 +677,80 @@ mod tests {
         }
     }
 
+    fn sum(txs: &[Vec<Entry>], account: LedgerAccount) -> i64 {
+        txs.iter()
+            .flatten()
+            .filter(|e| e.account == account)
+            .map(|e| e.amount.amount_minor)
+            .sum()
+    }
+
     #[test]
-    fn booked_entries_balance_with_and_without_a_courier() {
+    fn an_order_paid_refunded_released_and_paid_out_leaves_nothing_pending() {
         let (store, courier) = (VendorId::new(), UserId::new());
+        let parties = Parties {
+            store,
+            courier: Some(courier),
+            currency: eur(),
+        };
         let shares = Shares::of(12_345, 299, RATES);
-        for courier in [Some(courier), None] {
-            for sign in [1, -1] {
-                let entries = shares.entries(store, courier, eur(), sign);
-                check_balanced(&entries).unwrap();
-                let clearing = entries
-                    .iter()
-                    .find(|e| e.account == LedgerAccount::ProviderClearing)
-                    .unwrap();
-                assert_eq!(clearing.amount.amount_minor, sign * (12_345 + 299));
-            }
+        let first = shares.refund_part(&Shares::from_parts([0; 4]), 1_000);
+        let left = release_left(&shares, &[1_000]);
+        let second = shares.refund_part(&shares.given_back(&[1_000]), 500);
+        let payable = LedgerAccount::StorePayable(store);
+        let paid_out = Money::new(left.store - second.store, eur());
+        let txs = vec![
+            payment_entries(&shares, parties),
+            refund_entries(&first, parties, false),
+            release_entries(&left, parties),
+            refund_entries(&second, parties, true),
+            payout_entries(payable, paid_out),
+            payout_end_entries(payable, paid_out, true),
+        ];
+        for tx in &txs {
+            check_balanced(tx).unwrap();
         }
-        let without = shares.entries(store, None, eur(), 1);
-        assert!(
-            !without
-                .iter()
-                .any(|e| matches!(e.account, LedgerAccount::CourierPayable(_)))
+        assert_eq!(sum(&txs, LedgerAccount::StorePending(store)), 0);
+        assert_eq!(sum(&txs, LedgerAccount::CourierFeesHeld), 0);
+        assert_eq!(sum(&txs, payable), 0);
+        assert_eq!(sum(&txs, LedgerAccount::PayoutsInTransit), 0);
+        assert_eq!(
+            sum(&txs, LedgerAccount::CourierPayable(courier)),
+            -(left.courier - second.courier)
         );
+        // What stays with the provider is what the customer paid, less the refunds and the
+        // payout.
+        assert_eq!(
+            sum(&txs, LedgerAccount::ProviderClearing),
+            12_345 + 299 - 1_500 - paid_out.amount_minor
+        );
+        // A failed payout puts the money back.
+        let failed = [
+            payout_entries(payable, paid_out),
+            payout_end_entries(payable, paid_out, false),
+        ];
+        assert_eq!(sum(&failed, payable), 0);
+        assert_eq!(sum(&failed, LedgerAccount::PayoutsInTransit), 0);
+    }
+
+    #[test]
+    fn accounts_read_back_from_their_names() {
+        let mut all = LedgerAccount::PLATFORM.to_vec();
+        all.push(LedgerAccount::StorePending(VendorId::new()));
+        all.push(LedgerAccount::StorePayable(VendorId::new()));
+        all.push(LedgerAccount::CourierPayable(UserId::new()));
+        for account in all {
+            assert_eq!(account.to_string().parse::<LedgerAccount>(), Ok(account));
+        }
+        for bad in [
+            "",
+            "store_payable",
+            "store_payable:xyz",
+            "bank:1",
+            "provider_clearing:",
+        ] {
+            assert!(bad.parse::<LedgerAccount>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -111,7 +111,7 @@ pub fn event_of(kind: &OrderEventKind) -> Option<NotificationEvent> {
         K::CourierAssigned { .. } => N::CourierAssigned,
         K::PickedUp => N::OrderPickedUp,
         K::Arriving => N::OrderArriving,
-        K::Delivered => N::OrderDelivered,
+        K::Delivered { .. } => N::OrderDelivered,
         K::Cancelled { .. } => N::OrderCancelled,
         // A late payment given back is a refund to the customer.
         K::Refunded { .. } | K::PaymentReturned { .. } => N::OrderRefunded,

@@ -227,6 +227,10 @@ pub struct OrderRecord {
     /// When the courier came within reach of the drop-off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arriving_at: Option<DateTime<Utc>>,
+    /// The commission and courier-fee rates in force at checkout, which the order's money is
+    /// shared by (none on orders placed before rates were recorded: today's defaults apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<crate::domain::ledger::Rates>,
 }
 
 /// One refund of an order.
@@ -269,8 +273,11 @@ pub enum OrderCommand {
     PickUp,
     /// The courier is about to reach the drop-off (a geofence, not a status).
     RecordArriving,
-    /// Handed over; the courier checked the customer's handoff code first.
-    Deliver,
+    /// Handed over; the courier checked the customer's handoff code first. `at_drop_off`: the
+    /// courier's last position was inside the drop-off geofence (a verified delivery).
+    Deliver {
+        at_drop_off: bool,
+    },
     Cancel {
         by: CancelledBy,
     },
@@ -297,7 +304,7 @@ impl OrderCommand {
             OrderCommand::RecordArrivedAtPickup => OrderStatus::CourierAssigned,
             OrderCommand::PickUp => OrderStatus::PickedUp,
             OrderCommand::RecordArriving => OrderStatus::PickedUp,
-            OrderCommand::Deliver => OrderStatus::Delivered,
+            OrderCommand::Deliver { .. } => OrderStatus::Delivered,
             OrderCommand::Cancel { .. } => OrderStatus::Cancelled,
             OrderCommand::Refund { .. } => OrderStatus::Refunded,
         }
@@ -329,7 +336,12 @@ pub enum OrderEventKind {
     ArrivedAtPickup,
     PickedUp,
     Arriving,
-    Delivered,
+    Delivered {
+        /// The handoff code matched and the courier was inside the drop-off geofence: the
+        /// order's shares become payable after the hold period.
+        #[serde(default)]
+        at_drop_off: bool,
+    },
     Cancelled {
         by: CancelledBy,
     },
@@ -412,7 +424,12 @@ pub fn transition(
             C::RecordArrivedAtPickup,
         ) => (from, OrderEventKind::ArrivedAtPickup),
         (S::PickedUp, C::RecordArriving) => (from, OrderEventKind::Arriving),
-        (S::PickedUp, C::Deliver) => (S::Delivered, OrderEventKind::Delivered),
+        (S::PickedUp, C::Deliver { at_drop_off }) => (
+            S::Delivered,
+            OrderEventKind::Delivered {
+                at_drop_off: *at_drop_off,
+            },
+        ),
         (S::PendingPayment | S::Paid, C::Cancel { by }) => {
             (S::Cancelled, OrderEventKind::Cancelled { by: *by })
         }
@@ -467,6 +484,7 @@ impl OrderRecord {
             refunded: None,
             refunds: Vec::new(),
             payment_returned: None,
+            rates: None,
             handoff_code: None,
             arrived_at_pickup_at: None,
             arriving_at: None,
@@ -604,7 +622,7 @@ impl OrderRecord {
             | OrderEventKind::Preparing
             | OrderEventKind::Ready
             | OrderEventKind::PickedUp
-            | OrderEventKind::Delivered => {}
+            | OrderEventKind::Delivered { .. } => {}
         }
     }
 
@@ -691,7 +709,7 @@ mod tests {
             (S::CourierAssigned, C::PickUp, S::PickedUp),
             (S::CourierAssigned, admin.clone(), S::Cancelled),
             (S::CourierAssigned, refund(), S::Refunded),
-            (S::PickedUp, C::Deliver, S::Delivered),
+            (S::PickedUp, C::Deliver { at_drop_off: true }, S::Delivered),
             (S::Accepted, C::RecordArrivedAtPickup, S::Accepted),
             (
                 S::ReadyForPickup,
@@ -732,7 +750,7 @@ mod tests {
             (S::Accepted, customer.clone()),
             (S::Accepted, C::MarkReady),
             (S::Preparing, customer),
-            (S::Preparing, C::Deliver),
+            (S::Preparing, C::Deliver { at_drop_off: true }),
             (S::ReadyForPickup, C::StartPreparing),
             (S::PickedUp, C::PickUp),
             (S::PickedUp, C::RecordArrivedAtPickup),

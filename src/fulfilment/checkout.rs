@@ -25,6 +25,7 @@ use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId};
 use crate::domain::money::Money;
 use crate::domain::order::{self, Order, OrderLine, OrderRecord, OrderStatus, OrderTotals};
+use crate::ledger::Ledger;
 use crate::payments::{Payment, PaymentError, Payments, ProviderName};
 use crate::store::catalog::id_key;
 use crate::store::typed::Rows;
@@ -80,6 +81,8 @@ pub struct Checkout {
     orders: Registry<OrderActor>,
     catalog: Catalog,
     payments: Payments,
+    /// The rates each order's money is shared by, frozen on it here.
+    ledger: Ledger,
     checkouts: Rows<CheckoutRecord>,
     /// How long a checkout holds stock for its unpaid orders.
     hold_for: Duration,
@@ -91,6 +94,7 @@ pub struct CheckoutParts {
     pub orders: Registry<OrderActor>,
     pub catalog: Catalog,
     pub payments: Payments,
+    pub ledger: Ledger,
     pub store: SharedStore,
     pub hold_for: Duration,
 }
@@ -102,6 +106,7 @@ impl Checkout {
             orders: parts.orders,
             catalog: parts.catalog,
             payments: parts.payments,
+            ledger: parts.ledger,
             checkouts: Rows::new(parts.store, Table::Checkouts),
             hold_for: parts.hold_for,
         }
@@ -242,6 +247,7 @@ impl Checkout {
                 refunded: None,
                 refunds: Vec::new(),
                 payment_returned: None,
+                rates: Some(state.ledger.rates().for_store(*vendor_id).await?),
             });
         }
         let currency = records

@@ -13,6 +13,7 @@ pub mod couriers;
 pub mod error_bodies;
 pub mod health;
 pub mod inventory;
+pub mod ledger;
 pub mod me;
 pub mod media;
 pub mod mfa;
@@ -65,6 +66,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(checkout::configure)
                 .configure(couriers::configure)
                 .configure(payments::configure)
+                .configure(ledger::configure)
                 .configure(media::configure)
                 .configure(ws_ticket::configure),
         )

@@ -17,7 +17,7 @@ use crate::web::ApiError;
 use crate::web::problem::PROBLEM_JSON;
 
 use super::{
-    admin, auth, cart, categories, checkout, couriers, health, inventory, me, media, mfa,
+    admin, auth, cart, categories, checkout, couriers, health, inventory, ledger, me, media, mfa,
     notifications, orders, payments, problem, products, push, reviews, vendors, webhooks,
     ws_ticket,
 };
@@ -125,6 +125,25 @@ use super::{
         reviews::report_product_review,
         reviews::report_vendor_review,
         reviews::moderate_review,
+        ledger::list_accounts,
+        ledger::get_account,
+        ledger::list_entries,
+        ledger::list_payouts,
+        ledger::get_payout,
+        ledger::get_destination,
+        ledger::put_destination,
+        ledger::summary,
+        ledger::list_transactions,
+        ledger::get_default_rates,
+        ledger::put_default_rates,
+        ledger::get_store_rates,
+        ledger::put_store_rates,
+        ledger::delete_store_rates,
+        ledger::list_reviews,
+        ledger::release_reviewed,
+        ledger::reconciliation,
+        ledger::request_run,
+        ledger::get_run,
     ),
     components(schemas(problem::Problem, problem::FieldError, admin::UserStatus, reviews::TargetKind)),
     modifiers(&BearerAuth, &ProblemResponses),
@@ -141,6 +160,7 @@ use super::{
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile"),
         (name = "notifications", description = "The caller's in-app notifications (live on the /ws/notifications WebSocket: see the README)"),
+        (name = "ledger", description = "Money: balances and statements of the double-entry ledger, payouts and where they go (see the README's money flow)"),
         (name = "admin", description = "Platform administration"),
     )
 )]

@@ -44,7 +44,7 @@ use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
-pub use provider::{Intent, PaymentProvider, ProviderError, RefundRef};
+pub use provider::{Intent, PaymentProvider, ProviderError, RefundRef, TransferRef};
 pub use simulated::SimulatedProvider;
 pub use stripe::StripeProvider;
 
@@ -420,6 +420,46 @@ impl Payments {
                 .as_ref()
                 .ok_or(PaymentError::ProviderNotConfigured(name)),
         }
+    }
+
+    /// Whether payouts through the default provider need each party's connected account.
+    pub fn payouts_need_destination(&self) -> bool {
+        self.provider(self.default_provider())
+            .is_ok_and(|p| p.transfers_need_destination())
+    }
+
+    /// Transfers a payout through the default provider (idempotent per `key`).
+    pub async fn transfer(
+        &self,
+        destination: Option<&str>,
+        amount: Money,
+        key: &str,
+    ) -> Result<provider::TransferRef, PaymentError> {
+        let provider = self.provider(self.default_provider())?;
+        Ok(provider.transfer(destination, amount, key).await?)
+    }
+
+    /// Every payment, a page at a time (for reconciliation).
+    pub async fn page(
+        &self,
+        cursor: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Payment>, Option<String>), PaymentError> {
+        // The table holds index rows too (`ref:…`, `checkout:…`, marks): a payment's row is
+        // the one whose partition is its bare id.
+        let page = self
+            .inner
+            .payments
+            .store()
+            .scan_table(Table::Payments, cursor, limit)
+            .await?;
+        let mut payments = Vec::new();
+        for row in &page.rows {
+            if row.key.clustering.is_empty() && row.key.partition.parse::<PaymentId>().is_ok() {
+                payments.push(crate::store::decode(Table::Payments, &row.data)?);
+            }
+        }
+        Ok((payments, page.next))
     }
 
     pub async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentError> {

@@ -32,6 +32,13 @@ pub struct RefundRef {
     pub provider_ref: String,
 }
 
+/// A transfer to a connected account accepted by the provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRef {
+    /// The provider's id of the transfer (`tr_…`, `sim_tr_…`).
+    pub provider_ref: String,
+}
+
 /// Why a provider call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -66,4 +73,18 @@ pub trait PaymentProvider: Send + Sync + 'static {
         amount_minor: i64,
         idempotency_key: &str,
     ) -> Result<RefundRef, ProviderError>;
+
+    /// Whether a payout needs the party's connected account at the provider.
+    fn transfers_need_destination(&self) -> bool {
+        true
+    }
+
+    /// Transfers `amount` of the platform's balance to `destination` (a payout). Idempotent
+    /// per `idempotency_key`: one transfer per payout, however often it is asked.
+    async fn transfer(
+        &self,
+        destination: Option<&str>,
+        amount: Money,
+        idempotency_key: &str,
+    ) -> Result<TransferRef, ProviderError>;
 }

@@ -13,7 +13,7 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use stripe_client_core::{RequestBuilder, StripeMethod};
 
 use super::ProviderName;
-use super::provider::{Intent, PaymentProvider, ProviderError, RefundRef};
+use super::provider::{Intent, PaymentProvider, ProviderError, RefundRef, TransferRef};
 use crate::config::StripeSettings;
 use crate::domain::ids::{CheckoutId, UserId};
 use crate::domain::money::Money;
@@ -54,6 +54,20 @@ struct CreateIntentForm {
 struct CreateRefundForm<'a> {
     payment_intent: &'a str,
     amount: i64,
+}
+
+#[derive(Serialize)]
+struct CreateTransferForm<'a> {
+    amount: i64,
+    currency: String,
+    destination: &'a str,
+    /// Groups a payout's transfer under its id in Stripe's dashboard.
+    transfer_group: &'a str,
+}
+
+#[derive(Deserialize)]
+struct TransferAnswer {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +205,29 @@ impl PaymentProvider for StripeProvider {
         let request = RequestBuilder::new(StripeMethod::Post, "/refunds").form(&form);
         let answer: RefundAnswer = self.send(request, idempotency_key).await?;
         Ok(RefundRef {
+            provider_ref: answer.id,
+        })
+    }
+
+    #[tracing::instrument(skip(self, destination, amount))]
+    async fn transfer(
+        &self,
+        destination: Option<&str>,
+        amount: Money,
+        idempotency_key: &str,
+    ) -> Result<TransferRef, ProviderError> {
+        let destination = destination.ok_or_else(|| {
+            ProviderError::Rejected("a Stripe transfer needs a connected account".to_owned())
+        })?;
+        let form = CreateTransferForm {
+            amount: amount.amount_minor,
+            currency: amount.currency.code().to_ascii_lowercase(),
+            destination,
+            transfer_group: idempotency_key,
+        };
+        let request = RequestBuilder::new(StripeMethod::Post, "/transfers").form(&form);
+        let answer: TransferAnswer = self.send(request, idempotency_key).await?;
+        Ok(TransferRef {
             provider_ref: answer.id,
         })
     }

@@ -71,6 +71,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "008_notifications.cql",
         include_str!("../../schema/008_notifications.cql"),
     ),
+    (
+        9,
+        "009_ledger.cql",
+        include_str!("../../schema/009_ledger.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

@@ -19,6 +19,7 @@ pub mod couriers;
 pub mod embedded;
 pub mod inventory;
 pub mod journal;
+pub mod ledger;
 pub mod live;
 pub mod mailboxes;
 pub mod migrate;
@@ -137,12 +138,25 @@ pub enum Table {
     /// Webhook endpoints: partition `owner:{user}` (the endpoints), `vendor:{vendor}` and
     /// `platform` (references, for delivery), clustering = endpoint id.
     Webhooks,
+    /// Ledger transactions, one row per key derived from the business event (the
+    /// idempotency of booking).
+    LedgerTransactions,
+    /// Each account's statement: partition = account, clustering = ledger position and entry.
+    LedgerEntries,
+    /// Each account's balance, one row per account.
+    LedgerBalances,
+    /// The ledger's head (its position and the batch being applied), rates, payout
+    /// destinations, releases waiting for their hold, deliveries held for review and payout
+    /// runs: one partition each.
+    LedgerState,
+    /// Payouts (`id:{payout}`), with indexes per account, for all, and of the ones in flight.
+    Payouts,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 37] = [
+    pub const ALL: [Table; 42] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -180,6 +194,11 @@ impl Table {
         Table::NotificationQueue,
         Table::NotificationFeed,
         Table::Webhooks,
+        Table::LedgerTransactions,
+        Table::LedgerEntries,
+        Table::LedgerBalances,
+        Table::LedgerState,
+        Table::Payouts,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -222,6 +241,11 @@ impl Table {
             Table::NotificationQueue => "notification_queue",
             Table::NotificationFeed => "notification_feed",
             Table::Webhooks => "webhooks",
+            Table::LedgerTransactions => "ledger_transactions",
+            Table::LedgerEntries => "ledger_entries",
+            Table::LedgerBalances => "ledger_balances",
+            Table::LedgerState => "ledger_state",
+            Table::Payouts => "payouts",
         }
     }
 
@@ -230,7 +254,8 @@ impl Table {
             Table::CourierTrail
             | Table::InventoryLog
             | Table::TokenRevocations
-            | Table::OrderJournal => Mode::Append,
+            | Table::OrderJournal
+            | Table::LedgerEntries => Mode::Append,
             _ => Mode::Versioned,
         }
     }

@@ -45,6 +45,7 @@ pub struct AppState {
     pub live: crate::fulfilment::dispatcher::Live,
     /// In-app feeds, the outbox and its dead letters.
     pub notifications: crate::notifications::Notifications,
+    pub ledger: crate::ledger::Ledger,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).
     pub closing: tokio::sync::broadcast::Sender<()>,
 }

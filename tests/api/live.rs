@@ -21,7 +21,7 @@ use crate::helpers::{
 use crate::ws_client::{Refused, WsClient, ws_base};
 
 /// Upper bound for anything the server should do promptly.
-const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// How long a frame that must not come is waited for.
 const QUIET: Duration = Duration::from_secs(1);
 /// Real time between a driving courier's pings.
@@ -34,14 +34,14 @@ const METRES_PER_DEGREE: f64 = 111_195.0;
 // ---------------------------------------------------------------------------------------------
 // Arrange: a shop, orders, couriers and sockets.
 
-struct Shop {
-    vendor: Vendor,
-    vendor_token: String,
-    product: Product,
+pub(crate) struct Shop {
+    pub(crate) vendor: Vendor,
+    pub(crate) vendor_token: String,
+    pub(crate) product: Product,
 }
 
 /// A vendor at the centre of Berlin selling a stocked product.
-async fn shop(app: &TestApp, name: &str) -> Shop {
+pub(crate) async fn shop(app: &TestApp, name: &str) -> Shop {
     let (vendor, vendor_token) = seed_vendor(app, name, berlin(0.0, 0.0)).await;
     let product = seed_product(app, &vendor, CategoryId::new(), "Ramen", 1450).await;
     stock_product(app, &product, 50).await;
@@ -53,19 +53,19 @@ async fn shop(app: &TestApp, name: &str) -> Shop {
 }
 
 /// Where the orders go: 1.5 km north of the vendor.
-fn dropoff(shop: &Shop) -> GeoPoint {
+pub(crate) fn dropoff(shop: &Shop) -> GeoPoint {
     moved(shop.vendor.location, 1500.0, 0.0)
 }
 
 /// A paid order of one product for `customer`; its id.
-async fn paid_order(app: &TestApp, shop: &Shop, customer: &str) -> String {
+pub(crate) async fn paid_order(app: &TestApp, shop: &Shop, customer: &str) -> String {
     let checkout = checkout_one(app, customer, &shop.product, dropoff(shop)).await;
     pay(app, customer, &checkout).await;
     checkout["orders"][0]["id"].as_str().unwrap().to_owned()
 }
 
 /// `from` moved by the given metres north and east.
-fn moved(from: GeoPoint, north_m: f64, east_m: f64) -> GeoPoint {
+pub(crate) fn moved(from: GeoPoint, north_m: f64, east_m: f64) -> GeoPoint {
     let lat = from.lat + north_m / METRES_PER_DEGREE;
     let lng = from.lng + east_m / (METRES_PER_DEGREE * from.lat.to_radians().cos());
     GeoPoint::new(lat, lng).unwrap()
@@ -115,7 +115,7 @@ fn bearer(token: &str) -> String {
 }
 
 /// Moves the order on as its vendor (`accept`, `preparing`, `ready`).
-async fn vendor_step(app: &TestApp, shop: &Shop, order: &str, step: &str) -> Value {
+pub(crate) async fn vendor_step(app: &TestApp, shop: &Shop, order: &str, step: &str) -> Value {
     ok_json(
         post(
             app,
@@ -174,8 +174,10 @@ fn close_to(frame: &Value, point: GeoPoint) -> bool {
 }
 
 /// A courier on `/ws/courier` and the last point it sent.
-struct Courier {
-    ws: WsClient,
+pub(crate) struct Courier {
+    pub(crate) id: hexmarket::domain::ids::UserId,
+    pub(crate) token: String,
+    pub(crate) ws: WsClient,
     at: GeoPoint,
     recorded: DateTime<Utc>,
 }
@@ -183,8 +185,8 @@ struct Courier {
 impl Courier {
     /// Connects a fresh courier, goes online and reports one point at `at`, recorded at
     /// `recorded`.
-    async fn online(app: &TestApp, at: GeoPoint, recorded: DateTime<Utc>) -> Courier {
-        let (_, token) = user_token(app, Role::Courier);
+    pub(crate) async fn online(app: &TestApp, at: GeoPoint, recorded: DateTime<Utc>) -> Courier {
+        let (id, token) = user_token(app, Role::Courier);
         let mut ws = open(app, "/ws/courier", &token).await;
         ws.send_json(&json!({"type": "go_online"})).await;
         let ack = ws.expect_type("ack", WAIT).await;
@@ -193,7 +195,13 @@ impl Courier {
             (&json!("go_online"), &json!(true)),
             "{ack}"
         );
-        let mut courier = Courier { ws, at, recorded };
+        let mut courier = Courier {
+            id,
+            token,
+            ws,
+            at,
+            recorded,
+        };
         courier.report(at, recorded, 0.0, 0.0).await;
         courier
     }
@@ -239,7 +247,7 @@ impl Courier {
 
     /// Drives in a straight line to `to`: a ping every [`DRIVE_STEP_M`] or less, each
     /// [`DRIVE_STEP`] of recorded time and [`PACE`] of real time after the last.
-    async fn drive(&mut self, to: GeoPoint) {
+    pub(crate) async fn drive(&mut self, to: GeoPoint) {
         let from = self.at;
         let legs = (from.distance_m(to) / DRIVE_STEP_M).ceil().max(1.0);
         for leg in 1..=legs as u32 {
@@ -254,7 +262,7 @@ impl Courier {
         }
     }
 
-    async fn pick_up(&mut self, order: &str) {
+    pub(crate) async fn pick_up(&mut self, order: &str) {
         self.ws
             .send_json(&json!({"type": "picked_up", "order_id": order}))
             .await;
@@ -291,7 +299,7 @@ impl Courier {
 
 /// When a test's couriers start: a minute ago, so that routes with realistic speeds (recorded
 /// time running ahead of real time) stay within the server's 30 s tolerance for the future.
-fn route_start(app: &TestApp) -> DateTime<Utc> {
+pub(crate) fn route_start(app: &TestApp) -> DateTime<Utc> {
     app.clock.now() - chrono::Duration::seconds(60)
 }
 
@@ -324,7 +332,12 @@ async fn a_courier_who_declined_is_offered_the_order_again_once_nobody_else_can_
 }
 
 /// A paid order, accepted by its vendor and assigned to `courier`, the only one online.
-async fn assigned(app: &TestApp, shop: &Shop, customer: &str, courier: &mut Courier) -> String {
+pub(crate) async fn assigned(
+    app: &TestApp,
+    shop: &Shop,
+    customer: &str,
+    courier: &mut Courier,
+) -> String {
     let order = paid_order(app, shop, customer).await;
     vendor_step(app, shop, &order, "accept").await;
     let offer = courier.ws.expect_type("offer", WAIT).await;
@@ -1236,12 +1249,14 @@ async fn a_courier_is_told_when_their_order_is_cancelled_and_stops_carrying_it()
     let shop = shop(&app, "Cancelled Curry").await;
     let (_, customer) = user_token(&app, Role::Customer);
     let admin = app.admin_token().await;
-    let (_, courier_token) = user_token(&app, Role::Courier);
+    let (courier_id, courier_token) = user_token(&app, Role::Courier);
     let start = route_start(&app);
     let mut ws = open(&app, "/ws/courier", &courier_token).await;
     ws.send_json(&json!({"type": "go_online"})).await;
     ws.expect_type("ack", WAIT).await;
     let mut courier = Courier {
+        id: courier_id,
+        token: courier_token.clone(),
         ws,
         at: shop.vendor.location,
         recorded: start,

@@ -17,6 +17,7 @@ mod flash_sale;
 mod http;
 mod inventory;
 mod late_payments;
+mod ledger;
 mod live;
 mod login_limits;
 mod mailboxes;
