@@ -119,6 +119,7 @@ impl Application {
                 feed: feed.clone(),
                 open: open_orders.clone(),
                 dispatch: dispatch_queue.clone(),
+                coupons: crate::store::coupons::CouponRepo::new(Arc::clone(&store)),
             },
             pool.clone(),
             settings.actor_idle,

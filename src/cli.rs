@@ -1,5 +1,5 @@
 //! The command line: `serve` (the default), `migrate`, `verify-store`, `create-admin`,
-//! `seed-demo`, `reindex` and `report-duplicate-emails`.
+//! `seed-demo`, `reindex`, `report-duplicate-emails` and `reconcile`.
 
 use clap::{Parser, Subcommand};
 
@@ -57,6 +57,18 @@ pub enum Command {
     /// Rebuild the search index (in the data directory) from the store. Run it with the node
     /// on this data directory stopped.
     Reindex,
+    /// Compare the ledger with the payment provider's records (payments captured and
+    /// refunded, payouts transferred) for payments and payouts created in a period; prints
+    /// the report as JSON and exits 1 when there is a difference. On the embedded store, run
+    /// it while the server is stopped.
+    Reconcile {
+        /// Start of the period (RFC 3339, inclusive).
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End of the period (RFC 3339, exclusive; default: now).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// Runs a command to completion.
@@ -104,6 +116,33 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Reindex => reindex(&settings).await,
         Command::ReportDuplicateEmails => crate::mailbox_report::run(&settings).await,
+        Command::Reconcile { from, to } => reconcile(&settings, from, to).await,
+    }
+}
+
+async fn reconcile(
+    settings: &Settings,
+    from: chrono::DateTime<chrono::Utc>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<()> {
+    let to = to.unwrap_or_else(chrono::Utc::now);
+    anyhow::ensure!(from < to, "--from must be before --to");
+    let store = crate::app::open_store(settings).await?;
+    let clock = crate::clock::Clock::default();
+    let payments = crate::app::build_payments(settings, &store, clock.clone())?;
+    let ledger = crate::ledger::Ledger::new(crate::ledger::LedgerParts {
+        store,
+        payments,
+        settings: settings.ledger.clone(),
+        clock,
+        node: uuid::Uuid::new_v4(),
+    });
+    let report = ledger.reconcile(from, to).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if report.differences.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} differences", report.differences.len())
     }
 }
 

@@ -165,7 +165,7 @@ impl From<CommandError> for CourierError {
             CommandError::Illegal(illegal) => CourierError::Illegal(illegal),
             CommandError::NotFound => CourierError::NotYourOrder,
             CommandError::Store(e) => CourierError::Store(e),
-            CommandError::Contended | CommandError::OutOfStock => {
+            CommandError::Contended | CommandError::OutOfStock | CommandError::CouponExhausted => {
                 CourierError::Unavailable(e.to_string())
             }
         }

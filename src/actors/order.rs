@@ -43,6 +43,7 @@ use crate::domain::money::Money;
 use crate::domain::order::{
     IllegalTransition, OrderCommand, OrderEvent, OrderEventKind, OrderRecord, OrderStatus,
 };
+use crate::store::coupons::{CouponRepo, RedeemError};
 use crate::store::live::{OpenOrder, OpenOrdersRepo, VendorFeedRepo};
 use crate::store::orders::{DueTimer, OrderRepo};
 use crate::store::typed::Versioned;
@@ -77,6 +78,8 @@ pub struct OrderDeps {
     pub open: OpenOrdersRepo,
     /// Orders waiting for a courier.
     pub dispatch: DispatchQueue,
+    /// Coupons, whose redemptions follow their orders' payment.
+    pub coupons: CouponRepo,
 }
 
 /// One order.
@@ -138,6 +141,9 @@ pub enum CommandError {
     /// The order's units cannot be had any more (its hold expired and someone bought them).
     #[error("the order's stock is no longer available")]
     OutOfStock,
+    /// The order's coupon was given back when it expired, and has no redemption left now.
+    #[error("the order's coupon has no redemption left")]
+    CouponExhausted,
 }
 
 /// Settles the order with its checkout's succeeded payment: the order is paid (taking its
@@ -299,6 +305,7 @@ pub async fn create(deps: &OrderDeps, record: OrderRecord) -> StoreResult<Versio
         totals: record.totals,
         payment_id: record.payment_id.clone(),
         rates: record.rates,
+        discount: record.discount.clone(),
         handoff_code: Some(crate::domain::courier::new_handoff_code()),
         ..OrderRecord::pending(record.order.clone(), expires_at)
     };
@@ -396,7 +403,9 @@ async fn settle_payment(
     let (state, paid) = execute(deps.clone(), id, Some(current), OrderCommand::MarkPaid).await;
     match paid {
         Ok(_) => return (state, Ok(Settled::Attached)),
-        Err(CommandError::OutOfStock | CommandError::Illegal(_)) => {}
+        Err(
+            CommandError::OutOfStock | CommandError::CouponExhausted | CommandError::Illegal(_),
+        ) => {}
         Err(e) => return (state, Err(e)),
     }
     // Not payable (its stock is gone, or it was cancelled): the payment goes back. The
@@ -475,10 +484,13 @@ async fn execute(
             Err(illegal) => return (Some(current), Err(illegal.into())),
         };
         if command == OrderCommand::MarkPaid {
-            // Paid means sold: the units are taken before the event says so.
-            match take_stock(&deps, &current.value).await {
-                Ok(()) => {}
-                Err(e) => return (Some(current), Err(e)),
+            // Paid means sold: the units, and the coupon's redemption, are taken before the
+            // event says so.
+            if let Err(e) = take_stock(&deps, &current.value).await {
+                return (Some(current), Err(e));
+            }
+            if let Err(e) = use_coupon(&deps, &current.value).await {
+                return (Some(current), Err(e));
             }
         }
         let event = OrderEvent {
@@ -543,6 +555,38 @@ async fn take_stock(deps: &OrderDeps, record: &OrderRecord) -> Result<(), Comman
         // Too many checkouts on a product right now: the settlement retries later.
         Err(ReserveFailure::Busy(_)) => Err(CommandError::Contended),
         Err(ReserveFailure::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Marks the order's coupon redemption used (taking one again if it had been given back).
+async fn use_coupon(deps: &OrderDeps, record: &OrderRecord) -> Result<(), CommandError> {
+    let Some(discount) = &record.discount else {
+        return Ok(());
+    };
+    let (order, customer, now) = (record.id(), record.order.customer_id, deps.clock.now());
+    match deps
+        .coupons
+        .change(&discount.code, |c| c.use_for(order, customer, now))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(RedeemError::Refused(_)) => Err(CommandError::CouponExhausted),
+        Err(RedeemError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Gives back the coupon redemption of an order that ended without being paid.
+async fn give_back_coupon(deps: &OrderDeps, record: &OrderRecord) {
+    let Some(discount) = &record.discount else {
+        return;
+    };
+    let order = record.id();
+    if let Err(e) = deps
+        .coupons
+        .change(&discount.code, |c| Ok(c.give_back(order)))
+        .await
+    {
+        tracing::warn!(order_id = %order, error = %e, "coupon redemption not given back; retried on the next activation");
     }
 }
 
@@ -635,6 +679,9 @@ async fn stock_and_timer(deps: &OrderDeps, record: &OrderRecord, entered: OrderS
         return;
     };
     let id = record.id();
+    if record.paid_at.is_none() {
+        give_back_coupon(deps, record).await;
+    }
     let reservation = id.to_string();
     let products = record.order.products();
     if let Err(e) = deps.inventory.release(&reservation, &products).await {

@@ -40,6 +40,8 @@ pub enum LedgerAccount {
     UnservedPayments,
     /// Payouts sent to the provider and not yet confirmed.
     PayoutsInTransit,
+    /// Discounts the platform gave (coupons it funds): an expense.
+    Discounts,
     /// What a store will be owed once its orders' deliveries are verified and held.
     StorePending(VendorId),
     /// What the platform owes a store now: paid out by the next payout.
@@ -55,13 +57,14 @@ pub struct UnknownAccount(pub String);
 
 impl LedgerAccount {
     /// Every account that is not one party's.
-    pub const PLATFORM: [LedgerAccount; 6] = [
+    pub const PLATFORM: [LedgerAccount; 7] = [
         LedgerAccount::ProviderClearing,
         LedgerAccount::PlatformCommission,
         LedgerAccount::DeliveryFees,
         LedgerAccount::CourierFeesHeld,
         LedgerAccount::UnservedPayments,
         LedgerAccount::PayoutsInTransit,
+        LedgerAccount::Discounts,
     ];
 
     /// The store this account is one of.
@@ -98,6 +101,7 @@ impl fmt::Display for LedgerAccount {
             LedgerAccount::CourierFeesHeld => f.write_str("courier_fees_held"),
             LedgerAccount::UnservedPayments => f.write_str("unserved_payments"),
             LedgerAccount::PayoutsInTransit => f.write_str("payouts_in_transit"),
+            LedgerAccount::Discounts => f.write_str("discounts"),
             LedgerAccount::StorePending(v) => write!(f, "store_pending:{v}"),
             LedgerAccount::StorePayable(v) => write!(f, "store_payable:{v}"),
             LedgerAccount::CourierPayable(u) => write!(f, "courier_payable:{u}"),
@@ -146,7 +150,7 @@ impl utoipa::PartialSchema for LedgerAccount {
             .schema_type(utoipa::openapi::schema::Type::String)
             .description(Some(
                 "A ledger account: `provider_clearing`, `platform_commission`, `delivery_fees`, \
-                 `courier_fees_held`, `unserved_payments`, `payouts_in_transit`, or one party's: \
+                 `courier_fees_held`, `unserved_payments`, `payouts_in_transit`, `discounts`, or one party's: \
                  `store_pending:{store id}`, `store_payable:{store id}`, `courier_payable:{user id}`",
             ))
             .pattern(Some(ACCOUNT_PATTERN))
@@ -160,7 +164,7 @@ impl utoipa::PartialSchema for LedgerAccount {
 impl utoipa::ToSchema for LedgerAccount {}
 
 /// What every account name matches.
-pub const ACCOUNT_PATTERN: &str = "^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$";
+pub const ACCOUNT_PATTERN: &str = "^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$";
 
 /// What a transaction records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -507,15 +511,29 @@ fn entries_of(currency: Currency, pairs: &[(LedgerAccount, i64)]) -> Vec<Entry> 
         .collect()
 }
 
-/// A paid order: the payment received, shared into the store's pending balance, the
-/// courier fees held for whoever delivers, and the platform's income.
-pub fn payment_entries(shares: &Shares, parties: Parties) -> Vec<Entry> {
+/// A discount on an order, as the ledger books it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discount {
+    /// Given by the platform: the shares are of the full price, the platform pays the rest.
+    pub platform: i64,
+    /// Given by the store: the shares are of the discounted price (its own is smaller).
+    pub store: i64,
+}
+
+/// A paid order: the payment received (with the discount the platform gives), shared into
+/// the store's pending balance, the courier fees held for whoever delivers, and the
+/// platform's income. A discount the store gives shows on its pending balance as the
+/// full-price share less the discount.
+pub fn payment_entries(shares: &Shares, parties: Parties, discount: Discount) -> Vec<Entry> {
     use LedgerAccount as A;
+    let store = A::StorePending(parties.store);
     entries_of(
         parties.currency,
         &[
-            (A::ProviderClearing, shares.total()),
-            (A::StorePending(parties.store), -shares.store),
+            (A::ProviderClearing, shares.total() - discount.platform),
+            (A::Discounts, discount.platform),
+            (store, -(shares.store + discount.store)),
+            (store, discount.store),
             (A::PlatformCommission, -shares.commission),
             (A::CourierFeesHeld, -shares.courier),
             (A::DeliveryFees, -shares.delivery),
@@ -523,9 +541,39 @@ pub fn payment_entries(shares: &Shares, parties: Parties) -> Vec<Entry> {
     )
 }
 
+/// What refunds of `refunds` (one after another) of a payment of `paid` take off shares
+/// adding up to `gross` (more than `paid` when the platform gave a discount): each scaled by
+/// `gross / paid`, rounded on the running total so that refunding all of `paid` takes back
+/// exactly `gross`.
+pub fn gross_refunds(paid: i64, gross: i64, refunds: &[i64]) -> Vec<i64> {
+    let scaled = |x: i64| -> i64 {
+        if paid <= 0 {
+            return 0;
+        }
+        let x = i128::from(x.clamp(0, paid));
+        ((x * i128::from(gross) + i128::from(paid) / 2) / i128::from(paid)) as i64
+    };
+    let mut before = 0i64;
+    refunds
+        .iter()
+        .map(|&now| {
+            let after = before.saturating_add(now.max(0));
+            let step = scaled(after) - scaled(before);
+            before = after;
+            step
+        })
+        .collect()
+}
+
 /// A refund whose shares are `part`: taken back from the pending balances, or from the
-/// payable ones when the order was released before the refund.
-pub fn refund_entries(part: &Shares, parties: Parties, released: bool) -> Vec<Entry> {
+/// payable ones when the order was released before the refund. Of `part`, the customer gets
+/// back all but `discount_back`, the part of the platform's discount it takes back.
+pub fn refund_entries(
+    part: &Shares,
+    parties: Parties,
+    released: bool,
+    discount_back: i64,
+) -> Vec<Entry> {
     use LedgerAccount as A;
     let store = if released {
         A::StorePayable(parties.store)
@@ -539,7 +587,8 @@ pub fn refund_entries(part: &Shares, parties: Parties, released: bool) -> Vec<En
     entries_of(
         parties.currency,
         &[
-            (A::ProviderClearing, -part.total()),
+            (A::ProviderClearing, -(part.total() - discount_back)),
+            (A::Discounts, -discount_back),
             (store, part.store),
             (A::PlatformCommission, part.commission),
             (courier, part.courier),
@@ -700,10 +749,10 @@ mod tests {
         let payable = LedgerAccount::StorePayable(store);
         let paid_out = Money::new(left.store - second.store, eur());
         let txs = vec![
-            payment_entries(&shares, parties),
-            refund_entries(&first, parties, false),
+            payment_entries(&shares, parties, Discount::default()),
+            refund_entries(&first, parties, false, 0),
             release_entries(&left, parties),
-            refund_entries(&second, parties, true),
+            refund_entries(&second, parties, true, 0),
             payout_entries(payable, paid_out),
             payout_end_entries(payable, paid_out, true),
         ];
@@ -731,6 +780,62 @@ mod tests {
         ];
         assert_eq!(sum(&failed, payable), 0);
         assert_eq!(sum(&failed, LedgerAccount::PayoutsInTransit), 0);
+    }
+
+    #[test]
+    fn refunds_of_a_discounted_payment_take_back_the_full_shares_in_the_end() {
+        let (store, courier) = (VendorId::new(), UserId::new());
+        let parties = Parties {
+            store,
+            courier: Some(courier),
+            currency: eur(),
+        };
+        // 20.00 of goods and 2.99 delivery, 5.00 off paid by the platform: 17.99 paid.
+        let shares = Shares::of(2_000, 299, RATES);
+        let discount = Discount {
+            platform: 500,
+            store: 0,
+        };
+        let paid = shares.total() - 500;
+        let refunds = [700, 1, paid - 701];
+        let gross = gross_refunds(paid, shares.total(), &refunds);
+        assert_eq!(gross.iter().sum::<i64>(), shares.total());
+        assert!(gross.iter().zip(refunds).all(|(g, r)| *g >= r));
+        let mut txs = vec![payment_entries(&shares, parties, discount)];
+        let mut taken = Shares::from_parts([0; 4]);
+        for (g, r) in gross.iter().zip(refunds) {
+            let part = shares.refund_part(&taken, *g);
+            taken = taken.plus(&part);
+            txs.push(refund_entries(&part, parties, false, g - r));
+        }
+        for tx in &txs {
+            check_balanced(tx).unwrap();
+        }
+        for account in [
+            LedgerAccount::ProviderClearing,
+            LedgerAccount::Discounts,
+            LedgerAccount::StorePending(store),
+            LedgerAccount::PlatformCommission,
+            LedgerAccount::CourierFeesHeld,
+            LedgerAccount::DeliveryFees,
+        ] {
+            assert_eq!(sum(&txs, account), 0, "{account}");
+        }
+        // The store's own discount shows on its statement and leaves its share smaller.
+        let theirs = Shares::of(1_500, 299, RATES);
+        let entries = payment_entries(
+            &theirs,
+            parties,
+            Discount {
+                platform: 0,
+                store: 500,
+            },
+        );
+        check_balanced(&entries).unwrap();
+        assert_eq!(
+            sum(&[entries], LedgerAccount::StorePending(store)),
+            -theirs.store
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod account;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
+pub mod coupon;
 pub mod courier;
 pub mod dispatch;
 pub mod geo;

@@ -231,6 +231,9 @@ pub struct OrderRecord {
     /// shared by (none on orders placed before rates were recorded: today's defaults apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rates: Option<crate::domain::ledger::Rates>,
+    /// A coupon's discount on the goods, frozen at checkout (`totals.total` is net of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<crate::domain::coupon::OrderDiscount>,
 }
 
 /// One refund of an order.
@@ -485,6 +488,7 @@ impl OrderRecord {
             refunds: Vec::new(),
             payment_returned: None,
             rates: None,
+            discount: None,
             handoff_code: None,
             arrived_at_pickup_at: None,
             arriving_at: None,

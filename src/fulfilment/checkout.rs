@@ -26,6 +26,7 @@ use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorI
 use crate::domain::money::Money;
 use crate::domain::order::{self, Order, OrderLine, OrderRecord, OrderStatus, OrderTotals};
 use crate::ledger::Ledger;
+use crate::ledger::coupons::CouponError;
 use crate::payments::{Payment, PaymentError, Payments, ProviderName};
 use crate::store::catalog::id_key;
 use crate::store::typed::Rows;
@@ -64,6 +65,8 @@ pub enum CheckoutError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Actor(#[from] ActorError),
+    #[error(transparent)]
+    Coupon(#[from] CouponError),
 }
 
 /// A placed checkout: its orders and its payment.
@@ -120,6 +123,7 @@ impl Checkout {
         address: DeliveryAddress,
         point: GeoPoint,
         method: ProviderName,
+        coupon: Option<&str>,
     ) -> Result<Placed, CheckoutError> {
         let state = self;
         if method != state.payments.default_provider() {
@@ -248,6 +252,7 @@ impl Checkout {
                 refunds: Vec::new(),
                 payment_returned: None,
                 rates: Some(state.ledger.rates().for_store(*vendor_id).await?),
+                discount: None,
             });
         }
         let currency = records
@@ -261,6 +266,32 @@ impl Checkout {
             return Err(CheckoutError::MixedCurrencies(
                 "a checkout is paid in one currency",
             ));
+        }
+
+        // A coupon discounts one order's goods; its redemption is held once the stock is.
+        let mut coupon_hold = None;
+        if let Some(code) = coupon {
+            let subtotals: Vec<(VendorId, Money)> = records
+                .iter()
+                .filter_map(|r| Some((r.order.vendor_id, r.totals?.subtotal)))
+                .collect();
+            let quote = state
+                .ledger
+                .quote(code, customer, &subtotals, now, false)
+                .await?;
+            if let Some(record) = records
+                .iter_mut()
+                .find(|r| r.order.vendor_id == quote.vendor_id)
+            {
+                if let Some(totals) = record.totals.as_mut() {
+                    totals.total = Money::new(
+                        totals.total.amount_minor - quote.discount.amount_minor,
+                        totals.total.currency,
+                    );
+                }
+                record.discount = Some(quote.discount());
+                coupon_hold = Some((quote.code, record.order.id));
+            }
         }
 
         // Hold the stock of every order, all or nothing: the reservation of an order is its id.
@@ -294,6 +325,22 @@ impl Checkout {
                     return Err(CheckoutError::Reserve(failure));
                 }
             }
+        }
+
+        if let Some((code, order)) = &coupon_hold
+            && let Err(refused) = state.ledger.hold_coupon(code, *order, customer).await
+        {
+            for (order, products) in &held {
+                if let Err(e) = state
+                    .catalog
+                    .inventory
+                    .release(&order.to_string(), products)
+                    .await
+                {
+                    tracing::warn!(error = %e, order_id = %order, "hold not released; it expires by itself");
+                }
+            }
+            return Err(refused.into());
         }
 
         let order_ids: Vec<OrderId> = records.iter().map(|r| r.order.id).collect();

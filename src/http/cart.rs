@@ -19,7 +19,7 @@ use crate::catalog::CatalogError;
 use crate::catalog::products::ProductView;
 use crate::domain::cart::{Cart, CartCommand, CartError, Quantity};
 use crate::domain::identity::Role;
-use crate::domain::ids::{CartId, ProductId, VendorId};
+use crate::domain::ids::{CartId, ProductId, UserId, VendorId};
 use crate::domain::money::{Currency, Money};
 use crate::error_code::ErrorCode;
 use crate::web::extract::{AuthUser, MaybeUser};
@@ -82,6 +82,10 @@ pub struct CartView {
     pub totals: Vec<Money>,
     /// Units over all lines.
     pub item_count: u32,
+    /// What the coupon asked for with `?coupon_code=` takes off (one store's goods), as the
+    /// checkout would apply it; the delivery fee comes at checkout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon: Option<crate::ledger::coupons::Quote>,
 }
 
 /// Adds units of a product.
@@ -165,6 +169,19 @@ fn require_target(
 
 /// Reads every line's product and renders the cart.
 async fn render(state: &AppState, cart: Cart, token: Option<String>) -> HttpResponse {
+    match render_quoted(state, cart, token, None).await {
+        Ok(response) => response,
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    }
+}
+
+/// Renders the cart, with what `coupon` (a code, for a customer) takes off it.
+async fn render_quoted(
+    state: &AppState,
+    cart: Cart,
+    token: Option<String>,
+    coupon: Option<(String, UserId)>,
+) -> Result<HttpResponse, ApiError> {
     let views: Vec<Option<ProductView>> =
         join_all(cart.lines.iter().map(|line| async move {
             state.catalog.product_view(line.product_id, None).await.ok()
@@ -220,11 +237,24 @@ async fn render(state: &AppState, cart: Cart, token: Option<String>) -> HttpResp
         });
     }
     let item_count = cart.lines.iter().map(|l| l.quantity.get()).sum();
+    let coupon = match coupon {
+        Some((code, customer)) => {
+            let subtotals: Vec<_> = vendors.iter().map(|v| (v.vendor_id, v.subtotal)).collect();
+            let now = state.identity.clock.now();
+            Some(
+                state
+                    .ledger
+                    .quote(&code, customer, &subtotals, now, true)
+                    .await?,
+            )
+        }
+        None => None,
+    };
     let mut response = HttpResponse::Ok();
     if let Some(value) = token.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
         response.insert_header((CART_TOKEN, value));
     }
-    response.json(CartView {
+    Ok(response.json(CartView {
         cart_token: token,
         lines,
         vendors,
@@ -233,7 +263,8 @@ async fn render(state: &AppState, cart: Cart, token: Option<String>) -> HttpResp
             .map(|(currency, amount)| Money::new(amount, currency))
             .collect(),
         item_count,
-    })
+        coupon,
+    }))
 }
 
 async fn change(state: &AppState, id: CartId, command: CartCommand) -> Result<Cart, ApiError> {
@@ -254,21 +285,48 @@ async fn change(state: &AppState, id: CartId, command: CartCommand) -> Result<Ca
         })
 }
 
-/// The caller's cart (empty for a guest without a token).
+/// A coupon to price the cart with.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct CartQuery {
+    /// Shows what this coupon takes off (`coupon` in the answer), or why it does not apply
+    /// (`coupon_unknown`, `coupon_expired`, `coupon_exhausted`, `coupon_min_spend`,
+    /// `coupon_not_applicable`).
+    #[param(pattern = "^[A-Za-z0-9_-]{3,32}$")]
+    pub coupon_code: Option<String>,
+}
+
+/// The caller's cart (empty for a guest without a token), priced with a coupon when asked.
 #[utoipa::path(get, path = "/api/v1/cart", tag = "cart",
-    params(("X-Cart-Token" = Option<String>, Header, description = "token of a guest cart")),
-    responses((status = 200, body = CartView), (status = 401, body = crate::web::problem::Problem)))]
+    params(("X-Cart-Token" = Option<String>, Header, description = "token of a guest cart"), CartQuery),
+    responses((status = 200, body = CartView), (status = 401, body = crate::web::problem::Problem),
+        (status = 409, body = crate::web::problem::Problem), (status = 422, body = crate::web::problem::Problem)))]
 pub async fn get_cart(
     state: web::Data<AppState>,
     req: HttpRequest,
     MaybeUser(user): MaybeUser,
+    query: web::Query<CartQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let coupon = match query.into_inner().coupon_code {
+        Some(raw) => {
+            let code = crate::domain::coupon::normalise_code(&raw).ok_or_else(|| {
+                ApiError::invalid_field("coupon_code", "3 to 32 letters, digits, - or _")
+            })?;
+            // A guest is nobody's customer yet: only the coupon's own limits count.
+            let customer = user
+                .as_ref()
+                .map_or_else(|| UserId::from(uuid::Uuid::nil()), |u| u.id);
+            Some((code, customer))
+        }
+        None => None,
+    };
     match target(&state, &req, user.as_ref())? {
         Some(t) => {
             let cart = state.carts.send(t.id, GetCart).await?;
-            Ok(render(&state, cart, t.token).await)
+            render_quoted(&state, cart, t.token, coupon).await
         }
-        None => Ok(render(&state, Cart::default(), None).await),
+        None => render_quoted(&state, Cart::default(), None, coupon).await,
     }
 }
 

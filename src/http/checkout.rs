@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::payments::PaymentView;
 use crate::domain::checkout::DeliveryAddress;
+use crate::domain::coupon::normalise_code;
 use crate::domain::identity::Role;
 use crate::domain::ids::{CheckoutId, UserId};
 use crate::domain::order::OrderRecord;
@@ -34,6 +35,16 @@ pub struct CheckoutRequest {
     pub delivery_address: DeliveryAddress,
     /// `simulated` (the embedded default) or `stripe` (when configured).
     pub payment_method: ProviderName,
+    /// A coupon to apply (case does not matter); see its discount first with
+    /// `GET /api/v1/cart?coupon_code=`.
+    #[serde(default)]
+    #[schema(
+        min_length = 3,
+        max_length = 32,
+        pattern = "^[A-Za-z0-9_-]{3,32}$",
+        example = "SUMMER25"
+    )]
+    pub coupon_code: Option<String>,
 }
 
 /// A checkout's orders and payment.
@@ -100,6 +111,7 @@ impl From<CheckoutError> for ApiError {
             CheckoutError::Payment(e) => e.into(),
             CheckoutError::Store(e) => e.into(),
             CheckoutError::Actor(e) => e.into(),
+            CheckoutError::Coupon(e) => e.into(),
         }
     }
 }
@@ -147,13 +159,26 @@ pub async fn checkout(
         .delivery_address
         .validate()
         .map_err(|(field, message)| ApiError::invalid_field(field, message))?;
+    let coupon = match request.coupon_code.as_deref() {
+        Some(raw) => Some(normalise_code(raw).ok_or_else(|| {
+            ApiError::invalid_field("coupon_code", "3 to 32 letters, digits, - or _")
+        })?),
+        None => None,
+    };
     let fingerprint = fingerprint("POST", "/api/v1/checkout", &body);
     let customer = user.id;
     let work = || async {
         let placed = state
             .fulfilment
             .checkout
-            .place(customer, &key, address, point, request.payment_method)
+            .place(
+                customer,
+                &key,
+                address,
+                point,
+                request.payment_method,
+                coupon.as_deref(),
+            )
             .await;
         record(placed.map(|placed| CheckoutView::new(placed, customer)))
     };

@@ -186,7 +186,7 @@ pub async fn list_accounts(
 
 /// One account's balance (the caller's own, or any for admins; 404 otherwise).
 #[utoipa::path(get, path = "/api/v1/ledger/accounts/{account}", tag = "ledger",
-    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$",
+    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$",
         example = "store_payable:0193b0c4-5a7e-7d2a-9b1c-2f3e4d5a6b7c")),
     security(("bearer" = [])),
     responses((status = 200, body = AccountBalance), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -226,7 +226,7 @@ pub struct EntriesPage {
 /// An account's statement: every entry booked on it, oldest first, each with its
 /// transaction's key, kind and order or payout.
 #[utoipa::path(get, path = "/api/v1/ledger/accounts/{account}/entries", tag = "ledger",
-    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$"),
+    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$"),
         EntriesQuery),
     security(("bearer" = [])),
     responses((status = 200, body = EntriesPage), (status = 400, body = Problem), (status = 401, body = Problem),

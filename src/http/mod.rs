@@ -9,6 +9,7 @@ pub mod cart;
 pub mod categories;
 pub mod checkout;
 pub mod client_addr;
+pub mod coupons;
 pub mod couriers;
 pub mod error_bodies;
 pub mod health;
@@ -67,6 +68,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(couriers::configure)
                 .configure(payments::configure)
                 .configure(ledger::configure)
+                .configure(coupons::configure)
                 .configure(media::configure)
                 .configure(ws_ticket::configure),
         )

@@ -17,9 +17,9 @@ use crate::web::ApiError;
 use crate::web::problem::PROBLEM_JSON;
 
 use super::{
-    admin, auth, cart, categories, checkout, couriers, health, inventory, ledger, me, media, mfa,
-    notifications, orders, payments, problem, products, push, reviews, vendors, webhooks,
-    ws_ticket,
+    admin, auth, cart, categories, checkout, coupons, couriers, health, inventory, ledger, me,
+    media, mfa, notifications, orders, payments, problem, products, push, reviews, vendors,
+    webhooks, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -125,6 +125,10 @@ use super::{
         reviews::report_product_review,
         reviews::report_vendor_review,
         reviews::moderate_review,
+        coupons::create_coupon,
+        coupons::list_coupons,
+        coupons::get_coupon,
+        coupons::patch_coupon,
         ledger::list_accounts,
         ledger::get_account,
         ledger::list_entries,
@@ -160,6 +164,7 @@ use super::{
         (name = "auth", description = "Accounts and sessions"),
         (name = "me", description = "The caller's own profile"),
         (name = "notifications", description = "The caller's in-app notifications (live on the /ws/notifications WebSocket: see the README)"),
+        (name = "coupons", description = "Coupons of the platform and of stores (customers meet them on the cart and at checkout)"),
         (name = "ledger", description = "Money: balances and statements of the double-entry ledger, payouts and where they go (see the README's money flow)"),
         (name = "admin", description = "Platform administration"),
     )

@@ -17,9 +17,10 @@ use futures_util::stream;
 
 use super::{Ledger, LedgerError};
 use crate::domain::account::NotificationEvent;
+use crate::domain::coupon::FundedBy;
 use crate::domain::ledger::{
-    LedgerTx, Parties, Shares, TxKind, payment_entries, refund_entries, release_entries,
-    release_left, returned_entries,
+    Discount, LedgerTx, Parties, Shares, TxKind, gross_refunds, payment_entries, refund_entries,
+    release_entries, release_left, returned_entries,
 };
 use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
 use crate::store::StoreResult;
@@ -63,25 +64,54 @@ const NOTHING: Derived = Derived::Done {
     release: None,
 };
 
-/// The shares of an order's payment by its frozen rates (today's default for orders placed
-/// before rates were frozen), and its parties.
-fn shares_of(
-    record: &OrderRecord,
-    default: crate::domain::ledger::Rates,
-) -> Option<(Shares, Parties)> {
-    let totals = record.totals?;
-    let rates = record.rates.unwrap_or(default);
-    let shares = Shares::of(
-        totals.subtotal.amount_minor,
-        totals.delivery_fee.amount_minor,
-        rates,
-    );
-    let parties = Parties {
-        store: record.order.vendor_id,
-        courier: record.courier_id,
-        currency: totals.total.currency,
-    };
-    Some((shares, parties))
+/// An order's money: the shares of its payment by its frozen rates (today's default for
+/// orders placed before rates were frozen), its parties, its discount and what was paid.
+struct OrderMoney {
+    shares: Shares,
+    parties: Parties,
+    discount: Discount,
+    paid: i64,
+}
+
+impl OrderMoney {
+    fn of(record: &OrderRecord, default: crate::domain::ledger::Rates) -> Option<OrderMoney> {
+        let totals = record.totals?;
+        let rates = record.rates.unwrap_or(default);
+        let subtotal = totals.subtotal.amount_minor;
+        let (discount, goods) = match &record.discount {
+            Some(d) if d.funded_by == FundedBy::Platform => (
+                Discount {
+                    platform: d.amount.amount_minor,
+                    store: 0,
+                },
+                subtotal,
+            ),
+            Some(d) => (
+                Discount {
+                    platform: 0,
+                    store: d.amount.amount_minor,
+                },
+                subtotal - d.amount.amount_minor,
+            ),
+            None => (Discount::default(), subtotal),
+        };
+        let shares = Shares::of(goods, totals.delivery_fee.amount_minor, rates);
+        Some(OrderMoney {
+            paid: shares.total() - discount.platform,
+            shares,
+            parties: Parties {
+                store: record.order.vendor_id,
+                courier: record.courier_id,
+                currency: totals.total.currency,
+            },
+            discount,
+        })
+    }
+
+    /// What the refunds of `amounts`, one after another, take off the shares.
+    fn gross(&self, amounts: &[i64]) -> Vec<i64> {
+        gross_refunds(self.paid, self.shares.total(), amounts)
+    }
 }
 
 /// The amounts of the refunds in `events` numbered up to `through`.
@@ -244,24 +274,35 @@ impl Ledger {
         };
         let record = record.value;
         let default = inner.rates.default_rates().await?;
-        let Some((shares, parties)) = shares_of(&record, default) else {
+        let Some(money) = OrderMoney::of(&record, default) else {
             return Ok(NOTHING);
         };
+        let (shares, parties) = (money.shares, money.parties);
         let (kind, entries) = match &event.kind {
-            OrderEventKind::Paid => (TxKind::Payment, payment_entries(&shares, parties)),
+            OrderEventKind::Paid => (
+                TxKind::Payment,
+                payment_entries(&shares, parties, money.discount),
+            ),
             OrderEventKind::PaymentReturned { amount } => {
                 (TxKind::PaymentReturned, returned_entries(*amount))
             }
             OrderEventKind::Refunded { amount, .. } => {
                 let events = self.events_through(&record, event.seq).await?;
-                let before = refunds_through(&events, event.seq.saturating_sub(1));
-                let part = shares.refund_part(&shares.given_back(&before), amount.amount_minor);
+                let mut amounts = refunds_through(&events, event.seq.saturating_sub(1));
+                amounts.push(amount.amount_minor);
+                let mut gross = money.gross(&amounts);
+                let now = gross.pop().unwrap_or_default();
+                let part = shares.refund_part(&shares.given_back(&gross), now);
                 let released = inner
                     .repo
                     .tx(&LedgerTx::release_key(record.id()))
                     .await?
                     .is_some_and(|r| r.through.is_some_and(|t| t < event.seq));
-                (TxKind::Refund, refund_entries(&part, parties, released))
+                let discount_back = (now - amount.amount_minor).max(0);
+                (
+                    TxKind::Refund,
+                    refund_entries(&part, parties, released, discount_back),
+                )
             }
             _ => return Ok(NOTHING),
         };
@@ -323,13 +364,14 @@ impl Ledger {
                 continue;
             };
             let record = record.value;
-            let Some((shares, parties)) = shares_of(&record, default) else {
+            let Some(money) = OrderMoney::of(&record, default) else {
                 continue;
             };
             let through = record.seq;
             let events = self.events_through(&record, through).await?;
-            let left = release_left(&shares, &refunds_through(&events, through));
-            let entries = release_entries(&left, parties);
+            let taken = money.gross(&refunds_through(&events, through));
+            let left = release_left(&money.shares, &taken);
+            let entries = release_entries(&left, money.parties);
             if entries.is_empty() {
                 continue;
             }

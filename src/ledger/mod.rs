@@ -9,6 +9,7 @@
 //! nothing twice.
 
 pub mod booker;
+pub mod coupons;
 pub mod payouts;
 pub mod rates;
 pub mod reconcile;
@@ -77,6 +78,7 @@ struct Inner {
     orders: OrderRepo,
     payments: Payments,
     rates: RatesBook,
+    coupons: crate::store::coupons::CouponRepo,
     settings: LedgerSettings,
     clock: Clock,
     node: Uuid,
@@ -147,6 +149,7 @@ impl Ledger {
                 rates: RatesBook::new(repo.clone(), parts.settings.rates),
                 repo,
                 journal: Journal::new(parts.store.clone()),
+                coupons: crate::store::coupons::CouponRepo::new(parts.store.clone()),
                 orders: OrderRepo::new(parts.store),
                 payments: parts.payments,
                 settings: parts.settings,

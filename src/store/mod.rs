@@ -15,6 +15,7 @@
 pub mod auth_codes;
 pub mod carts;
 pub mod catalog;
+pub mod coupons;
 pub mod couriers;
 pub mod embedded;
 pub mod inventory;
@@ -151,12 +152,14 @@ pub enum Table {
     LedgerState,
     /// Payouts (`id:{payout}`), with indexes per account, for all, and of the ones in flight.
     Payouts,
+    /// Coupons with their redemptions, one row per code.
+    Coupons,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 42] = [
+    pub const ALL: [Table; 43] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -199,6 +202,7 @@ impl Table {
         Table::LedgerBalances,
         Table::LedgerState,
         Table::Payouts,
+        Table::Coupons,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -246,6 +250,7 @@ impl Table {
             Table::LedgerBalances => "ledger_balances",
             Table::LedgerState => "ledger_state",
             Table::Payouts => "payouts",
+            Table::Coupons => "coupons",
         }
     }
 

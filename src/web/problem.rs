@@ -370,6 +370,9 @@ impl From<CommandError> for ApiError {
                 ErrorCode::InsufficientStock,
                 "the order's stock is no longer available",
             ),
+            CommandError::CouponExhausted => {
+                ApiError::conflict(ErrorCode::CouponExhausted, e.to_string())
+            }
             CommandError::Contended => ApiError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::Contended,

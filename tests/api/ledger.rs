@@ -367,3 +367,233 @@ async fn accounts_are_read_by_their_party_and_admins_only_and_bad_input_is_refus
     )
     .await;
 }
+
+/// Puts one unit of the shop's product in the customer's cart.
+async fn fill_cart(app: &TestApp, customer: &str, shop: &Shop) {
+    let added = app
+        .client
+        .post(app.url("/api/v1/cart/items"))
+        .bearer_auth(customer)
+        .json(&json!({"product_id": shop.product.id, "quantity": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+}
+
+/// Checks the cart out with `coupon`: the status and the body.
+async fn checkout_with(app: &TestApp, customer: &str, shop: &Shop, coupon: &str) -> (u16, Value) {
+    let to = dropoff(shop);
+    let response = app
+        .client
+        .post(app.url("/api/v1/checkout"))
+        .bearer_auth(customer)
+        .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
+        .json(&json!({
+            "delivery_address": {"text": "Drop-off 7, Berlin", "lat": to.lat, "lng": to.lng},
+            "payment_method": "simulated",
+            "coupon_code": coupon,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[actix_web::test]
+async fn a_coupon_is_redeemed_at_most_its_limit_and_an_unpaid_checkout_gives_it_back() {
+    // Arrange: a platform coupon of 10 % for five customers, once each.
+    let app = spawn_app_with(|s| {
+        s.order_payment_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let shop = shop(&app, "Coupon Corner").await;
+    let admin = app.admin_token().await;
+    let create = |body: Value, token: String| {
+        let request = app
+            .client
+            .post(app.url("/api/v1/coupons"))
+            .bearer_auth(token)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let made = create(
+        json!({"code": "ten-off", "percent_bps": 1000, "total_limit": 5,
+               "min_spend": {"amount_minor": 1000, "currency": "EUR"}}),
+        admin.clone(),
+    )
+    .await;
+    assert_eq!(made.status(), 201);
+    let again = create(
+        json!({"code": "TEN-OFF", "percent_bps": 500, "total_limit": 5}),
+        admin.clone(),
+    )
+    .await;
+    assert_problem(again, 409, "coupon_code_taken").await;
+    let (_, someone) = user_token(&app, Role::Customer);
+    let refused = create(
+        json!({"code": "MINE", "percent_bps": 500, "total_limit": 5}),
+        someone.clone(),
+    )
+    .await;
+    assert_problem(refused, 403, "forbidden").await;
+    let big = create(
+        json!({"code": "BIG-SPENDER", "amount": {"amount_minor": 500, "currency": "EUR"},
+               "min_spend": {"amount_minor": 100000, "currency": "EUR"}, "total_limit": 5}),
+        shop.vendor_token.clone(),
+    )
+    .await;
+    assert_eq!(big.status(), 201);
+    let big: Value = big.json().await.unwrap();
+    assert_eq!(
+        (&big["funded_by"], &big["store_id"]),
+        (&json!("store"), &json!(shop.vendor.id)),
+        "{big}"
+    );
+
+    // The cart shows what a coupon takes off, or why it does not apply.
+    fill_cart(&app, &someone, &shop).await;
+    let priced = ok_json(get(&app, &someone, "/api/v1/cart?coupon_code=ten-off").await).await;
+    assert_eq!(
+        priced["coupon"]["discount"]["amount_minor"], 145,
+        "{priced}"
+    );
+    for (code, status, problem) in [
+        ("NOPE", 422, "coupon_unknown"),
+        ("BIG-SPENDER", 422, "coupon_min_spend"),
+        ("no spaces", 422, "validation_failed"),
+    ] {
+        let path = format!("/api/v1/cart?coupon_code={}", code.replace(' ', "%20"));
+        assert_problem(get(&app, &someone, &path).await, status, problem).await;
+    }
+
+    // Act: twelve customers check out with it at once.
+    let mut customers = Vec::new();
+    for _ in 0..12 {
+        let (_, token) = user_token(&app, Role::Customer);
+        fill_cart(&app, &token, &shop).await;
+        customers.push(token);
+    }
+    let outcomes = futures_util::future::join_all(
+        customers
+            .iter()
+            .map(|c| checkout_with(&app, c, &shop, "TEN-OFF")),
+    )
+    .await;
+
+    // Assert: five got it, the rest were told it is exhausted; a discounted order's total.
+    let placed: Vec<(&String, &Value)> = customers
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, (s, _))| *s == 201)
+        .map(|(c, (_, b))| (c, b))
+        .collect();
+    assert_eq!(placed.len(), 5, "{outcomes:?}");
+    for (status, body) in outcomes.iter().filter(|(s, _)| *s != 201) {
+        assert_eq!(
+            (*status, body["code"].as_str()),
+            (409, Some("coupon_exhausted")),
+            "{body}"
+        );
+    }
+    let order = &placed[0].1["orders"][0];
+    assert_eq!(order["discount"]["amount"]["amount_minor"], 145, "{order}");
+    assert_eq!(
+        order["totals"]["total"]["amount_minor"].as_i64().unwrap(),
+        order["totals"]["subtotal"]["amount_minor"]
+            .as_i64()
+            .unwrap()
+            + order["totals"]["delivery_fee"]["amount_minor"]
+                .as_i64()
+                .unwrap()
+            - 145,
+        "{order}"
+    );
+    let coupon = ok_json(get(&app, &admin, "/api/v1/coupons/TEN-OFF").await).await;
+    assert_eq!((&coupon["held"], &coupon["used"]), (&json!(5), &json!(0)));
+
+    // Four pay; the fifth lets its order expire, which gives the redemption back.
+    for (customer, checkout) in &placed[..4] {
+        crate::fixtures::pay(&app, customer, checkout).await;
+    }
+    app.clock.advance(Duration::from_secs(61));
+    let freed = until(&app, &admin, "/api/v1/coupons/TEN-OFF", |c| {
+        c["held"] == 0 && c["used"] == 4
+    })
+    .await;
+    assert_eq!(freed["total_limit"], 5, "{freed}");
+    let latecomer = customers
+        .iter()
+        .find(|c| !placed.iter().any(|(p, _)| p == c))
+        .unwrap();
+    let (status, body) = checkout_with(&app, latecomer, &shop, "ten-off").await;
+    assert_eq!(status, 201, "the place given back is taken: {body}");
+
+    // The platform's discounts are in the ledger: 4 × 1.45 given.
+    let discounts = until(&app, &admin, "/api/v1/ledger/accounts/discounts", |b| {
+        minor(b, "balance") == 4 * 145
+    })
+    .await;
+    assert_eq!(discounts["account"], "discounts");
+}
+
+/// Every transaction of the ledger, as an admin reads it from `app`.
+async fn transactions(app: &TestApp, admin: &str) -> Vec<Value> {
+    let page = ok_json(get(app, admin, "/api/v1/admin/ledger/transactions?limit=1000").await).await;
+    page["items"].as_array().unwrap().clone()
+}
+
+#[actix_web::test]
+async fn two_nodes_book_each_event_once_and_one_takes_over_when_the_other_stops() {
+    // Arrange: two nodes on one store, orders paid through each, one cancelled on each.
+    let first = crate::helpers::spawn_app().await;
+    let second = crate::helpers::spawn_peer(&first, |_| {}).await;
+    let shop = shop(&first, "Twin Kitchen").await;
+    for app in [&first, &second] {
+        for n in 0..3 {
+            let (_, customer) = user_token(app, Role::Customer);
+            let order = paid_order(app, &shop, &customer).await;
+            if n == 0 {
+                let cancel = post(app, &customer, &format!("/api/v1/orders/{order}/cancel")).await;
+                assert_eq!(cancel.status(), 200);
+            }
+        }
+    }
+    let admin = second.admin_token().await;
+
+    // Act + assert: six payments and two refunds, each booked once, whichever node books.
+    let deadline = tokio::time::Instant::now() + WAIT * 3;
+    while transactions(&second, &admin).await.len() < 8 {
+        assert!(tokio::time::Instant::now() < deadline, "never booked");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The first node stops; the second takes the ledger over once its lease runs out.
+    first.stop().await;
+    for _ in 0..2 {
+        let (_, customer) = user_token(&second, Role::Customer);
+        paid_order(&second, &shop, &customer).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let booked = loop {
+        let booked = transactions(&second, &admin).await;
+        if booked.len() >= 10 {
+            break booked;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not taken over: {booked:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let mut keys: Vec<&str> = booked.iter().map(|t| t["key"].as_str().unwrap()).collect();
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 10, "a key booked twice");
+    let kinds = booked.iter().filter(|t| t["kind"] == "refund").count();
+    assert_eq!(kinds, 2);
+    let summary = ok_json(get(&second, &admin, "/api/v1/admin/ledger/summary").await).await;
+    assert_eq!(summary["balanced"], true, "{summary}");
+}

@@ -47,6 +47,7 @@ fn deps(app: &TestApp) -> OrderDeps {
         feed: hexmarket::store::live::VendorFeedRepo::new(store(app)),
         open: hexmarket::store::live::OpenOrdersRepo::new(store(app)),
         dispatch: hexmarket::dispatch::queue::DispatchQueue::new(store(app), app.clock.clone()),
+        coupons: hexmarket::store::coupons::CouponRepo::new(store(app)),
     }
 }
 

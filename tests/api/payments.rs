@@ -209,6 +209,12 @@ async fn fake_endpoint(
         "/v1/refunds" => {
             json!({ "id": format!("re_fake_{n}"), "object": "refund", "status": "succeeded" })
         }
+        // Stripe Connect: a transfer needs a connected account to go to.
+        "/v1/transfers" if !body.contains("destination=acct_") => {
+            return HttpResponse::BadRequest().json(json!({"error": {
+                "type": "invalid_request_error", "message": "No such destination"}}));
+        }
+        "/v1/transfers" => json!({ "id": format!("tr_fake_{n}"), "object": "transfer" }),
         _ => return HttpResponse::NotFound().finish(),
     };
     let answer = match key {
@@ -610,6 +616,63 @@ async fn stripe_intents_and_refunds_carry_idempotency_keys() {
             .is_err()
     );
     app.stop().await;
+    fake.handle.stop(true).await;
+}
+
+#[actix_web::test]
+async fn a_payout_is_one_stripe_transfer_per_payout_id_to_the_connected_account() {
+    // Arrange
+    let fake = FakeStripe::start();
+    let provider = StripeProvider::new(&StripeSettings {
+        api_base: fake.base.clone(),
+        secret_key: "sk_test_hexmarket".to_owned(),
+        webhook_secret: WEBHOOK_SECRET.to_owned(),
+    })
+    .unwrap();
+
+    // Act: the same payout asked twice (a crash between the request and its answer), then
+    // one to an account Stripe does not know, then one without an account.
+    let first = provider
+        .transfer(Some("acct_1Store"), eur(2610), "payout-1")
+        .await
+        .unwrap();
+    let again = provider
+        .transfer(Some("acct_1Store"), eur(2610), "payout-1")
+        .await
+        .unwrap();
+    let unknown = provider
+        .transfer(Some("ba_not_an_account"), eur(100), "payout-2")
+        .await;
+    let nowhere = provider.transfer(None, eur(100), "payout-3").await;
+
+    // Assert: one transfer, keyed and grouped by the payout; refusals are refusals.
+    assert_eq!(first, again);
+    assert!(first.provider_ref.starts_with("tr_"), "{first:?}");
+    assert!(matches!(
+        unknown,
+        Err(hexmarket::payments::ProviderError::Rejected(_))
+    ));
+    assert!(matches!(
+        nowhere,
+        Err(hexmarket::payments::ProviderError::Rejected(_))
+    ));
+    let transfers: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|(path, _, _)| path == "/v1/transfers")
+        .collect();
+    assert_eq!(transfers.len(), 3, "{transfers:?}");
+    for (_, key, form) in &transfers[..2] {
+        assert_eq!(key.as_deref(), Some("payout-1"));
+        for field in [
+            "amount=2610",
+            "currency=eur",
+            "destination=acct_1Store",
+            "transfer_group=payout-1",
+        ] {
+            assert!(form.contains(field), "{field} in {form}");
+        }
+    }
     fake.handle.stop(true).await;
 }
 
