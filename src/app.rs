@@ -214,6 +214,7 @@ impl Application {
             settings: settings.ledger.clone(),
             clock: clock.clone(),
             node,
+            hold_for: settings.order_payment_timeout,
         });
         let fulfilment = Fulfilment {
             checkout: Checkout::new(CheckoutParts {

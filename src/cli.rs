@@ -136,6 +136,7 @@ async fn reconcile(
         settings: settings.ledger.clone(),
         clock,
         node: uuid::Uuid::new_v4(),
+        hold_for: settings.order_payment_timeout,
     });
     let report = ledger.reconcile(from, to).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);

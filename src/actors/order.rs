@@ -564,9 +564,15 @@ async fn use_coupon(deps: &OrderDeps, record: &OrderRecord) -> Result<(), Comman
         return Ok(());
     };
     let (order, customer, now) = (record.id(), record.order.customer_id, deps.clock.now());
+    // As the checkout counts holds: stale once twice the payment window has passed.
+    let stale_before = now
+        - chrono::Duration::from_std(deps.payment_timeout * 2)
+            .unwrap_or(chrono::Duration::hours(1));
     match deps
         .coupons
-        .change(&discount.code, |c| c.use_for(order, customer, now))
+        .change(&discount.code, |c| {
+            c.use_for(order, customer, now, stale_before)
+        })
         .await
     {
         Ok(_) => Ok(()),

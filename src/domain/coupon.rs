@@ -144,17 +144,31 @@ impl Coupon {
         Ok(off.clamp(0, subtotal.amount_minor))
     }
 
-    /// Holds a redemption for `order` (again: no change). Refused when the customer or the
-    /// coupon has no redemption left.
+    /// Drops holds taken before `stale_before` that were never paid: a checkout that died
+    /// before its order existed leaves one that no expiry would give back. (A late payment
+    /// for such an order takes a redemption again, as for any order whose hold was given
+    /// back.) Whether it dropped any.
+    pub fn drop_stale(&mut self, stale_before: DateTime<Utc>) -> bool {
+        let before = self.redemptions.len();
+        self.redemptions
+            .retain(|_, r| r.paid || r.at >= stale_before);
+        self.redemptions.len() != before
+    }
+
+    /// Holds a redemption for `order` (again: no change), dropping stale holds first (see
+    /// [`Coupon::drop_stale`]). Refused when the customer or the coupon has no redemption
+    /// left.
     pub fn hold(
         &mut self,
         order: OrderId,
         customer: UserId,
         now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
     ) -> Result<bool, CouponRefusal> {
         if self.redemptions.contains_key(&order) {
             return Ok(false);
         }
+        self.drop_stale(stale_before);
         let mine = self
             .redemptions
             .values()
@@ -181,8 +195,9 @@ impl Coupon {
         order: OrderId,
         customer: UserId,
         now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
     ) -> Result<bool, CouponRefusal> {
-        let changed = self.hold(order, customer, now)?;
+        let changed = self.hold(order, customer, now, stale_before)?;
         match self.redemptions.get_mut(&order) {
             Some(r) if !r.paid => {
                 r.paid = true;
@@ -236,6 +251,7 @@ mod tests {
     #[test]
     fn limits_count_held_and_used_redemptions_and_a_given_back_one_frees_its_place() {
         let now = Utc::now();
+        let stale = now - chrono::Duration::minutes(30);
         let mut c = coupon(1, 2);
         let (a, b, x) = (UserId::new(), UserId::new(), UserId::new());
         let (o1, o2, o3, o4) = (
@@ -244,26 +260,34 @@ mod tests {
             OrderId::new(),
             OrderId::new(),
         );
-        assert_eq!(c.hold(o1, a, now), Ok(true));
-        assert_eq!(c.hold(o1, a, now), Ok(false), "again: no change");
+        assert_eq!(c.hold(o1, a, now, stale), Ok(true));
+        assert_eq!(c.hold(o1, a, now, stale), Ok(false), "again: no change");
         assert_eq!(
-            c.hold(o2, a, now),
+            c.hold(o2, a, now, stale),
             Err(CouponRefusal::Exhausted),
             "per customer"
         );
-        assert_eq!(c.hold(o3, b, now), Ok(true));
+        assert_eq!(c.hold(o3, b, now, stale), Ok(true));
         assert_eq!(
-            c.hold(o4, x, now),
+            c.hold(o4, x, now, stale),
             Err(CouponRefusal::Exhausted),
             "in total"
         );
         assert!(c.give_back(o3));
-        assert_eq!(c.use_for(o1, a, now), Ok(true));
+        assert_eq!(c.use_for(o1, a, now, stale), Ok(true));
         assert!(!c.give_back(o1), "a used redemption stays");
         // A late payment for the order given back takes a place again while there is one.
-        assert_eq!(c.use_for(o3, b, now), Ok(true));
+        assert_eq!(c.use_for(o3, b, now, stale), Ok(true));
         assert_eq!((c.redeemed(), c.used()), (2, 2));
-        assert_eq!(c.use_for(o4, x, now), Err(CouponRefusal::Exhausted));
+        assert_eq!(c.use_for(o4, x, now, stale), Err(CouponRefusal::Exhausted));
+        // A hold nobody paid for, from a checkout that died long ago, stops counting.
+        let mut d = coupon(1, 1);
+        assert_eq!(
+            d.hold(o1, a, stale - chrono::Duration::seconds(1), stale),
+            Ok(true)
+        );
+        assert_eq!(d.hold(o2, b, now, stale), Ok(true));
+        assert_eq!(d.redeemed(), 1);
     }
 
     #[test]

@@ -122,13 +122,14 @@ impl Ledger {
         now: DateTime<Utc>,
         preview: bool,
     ) -> Result<Quote, CouponError> {
-        let coupon = self
+        let mut coupon = self
             .inner
             .coupons
             .get(code)
             .await?
             .ok_or(CouponRefusal::Unknown)?
             .value;
+        coupon.drop_stale(now - self.inner.hold_for);
         let target = match coupon.store_id {
             Some(store) => subtotals.iter().find(|(v, _)| *v == store),
             None => subtotals
@@ -167,10 +168,11 @@ impl Ledger {
         customer: UserId,
     ) -> Result<(), CouponError> {
         let now = self.inner.clock.now();
+        let stale_before = now - self.inner.hold_for;
         match self
             .inner
             .coupons
-            .change(code, |c| c.hold(order, customer, now))
+            .change(code, |c| c.hold(order, customer, now, stale_before))
             .await?
         {
             Some(_) => Ok(()),

@@ -44,6 +44,8 @@ pub struct LedgerParts {
     pub clock: Clock,
     /// This node, as the holder of the ledger's lease.
     pub node: Uuid,
+    /// How long a checkout holds stock (and a coupon's redemption) for its payment.
+    pub hold_for: Duration,
 }
 
 /// Why a ledger call failed.
@@ -79,6 +81,10 @@ struct Inner {
     payments: Payments,
     rates: RatesBook,
     coupons: crate::store::coupons::CouponRepo,
+    /// A coupon hold older than this, never paid, no longer counts.
+    hold_for: chrono::Duration,
+    /// When payouts in flight were last asked about again.
+    retried_at: parking_lot::Mutex<Option<std::time::Instant>>,
     settings: LedgerSettings,
     clock: Clock,
     node: Uuid,
@@ -150,6 +156,10 @@ impl Ledger {
                 repo,
                 journal: Journal::new(parts.store.clone()),
                 coupons: crate::store::coupons::CouponRepo::new(parts.store.clone()),
+                // Twice the payment window: a hold is stale only once its order surely expired.
+                hold_for: chrono::Duration::from_std(parts.hold_for * 2)
+                    .unwrap_or(chrono::Duration::hours(1)),
+                retried_at: parking_lot::Mutex::new(None),
                 orders: OrderRepo::new(parts.store),
                 payments: parts.payments,
                 settings: parts.settings,

@@ -27,6 +27,8 @@ use crate::store::typed::Versioned;
 const CONCURRENCY: usize = 16;
 /// Payouts in flight retried per round.
 const RETRIED_PER_ROUND: usize = 256;
+/// How often payouts whose transfer was not confirmed are asked about again.
+const RETRY_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The transaction taking a payout's money off its balance.
 fn out_tx(payout: &Payout) -> LedgerTx {
@@ -52,8 +54,18 @@ impl Ledger {
         for run in self.inner.repo.requested_runs().await? {
             booked += self.execute(run).await?;
         }
-        let open = self.inner.repo.open_payouts(RETRIED_PER_ROUND).await?;
-        booked += self.settle_all(open).await?;
+        let due = {
+            let mut last = self.inner.retried_at.lock();
+            let due = last.is_none_or(|at| at.elapsed() >= RETRY_EVERY);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if due {
+            let open = self.inner.repo.open_payouts(RETRIED_PER_ROUND).await?;
+            booked += self.settle_all(open).await?;
+        }
         Ok(booked)
     }
 
