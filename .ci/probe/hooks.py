@@ -39,6 +39,12 @@ STATE_CODES = {
     "webhook_target_refused",
     # push subscription keys that match their pattern but are no P-256 point / no 16 bytes
     "invalid_push_keys",
+    # a coupon code nobody issued, one out of its window, goods below its minimum, or nothing
+    # in the cart it applies to
+    "coupon_unknown",
+    "coupon_expired",
+    "coupon_min_spend",
+    "coupon_not_applicable",
 }
 
 # Rules between two parameters, which the document states in words but JSON Schema (for query
@@ -52,6 +58,15 @@ CROSS_FIELD_RULES = {
     # a price's upper bound is a million major units: its minor units depend on the currency
     ("POST", "/api/v1/products", "price"),
     ("PATCH", "/api/v1/products/{id}", "price"),
+    # a coupon takes exactly one of percent_bps and amount; amounts are positive and bounded in
+    # major units (their minor units depend on the currency); its window ends after it starts
+    ("POST", "/api/v1/coupons", "percent_bps"),
+    ("POST", "/api/v1/coupons", "amount"),
+    ("POST", "/api/v1/coupons", "min_spend"),
+    ("POST", "/api/v1/coupons", "ends_at"),
+    ("POST", "/api/v1/coupons", "funded_by"),  # a platform-wide coupon is the platform's
+    # a reconciliation period ends after it starts, at most 366 days later
+    ("GET", "/api/v1/admin/ledger/reconciliation", "to"),
 }
 
 

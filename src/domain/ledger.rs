@@ -164,7 +164,7 @@ impl utoipa::PartialSchema for LedgerAccount {
 impl utoipa::ToSchema for LedgerAccount {}
 
 /// What every account name matches.
-pub const ACCOUNT_PATTERN: &str = "^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$";
+pub const ACCOUNT_PATTERN: &str = "^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$";
 
 /// What a transaction records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]

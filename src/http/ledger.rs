@@ -186,7 +186,7 @@ pub async fn list_accounts(
 
 /// One account's balance (the caller's own, or any for admins; 404 otherwise).
 #[utoipa::path(get, path = "/api/v1/ledger/accounts/{account}", tag = "ledger",
-    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$",
+    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$",
         example = "store_payable:0193b0c4-5a7e-7d2a-9b1c-2f3e4d5a6b7c")),
     security(("bearer" = [])),
     responses((status = 200, body = AccountBalance), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -226,7 +226,7 @@ pub struct EntriesPage {
 /// An account's statement: every entry booked on it, oldest first, each with its
 /// transaction's key, kind and order or payout.
 #[utoipa::path(get, path = "/api/v1/ledger/accounts/{account}/entries", tag = "ledger",
-    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F-]{36})$"),
+    params(("account" = String, Path, pattern = r"^(provider_clearing|platform_commission|delivery_fees|courier_fees_held|unserved_payments|payouts_in_transit|discounts|(store_pending|store_payable|courier_payable):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"),
         EntriesQuery),
     security(("bearer" = [])),
     responses((status = 200, body = EntriesPage), (status = 400, body = Problem), (status = 401, body = Problem),
@@ -537,7 +537,9 @@ pub async fn reconciliation(
 pub struct PayoutsQuery {
     /// One payable account's payouts (admins: any; others: their own). Default: a store
     /// owner's or a courier's own; every payout for admins.
-    #[param(pattern = r"^(store_payable|courier_payable):[0-9a-fA-F-]{36}$")]
+    #[param(
+        pattern = r"^(store_payable|courier_payable):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub account: Option<String>,
     /// Page size, 1–100 (default 50).
     #[param(minimum = 1, maximum = 100)]
@@ -646,7 +648,9 @@ pub struct DestinationBody {
     pub destination: String,
     /// Admins only: the payable account this is for (default: the caller's own).
     #[serde(default)]
-    #[schema(pattern = r"^(store_payable|courier_payable):[0-9a-fA-F-]{36}$")]
+    #[schema(
+        pattern = r"^(store_payable|courier_payable):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub account: Option<String>,
 }
 

@@ -25,7 +25,7 @@ use crate::domain::ledger::{
 use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
 use crate::store::StoreResult;
 use crate::store::Version;
-use crate::store::journal::{ConsumerCursor, JournalNote, Position, RETENTION, SETTLE};
+use crate::store::journal::{ConsumerCursor, JournalNote, Position, SETTLE};
 use crate::store::ledger::{MAX_BATCH, PendingRelease};
 
 /// The consumer's name (its cursor row).
@@ -40,6 +40,9 @@ const PAGES_PER_ROUND: usize = 40;
 const CONCURRENCY: usize = 64;
 /// A note whose event is still missing this long after it was written is dropped.
 const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::seconds(60);
+/// Where a ledger that never ran starts reading the journal: this far back (it books the
+/// events of its first hour too; those before are not in it).
+const FIRST_START_LOOKBACK: chrono::Duration = chrono::Duration::hours(1);
 /// Releases handled per round.
 const RELEASES_PER_ROUND: usize = 256;
 
@@ -133,10 +136,9 @@ impl Ledger {
         let now = Utc::now();
         let (mut cursor, version) = match inner.journal.cursor(CONSUMER).await? {
             Some(found) => (found.value, found.version),
-            // A ledger that never ran books every note the journal still keeps.
             None => (
                 ConsumerCursor {
-                    position: Position::at(now.timestamp_millis() - RETENTION.as_millis() as i64),
+                    position: Position::at((now - FIRST_START_LOOKBACK).timestamp_millis()),
                     holder: inner.node,
                     lease_until: now,
                 },
