@@ -213,7 +213,7 @@ impl Application {
             payments: payments.clone(),
             settings: settings.ledger.clone(),
             clock: clock.clone(),
-            node,
+            node: lease_holder(&settings.data_dir)?,
             hold_for: settings.order_payment_timeout,
         });
         let fulfilment = Fulfilment {
@@ -526,6 +526,23 @@ pub fn build_payments(
         stripe,
         webhook_secret: settings.stripe.as_ref().map(|s| s.webhook_secret.clone()),
     }))
+}
+
+/// This node's name as the holder of the ledger's lease: kept in the data directory, so a node
+/// that restarts (after a crash too) takes its own lease back at once instead of waiting for
+/// it to run out. Nodes have data directories of their own, so each has its own name.
+fn lease_holder(data_dir: &std::path::Path) -> anyhow::Result<uuid::Uuid> {
+    let path = data_dir.join("ledger-holder");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(id) = uuid::Uuid::parse_str(text.trim())
+    {
+        return Ok(id);
+    }
+    let id = uuid::Uuid::new_v4();
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::write(&path, id.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
 }
 
 /// Gives accounts from before canonical emails their canonical index row (once per store, or

@@ -205,6 +205,8 @@ impl Ledger {
         let Some(lease) = self.lease().await? else {
             return Ok(0);
         };
+        // A batch a writer left half applied is finished before anything reads balances.
+        self.inner.repo.recover().await?;
         let mut booked = self.consume(lease).await?;
         booked += self.release_due().await?;
         booked += self.pay_out().await?;

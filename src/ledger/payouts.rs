@@ -183,14 +183,17 @@ impl Ledger {
             .book(made.iter().map(|p| out_tx(&p.value)).collect())
             .await?
             .len();
-        let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
-        for payout in &made {
-            *totals
-                .entry(payout.value.amount.currency.code().to_owned())
-                .or_default() += payout.value.amount.amount_minor;
-        }
-        let count = made.len() as u64;
         booked += self.settle_all(made).await?;
+        // Counted from the run's own index: a run made again after a crash finds the payouts
+        // its first attempt made, whose balances are no longer positive.
+        let mine = inner.repo.payouts_of_run(run.id).await?;
+        let mut totals: std::collections::BTreeMap<String, i64> = Default::default();
+        for payout in &mine {
+            *totals
+                .entry(payout.amount.currency.code().to_owned())
+                .or_default() += payout.amount.amount_minor;
+        }
+        let count = mine.len() as u64;
         if let Some(current) = inner.repo.run(run.id).await? {
             let mut done = current.value;
             done.status = RunStatus::Done;

@@ -223,6 +223,12 @@ impl LedgerRepo {
         self.apply(head, version).await
     }
 
+    /// Finishes a batch a writer left half applied (the balances are right only then).
+    pub async fn recover(&self) -> Result<(), BookError> {
+        let _one_at_a_time = self.booking.lock().await;
+        self.finish().await.map(|_| ())
+    }
+
     /// Finishes a batch left in the head; returns the head (cleared) and its version.
     async fn finish(&self) -> Result<(Head, Version), BookError> {
         let key = Key::single(HEAD);
@@ -605,38 +611,63 @@ impl LedgerRepo {
     }
 
     /// Records a new payout with its indexes and marks it in flight; a payout already there
-    /// under this id is returned as it is.
+    /// under this id (a run made again after a crash) is returned as it is, and its indexes
+    /// are written as of its own creation (so they name it once).
     pub async fn create_payout(&self, payout: &Payout) -> StoreResult<Versioned<Payout>> {
-        let reference = PayoutRef { id: payout.id };
-        let when = format!("{}.{}", newest_first_key(payout.created_at), payout.id);
-        let _ = self
-            .payout_refs
-            .insert(&Key::new(OPEN, payout.id.to_string()), &reference)
-            .await?;
-        let _ = self
-            .payout_refs
-            .insert(
-                &Key::new(format!("account:{}", payout.account), &when),
-                &reference,
-            )
-            .await?;
-        let _ = self
-            .payout_refs
-            .insert(&Key::new(ALL, &when), &reference)
-            .await?;
-        match self
+        let row = match self
             .payouts
             .insert(&Self::payout_key(payout.id), payout)
             .await?
         {
-            Ok(version) => Ok(Versioned {
+            Ok(version) => Versioned {
                 version,
                 value: payout.clone(),
-            }),
-            Err(Some(there)) => Ok(there),
-            Err(None) => Err(StoreError::Unavailable(
-                "a payout row vanished while being created".into(),
-            )),
+            },
+            Err(Some(there)) => there,
+            Err(None) => {
+                return Err(StoreError::Unavailable(
+                    "a payout row vanished while being created".into(),
+                ));
+            }
+        };
+        let payout = &row.value;
+        let reference = PayoutRef { id: payout.id };
+        let when = format!("{}.{}", newest_first_key(payout.created_at), payout.id);
+        let mut index = vec![
+            Key::new(format!("account:{}", payout.account), &when),
+            Key::new(ALL, &when),
+            Key::new(format!("run:{}", payout.run_id), payout.id.to_string()),
+        ];
+        if payout.status == PayoutStatus::Pending {
+            index.push(Key::new(OPEN, payout.id.to_string()));
+        }
+        for key in &index {
+            let _ = self.payout_refs.insert(key, &reference).await?;
+        }
+        Ok(row)
+    }
+
+    /// Every payout of a run.
+    pub async fn payouts_of_run(&self, run: PayoutRunId) -> StoreResult<Vec<Payout>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let range = ScanRange {
+                after: after.clone(),
+                before: None,
+                limit: super::MAX_PAGE,
+            };
+            let (refs, next) = self.payout_refs.scan(&format!("run:{run}"), range).await?;
+            after = refs.last().map(|(k, _)| k.clustering.clone());
+            let found = join_all(refs.iter().map(|(_, r)| self.payout(r.value.id))).await;
+            for payout in found {
+                if let Some(p) = payout? {
+                    out.push(p.value);
+                }
+            }
+            if next.is_none() || after.is_none() {
+                return Ok(out);
+            }
         }
     }
 
