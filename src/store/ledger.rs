@@ -128,6 +128,7 @@ pub struct LedgerRepo {
     rates: Rows<Rates>,
     destinations: Rows<Destination>,
     runs: Rows<PayoutRun>,
+    run_marks: Rows<PayoutRunId>,
     schedule: Rows<Schedule>,
     payouts: Rows<Payout>,
     payout_refs: Rows<PayoutRef>,
@@ -141,6 +142,7 @@ const REVIEW: &str = "review";
 const RATES: &str = "rates";
 const DESTINATIONS: &str = "destinations";
 const RUNS: &str = "runs";
+const RUNS_TO_MAKE: &str = "runs-to-make";
 const SCHEDULE: &str = "schedule";
 const OPEN: &str = "open";
 const ALL: &str = "all";
@@ -168,6 +170,7 @@ impl LedgerRepo {
             rates: Rows::new(store.clone(), Table::LedgerState),
             destinations: Rows::new(store.clone(), Table::LedgerState),
             runs: Rows::new(store.clone(), Table::LedgerState),
+            run_marks: Rows::new(store.clone(), Table::LedgerState),
             schedule: Rows::new(store.clone(), Table::LedgerState),
             payouts: Rows::new(store.clone(), Table::Payouts),
             payout_refs: Rows::new(store.clone(), Table::Payouts),
@@ -547,10 +550,16 @@ impl LedgerRepo {
 
     // --- payout runs -----------------------------------------------------------------
 
+    /// Records a run asked for, and marks it to be made (the marks are what each round
+    /// reads: the runs themselves pile up over the years).
     pub async fn request_run(&self, run: &PayoutRun) -> StoreResult<()> {
         let _ = self
             .runs
             .insert(&Key::new(RUNS, run.id.to_string()), run)
+            .await?;
+        let _ = self
+            .run_marks
+            .insert(&Key::new(RUNS_TO_MAKE, run.id.to_string()), &run.id)
             .await?;
         Ok(())
     }
@@ -559,35 +568,39 @@ impl LedgerRepo {
         self.runs.get(&Key::new(RUNS, id.to_string())).await
     }
 
-    /// Runs not done yet, oldest first.
+    /// Runs not made yet, oldest first.
     pub async fn requested_runs(&self) -> StoreResult<Vec<PayoutRun>> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let range = ScanRange {
-                after: after.clone(),
-                before: None,
-                limit: super::MAX_PAGE,
-            };
-            let (rows, next) = self.runs.scan(RUNS, range).await?;
-            after = rows.last().map(|(k, _)| k.clustering.clone());
-            out.extend(
-                rows.into_iter()
-                    .map(|(_, r)| r.value)
-                    .filter(|r| r.status == RunStatus::Requested),
-            );
-            if next.is_none() || after.is_none() {
-                return Ok(out);
+        let (marks, _) = self
+            .run_marks
+            .scan(RUNS_TO_MAKE, ScanRange::first(super::MAX_PAGE))
+            .await?;
+        let mut out = Vec::with_capacity(marks.len());
+        for (key, mark) in marks {
+            match self.run(mark.value).await? {
+                Some(run) if run.value.status == RunStatus::Requested => out.push(run.value),
+                // Made already (its mark outlived a crash): drop the mark.
+                _ => {
+                    let _ = self.run_marks.delete(&key, mark.version).await?;
+                }
             }
         }
+        Ok(out)
     }
 
+    /// Saves a run; one that is done loses its mark.
     pub async fn save_run(&self, run: &PayoutRun, version: Version) -> StoreResult<bool> {
-        Ok(self
+        let saved = self
             .runs
             .update(&Key::new(RUNS, run.id.to_string()), version, run)
             .await?
-            .is_ok())
+            .is_ok();
+        if saved && run.status == RunStatus::Done {
+            let key = Key::new(RUNS_TO_MAKE, run.id.to_string());
+            if let Some(mark) = self.run_marks.get(&key).await? {
+                let _ = self.run_marks.delete(&key, mark.version).await?;
+            }
+        }
+        Ok(saved)
     }
 
     pub async fn schedule(&self) -> StoreResult<Option<Versioned<Schedule>>> {
