@@ -233,6 +233,8 @@ class Probe:
         self.work = work
         self.node = Node(binary, os.path.join(work, "data"), os.path.join(work, "node.log"), {
             "HEXMARKET_LOG": "warn,hexmarket::ledger=info",
+            # notifications.py's node turns the ledger off; this one is about the ledger.
+            "HEXMARKET_LEDGER": "true",
             "HEXMARKET_PAYOUT_HOLD_SECS": str(HOLD_SECS),
             "HEXMARKET_PAYOUT_EVERY_SECS": "0",
             "HEXMARKET_COMMISSION_BPS": str(DEFAULT_RATES["commission_bps"]),
