@@ -312,16 +312,7 @@ impl Checkout {
             {
                 Ok(()) => held.push((record.order.id, items.iter().map(|i| i.0).collect())),
                 Err(failure) => {
-                    for (order, products) in &held {
-                        if let Err(e) = state
-                            .catalog
-                            .inventory
-                            .release(&order.to_string(), products)
-                            .await
-                        {
-                            tracing::warn!(error = %e, order_id = %order, "hold not released; it expires by itself");
-                        }
-                    }
+                    state.release_holds(&held).await;
                     return Err(CheckoutError::Reserve(failure));
                 }
             }
@@ -330,16 +321,7 @@ impl Checkout {
         if let Some((code, order)) = &coupon_hold
             && let Err(refused) = state.ledger.hold_coupon(code, *order, customer).await
         {
-            for (order, products) in &held {
-                if let Err(e) = state
-                    .catalog
-                    .inventory
-                    .release(&order.to_string(), products)
-                    .await
-                {
-                    tracing::warn!(error = %e, order_id = %order, "hold not released; it expires by itself");
-                }
-            }
+            state.release_holds(&held).await;
             return Err(refused.into());
         }
 
@@ -374,6 +356,21 @@ impl Checkout {
                 method,
             )
             .await
+    }
+
+    /// Gives back the stock a checkout that stops short held (a hold not given back expires
+    /// by itself).
+    async fn release_holds(&self, held: &[(OrderId, Vec<ProductId>)]) {
+        for (order, products) in held {
+            if let Err(e) = self
+                .catalog
+                .inventory
+                .release(&order.to_string(), products)
+                .await
+            {
+                tracing::warn!(error = %e, order_id = %order, "hold not released; it expires by itself");
+            }
+        }
     }
 
     /// Creates (or finds) the payment, empties the cart, and answers with the checkout.

@@ -317,7 +317,7 @@ pub struct CouponsQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
-    #[param(pattern = r"^[A-Za-z0-9_-]{1,512}$")]
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,512}$")]
     pub cursor: Option<String>,
 }
 
@@ -339,21 +339,7 @@ pub async fn list_coupons(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let limit = super::notifications::page_size(query.limit, 50)?;
-    let cursor = match query.cursor {
-        Some(c)
-            if c.len() > 512
-                || !c
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidCursor,
-                "the cursor is not one this list handed out",
-            ));
-        }
-        other => other,
-    };
+    let cursor = super::ledger::opaque_cursor(query.cursor)?;
     let store = if user.is_admin() {
         None
     } else {
@@ -362,13 +348,7 @@ pub async fn list_coupons(
     let (items, next_cursor) = match state.ledger.coupons_page(store, cursor, limit).await {
         Err(CouponError::Ledger(crate::ledger::LedgerError::Store(
             crate::store::StoreError::Misuse(_),
-        ))) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::InvalidCursor,
-                "the cursor is not one this list handed out",
-            ));
-        }
+        ))) => return Err(super::ledger::bad_cursor()),
         other => other?,
     };
     Ok(HttpResponse::Ok().json(CouponsPage {

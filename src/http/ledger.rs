@@ -73,7 +73,7 @@ impl From<LedgerError> for ApiError {
     }
 }
 
-fn bad_cursor() -> ApiError {
+pub(super) fn bad_cursor() -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         ErrorCode::InvalidCursor,
@@ -82,7 +82,7 @@ fn bad_cursor() -> ApiError {
 }
 
 /// A cursor handed out by a list: base64url, at most 512 characters.
-fn opaque_cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
+pub(super) fn opaque_cursor(cursor: Option<String>) -> Result<Option<String>, ApiError> {
     match cursor {
         Some(c)
             if c.is_empty()

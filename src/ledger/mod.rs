@@ -175,10 +175,6 @@ impl Ledger {
         &self.inner.rates
     }
 
-    pub fn repo(&self) -> &LedgerRepo {
-        &self.inner.repo
-    }
-
     /// Runs rounds until the service is gone. `get` hands out the service for one round at a
     /// time, so the loop never keeps the node alive.
     pub fn start<F>(get: F) -> tokio::task::JoinHandle<()>
