@@ -143,6 +143,8 @@ pub struct Settings {
     /// How long a request holding an `Idempotency-Key` keeps it before a retry may take over
     /// (a request whose node died mid-way).
     pub idempotency_lease: Duration,
+    /// A support ticket waiting on an admin longer than this is listed as overdue.
+    pub support_overdue: Duration,
     /// Master secret (≥ 32 bytes) from which signing keys are derived; generated in the data
     /// directory on first start when unset.
     pub secret_key: Option<String>,
@@ -390,6 +392,11 @@ impl Settings {
                 "HEXMARKET_ORDER_PAYMENT_TIMEOUT_SECS",
                 900,
                 1..=86_400,
+            )?),
+            support_overdue: Duration::from_secs(env.parse_num(
+                "HEXMARKET_SUPPORT_OVERDUE_SECS",
+                4 * 3_600,
+                60..=30 * 86_400,
             )?),
             idempotency_lease: Duration::from_secs(env.parse_num(
                 "HEXMARKET_IDEMPOTENCY_LEASE_SECS",

@@ -565,6 +565,7 @@ pub async fn seed_demo(
                 images: Vec::new(),
                 created_at: now,
                 updated_at: now,
+                hidden: false,
             };
             let stock = if draw("sold-out", n).is_multiple_of(20) {
                 0

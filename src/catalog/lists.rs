@@ -8,7 +8,6 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{Catalog, CatalogError};
-use crate::domain::catalog::Visibility;
 use crate::domain::ids::ProductId;
 use crate::search::{SearchHit, SearchQuery, Sort};
 use crate::store::Key;
@@ -47,7 +46,7 @@ impl Catalog {
             let Some(vendor) = self.directory.get(product.vendor_id) else {
                 continue;
             };
-            if product.visibility != Visibility::Published || !vendor.is_active() {
+            if !product.is_listed(vendor.is_active()) {
                 continue;
             }
             let (available, rating) = self.stock_and_rating(id).await?;

@@ -158,6 +158,7 @@ impl Catalog {
             images: Vec::new(),
             created_at: now,
             updated_at: now,
+            hidden: false,
         };
         ProductPatch {
             title: Some(new.title),
@@ -299,7 +300,7 @@ impl Catalog {
     ) -> Result<ProductView, CatalogError> {
         let (product, vendor) = self.product_and_store(id).await?;
         let privileged = viewer.is_some_and(|(user, admin)| admin || user == vendor.owner);
-        let listed = product.visibility == Visibility::Published && vendor.is_active();
+        let listed = product.is_listed(vendor.is_active());
         if !privileged && !listed {
             return Err(CatalogError::NotFound);
         }
@@ -344,7 +345,7 @@ impl Catalog {
     async fn render_page(&self, id: ProductId) -> Result<View, CatalogError> {
         let (product, vendor) = self.product_and_store(id).await?;
         let owner = vendor.owner;
-        if !(product.visibility == Visibility::Published && vendor.is_active()) {
+        if !product.is_listed(vendor.is_active()) {
             return Ok(View {
                 owner,
                 public: None,

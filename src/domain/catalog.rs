@@ -450,6 +450,17 @@ pub struct Product {
     pub images: Vec<ImageRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Taken down by a moderator: listed to nobody but its store and admins whatever
+    /// `visibility` says, until an admin restores it.
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+impl Product {
+    /// Whether everyone may see and buy it, given whether its store is active.
+    pub fn is_listed(&self, vendor_active: bool) -> bool {
+        self.visibility == Visibility::Published && !self.hidden && vendor_active
+    }
 }
 
 #[cfg(test)]

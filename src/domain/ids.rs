@@ -85,6 +85,14 @@ entity_id!(
     OrderId
 );
 entity_id!(
+    /// A support ticket between a user and the platform's admins.
+    TicketId
+);
+entity_id!(
+    /// One moderation decision of an admin (hiding, restoring, suspending, reinstating).
+    DecisionId
+);
+entity_id!(
     /// A checkout: the orders of one purchase, paid by one payment.
     CheckoutId
 );

@@ -250,6 +250,59 @@ pub fn push_id(order: OrderId, seq: u64, recipient: UserId, subscription: Uuid) 
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
+/// News for one user about something other than an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    /// An admin answered the user's support ticket.
+    SupportReply,
+    /// The user's support ticket changed status.
+    SupportStatus,
+    /// The author of a ticket assigned to the admin wrote.
+    SupportMessage,
+    /// A moderator took the store's product down.
+    ProductHidden,
+    /// A moderator put the store's product back.
+    ProductRestored,
+    /// A moderator suspended the user's store.
+    StoreSuspended,
+    /// A moderator lifted the store's suspension.
+    StoreReinstated,
+}
+
+impl Notice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notice::SupportReply => "support_reply",
+            Notice::SupportStatus => "support_status",
+            Notice::SupportMessage => "support_message",
+            Notice::ProductHidden => "product_hidden",
+            Notice::ProductRestored => "product_restored",
+            Notice::StoreSuspended => "store_suspended",
+            Notice::StoreReinstated => "store_reinstated",
+        }
+    }
+}
+
+/// The id of notice `kind` about `subject` to `recipient`, told for the occasion `occasion`
+/// (a message's number, a decision's id): the same inputs give the same id, so a retried
+/// request writes the notice once.
+pub fn notice_id(kind: Notice, subject: &str, occasion: &str, recipient: UserId) -> Uuid {
+    let mut hash = Sha256::new();
+    hash.update(b"hexmarket.notice.v1\0");
+    hash.update(kind.as_str().as_bytes());
+    hash.update(b"\0");
+    hash.update(subject.as_bytes());
+    hash.update(b"\0");
+    hash.update(occasion.as_bytes());
+    hash.update(b"\0");
+    hash.update(recipient.as_uuid().as_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// One entry of a user's in-app feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FeedItem {
@@ -257,10 +310,20 @@ pub struct FeedItem {
     pub id: Uuid,
     /// When the event happened.
     pub at: DateTime<Utc>,
-    pub event: NotificationEvent,
-    pub audience: Audience,
-    #[schema(value_type = String, format = Uuid)]
-    pub order_id: OrderId,
+    /// The order event it tells of (absent on notices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<NotificationEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Audience>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub order_id: Option<OrderId>,
+    /// What a notice (news about anything but an order) is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
+    /// The notice's subject: `ticket:{id}`, `product:{id}` or `vendor:{id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
     /// One line, in the recipient's language.
     pub title: String,
     /// A sentence or two, in the recipient's language.

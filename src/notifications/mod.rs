@@ -37,7 +37,7 @@ use uuid::Uuid;
 use crate::bus::SharedBus;
 use crate::clock::Clock;
 use crate::domain::ids::UserId;
-use crate::domain::notification::{FeedItem, OutboxMessage};
+use crate::domain::notification::{FeedItem, Notice, OutboxMessage, notice_id};
 use crate::notify::{SharedEmail, SharedSms};
 use crate::store::catalog::CatalogRepo;
 use crate::store::journal::Journal;
@@ -95,6 +95,20 @@ struct Inner {
     handed: handed::HandedLog,
     /// Until when this node holds the consumer's lease (as far as it knows).
     lease: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// News for one user about something other than an order.
+#[derive(Debug, Clone)]
+pub struct UserNotice {
+    pub recipient: UserId,
+    pub kind: Notice,
+    /// `ticket:{id}`, `product:{id}`, `vendor:{id}`.
+    pub subject: String,
+    /// What makes this notice one of its own (a message's number, a decision's id).
+    pub occasion: String,
+    pub at: DateTime<Utc>,
+    pub title: String,
+    pub body: String,
 }
 
 /// A user's feed, a page of it, and how many entries are unread.
@@ -202,6 +216,35 @@ impl Notifications {
     /// One message of the outbox, whatever its state.
     pub async fn message(&self, id: Uuid) -> StoreResult<Option<OutboxMessage>> {
         Ok(self.inner.outbox.get(id).await?.map(|v| v.value))
+    }
+
+    /// Tells `recipient` of something other than an order (a reply to their support ticket, a
+    /// moderator's decision on their store): an entry in their in-app feed, published live.
+    /// Written once however often it is told: its id comes from what it is about.
+    #[tracing::instrument(skip(self, notice), fields(recipient = %notice.recipient, kind = notice.kind.as_str()))]
+    pub async fn notify(&self, notice: UserNotice) -> StoreResult<()> {
+        let item = FeedItem {
+            id: notice_id(
+                notice.kind,
+                &notice.subject,
+                &notice.occasion,
+                notice.recipient,
+            ),
+            at: notice.at,
+            event: None,
+            audience: None,
+            order_id: None,
+            notice: Some(notice.kind),
+            subject: Some(notice.subject),
+            title: notice.title,
+            body: notice.body,
+            read_at: None,
+        };
+        if self.inner.feed.add(notice.recipient, &item).await? {
+            self.inner.metrics.notification("in_app", "written").inc();
+            self.publish(notice.recipient, &item).await;
+        }
+        Ok(())
     }
 
     /// Whether this node holds the lease now (with a margin, so it stops before it expires).

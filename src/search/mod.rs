@@ -71,7 +71,7 @@ pub struct ProductDoc {
 impl ProductDoc {
     /// Whether everyone may find it: published, and its vendor active.
     pub fn is_public(&self) -> bool {
-        self.product.visibility == Visibility::Published && self.vendor_active
+        self.product.is_listed(self.vendor_active)
     }
 }
 

@@ -18,18 +18,21 @@ pub mod catalog;
 pub mod coupons;
 pub mod couriers;
 pub mod embedded;
+pub mod indexed;
 pub mod inventory;
 pub mod journal;
 pub mod ledger;
 pub mod live;
 pub mod mailboxes;
 pub mod migrate;
+pub mod moderation;
 pub mod notifications;
 pub mod orders;
 pub mod reviews;
 pub mod revocations;
 pub mod scylla;
 pub mod sessions;
+pub mod support;
 pub mod typed;
 pub mod users;
 
@@ -154,12 +157,24 @@ pub enum Table {
     Payouts,
     /// Coupons with their redemptions, one row per code.
     Coupons,
+    /// Support tickets with their messages, one row per ticket (`id:{ticket}`).
+    SupportTickets,
+    /// Ticket lists: partition `author:{user}` (newest first) and `status:{status}` (the
+    /// admins' queue, oldest first), each row pointing at its ticket.
+    SupportIndex,
+    /// Reported products and stores with their open reports, one row per item.
+    ModerationItems,
+    /// The moderation queue: partition `status:{open|decided}`, clustering = when the round of
+    /// reports began and the item.
+    ModerationQueue,
+    /// Moderation decisions: partition `all` and `item:{item}`, newest first.
+    ModerationDecisions,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 43] = [
+    pub const ALL: [Table; 48] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -203,6 +218,11 @@ impl Table {
         Table::LedgerState,
         Table::Payouts,
         Table::Coupons,
+        Table::SupportTickets,
+        Table::SupportIndex,
+        Table::ModerationItems,
+        Table::ModerationQueue,
+        Table::ModerationDecisions,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -251,6 +271,11 @@ impl Table {
             Table::LedgerState => "ledger_state",
             Table::Payouts => "payouts",
             Table::Coupons => "coupons",
+            Table::SupportTickets => "support_tickets",
+            Table::SupportIndex => "support_index",
+            Table::ModerationItems => "moderation_items",
+            Table::ModerationQueue => "moderation_queue",
+            Table::ModerationDecisions => "moderation_decisions",
         }
     }
 

@@ -85,6 +85,7 @@ pub async fn seed_product(
         images: Vec::new(),
         created_at: now,
         updated_at: now,
+        hidden: false,
     };
     app.catalog
         .repo

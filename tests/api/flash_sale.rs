@@ -75,6 +75,7 @@ pub(crate) async fn stock_the_shop(dir: &std::path::Path, units: u32) -> (Produc
         images: Vec::new(),
         created_at: now,
         updated_at: now,
+        hidden: false,
     };
     repo.products
         .insert(&id_key(product.id), &product)

@@ -55,6 +55,7 @@ fn doc(
             images: Vec::new(),
             created_at: created,
             updated_at: created,
+            hidden: false,
         },
         version: 1,
         vendor_name: vendor.1.to_owned(),
