@@ -236,6 +236,21 @@ impl Application {
                 couriers: live.courier_repo.clone(),
             }),
         };
+        let support = crate::support::Support::new(crate::support::SupportParts {
+            store: Arc::clone(&store),
+            clock: clock.clone(),
+            limiter: Arc::clone(identity.limiter()),
+            media: catalog.media.clone(),
+            notifications: notifications.clone(),
+            overdue_after: settings.support_overdue,
+        });
+        let moderation = crate::moderation::Moderation::new(crate::moderation::ModerationParts {
+            store: Arc::clone(&store),
+            catalog: catalog.clone(),
+            notifications: notifications.clone(),
+            limiter: Arc::clone(identity.limiter()),
+            clock: clock.clone(),
+        });
         let state = web::Data::new(AppState {
             store,
             bus,
@@ -255,6 +270,8 @@ impl Application {
             live,
             notifications,
             ledger,
+            support,
+            moderation,
             closing: tokio::sync::broadcast::channel(1).0,
         });
         if settings.notifications {

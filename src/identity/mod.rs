@@ -241,6 +241,12 @@ impl Identity {
         })
     }
 
+    /// The rate limiter of this node (shared with the other nodes through Redis when set),
+    /// for services that limit what users do.
+    pub fn limiter(&self) -> &SharedLimiter {
+        &self.limiter
+    }
+
     /// The transports account messages go out on (notifications use the same).
     pub fn delivery(&self) -> &Delivery {
         &self.delivery

@@ -46,6 +46,10 @@ pub struct AppState {
     /// In-app feeds, the outbox and its dead letters.
     pub notifications: crate::notifications::Notifications,
     pub ledger: crate::ledger::Ledger,
+    /// Support tickets.
+    pub support: crate::support::Support,
+    /// Reports of products and stores, and admins' decisions on them.
+    pub moderation: crate::moderation::Moderation,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).
     pub closing: tokio::sync::broadcast::Sender<()>,
 }
