@@ -108,7 +108,7 @@ fn too_many_images() -> ApiError {
     )
 }
 
-fn media_error(e: MediaError) -> ApiError {
+pub(crate) fn media_error(e: MediaError) -> ApiError {
     match e {
         MediaError::TooLarge { .. } => payload_too_large(),
         MediaError::Unsupported(detail) => unsupported_media_type(detail),
@@ -179,16 +179,7 @@ pub async fn upload_image(
     if product.images.len() >= MAX_IMAGES {
         return Err(too_many_images());
     }
-    let bytes = match tokio::time::timeout(UPLOAD_TIMEOUT, read_image_part(&req, payload)).await {
-        Ok(read) => read?,
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                ErrorCode::RequestTimeout,
-                "the upload took too long",
-            ));
-        }
-    };
+    let bytes = read_upload(&req, payload).await?;
 
     let media = &state.catalog.media;
     let stored = media
@@ -342,6 +333,21 @@ fn cached_response(
             CacheDirective::Extension("immutable".to_owned(), None),
         ]));
     response
+}
+
+/// Reads the `image` part of an upload (as [`read_image_part`]) within [`UPLOAD_TIMEOUT`].
+pub(crate) async fn read_upload(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(UPLOAD_TIMEOUT, read_image_part(req, payload)).await {
+        Ok(read) => read,
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            "the upload took too long",
+        )),
+    }
 }
 
 /// Reads the `image` part of a multipart body, refusing it the moment it grows past

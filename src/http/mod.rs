@@ -19,6 +19,7 @@ pub mod me;
 pub mod media;
 pub mod mfa;
 pub mod middleware;
+pub mod moderation;
 pub mod notifications;
 pub mod openapi;
 pub mod orders;
@@ -26,6 +27,7 @@ pub mod payments;
 pub mod products;
 pub mod push;
 pub mod reviews;
+pub mod support;
 pub mod vendors;
 pub mod webhooks;
 pub mod ws_ticket;
@@ -63,6 +65,8 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(products::configure)
                 .configure(inventory::configure)
                 .configure(reviews::configure)
+                .configure(moderation::configure)
+                .configure(support::configure)
                 .configure(orders::configure)
                 .configure(checkout::configure)
                 .configure(couriers::configure)
