@@ -2,6 +2,7 @@
 //! parsing happens once, at the edge.
 
 pub mod account;
+pub mod audit;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
@@ -18,4 +19,5 @@ pub mod notification;
 pub mod order;
 pub mod review;
 pub mod second_factor;
+pub mod settings;
 pub mod webhook;

@@ -12,6 +12,7 @@
 //! [`seq_key`] sort numerically. Typed repositories in the submodules turn rows into domain
 //! values, so handlers and actors never see bytes and every backend gets them for free.
 
+pub mod audit;
 pub mod auth_codes;
 pub mod carts;
 pub mod catalog;
@@ -30,6 +31,7 @@ pub mod reviews;
 pub mod revocations;
 pub mod scylla;
 pub mod sessions;
+pub mod settings;
 pub mod typed;
 pub mod users;
 
@@ -154,12 +156,17 @@ pub enum Table {
     Payouts,
     /// Coupons with their redemptions, one row per code.
     Coupons,
+    /// The audit trail: partition = month, clustering = time (newest first) and entry id.
+    AuditLog,
+    /// The platform's settings: the version in force (`current`) and every version kept
+    /// (partition `history`, clustering = version number).
+    PlatformSettings,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 43] = [
+    pub const ALL: [Table; 45] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -203,6 +210,8 @@ impl Table {
         Table::LedgerState,
         Table::Payouts,
         Table::Coupons,
+        Table::AuditLog,
+        Table::PlatformSettings,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -251,6 +260,8 @@ impl Table {
             Table::LedgerState => "ledger_state",
             Table::Payouts => "payouts",
             Table::Coupons => "coupons",
+            Table::AuditLog => "audit_log",
+            Table::PlatformSettings => "platform_settings",
         }
     }
 
@@ -260,7 +271,8 @@ impl Table {
             | Table::InventoryLog
             | Table::TokenRevocations
             | Table::OrderJournal
-            | Table::LedgerEntries => Mode::Append,
+            | Table::LedgerEntries
+            | Table::AuditLog => Mode::Append,
             _ => Mode::Versioned,
         }
     }

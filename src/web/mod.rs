@@ -46,6 +46,10 @@ pub struct AppState {
     /// In-app feeds, the outbox and its dead letters.
     pub notifications: crate::notifications::Notifications,
     pub ledger: crate::ledger::Ledger,
+    /// The platform's live settings.
+    pub settings: crate::settings::SettingsBook,
+    /// The record of administrative actions.
+    pub audit: crate::audit::Audit,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).
     pub closing: tokio::sync::broadcast::Sender<()>,
 }
