@@ -55,6 +55,29 @@ use crate::store::scylla::ScyllaStore;
 use crate::store::users::UserRepo;
 use crate::web::AppState;
 
+/// The platform's live settings, from the store; the environment's (and, on a platform
+/// upgraded from before they were settings, the default rates an administrator had set) make
+/// the first version.
+async fn open_platform_settings(
+    settings: &Settings,
+    store: &SharedStore,
+    bus: &SharedBus,
+    clock: Clock,
+) -> anyhow::Result<crate::settings::SettingsBook> {
+    let mut defaults = settings.platform_defaults();
+    let earlier = crate::store::ledger::LedgerRepo::new(Arc::clone(store))
+        .rates(None)
+        .await
+        .context("reading the default rates")?;
+    if let Some(rates) = earlier {
+        defaults.commission_bps = rates.commission_bps;
+        defaults.courier_fee_bps = rates.courier_fee_bps;
+    }
+    crate::settings::SettingsBook::open(Arc::clone(store), Arc::clone(bus), clock, defaults)
+        .await
+        .context("loading the platform settings")
+}
+
 /// A built node, listening but not yet serving.
 pub struct Application {
     port: u16,
@@ -89,6 +112,9 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let bus = open_bus(&settings)?;
         let secrets = Secrets::load(&settings)?;
+        let platform = open_platform_settings(&settings, &store, &bus, clock.clone()).await?;
+        let live_settings = platform.view().clone();
+        let audit = crate::audit::Audit::new(Arc::clone(&store), clock.clone());
         let pool = ArbiterPool::new(settings.actor_threads);
         let carts = Registry::new(
             CartRepo::new(Arc::clone(&store)),
@@ -115,7 +141,7 @@ impl Application {
                 bus: Arc::clone(&bus),
                 inventory: catalog.inventory.clone(),
                 clock: clock.clone(),
-                payment_timeout: settings.order_payment_timeout,
+                settings: live_settings.clone(),
                 feed: feed.clone(),
                 open: open_orders.clone(),
                 dispatch: dispatch_queue.clone(),
@@ -142,7 +168,7 @@ impl Application {
                 orders: orders.clone(),
                 clock: clock.clone(),
                 metrics: metrics.clone(),
-                max_accuracy_m: settings.live.gps_max_accuracy_m,
+                settings: live_settings.clone(),
                 node,
             },
             pool.clone(),
@@ -157,8 +183,7 @@ impl Application {
             catalog: catalog.clone(),
             store: Arc::clone(&store),
             clock: clock.clone(),
-            offer_timeout: settings.live.offer_timeout,
-            radius_km: settings.live.dispatch_radius_km,
+            settings: live_settings.clone(),
         });
         let mut live_tasks = vec![
             identity.revocations.follow(revocations_since),
@@ -214,7 +239,7 @@ impl Application {
             settings: settings.ledger.clone(),
             clock: clock.clone(),
             node: lease_holder(&settings.data_dir)?,
-            hold_for: settings.order_payment_timeout,
+            live: live_settings.clone(),
         });
         let fulfilment = Fulfilment {
             checkout: Checkout::new(CheckoutParts {
@@ -224,7 +249,7 @@ impl Application {
                 payments: payments.clone(),
                 ledger: ledger.clone(),
                 store: Arc::clone(&store),
-                hold_for: settings.order_payment_timeout,
+                settings: live_settings.clone(),
             }),
             orders: Orders::new(OrdersParts {
                 actors: orders.clone(),
@@ -242,7 +267,7 @@ impl Application {
             limiter: Arc::clone(identity.limiter()),
             media: catalog.media.clone(),
             notifications: notifications.clone(),
-            overdue_after: settings.support_overdue,
+            settings: live_settings.clone(),
         });
         let moderation = crate::moderation::Moderation::new(crate::moderation::ModerationParts {
             store: Arc::clone(&store),
@@ -270,10 +295,16 @@ impl Application {
             live,
             notifications,
             ledger,
+            settings: platform,
+            audit,
             support,
             moderation,
             closing: tokio::sync::broadcast::channel(1).0,
         });
+        let node = Arc::downgrade(&state);
+        live_tasks.push(crate::settings::SettingsBook::follow(move || {
+            node.upgrade().map(|s| s.settings.clone())
+        }));
         if settings.notifications {
             let node = Arc::downgrade(&state);
             live_tasks.extend(Notifications::start(move || {

@@ -136,7 +136,7 @@ async fn reconcile(
         settings: settings.ledger.clone(),
         clock,
         node: uuid::Uuid::new_v4(),
-        hold_for: settings.order_payment_timeout,
+        live: crate::settings::SettingsView::fixed(settings.platform_defaults()),
     });
     let report = ledger.reconcile(from, to).await?;
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -179,6 +179,15 @@ async fn create_admin(settings: &Settings, email: &str, name: &str) -> anyhow::R
             // An administrator can do nothing without a second factor, so it is enrolled now;
             // the secret and codes are shown here only.
             let (totp, recovery) = identity.enrol_totp_now(user.id).await?;
+            crate::audit::Audit::new(store, Default::default())
+                .record(
+                    crate::domain::audit::AuditEntry::from_cli(
+                        "user.create_admin",
+                        format!("user:{}", user.id),
+                    )
+                    .after(serde_json::json!({"email": user.email.to_string(), "role": "admin"})),
+                )
+                .await?;
             println!("created admin {} ({})", user.email, user.id);
             println!(
                 "authenticator (scan or open in an authenticator app): {}",

@@ -140,11 +140,11 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// How long an order waits for its payment before it expires and its stock is released.
     pub order_payment_timeout: Duration,
+    /// A support ticket waiting on an administrator longer than this is overdue.
+    pub support_overdue: Duration,
     /// How long a request holding an `Idempotency-Key` keeps it before a retry may take over
     /// (a request whose node died mid-way).
     pub idempotency_lease: Duration,
-    /// A support ticket waiting on an admin longer than this is listed as overdue.
-    pub support_overdue: Duration,
     /// Master secret (≥ 32 bytes) from which signing keys are derived; generated in the data
     /// directory on first start when unset.
     pub secret_key: Option<String>,
@@ -220,6 +220,23 @@ pub struct ConfigError {
 }
 
 impl Settings {
+    /// The platform's live settings as the environment gives them: version 1 at the
+    /// platform's first start (after that, administrators change them; see
+    /// [`crate::settings`]).
+    pub fn platform_defaults(&self) -> crate::domain::settings::PlatformSettings {
+        crate::domain::settings::PlatformSettings {
+            commission_bps: self.ledger.rates.commission_bps,
+            courier_fee_bps: self.ledger.rates.courier_fee_bps,
+            delivery_fees: crate::domain::settings::DeliveryFees::default(),
+            dispatch_radius_km: self.live.dispatch_radius_km,
+            offer_timeout_secs: self.live.offer_timeout.as_secs(),
+            payment_timeout_secs: self.order_payment_timeout.as_secs(),
+            gps_max_accuracy_m: self.live.gps_max_accuracy_m,
+            payout_hold_secs: self.ledger.hold.as_secs(),
+            support_overdue_secs: self.support_overdue.as_secs(),
+        }
+    }
+
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars())
@@ -395,7 +412,7 @@ impl Settings {
             )?),
             support_overdue: Duration::from_secs(env.parse_num(
                 "HEXMARKET_SUPPORT_OVERDUE_SECS",
-                4 * 3_600,
+                14_400,
                 60..=30 * 86_400,
             )?),
             idempotency_lease: Duration::from_secs(env.parse_num(

@@ -9,6 +9,7 @@
 
 pub mod actors;
 pub mod app;
+pub mod audit;
 pub mod bus;
 pub mod cache;
 pub mod catalog;
@@ -35,6 +36,7 @@ pub mod redis_link;
 pub mod search;
 pub mod secrets;
 pub mod seed;
+pub mod settings;
 pub mod store;
 pub mod store_contract;
 pub mod streams;

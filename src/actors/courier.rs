@@ -64,8 +64,8 @@ pub struct CourierDeps {
     pub orders: Registry<OrderActor>,
     pub clock: Clock,
     pub metrics: Metrics,
-    /// GPS points less accurate than this (metres) are dropped.
-    pub max_accuracy_m: f64,
+    /// The platform's live settings (GPS points less accurate than their limit are dropped).
+    pub settings: crate::settings::SettingsView,
     /// This node, so its own presence announcements are not applied twice.
     pub node: uuid::Uuid,
 }
@@ -440,7 +440,12 @@ impl Handler<ReportLocations> for CourierActor {
             .last()
             .cloned()
             .or_else(|| self.record.value.position.clone());
-        let cleaned = clean_batch(last.as_ref(), points, now, self.deps.max_accuracy_m);
+        let cleaned = clean_batch(
+            last.as_ref(),
+            points,
+            now,
+            self.deps.settings.get().gps_max_accuracy_m,
+        );
         for reason in &cleaned.dropped {
             self.deps.metrics.gps_dropped(reason.as_str()).inc();
         }

@@ -70,8 +70,8 @@ pub struct OrderDeps {
     pub bus: SharedBus,
     pub inventory: InventoryService,
     pub clock: Clock,
-    /// How long an order may wait for its payment.
-    pub payment_timeout: Duration,
+    /// The platform's live settings (how long an order may wait for its payment).
+    pub settings: crate::settings::SettingsView,
     /// Each vendor's feed of order events (for `/ws/vendor`).
     pub feed: VendorFeedRepo,
     /// Orders in flight (for live operations).
@@ -296,8 +296,8 @@ pub async fn create(deps: &OrderDeps, record: OrderRecord) -> StoreResult<Versio
         return Ok(existing);
     }
     let now = deps.clock.now();
-    let timeout =
-        chrono::Duration::from_std(deps.payment_timeout).unwrap_or(chrono::Duration::minutes(15));
+    let timeout = chrono::Duration::from_std(deps.settings.get().payment_timeout())
+        .unwrap_or(chrono::Duration::minutes(15));
     let expires_at = record.expires_at.unwrap_or(now + timeout);
     // A new order starts from scratch whatever the caller filled in beyond its details.
     let mut record = OrderRecord {
@@ -566,7 +566,7 @@ async fn use_coupon(deps: &OrderDeps, record: &OrderRecord) -> Result<(), Comman
     let (order, customer, now) = (record.id(), record.order.customer_id, deps.clock.now());
     // As the checkout counts holds: stale once twice the payment window has passed.
     let stale_before = now
-        - chrono::Duration::from_std(deps.payment_timeout * 2)
+        - chrono::Duration::from_std(deps.settings.get().payment_timeout() * 2)
             .unwrap_or(chrono::Duration::hours(1));
     match deps
         .coupons

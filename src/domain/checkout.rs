@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{MAX_ADDRESS, check_line};
 use super::geo::GeoPoint;
 use super::ids::{CheckoutId, OrderId, UserId, VendorId, derived_uuid};
-use super::money::{Currency, Money};
 
 /// Where an order is delivered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -46,29 +45,6 @@ impl DeliveryAddress {
             point,
         ))
     }
-}
-
-/// The delivery fee of a distance: a base fee covering the first 2 km, then a rate per
-/// started kilometre, capped. In minor units of the order's currency, scaled from EUR cents
-/// by the currency's minor-unit digits.
-pub fn delivery_fee(distance_m: f64, currency: Currency) -> Money {
-    const BASE_CENTS: i64 = 199;
-    const INCLUDED_M: f64 = 2_000.0;
-    const PER_KM_CENTS: i64 = 50;
-    const CAP_CENTS: i64 = 1_499;
-    let extra_km = if distance_m.is_finite() && distance_m > INCLUDED_M {
-        ((distance_m - INCLUDED_M) / 1_000.0).ceil() as i64
-    } else {
-        0
-    };
-    let cents = (BASE_CENTS + extra_km.saturating_mul(PER_KM_CENTS)).min(CAP_CENTS);
-    // Cents are 2 digits; JPY has 0, KWD 3.
-    let amount = match currency.minor_digits() {
-        0 => (cents + 50) / 100,
-        3 => cents * 10,
-        _ => cents,
-    };
-    Money::new(amount, currency)
 }
 
 /// The checkout a customer's idempotency key names: the same (customer, key) always gives the
@@ -132,18 +108,6 @@ mod tests {
             empty.validate().map(|_| ()).map_err(|e| e.0),
             Err("delivery_address.text")
         );
-    }
-
-    #[test]
-    fn fees_grow_with_distance_up_to_a_cap() {
-        assert_eq!(delivery_fee(500.0, Currency::EUR).amount_minor, 199);
-        assert_eq!(delivery_fee(2_000.0, Currency::EUR).amount_minor, 199);
-        assert_eq!(delivery_fee(2_001.0, Currency::EUR).amount_minor, 249);
-        assert_eq!(delivery_fee(5_500.0, Currency::EUR).amount_minor, 399);
-        assert_eq!(delivery_fee(500_000.0, Currency::EUR).amount_minor, 1_499);
-        assert_eq!(delivery_fee(f64::NAN, Currency::EUR).amount_minor, 199);
-        let jpy: Currency = "JPY".parse().unwrap_or(Currency::EUR);
-        assert_eq!(delivery_fee(500.0, jpy).amount_minor, 2);
     }
 
     #[test]

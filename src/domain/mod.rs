@@ -2,6 +2,7 @@
 //! parsing happens once, at the edge.
 
 pub mod account;
+pub mod audit;
 pub mod cart;
 pub mod catalog;
 pub mod checkout;
@@ -19,5 +20,6 @@ pub mod notification;
 pub mod order;
 pub mod review;
 pub mod second_factor;
+pub mod settings;
 pub mod support;
 pub mod webhook;

@@ -7,7 +7,6 @@
 //! requests count as the same checkout (the `Idempotency-Key`) is the caller's to decide.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use futures_util::future::join_all;
 
@@ -18,9 +17,7 @@ use crate::catalog::Catalog;
 use crate::catalog::inventory::ReserveFailure;
 use crate::catalog::products::ProductView;
 use crate::domain::cart::CartCommand;
-use crate::domain::checkout::{
-    CheckoutRecord, DeliveryAddress, checkout_id_for, delivery_fee, order_id_for,
-};
+use crate::domain::checkout::{CheckoutRecord, DeliveryAddress, checkout_id_for, order_id_for};
 use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId};
 use crate::domain::money::Money;
@@ -28,6 +25,7 @@ use crate::domain::order::{self, Order, OrderLine, OrderRecord, OrderStatus, Ord
 use crate::ledger::Ledger;
 use crate::ledger::coupons::CouponError;
 use crate::payments::{Payment, PaymentError, Payments, ProviderName};
+use crate::settings::SettingsView;
 use crate::store::catalog::id_key;
 use crate::store::typed::Rows;
 use crate::store::{SharedStore, StoreError, Table};
@@ -87,8 +85,9 @@ pub struct Checkout {
     /// The rates each order's money is shared by, frozen on it here.
     ledger: Ledger,
     checkouts: Rows<CheckoutRecord>,
-    /// How long a checkout holds stock for its unpaid orders.
-    hold_for: Duration,
+    /// The platform's live settings: the delivery fee table, and how long a checkout holds
+    /// stock for its unpaid orders (their payment timeout).
+    settings: SettingsView,
 }
 
 /// What [`Checkout`] is built from.
@@ -99,7 +98,7 @@ pub struct CheckoutParts {
     pub payments: Payments,
     pub ledger: Ledger,
     pub store: SharedStore,
-    pub hold_for: Duration,
+    pub settings: SettingsView,
 }
 
 impl Checkout {
@@ -111,7 +110,7 @@ impl Checkout {
             payments: parts.payments,
             ledger: parts.ledger,
             checkouts: Rows::new(parts.store, Table::Checkouts),
-            hold_for: parts.hold_for,
+            settings: parts.settings,
         }
     }
 
@@ -174,6 +173,12 @@ impl Checkout {
             return Err(CheckoutError::ProductsUnavailable(unavailable));
         }
         let now = state.catalog.clock.now();
+        // One reading of the settings for the whole checkout: its fees, its orders' deadline
+        // and its stock holds agree.
+        let settings = state.settings.get();
+        let expires_at = now
+            + chrono::Duration::from_std(settings.payment_timeout())
+                .unwrap_or(chrono::Duration::minutes(15));
         // The payment's id is claimed before the orders, so each order names the payment that
         // pays for it (the payment itself is opened at the provider once the orders exist).
         let payment_id = state.payments.claim(checkout_id).await?.to_string();
@@ -215,7 +220,7 @@ impl Checkout {
                     unit_price: view.product.price,
                 });
             }
-            let fee = delivery_fee(distance, currency);
+            let fee = settings.delivery_fees.fee(distance, currency);
             let order_id = order_id_for(checkout_id, *vendor_id);
             records.push(OrderRecord {
                 order: Order {
@@ -239,7 +244,7 @@ impl Checkout {
                     total: Money::new(subtotal + fee.amount_minor, currency),
                 }),
                 seq: 0,
-                expires_at: None,
+                expires_at: Some(expires_at),
                 courier_id: None,
                 handoff_code: None,
                 arrived_at_pickup_at: None,
@@ -307,7 +312,7 @@ impl Checkout {
             match state
                 .catalog
                 .inventory
-                .reserve(&reservation, &items, state.hold_for)
+                .reserve(&reservation, &items, settings.payment_timeout())
                 .await
             {
                 Ok(()) => held.push((record.order.id, items.iter().map(|i| i.0).collect())),

@@ -102,8 +102,8 @@ pub struct DispatcherParts {
     pub catalog: Catalog,
     pub store: SharedStore,
     pub clock: Clock,
-    pub offer_timeout: Duration,
-    pub radius_km: f64,
+    /// The platform's live settings (the offer timeout and the dispatch radius).
+    pub settings: crate::settings::SettingsView,
 }
 
 /// Offers waiting orders to couriers; cheap to clone.
@@ -288,16 +288,17 @@ impl Dispatcher {
             Err(e) => return Err(e),
         };
         let now = self.inner.clock.now();
-        let timeout = chrono::Duration::from_std(self.inner.offer_timeout)
+        let settings = self.inner.settings.get();
+        let timeout = chrono::Duration::from_std(settings.offer_timeout())
             .unwrap_or(chrono::Duration::seconds(20));
         let declined = row.value.declined.clone();
         let candidates = self.inner.index.nearest(
             route.pickup_point,
-            self.inner.radius_km * 1000.0,
+            settings.dispatch_radius_km * 1000.0,
             CANDIDATES,
             &|courier| declined.contains(&courier),
         );
-        let hold_until = std::time::Instant::now() + self.inner.offer_timeout;
+        let hold_until = std::time::Instant::now() + settings.offer_timeout();
         let chosen = candidates
             .into_iter()
             .find(|c| self.inner.index.hold(c.courier, hold_until));

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AccountView;
+use super::client_addr::ClientAddr;
 use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
 use crate::error_code::ErrorCode;
@@ -92,6 +93,7 @@ pub struct PatchUser {
 pub async fn patch_user(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: ClientAddr,
     path: web::Path<UserId>,
     body: web::Json<PatchUser>,
 ) -> Result<HttpResponse, ApiError> {
@@ -105,9 +107,11 @@ pub async fn patch_user(
             "admins cannot ban or demote themselves",
         ));
     }
+    let mut before = None;
     let updated = state
         .identity
         .modify_user(id, |u| {
+            before = Some((u.role, u.banned));
             if let Some(role) = role {
                 u.role = role;
             }
@@ -120,6 +124,20 @@ pub async fn patch_user(
     if banned == Some(true) || role.is_some() {
         state.identity.revoke_all(id).await?;
     }
-    tracing::info!(admin = %admin.id, user_id = %id, ?role, ?banned, "account changed by an admin");
+    let action = match (banned, role) {
+        (Some(true), _) => "user.ban",
+        (Some(false), None) => "user.unban",
+        _ => "user.role",
+    };
+    let summary =
+        |(role, banned): (Role, bool)| serde_json::json!({"role": role, "banned": banned});
+    state
+        .audit
+        .record(
+            super::audit::entry(&admin, from, action, format!("user:{id}"))
+                .before(before.map(summary))
+                .after(summary((updated.role, updated.banned))),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(AccountView::from(&updated)))
 }

@@ -1,5 +1,7 @@
 //! The category tree: public listing with product counts, admin changes.
 
+use super::audit;
+use super::client_addr::ClientAddr;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Deserializer};
 
@@ -71,12 +73,25 @@ pub async fn list_categories(state: web::Data<AppState>) -> Result<HttpResponse,
 pub async fn create_category(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     body: web::Json<NewCategory>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
     let category = state
         .catalog
         .create_category(&body.name, body.parent_id)
+        .await?;
+    state
+        .audit
+        .record(
+            audit::entry(
+                &user,
+                from,
+                "category.create",
+                format!("category:{}", category.id),
+            )
+            .after(&category),
+        )
         .await?;
     Ok(HttpResponse::Created().json(category))
 }
@@ -90,14 +105,22 @@ pub async fn create_category(
 pub async fn patch_category(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     path: web::Path<CategoryId>,
     body: web::Json<PatchCategory>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
     let body = body.into_inner();
+    let id = path.into_inner();
     let category = state
         .catalog
-        .change_category(path.into_inner(), body.name.as_deref(), body.parent_id)
+        .change_category(id, body.name.as_deref(), body.parent_id)
+        .await?;
+    state
+        .audit
+        .record(
+            audit::entry(&user, from, "category.change", format!("category:{id}")).after(&category),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(category))
 }
@@ -110,9 +133,20 @@ pub async fn patch_category(
 pub async fn delete_category(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     path: web::Path<CategoryId>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
-    state.catalog.delete_category(path.into_inner()).await?;
+    let id = path.into_inner();
+    state.catalog.delete_category(id).await?;
+    state
+        .audit
+        .record(audit::entry(
+            &user,
+            from,
+            "category.delete",
+            format!("category:{id}"),
+        ))
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,6 +1,8 @@
 //! Coupons: created by admins and store owners, read by whoever may manage them, switched on
 //! and off. Customers meet them on the cart (`GET /cart?coupon_code=`) and at checkout.
 
+use super::audit;
+use super::client_addr::ClientAddr;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
@@ -144,6 +146,7 @@ async fn own_store(state: &AppState, user: &AuthUser) -> Result<VendorId, ApiErr
 pub async fn create_coupon(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     body: web::Json<NewCoupon>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -249,7 +252,22 @@ pub async fn create_coupon(
         redemptions: Default::default(),
     };
     let created = state.ledger.create_coupon(coupon).await?;
-    Ok(HttpResponse::Created().json(CouponView::from(&created)))
+    let view = CouponView::from(&created);
+    if user.is_admin() {
+        state
+            .audit
+            .record(
+                audit::entry(
+                    &user,
+                    from,
+                    "coupon.create",
+                    format!("coupon:{}", view.code),
+                )
+                .after(&view),
+            )
+            .await?;
+    }
+    Ok(HttpResponse::Created().json(view))
 }
 
 /// 404 unless the caller manages `coupon` (admins: all; a store owner: their store's).
@@ -296,6 +314,7 @@ pub struct PatchCoupon {
 pub async fn patch_coupon(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     path: web::Path<String>,
     body: web::Json<PatchCoupon>,
 ) -> Result<HttpResponse, ApiError> {
@@ -305,6 +324,21 @@ pub async fn patch_coupon(
         .set_coupon_active(&coupon.code, body.active)
         .await?
         .ok_or_else(|| ApiError::not_found("no such coupon"))?;
+    if user.is_admin() {
+        let action = if body.active {
+            "coupon.activate"
+        } else {
+            "coupon.deactivate"
+        };
+        state
+            .audit
+            .record(
+                audit::entry(&user, from, action, format!("coupon:{}", changed.code))
+                    .before(serde_json::json!({"active": coupon.active}))
+                    .after(serde_json::json!({"active": changed.active})),
+            )
+            .await?;
+    }
     Ok(HttpResponse::Ok().json(CouponView::from(&changed)))
 }
 

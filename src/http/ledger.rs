@@ -7,10 +7,13 @@ use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::audit;
+use super::client_addr::ClientAddr;
 use super::notifications::page_size;
 use crate::domain::identity::Role;
 use crate::domain::ids::{OrderId, PayoutId, PayoutRunId, VendorId};
 use crate::domain::ledger::{LedgerAccount, LedgerTx, Payout, Rates, StatementLine};
+use crate::domain::settings::SettingsPatch;
 use crate::error_code::ErrorCode;
 use crate::ledger::reconcile::Reconciliation;
 use crate::ledger::{AccountBalance, LedgerError, LedgerSummary};
@@ -335,11 +338,13 @@ pub async fn get_default_rates(
     admin: AuthUser,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
-    Ok(HttpResponse::Ok().json(state.ledger.rates().default_rates().await?))
+    Ok(HttpResponse::Ok().json(state.ledger.rates().default_rates()))
 }
 
-/// Sets the platform's default rates (needs a recent step-up). Orders placed from now on
-/// (within two seconds on every node) are shared by them; placed orders keep theirs.
+/// Sets the platform's default rates (needs a recent step-up): the `commission_bps` and
+/// `courier_fee_bps` of the platform settings (`PATCH /admin/settings` changes them too).
+/// Orders placed from now on (within a second on every node) are shared by them; placed
+/// orders keep theirs.
 #[utoipa::path(put, path = "/api/v1/admin/ledger/rates", tag = "admin", request_body = Rates,
     security(("bearer" = [])),
     responses((status = 200, body = Rates), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -347,12 +352,26 @@ pub async fn get_default_rates(
 pub async fn put_default_rates(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: ClientAddr,
     body: web::Json<Rates>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
     admin.require_step_up(state.identity.clock.now())?;
     let rates = checked(body.into_inner())?;
-    state.ledger.rates().set(None, Some(rates)).await?;
+    let patch = SettingsPatch {
+        commission_bps: Some(rates.commission_bps),
+        courier_fee_bps: Some(rates.courier_fee_bps),
+        ..SettingsPatch::default()
+    };
+    let (before, after) = state.settings.change(&patch, admin.id).await?;
+    state
+        .audit
+        .record(
+            audit::entry(&admin, from, "settings.change", "settings")
+                .before(&before)
+                .after(&after),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(rates))
 }
 
@@ -380,7 +399,7 @@ pub async fn get_store_rates(
     let own = state.ledger.rates().store_rates(store).await?;
     let rates = match own {
         Some(r) => r,
-        None => state.ledger.rates().default_rates().await?,
+        None => state.ledger.rates().default_rates(),
     };
     Ok(HttpResponse::Ok().json(StoreRates {
         rates,
@@ -406,6 +425,7 @@ async fn known_store(state: &AppState, store: VendorId) -> Result<VendorId, ApiE
 pub async fn put_store_rates(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: ClientAddr,
     path: web::Path<VendorId>,
     body: web::Json<Rates>,
 ) -> Result<HttpResponse, ApiError> {
@@ -413,7 +433,16 @@ pub async fn put_store_rates(
     admin.require_step_up(state.identity.clock.now())?;
     let rates = checked(body.into_inner())?;
     let store = known_store(&state, path.into_inner()).await?;
-    state.ledger.rates().set(Some(store), Some(rates)).await?;
+    let before = state.ledger.rates().store_rates(store).await?;
+    state.ledger.rates().set(store, Some(rates)).await?;
+    state
+        .audit
+        .record(
+            audit::entry(&admin, from, "rates.set", format!("store:{store}"))
+                .before(before)
+                .after(rates),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(StoreRates { rates, own: true }))
 }
 
@@ -425,12 +454,22 @@ pub async fn put_store_rates(
 pub async fn delete_store_rates(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: ClientAddr,
     path: web::Path<VendorId>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
     admin.require_step_up(state.identity.clock.now())?;
     let store = known_store(&state, path.into_inner()).await?;
-    state.ledger.rates().set(Some(store), None).await?;
+    let before = state.ledger.rates().store_rates(store).await?;
+    state.ledger.rates().set(store, None).await?;
+    if before.is_some() {
+        state
+            .audit
+            .record(
+                audit::entry(&admin, from, "rates.remove", format!("store:{store}")).before(before),
+            )
+            .await?;
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -483,11 +522,22 @@ pub async fn list_reviews(
 pub async fn release_reviewed(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: ClientAddr,
     path: web::Path<OrderId>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
     admin.require_step_up(state.identity.clock.now())?;
-    if state.ledger.release_reviewed(path.into_inner()).await? {
+    let order = path.into_inner();
+    if state.ledger.release_reviewed(order).await? {
+        state
+            .audit
+            .record(audit::entry(
+                &admin,
+                from,
+                "payout.release",
+                format!("order:{order}"),
+            ))
+            .await?;
         Ok(HttpResponse::Accepted().finish())
     } else {
         Err(ApiError::not_found(
@@ -702,6 +752,7 @@ pub async fn get_destination(
 pub async fn put_destination(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     body: web::Json<DestinationBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -716,6 +767,7 @@ pub async fn put_destination(
             "3 to 64 letters, digits or underscores",
         ));
     }
+    let for_another = body.account.is_some();
     let account = match body.account {
         Some(raw) => {
             let account = parse_account(&raw)?;
@@ -731,10 +783,30 @@ pub async fn put_destination(
         None => own_payable(&state, &user).await?,
     };
     user.require_step_up(state.identity.clock.now())?;
+    let before = if for_another {
+        state.ledger.destination(account).await?
+    } else {
+        None
+    };
     let saved = state
         .ledger
         .set_destination(account, body.destination)
         .await?;
+    if for_another {
+        state
+            .audit
+            .record(
+                audit::entry(
+                    &user,
+                    from,
+                    "payout.destination",
+                    format!("account:{account}"),
+                )
+                .before(before.map(|d| d.destination))
+                .after(&saved.destination),
+            )
+            .await?;
+    }
     Ok(HttpResponse::Ok().json(DestinationView {
         account,
         destination: Some(saved.destination),
@@ -750,10 +822,15 @@ pub async fn put_destination(
 pub async fn request_run(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: ClientAddr,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
     admin.require_step_up(state.identity.clock.now())?;
     let run = state.ledger.request_run(Some(admin.id)).await?;
+    state
+        .audit
+        .record(audit::entry(&admin, from, "payout.run", format!("run:{}", run.id)).after(&run))
+        .await?;
     Ok(HttpResponse::Accepted().json(run))
 }
 

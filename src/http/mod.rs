@@ -4,6 +4,7 @@
 //! node mounts them all through [`configure`], beside the WebSocket endpoints.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cart;
 pub mod categories;
@@ -27,6 +28,7 @@ pub mod payments;
 pub mod products;
 pub mod push;
 pub mod reviews;
+pub mod settings;
 pub mod support;
 pub mod vendors;
 pub mod webhooks;
@@ -59,6 +61,8 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(webhooks::configure)
                 .configure(push::configure)
                 .configure(admin::configure)
+                .configure(settings::configure)
+                .configure(audit::configure)
                 .configure(cart::configure)
                 .configure(vendors::configure)
                 .configure(categories::configure)

@@ -384,9 +384,20 @@ async fn product_decision(
     body: &DecisionBody,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
-    let (_, after, decision) = state
+    let (before, after, decision) = state
         .moderation
         .set_product_hidden(admin.id, id, hidden, &body.reason)
+        .await?;
+    let product = |p: &crate::domain::catalog::Product| serde_json::json!({"hidden": p.hidden});
+    let action = format!("product.{}", decision.action.as_str());
+    state
+        .audit
+        .record(
+            super::audit::entry(admin, from, &action, decision.item.clone())
+                .before(product(&before))
+                .after(product(&after))
+                .reason(Some(decision.reason.clone())),
+        )
         .await?;
     tracing::info!(admin = %admin.id, %from, product_id = %id, hidden, decision_id = %decision.id, "product moderated");
     Ok(HttpResponse::Ok().json(DecisionOutcome {
@@ -405,9 +416,20 @@ async fn vendor_decision(
     body: &DecisionBody,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
-    let (_, after, decision) = state
+    let (before, after, decision) = state
         .moderation
         .set_vendor_suspended(admin.id, id, suspended, &body.reason)
+        .await?;
+    let store = |v: &crate::domain::catalog::Vendor| serde_json::json!({"status": v.status});
+    let action = format!("vendor.{}", decision.action.as_str());
+    state
+        .audit
+        .record(
+            super::audit::entry(admin, from, &action, decision.item.clone())
+                .before(store(&before))
+                .after(store(&after))
+                .reason(Some(decision.reason.clone())),
+        )
         .await?;
     tracing::info!(admin = %admin.id, %from, vendor_id = %id, suspended, decision_id = %decision.id, "store moderated");
     Ok(HttpResponse::Ok().json(DecisionOutcome {
@@ -428,6 +450,14 @@ async fn dismiss(
     let decision = state
         .moderation
         .dismiss(admin.id, item, &body.reason)
+        .await?;
+    state
+        .audit
+        .record(
+            super::audit::entry(admin, from, "moderation.dismiss", decision.item.clone())
+                .after(serde_json::json!({"reports_closed": decision.reports_closed}))
+                .reason(Some(decision.reason.clone())),
+        )
         .await?;
     tracing::info!(admin = %admin.id, %from, item = %decision.item, decision_id = %decision.id, "reports dismissed");
     Ok(HttpResponse::Ok().json(DecisionOutcome {

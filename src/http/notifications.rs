@@ -186,13 +186,24 @@ pub async fn list_dead_letters(
 pub async fn retry_dead_letter(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: super::client_addr::ClientAddr,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
+    let id = path.into_inner();
     let message = state
         .notifications
-        .retry_dead_letter(path.into_inner())
+        .retry_dead_letter(id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such dead letter"))?;
+    state
+        .audit
+        .record(super::audit::entry(
+            &admin,
+            from,
+            "notification.retry",
+            format!("notification:{id}"),
+        ))
+        .await?;
     Ok(HttpResponse::Ok().json(message))
 }

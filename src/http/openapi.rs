@@ -17,9 +17,9 @@ use crate::web::ApiError;
 use crate::web::problem::PROBLEM_JSON;
 
 use super::{
-    admin, auth, cart, categories, checkout, coupons, couriers, health, inventory, ledger, me,
-    media, mfa, moderation, notifications, orders, payments, problem, products, push, reviews,
-    support, vendors, webhooks, ws_ticket,
+    admin, audit, auth, cart, categories, checkout, coupons, couriers, health, inventory, ledger,
+    me, media, mfa, moderation, notifications, orders, payments, problem, products, push, reviews,
+    settings, support, vendors, webhooks, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -66,6 +66,10 @@ use super::{
         push::unsubscribe,
         admin::list_users,
         admin::patch_user,
+        settings::get_settings,
+        settings::patch_settings,
+        settings::settings_history,
+        audit::list_audit,
         cart::get_cart,
         cart::add_item,
         cart::set_quantity,
@@ -169,7 +173,7 @@ use super::{
         ledger::request_run,
         ledger::get_run,
     ),
-    components(schemas(problem::Problem, problem::FieldError, admin::UserStatus, reviews::TargetKind)),
+    components(schemas(problem::Problem, problem::FieldError, admin::UserStatus, reviews::TargetKind, support::AttachmentSize)),
     modifiers(&BearerAuth, &ProblemResponses),
     tags(
         (name = "operations", description = "Liveness, readiness and metrics"),

@@ -10,6 +10,8 @@
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
+use super::audit;
+use super::client_addr::ClientAddr;
 use super::vendors::page_limit;
 use crate::domain::identity::Role;
 use crate::domain::ids::{OrderId, ProductId, UserId, VendorId};
@@ -154,6 +156,7 @@ pub async fn admin_refund_order(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
     user: AuthUser,
+    from: ClientAddr,
     id: web::Path<String>,
     body: web::Json<RefundRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -170,12 +173,39 @@ pub async fn admin_refund_order(
                 "send an Idempotency-Key header naming this refund",
             )
         })?;
+    let id = order_id(&id)?;
+    let before = state.fulfilment.orders.load(id).await?;
+    let lines = body.into_inner().lines;
     let order = state
         .fulfilment
         .orders
-        .refund(order_id(&id)?, key, body.into_inner().lines)
+        .refund(id, key, lines.clone())
+        .await?;
+    state
+        .audit
+        .record(
+            audit::entry(&user, from, "order.refund", format!("order:{id}"))
+                .before(audit::order_summary(&before))
+                .after(audit::order_summary(&order))
+                .reason(Some(format!("refund {key} of {}", describe_lines(&lines)))),
+        )
         .await?;
     Ok(HttpResponse::Ok().json(order))
+}
+
+/// What an audited refund covered: the whole order, or its lines.
+fn describe_lines(lines: &[ProductId]) -> String {
+    match lines {
+        [] => "the whole order".to_owned(),
+        lines => format!(
+            "lines {}",
+            lines
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 /// The caller's orders, oldest first.
@@ -349,10 +379,21 @@ pub async fn cancel_order(
 pub async fn admin_cancel_order(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
-    let order = state.fulfilment.orders.admin_cancel(order_id(&id)?).await?;
+    let id = order_id(&id)?;
+    let before = state.fulfilment.orders.load(id).await?;
+    let order = state.fulfilment.orders.admin_cancel(id).await?;
+    state
+        .audit
+        .record(
+            audit::entry(&user, from, "order.cancel", format!("order:{id}"))
+                .before(audit::order_summary(&before))
+                .after(audit::order_summary(&order)),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(order))
 }
 

@@ -1,5 +1,7 @@
 //! Products: the owning vendor's changes, public reads, search, featured and popular.
 
+use super::audit;
+use super::client_addr::ClientAddr;
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, web};
@@ -273,18 +275,24 @@ pub async fn get_product(
 pub async fn patch_product(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     path: web::Path<ProductId>,
     body: web::Json<ProductPatch>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
     let product = state
         .catalog
-        .update_product(
-            path.into_inner(),
-            user.id,
-            user.is_admin(),
-            body.into_inner(),
-        )
+        .update_product(id, user.id, user.is_admin(), body.into_inner())
         .await?;
+    if user.is_admin() {
+        state
+            .audit
+            .record(
+                audit::entry(&user, from, "product.change", format!("product:{id}"))
+                    .after(&product),
+            )
+            .await?;
+    }
     Ok(HttpResponse::Ok().json(product))
 }
 
@@ -295,12 +303,25 @@ pub async fn patch_product(
 pub async fn delete_product(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     path: web::Path<ProductId>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
     state
         .catalog
-        .delete_product(path.into_inner(), user.id, user.is_admin())
+        .delete_product(id, user.id, user.is_admin())
         .await?;
+    if user.is_admin() {
+        state
+            .audit
+            .record(audit::entry(
+                &user,
+                from,
+                "product.delete",
+                format!("product:{id}"),
+            ))
+            .await?;
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -340,12 +361,15 @@ pub struct FeaturedBody {
 pub async fn set_featured(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: ClientAddr,
     body: web::Json<FeaturedBody>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_admin()?;
+    let ids = body.into_inner().product_ids;
+    state.catalog.set_featured(ids.clone()).await?;
     state
-        .catalog
-        .set_featured(body.into_inner().product_ids)
+        .audit
+        .record(audit::entry(&user, from, "featured.set", "featured").after(&ids))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }

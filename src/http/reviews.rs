@@ -334,6 +334,7 @@ pub async fn report_vendor_review(
 pub async fn moderate_review(
     state: web::Data<AppState>,
     admin: AuthUser,
+    from: super::client_addr::ClientAddr,
     path: web::Path<(TargetKind, Uuid, ReviewId)>,
     body: web::Json<Moderation>,
 ) -> Result<HttpResponse, ApiError> {
@@ -348,6 +349,17 @@ pub async fn moderate_review(
         .reviews
         .set_hidden(target, id, body.hidden)
         .await?;
-    tracing::info!(admin = %admin.id, review_id = %id, hidden = body.hidden, "review moderated by an admin");
+    let action = if body.hidden {
+        "review.hide"
+    } else {
+        "review.restore"
+    };
+    state
+        .audit
+        .record(
+            super::audit::entry(&admin, from, action, format!("review:{id}"))
+                .after(serde_json::json!({"hidden": body.hidden})),
+        )
+        .await?;
     Ok(HttpResponse::Ok().json(ReviewView::new(review, true)))
 }

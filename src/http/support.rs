@@ -395,6 +395,15 @@ fn valid_cursor(c: &str) -> bool {
     time.len() == 20 && time.bytes().all(|b| b.is_ascii_digit()) && id.parse::<TicketId>().is_ok()
 }
 
+/// What the audit trail keeps of a ticket around an admin's action (never the messages).
+fn audit_summary(ticket: &Ticket) -> serde_json::Value {
+    serde_json::json!({
+        "status": ticket.status,
+        "assigned_to": ticket.assigned_to,
+        "messages": ticket.messages.len(),
+    })
+}
+
 fn caller(user: &AuthUser) -> Caller {
     Caller {
         id: user.id,
@@ -658,6 +667,22 @@ pub async fn update_ticket(
             },
         )
         .await?;
+    let action = match (
+        before.status != after.status,
+        before.assigned_to != after.assigned_to,
+    ) {
+        (true, false) => "support.status",
+        (false, true) => "support.assign",
+        _ => "support.update",
+    };
+    state
+        .audit
+        .record(
+            super::audit::entry(&admin, from, action, format!("ticket:{}", after.id))
+                .before(audit_summary(&before))
+                .after(audit_summary(&after)),
+        )
+        .await?;
     tracing::info!(
         before = before.status.as_str(),
         after = after.status.as_str(),
@@ -685,7 +710,7 @@ pub async fn admin_message(
 ) -> Result<HttpResponse, ApiError> {
     admin.require_admin()?;
     let body = body.into_inner();
-    let (_, after) = state
+    let (before, after) = state
         .support
         .admin_message(
             admin.id,
@@ -693,6 +718,20 @@ pub async fn admin_message(
             &body.body,
             body.internal,
             body.attachments,
+        )
+        .await?;
+    let action = if body.internal {
+        "support.note"
+    } else {
+        "support.reply"
+    };
+    let seq = after.messages.last().map(|m| m.seq);
+    state
+        .audit
+        .record(
+            super::audit::entry(&admin, from, action, format!("ticket:{}", after.id))
+                .before(audit_summary(&before))
+                .after(serde_json::json!({"status": after.status, "message": seq})),
         )
         .await?;
     tracing::info!(

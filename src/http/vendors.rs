@@ -169,18 +169,24 @@ pub async fn get_vendor(
 pub async fn patch_vendor(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: super::client_addr::ClientAddr,
     path: web::Path<VendorId>,
     body: web::Json<VendorPatch>,
 ) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
     let vendor = state
         .catalog
-        .update_vendor(
-            path.into_inner(),
-            user.id,
-            user.is_admin(),
-            body.into_inner(),
-        )
+        .update_vendor(id, user.id, user.is_admin(), body.into_inner())
         .await?;
+    if user.is_admin() && vendor.owner != user.id {
+        state
+            .audit
+            .record(
+                super::audit::entry(&user, from, "store.change", format!("store:{id}"))
+                    .after(&vendor),
+            )
+            .await?;
+    }
     Ok(HttpResponse::Ok().json(view(&state, vendor, None).await?))
 }
 

@@ -120,14 +120,31 @@ impl From<WebhookError> for ApiError {
 pub async fn create_webhook(
     state: web::Data<AppState>,
     user: AuthUser,
+    from: super::client_addr::ClientAddr,
     body: web::Json<NewWebhook>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = scope_of(&state, &user).await?;
     let NewWebhook { url, events } = body.into_inner();
+    let audited = serde_json::json!({"url": url, "events": events});
     let endpoint = state
         .notifications
         .register_webhook(user.id, scope, &url, events)
         .await?;
+    if matches!(scope, WebhookScope::Platform) {
+        // The signing secret stays out of the trail.
+        state
+            .audit
+            .record(
+                super::audit::entry(
+                    &user,
+                    from,
+                    "webhook.create",
+                    format!("webhook:{}", endpoint.id),
+                )
+                .after(audited),
+            )
+            .await?;
+    }
     Ok(HttpResponse::Created().json(WebhookView::from(endpoint)))
 }
 

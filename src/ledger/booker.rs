@@ -252,7 +252,8 @@ impl Ledger {
         };
         if let OrderEventKind::Delivered { at_drop_off } = event.kind {
             let due_at = at_drop_off.then(|| {
-                event.at + chrono::Duration::from_std(inner.settings.hold).unwrap_or_default()
+                event.at
+                    + chrono::Duration::from_std(inner.live.get().payout_hold()).unwrap_or_default()
             });
             return Ok(Derived::Done {
                 tx: None,
@@ -275,7 +276,7 @@ impl Ledger {
             return Ok(missing());
         };
         let record = record.value;
-        let default = inner.rates.default_rates().await?;
+        let default = inner.rates.default_rates();
         let Some(money) = OrderMoney::of(&record, default) else {
             return Ok(NOTHING);
         };
@@ -358,7 +359,7 @@ impl Ledger {
         if due.is_empty() {
             return Ok(0);
         }
-        let default = inner.rates.default_rates().await?;
+        let default = inner.rates.default_rates();
         let mut txs = Vec::with_capacity(due.len());
         for (_, release) in &due {
             let order = release.value.order_id;

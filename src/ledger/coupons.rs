@@ -129,7 +129,7 @@ impl Ledger {
             .await?
             .ok_or(CouponRefusal::Unknown)?
             .value;
-        coupon.drop_stale(now - self.inner.hold_for);
+        coupon.drop_stale(now - self.coupon_hold());
         let target = match coupon.store_id {
             Some(store) => subtotals.iter().find(|(v, _)| *v == store),
             None => subtotals
@@ -168,7 +168,7 @@ impl Ledger {
         customer: UserId,
     ) -> Result<(), CouponError> {
         let now = self.inner.clock.now();
-        let stale_before = now - self.inner.hold_for;
+        let stale_before = now - self.coupon_hold();
         match self
             .inner
             .coupons

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::settings::SettingsView;
+
 use crate::clock::Clock;
 use crate::config::LedgerSettings;
 use crate::domain::ids::{OrderId, PayoutId, PayoutRunId, UserId};
@@ -44,8 +46,9 @@ pub struct LedgerParts {
     pub clock: Clock,
     /// This node, as the holder of the ledger's lease.
     pub node: Uuid,
-    /// How long a checkout holds stock (and a coupon's redemption) for its payment.
-    pub hold_for: Duration,
+    /// The platform's live settings: default rates, the payout hold, and the payment window
+    /// (how long a checkout holds a coupon's redemption).
+    pub live: SettingsView,
 }
 
 /// Why a ledger call failed.
@@ -81,8 +84,7 @@ struct Inner {
     payments: Payments,
     rates: RatesBook,
     coupons: crate::store::coupons::CouponRepo,
-    /// A coupon hold older than this, never paid, no longer counts.
-    hold_for: chrono::Duration,
+    live: SettingsView,
     /// When payouts in flight were last asked about again.
     retried_at: parking_lot::Mutex<Option<std::time::Instant>>,
     settings: LedgerSettings,
@@ -152,13 +154,11 @@ impl Ledger {
         let repo = LedgerRepo::new(parts.store.clone());
         Ledger {
             inner: Arc::new(Inner {
-                rates: RatesBook::new(repo.clone(), parts.settings.rates),
+                rates: RatesBook::new(repo.clone(), parts.live.clone()),
                 repo,
                 journal: Journal::new(parts.store.clone()),
                 coupons: crate::store::coupons::CouponRepo::new(parts.store.clone()),
-                // Twice the payment window: a hold is stale only once its order surely expired.
-                hold_for: chrono::Duration::from_std(parts.hold_for * 2)
-                    .unwrap_or(chrono::Duration::hours(1)),
+                live: parts.live,
                 retried_at: parking_lot::Mutex::new(None),
                 orders: OrderRepo::new(parts.store),
                 payments: parts.payments,
@@ -168,6 +168,13 @@ impl Ledger {
                 kick: tokio::sync::Notify::new(),
             }),
         }
+    }
+
+    /// A coupon hold older than this, never paid, no longer counts: twice the payment window,
+    /// so a hold is stale only once its order surely expired.
+    fn coupon_hold(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.inner.live.get().payment_timeout() * 2)
+            .unwrap_or(chrono::Duration::hours(1))
     }
 
     /// The rates checkouts freeze on their orders.

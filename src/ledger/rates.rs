@@ -1,7 +1,7 @@
 //! The commission and courier-fee rates a checkout freezes on each order: a store's own when
-//! an admin set them, else the platform's default (set by an admin, or from the environment
-//! until one is). Read through a short cache, so checkout does not pay a store read per order;
-//! a change is in force on every node within [`FRESH_FOR`].
+//! an admin set them, else the platform's default (a live platform setting, see
+//! [`crate::settings`]). A store's own are read through a short cache, so checkout does not
+//! pay a store read per order; a change is in force on every node within [`FRESH_FOR`].
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +9,7 @@ use dashmap::DashMap;
 
 use crate::domain::ids::VendorId;
 use crate::domain::ledger::Rates;
+use crate::settings::SettingsView;
 use crate::store::StoreResult;
 use crate::store::ledger::LedgerRepo;
 
@@ -22,26 +23,26 @@ const MAX_CACHED: usize = 100_000;
 /// The rates, with their cache.
 pub struct RatesBook {
     repo: LedgerRepo,
-    configured: Rates,
-    cache: DashMap<Option<VendorId>, (Option<Rates>, Instant)>,
+    live: SettingsView,
+    cache: DashMap<VendorId, (Option<Rates>, Instant)>,
 }
 
 impl RatesBook {
-    pub fn new(repo: LedgerRepo, configured: Rates) -> Self {
+    pub fn new(repo: LedgerRepo, live: SettingsView) -> Self {
         RatesBook {
             repo,
-            configured,
+            live,
             cache: DashMap::new(),
         }
     }
 
-    async fn read(&self, scope: Option<VendorId>) -> StoreResult<Option<Rates>> {
+    async fn read(&self, scope: VendorId) -> StoreResult<Option<Rates>> {
         if let Some(hit) = self.cache.get(&scope)
             && hit.1.elapsed() < FRESH_FOR
         {
             return Ok(hit.0);
         }
-        let found = self.repo.rates(scope).await?;
+        let found = self.repo.rates(Some(scope)).await?;
         if self.cache.len() >= MAX_CACHED {
             self.cache.clear();
         }
@@ -50,16 +51,16 @@ impl RatesBook {
     }
 
     /// The platform's default rates now.
-    pub async fn default_rates(&self) -> StoreResult<Rates> {
-        Ok(self.read(None).await?.unwrap_or(self.configured))
+    pub fn default_rates(&self) -> Rates {
+        self.live.get().rates()
     }
 
     /// The rates an order of `store` is placed at now.
     pub async fn for_store(&self, store: VendorId) -> StoreResult<Rates> {
-        match self.read(Some(store)).await? {
-            Some(rates) => Ok(rates),
-            None => self.default_rates().await,
-        }
+        Ok(self
+            .read(store)
+            .await?
+            .unwrap_or_else(|| self.default_rates()))
     }
 
     /// A store's own rates (none: it has the default).
@@ -67,9 +68,9 @@ impl RatesBook {
         self.repo.rates(Some(store)).await
     }
 
-    /// Sets the default (`store` none) or a store's rates; `None` removes a store's own.
-    pub async fn set(&self, store: Option<VendorId>, rates: Option<Rates>) -> StoreResult<()> {
-        self.repo.set_rates(store, rates).await?;
+    /// Sets a store's own rates; `None` removes them (the store follows the default again).
+    pub async fn set(&self, store: VendorId, rates: Option<Rates>) -> StoreResult<()> {
+        self.repo.set_rates(Some(store), rates).await?;
         self.cache.remove(&store);
         Ok(())
     }

@@ -77,6 +77,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../schema/009_ledger.cql"),
     ),
     (
+        10,
+        "010_admin.cql",
+        include_str!("../../schema/010_admin.cql"),
+    ),
+    (
         12,
         "012_support.cql",
         include_str!("../../schema/012_support.cql"),

@@ -12,6 +12,7 @@
 //! [`seq_key`] sort numerically. Typed repositories in the submodules turn rows into domain
 //! values, so handlers and actors never see bytes and every backend gets them for free.
 
+pub mod audit;
 pub mod auth_codes;
 pub mod carts;
 pub mod catalog;
@@ -32,6 +33,7 @@ pub mod reviews;
 pub mod revocations;
 pub mod scylla;
 pub mod sessions;
+pub mod settings;
 pub mod support;
 pub mod typed;
 pub mod users;
@@ -157,6 +159,11 @@ pub enum Table {
     Payouts,
     /// Coupons with their redemptions, one row per code.
     Coupons,
+    /// The audit trail: partition = month, clustering = time (newest first) and entry id.
+    AuditLog,
+    /// The platform's settings: the version in force (`current`) and every version kept
+    /// (partition `history`, clustering = version number).
+    PlatformSettings,
     /// Support tickets with their messages, one row per ticket (`id:{ticket}`).
     SupportTickets,
     /// Ticket lists: partition `author:{user}` (newest first) and `status:{status}` (the
@@ -174,7 +181,7 @@ pub enum Table {
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 48] = [
+    pub const ALL: [Table; 50] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -218,6 +225,8 @@ impl Table {
         Table::LedgerState,
         Table::Payouts,
         Table::Coupons,
+        Table::AuditLog,
+        Table::PlatformSettings,
         Table::SupportTickets,
         Table::SupportIndex,
         Table::ModerationItems,
@@ -271,6 +280,8 @@ impl Table {
             Table::LedgerState => "ledger_state",
             Table::Payouts => "payouts",
             Table::Coupons => "coupons",
+            Table::AuditLog => "audit_log",
+            Table::PlatformSettings => "platform_settings",
             Table::SupportTickets => "support_tickets",
             Table::SupportIndex => "support_index",
             Table::ModerationItems => "moderation_items",
@@ -285,7 +296,8 @@ impl Table {
             | Table::InventoryLog
             | Table::TokenRevocations
             | Table::OrderJournal
-            | Table::LedgerEntries => Mode::Append,
+            | Table::LedgerEntries
+            | Table::AuditLog => Mode::Append,
             _ => Mode::Versioned,
         }
     }

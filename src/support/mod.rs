@@ -19,6 +19,7 @@ use crate::domain::support::{Ticket, TicketCategory, TicketRule, TicketStatus};
 use crate::media::{Media, MediaError};
 use crate::notifications::{Notifications, UserNotice};
 use crate::ratelimit::{Decision, LimitError, Quota, SharedLimiter};
+use crate::settings::SettingsView;
 use crate::store::orders::OrderRepo;
 use crate::store::support::{TicketRepo, queue_bound};
 use crate::store::typed::{Change, ModifyError};
@@ -124,8 +125,8 @@ pub struct SupportParts {
     pub limiter: SharedLimiter,
     pub media: Media,
     pub notifications: Notifications,
-    /// How long a ticket may wait on an admin before it is overdue.
-    pub overdue_after: Duration,
+    /// The platform's live settings (how long a ticket may wait on an admin).
+    pub settings: SettingsView,
 }
 
 /// The support service, cheap to clone.
@@ -137,7 +138,7 @@ pub struct Support {
     limiter: SharedLimiter,
     media: Media,
     notifications: Notifications,
-    overdue_after: Duration,
+    settings: SettingsView,
 }
 
 impl Support {
@@ -149,13 +150,14 @@ impl Support {
             limiter: parts.limiter,
             media: parts.media,
             notifications: parts.notifications,
-            overdue_after: parts.overdue_after,
+            settings: parts.settings,
         }
     }
 
-    /// How long a ticket may wait on an admin before it is listed as overdue.
+    /// How long a ticket may wait on an admin before it is listed as overdue (a live
+    /// platform setting).
     pub fn support_overdue_after(&self) -> Duration {
-        self.overdue_after
+        self.settings.get().support_overdue()
     }
 
     pub fn now(&self) -> DateTime<Utc> {

@@ -46,6 +46,10 @@ pub struct AppState {
     /// In-app feeds, the outbox and its dead letters.
     pub notifications: crate::notifications::Notifications,
     pub ledger: crate::ledger::Ledger,
+    /// The platform's live settings.
+    pub settings: crate::settings::SettingsBook,
+    /// The record of administrative actions.
+    pub audit: crate::audit::Audit,
     /// Support tickets.
     pub support: crate::support::Support,
     /// Reports of products and stores, and admins' decisions on them.

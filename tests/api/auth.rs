@@ -12,7 +12,7 @@ use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
 
 const PASSWORD: &str = "correct horse battery staple";
 
-fn unique_email() -> String {
+pub(crate) fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::now_v7().simple())
 }
 

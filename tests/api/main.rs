@@ -8,6 +8,7 @@ mod helpers;
 
 mod actors;
 mod admin_cli;
+mod admin_ops;
 mod architecture;
 mod auth;
 mod bus;

@@ -267,6 +267,24 @@ async fn a_hidden_product_leaves_the_public_and_comes_back_when_restored() {
         .collect();
     assert_eq!(actions, ["restore", "hide"]);
     assert_eq!(history["decisions"][1]["reason"], "Counterfeit goods.");
+    let trail = ok_json(
+        get(
+            app,
+            &s.admin,
+            &format!("/api/v1/admin/audit?target={subject}"),
+        )
+        .await,
+    )
+    .await;
+    let audited: Vec<&str> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(audited, ["product.restore", "product.hide"], "{trail}");
+    assert_eq!(trail["entries"][1]["reason"], "Counterfeit goods.");
+    assert_eq!(trail["entries"][1]["after"], json!({"hidden": true}));
 }
 
 #[actix_web::test]

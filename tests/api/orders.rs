@@ -43,7 +43,12 @@ fn deps(app: &TestApp) -> OrderDeps {
         bus: app.catalog.bus.clone(),
         inventory: app.catalog.inventory.clone(),
         clock: app.clock.clone(),
-        payment_timeout: FIFTEEN_MINUTES,
+        settings: hexmarket::settings::SettingsView::fixed(
+            hexmarket::domain::settings::PlatformSettings {
+                payment_timeout_secs: FIFTEEN_MINUTES.as_secs(),
+                ..app.settings.platform_defaults()
+            },
+        ),
         feed: hexmarket::store::live::VendorFeedRepo::new(store(app)),
         open: hexmarket::store::live::OpenOrdersRepo::new(store(app)),
         dispatch: hexmarket::dispatch::queue::DispatchQueue::new(store(app), app.clock.clone()),

@@ -173,6 +173,26 @@ async fn internal_notes_never_reach_the_author_and_replies_do_with_a_notice() {
             .contains("spoke to the courier")
     );
     assert!(told[0].get("order_id").is_none());
+    let trail = ok_json(
+        get(
+            &app,
+            &admin,
+            &format!("/api/v1/admin/audit?target={subject}"),
+        )
+        .await,
+    )
+    .await;
+    let actions: Vec<&str> = trail["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["support.reply", "support.note"], "{trail}");
+    assert!(
+        !trail.to_string().contains("earlier complaints"),
+        "no message text in the trail"
+    );
 }
 
 #[actix_web::test]
