@@ -67,6 +67,10 @@ CROSS_FIELD_RULES = {
     ("POST", "/api/v1/coupons", "funded_by"),  # a platform-wide coupon is the platform's
     # a reconciliation period ends after it starts, at most 366 days later
     ("GET", "/api/v1/admin/ledger/reconciliation", "to"),
+    # a delivery fee table's cap is at least its base fee
+    ("PATCH", "/api/v1/admin/settings", "delivery_fees"),
+    # an audit range ends after it starts, at most five years later
+    ("GET", "/api/v1/admin/audit", "from"),
 }
 
 

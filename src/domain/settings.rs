@@ -17,16 +17,16 @@ use crate::domain::money::{Currency, Money};
 #[serde(deny_unknown_fields)]
 pub struct DeliveryFees {
     /// The fee up to `included_m`, in cents (0 to 100,000).
-    #[schema(example = 199)]
+    #[schema(example = 199, minimum = 0, maximum = 100000)]
     pub base_cents: i64,
     /// The distance the base fee covers, in metres (0 to 100,000).
-    #[schema(example = 2000)]
+    #[schema(example = 2000, maximum = 100000)]
     pub included_m: u32,
     /// Added per started kilometre beyond it, in cents (0 to 100,000).
-    #[schema(example = 50)]
+    #[schema(example = 50, minimum = 0, maximum = 100000)]
     pub per_km_cents: i64,
     /// The most any delivery costs, in cents (at least `base_cents`, at most 1,000,000).
-    #[schema(example = 1499)]
+    #[schema(example = 1499, minimum = 0, maximum = 1000000)]
     pub cap_cents: i64,
 }
 
