@@ -76,6 +76,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "009_ledger.cql",
         include_str!("../../schema/009_ledger.cql"),
     ),
+    (
+        11,
+        "011_analytics.cql",
+        include_str!("../../schema/011_analytics.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

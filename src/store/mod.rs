@@ -12,10 +12,12 @@
 //! [`seq_key`] sort numerically. Typed repositories in the submodules turn rows into domain
 //! values, so handlers and actors never see bytes and every backend gets them for free.
 
+pub mod analytics;
 pub mod auth_codes;
 pub mod carts;
 pub mod catalog;
 pub mod coupons;
+pub mod courier_journal;
 pub mod couriers;
 pub mod embedded;
 pub mod inventory;
@@ -154,12 +156,22 @@ pub enum Table {
     Payouts,
     /// Coupons with their redemptions, one row per code.
     Coupons,
+    /// Analytics rollups (a store's or the platform's days, couriers' days, H3 cells' hours,
+    /// months' top lists), each with the batch it was applied through.
+    AnalyticsRollups,
+    /// What analytics folded of each order, one row per generation and order.
+    AnalyticsOrders,
+    /// The analytics head: generation, journal positions and the batch being applied.
+    AnalyticsState,
+    /// What couriers did that no order log says: partition = minute, clustering = time,
+    /// courier and event id.
+    CourierJournal,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 43] = [
+    pub const ALL: [Table; 47] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -203,6 +215,10 @@ impl Table {
         Table::LedgerState,
         Table::Payouts,
         Table::Coupons,
+        Table::AnalyticsRollups,
+        Table::AnalyticsOrders,
+        Table::AnalyticsState,
+        Table::CourierJournal,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -251,6 +267,10 @@ impl Table {
             Table::LedgerState => "ledger_state",
             Table::Payouts => "payouts",
             Table::Coupons => "coupons",
+            Table::AnalyticsRollups => "analytics_rollups",
+            Table::AnalyticsOrders => "analytics_orders",
+            Table::AnalyticsState => "analytics_state",
+            Table::CourierJournal => "courier_journal",
         }
     }
 
@@ -260,7 +280,8 @@ impl Table {
             | Table::InventoryLog
             | Table::TokenRevocations
             | Table::OrderJournal
-            | Table::LedgerEntries => Mode::Append,
+            | Table::LedgerEntries
+            | Table::CourierJournal => Mode::Append,
             _ => Mode::Versioned,
         }
     }
