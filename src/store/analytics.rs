@@ -210,13 +210,22 @@ impl AnalyticsRepo {
             });
         };
         let (generation, number) = (head.generation, head.batch);
-        let cells = stream::iter(batch.cells.iter())
-            .map(|(id, delta)| self.add(cell_key(generation, id), number, delta))
+        let cells = stream::iter(batch.cells)
+            .map(|(id, delta)| {
+                let this = self.clone();
+                async move { this.add(cell_key(generation, &id), number, &delta).await }
+            })
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
-        let facts = stream::iter(batch.facts.iter())
-            .map(|(order, facts)| self.replace(facts_key(generation, *order), number, facts))
+        let facts = stream::iter(batch.facts)
+            .map(|(order, facts)| {
+                let this = self.clone();
+                async move {
+                    this.replace(facts_key(generation, order), number, &facts)
+                        .await
+                }
+            })
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
@@ -279,14 +288,31 @@ impl AnalyticsRepo {
             .map_err(infallible)
     }
 
-    /// Writes rebuilt rows of `generation` (before any batch reaches them: `through` 0).
+    /// Takes the next batch number for writes outside the journals' batches (a seed), with
+    /// nothing to apply.
+    pub async fn reserve(&self, current: Versioned<Head>) -> Result<Versioned<Head>, ApplyError> {
+        let mut head = current.value;
+        head.batch += 1;
+        let version = self.save_head(current.version, &head).await?;
+        Ok(Versioned {
+            version,
+            value: head,
+        })
+    }
+
+    /// Adds `cells` to the rows of `generation` as batch `number` (rows that carry it
+    /// already are left alone).
     pub async fn write_cells(
         &self,
         generation: u64,
+        number: u64,
         cells: impl IntoIterator<Item = (CellId, Cell)>,
     ) -> StoreResult<usize> {
         let outcomes = stream::iter(cells)
-            .map(|(id, cell)| async move { self.add(cell_key(generation, &id), 0, &cell).await })
+            .map(|(id, cell)| {
+                let this = self.clone();
+                async move { this.add(cell_key(generation, &id), number, &cell).await }
+            })
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
@@ -304,8 +330,9 @@ impl AnalyticsRepo {
         facts: impl IntoIterator<Item = (OrderId, OrderFacts)>,
     ) -> StoreResult<()> {
         let outcomes = stream::iter(facts)
-            .map(|(order, facts)| async move {
-                self.replace(facts_key(generation, order), 0, &facts).await
+            .map(|(order, facts)| {
+                let this = self.clone();
+                async move { this.replace(facts_key(generation, order), 0, &facts).await }
             })
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<_>>()

@@ -66,6 +66,37 @@ impl CourierJournal {
         .await
     }
 
+    /// Hands every event stamped at or before `until_ms` to `each`, in no particular order
+    /// (a rebuild's fold does not depend on it), and returns the position just past them.
+    pub async fn all_until(
+        &self,
+        until_ms: i64,
+        mut each: impl FnMut(CourierEvent),
+    ) -> StoreResult<Position> {
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store
+                .scan_table(Table::CourierJournal, cursor, super::MAX_PAGE)
+                .await?;
+            for row in &page.rows {
+                let event: CourierEvent = super::decode(Table::CourierJournal, &row.data)?;
+                if event.at_ms <= until_ms {
+                    each(event);
+                }
+            }
+            if page.next.is_none() || page.rows.is_empty() {
+                break;
+            }
+            cursor = page.next;
+        }
+        // Every key stamped at `until_ms` sorts before this one ('~' after any hex digit).
+        Ok(Position {
+            minute: bucket(until_ms),
+            after: Some(format!("{}.~", time_key(until_ms))),
+        })
+    }
+
     /// A fresh event id (time-ordered).
     pub fn new_id() -> Uuid {
         Uuid::now_v7()
