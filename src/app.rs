@@ -14,6 +14,7 @@ use crate::actors::courier::{self, CourierDeps};
 use crate::actors::order::{self, OrderDeps};
 use crate::actors::trail::TrailDrainer;
 use crate::actors::{ArbiterPool, Registry, WeakRegistry};
+use crate::analytics::Analytics;
 use crate::bus::SharedBus;
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
@@ -47,6 +48,7 @@ use crate::search::SearchIndex;
 use crate::secrets::Secrets;
 use crate::store::SharedStore;
 use crate::store::carts::CartRepo;
+use crate::store::courier_journal::CourierJournal;
 use crate::store::couriers::CourierRepo;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::live::{OpenOrdersRepo, VendorFeedRepo};
@@ -144,6 +146,7 @@ impl Application {
                 metrics: metrics.clone(),
                 max_accuracy_m: settings.live.gps_max_accuracy_m,
                 node,
+                journal: CourierJournal::new(Arc::clone(&store)),
             },
             pool.clone(),
             settings.actor_idle,
@@ -159,6 +162,7 @@ impl Application {
             clock: clock.clone(),
             offer_timeout: settings.live.offer_timeout,
             radius_km: settings.live.dispatch_radius_km,
+            journal: CourierJournal::new(Arc::clone(&store)),
         });
         let mut live_tasks = vec![
             identity.revocations.follow(revocations_since),
@@ -216,6 +220,11 @@ impl Application {
             node: lease_holder(&settings.data_dir)?,
             hold_for: settings.order_payment_timeout,
         });
+        let analytics = Analytics::new(
+            Arc::clone(&store),
+            settings.ledger.rates,
+            lease_holder(&settings.data_dir)?,
+        );
         let fulfilment = Fulfilment {
             checkout: Checkout::new(CheckoutParts {
                 carts: carts.clone(),
@@ -255,6 +264,7 @@ impl Application {
             live,
             notifications,
             ledger,
+            analytics,
             closing: tokio::sync::broadcast::channel(1).0,
         });
         if settings.notifications {
@@ -267,6 +277,12 @@ impl Application {
             let node = Arc::downgrade(&state);
             live_tasks.push(Ledger::start(move || {
                 node.upgrade().map(|s| s.ledger.clone())
+            }));
+        }
+        if settings.analytics {
+            let node = Arc::downgrade(&state);
+            live_tasks.push(Analytics::start(move || {
+                node.upgrade().map(|s| s.analytics.clone())
             }));
         }
         // The sweepers hold the node only during a round, so they end when the node is dropped.

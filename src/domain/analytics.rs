@@ -948,8 +948,9 @@ mod tests {
     #[test]
     fn an_order_folds_into_sales_products_waits_and_courier_times_once() {
         let courier = UserId::new();
+        let m = money();
         let mut facts = OrderFacts {
-            order: Some(money()),
+            order: Some(m.clone()),
             ..OrderFacts::default()
         };
         let mut deltas = Deltas::default();
@@ -974,7 +975,7 @@ mod tests {
             fold_order_event(&mut facts, e, &mut deltas);
         }
         assert_eq!(deltas, before);
-        let store = money().store;
+        let store = m.store;
         let Some(Cell::Sales(day)) = deltas
             .0
             .get(&CellId::StoreDay(store, t(0, 0, 0).date_naive()))
@@ -987,7 +988,7 @@ mod tests {
         assert_eq!(eur.preparation.median(), Some(600));
         assert_eq!(eur.average_order(), Some(2300));
         // Waited 10:01 → 11:01: 59 minutes in the 10 o'clock hour, one in the 11 o'clock.
-        let cell8 = money().cell8.unwrap();
+        let cell8 = m.cell8.clone().unwrap();
         let hour =
             |h| match deltas
                 .0

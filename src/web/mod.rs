@@ -46,6 +46,8 @@ pub struct AppState {
     /// In-app feeds, the outbox and its dead letters.
     pub notifications: crate::notifications::Notifications,
     pub ledger: crate::ledger::Ledger,
+    /// Rollups of sales, couriers' work and supply and demand, and their reports.
+    pub analytics: crate::analytics::Analytics,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).
     pub closing: tokio::sync::broadcast::Sender<()>,
 }
