@@ -8,6 +8,7 @@ mod helpers;
 
 mod actors;
 mod admin_cli;
+mod analytics;
 mod architecture;
 mod auth;
 mod bus;
