@@ -204,7 +204,7 @@ async fn store_of_caller(
     if user.is_admin() {
         return Ok(store);
     }
-    match state.catalog.repo.vendor_of(user.id).await? {
+    match state.catalog.vendor_of(user.id).await?.map(|v| v.id) {
         Some(own) if own == store => Ok(store),
         _ => Err(ApiError::not_found("no such store")),
     }
@@ -217,7 +217,7 @@ async fn scope_of_caller(state: &AppState, user: &AuthUser) -> Result<SalesScope
         return Ok(SalesScope::Platform);
     }
     user.require_role(&[Role::Vendor])?;
-    match state.catalog.repo.vendor_of(user.id).await? {
+    match state.catalog.vendor_of(user.id).await?.map(|v| v.id) {
         Some(store) => Ok(SalesScope::Store(store)),
         None => Err(ApiError::not_found("no store of yours")),
     }
