@@ -28,13 +28,20 @@ else up through the API. Then, through the public API only, as the README descri
     (404, out of search) but not from its owner, who is told why; restoring brings it back;
     suspending the store stops its sales (422 at the cart) until it is reinstated; the history
     lists every decision and the trail every action;
-  - analytics: see its section below.
+  - analytics: a known history (orders paid at two stores, one rejected by its store, one
+    cancelled by its customer, one refunded by the admin, some accepted and made ready) and
+    every figure of the store's, the platform's and the seed paths' reports compared with what
+    the orders' own records and logs make it; top products and stores; CSV; ranges refused;
+    another store's owner and a courier refused; then the node is stopped, `hexmarket
+    rebuild-analytics --check` rebuilds the rollups from the event logs and must find them
+    identical, and after a rebuild the reports answer the same numbers.
 
 Exits non-zero naming every check that failed."""
 
 import json
 import os
 import struct
+import subprocess
 import sys
 import time
 import urllib.error
@@ -149,6 +156,10 @@ class Probe:
         order = placed["orders"][0]
         if pay:
             must([200], customer.call("POST", f"/api/v1/payments/{placed['payment']['id']}/simulate", {"outcome": "succeed"}), "pay")
+            for _ in range(100):
+                if must([200], customer.call("GET", f"/api/v1/orders/{order['id']}"), "order")["status"] == "paid":
+                    break
+                time.sleep(0.1)
         return order
 
     def restart_after_kill(self):
@@ -365,6 +376,139 @@ class Probe:
                    and trail["entries"][1].get("reason") == reason, f"moderation in the trail: {trail}")
         say("moderation: reported, hidden, restored, suspended and reinstated, all on the record")
 
+    # --- analytics ----------------------------------------------------------------------
+
+    def order_facts(self, order):
+        row = must([200], self.customer.call("GET", f"/api/v1/orders/{order}"), "order")
+        log = must([200], self.customer.call("GET", f"/api/v1/orders/{order}/events?limit=100"), "order log")
+        kinds = {}
+        refunds = []
+        for event in log["events"]:
+            kind = event["kind"]["type"]
+            kinds.setdefault(kind, event["at"])
+            if kind == "refunded":
+                refunds.append(event["kind"]["amount"]["amount_minor"])
+        return {"store": row["vendor_id"], "subtotal": row["totals"]["subtotal"]["amount_minor"],
+                "fee": row["totals"]["delivery_fee"]["amount_minor"], "rates": row["rates"], "kinds": kinds,
+                "refunds": refunds, "lines": row["lines"]}
+
+    @staticmethod
+    def expected(orders):
+        """The totals the README's definitions give for these orders (whole refunds only)."""
+        half_up = lambda x, bps: (x * bps + 5000) // 10000  # noqa: E731
+        paid = [o for o in orders if "paid" in o["kinds"]]
+        goods = sum(o["subtotal"] for o in paid)
+        fees = sum(o["fee"] for o in paid)
+        refunds = sum(sum(o["refunds"]) for o in orders)
+        commission = kept = share = 0
+        for o in paid:
+            if o["refunds"]:
+                continue  # a whole refund gives every share back
+            c = half_up(o["subtotal"], o["rates"]["commission_bps"])
+            commission += c
+            kept += o["fee"] - half_up(o["fee"], o["rates"]["courier_fee_bps"])
+            share += o["subtotal"] - c
+        count = lambda kind: sum(1 for o in orders if kind in o["kinds"])  # noqa: E731
+        rate = lambda n: round(n / len(paid), 4)  # noqa: E731
+        return {"currency": "EUR", "orders": len(paid), "gross_sales": goods, "discounts": 0, "delivery_fees": fees,
+                "gmv": goods + fees, "refunds": refunds, "refund_count": sum(len(o["refunds"]) for o in orders),
+                "net_sales": goods + fees - refunds, "average_order_value": (goods + fees) // len(paid),
+                "commission": commission, "delivery_fees_kept": kept, "revenue": commission + kept,
+                "store_share": share, "rejected": count("rejected"), "cancelled": count("cancelled"),
+                "rejection_rate": rate(count("rejected")), "cancellation_rate": rate(count("cancelled"))}
+
+    def analytics(self):
+        # The history: three more paid orders at the owner's store (one rejected, one cancelled
+        # by the customer, one accepted and made ready), two units at the rival's (one order,
+        # refunded whole by the admin).
+        rejected = self.buy(self.customer, self.product)["id"]
+        must([200], self.owner.call("POST", f"/api/v1/orders/{rejected}/reject", {"reason": "out of soup"}), "reject")
+        cancelled = self.buy(self.customer, self.product)["id"]
+        must([200], self.customer.call("POST", f"/api/v1/orders/{cancelled}/cancel"), "cancel")
+        prepared = self.buy(self.customer, self.product, quantity=2)["id"]
+        for step in ("accept", "preparing", "ready"):
+            must([200], self.owner.call("POST", f"/api/v1/orders/{prepared}/{step}"), step)
+        refunded = self.buy(self.customer, self.rival_product, quantity=2)["id"]
+        must([200], self.admin.call("POST", f"/api/v1/admin/orders/{refunded}/refund", {}, {"Idempotency-Key": str(uuid.uuid4())}), "refund")
+        # Every order of the customer's, which includes the earlier ones of this probe.
+        orders, cursor = [], None
+        while True:
+            page = must([200], self.customer.call("GET", "/api/v1/orders?limit=100" + (f"&cursor={cursor}" if cursor else "")), "orders")
+            orders += [o["id"] for o in page["items"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        facts = [self.order_facts(o) for o in orders]
+        mine = [f for f in facts if f["store"] == self.store]
+        today = time.strftime("%Y-%m-%d", time.gmtime())
+        yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+        tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+        span = f"from={yesterday}&to={tomorrow}"
+
+        def totals(person, path):
+            answer = must([200], person.call("GET", f"{path}?{span}&granularity=day"), path)
+            return {k: v for k, v in (answer["totals"][0] if answer["totals"] else {}).items() if k in self.expected(mine)}
+
+        store_path = f"/api/v1/analytics/stores/{self.store}/sales"
+        want_store, want_all = self.expected(mine), self.expected(facts)
+        deadline = time.time() + 60
+        while True:
+            got_store = totals(self.owner, store_path)
+            got_all = totals(self.admin, "/api/v1/analytics/platform/sales")
+            if (got_store, got_all) == (want_store, want_all) or time.time() > deadline:
+                break
+            time.sleep(1)
+        self.check(got_store == want_store, f"the store's sales: {got_store} != {want_store}")
+        self.check(got_all == want_all, f"the platform's sales: {got_all} != {want_all}")
+        # The seed's paths answer the caller's own scope: the owner's store, the admin's platform.
+        self.check(totals(self.owner, "/api/v1/analytics/sales") == want_store, "GET /analytics/sales as the owner")
+        self.check(totals(self.admin, "/api/v1/analytics/sales") == want_all, "GET /analytics/sales as an admin")
+        revenue = must([200], self.admin.call("GET", f"/api/v1/analytics/revenue?{span}"), "revenue")
+        self.check(json.dumps(want_all["revenue"]) in json.dumps(revenue), f"the platform's revenue {want_all['revenue']}: {revenue}")
+
+        units = {}
+        for f in mine:
+            if "paid" in f["kinds"]:
+                for line in f["lines"]:
+                    units[line["product_id"]] = units.get(line["product_id"], 0) + line["quantity"]
+        top = must([200], self.owner.call("GET", f"/api/v1/analytics/stores/{self.store}/products/top-selling?{span}"), "top products")
+        self.check(sorted((i["product_id"], i["units"]) for i in top["items"]) == sorted(units.items()),
+                   f"the store's top products: {top['items']} != {units}")
+        stores = must([200], self.admin.call("GET", f"/api/v1/analytics/platform/stores/top-selling?{span}"), "top stores")
+        self.check([i["store_id"] for i in stores["items"]][:2] == [self.store, self.rival_store]
+                   or [i["store_id"] for i in stores["items"]][:2] == [self.rival_store, self.store],
+                   f"both stores ranked: {stores}")
+
+        status, text = self.owner.call("GET", f"{store_path}?{span}&format=csv")
+        self.check(status == 200 and isinstance(text, str) and text.startswith("period,currency,orders"), f"CSV: {status} {str(text)[:80]}")
+        for bad in (f"from={tomorrow}&to={yesterday}", "from=2020-01-01&to=2026-01-01", "granularity=hour", "from=yesterday"):
+            status, answer = self.owner.call("GET", f"{store_path}?{bad}")
+            self.check(status in (400, 422), f"a bad range {bad}: {status} {answer}")
+        status, _ = self.rival.call("GET", store_path)
+        self.check(status == 404, f"another store's owner reading its sales: {status}")
+        status, _ = self.courier.call("GET", store_path)
+        self.check(status in (403, 404), f"a courier reading a store's sales: {status}")
+        status, _ = self.customer.call("GET", "/api/v1/analytics/platform/sales")
+        self.check(status == 403, f"a customer reading the platform's sales: {status}")
+        courier_id = must([200], self.courier.call("GET", "/api/v1/me"), "courier")["id"]
+        must([200], self.courier.call("GET", f"/api/v1/analytics/couriers/{courier_id}?{span}"), "a courier's own report")
+        status, _ = self.courier.call("GET", f"/api/v1/analytics/couriers/{self.admin.id}?{span}")
+        self.check(status in (403, 404), f"a courier reading another's report: {status}")
+        must([200], self.admin.call("GET", f"/api/v1/analytics/supply-demand?resolution=8"), "supply and demand")
+
+        # Rebuilt from the event logs, the rollups are the same.
+        self.node.stop()
+        check = subprocess.run([self.node.binary, "rebuild-analytics", "--check"], env=self.node.env,
+                               capture_output=True, text=True, timeout=300)
+        self.check(check.returncode == 0, f"rebuild-analytics --check: {check.returncode} {check.stdout[-400:]} {check.stderr[-400:]}")
+        rebuilt = subprocess.run([self.node.binary, "rebuild-analytics"], env=self.node.env,
+                                 capture_output=True, text=True, timeout=300)
+        self.check(rebuilt.returncode == 0, f"rebuild-analytics: {rebuilt.returncode} {rebuilt.stderr[-400:]}")
+        self.node.start()
+        self.check(totals(self.owner, store_path) == want_store, "the store's sales after the rebuild")
+        self.check(totals(self.admin, "/api/v1/analytics/platform/sales") == want_all, "the platform's sales after the rebuild")
+        say(f"analytics: {len(facts)} orders, every figure as their logs make it, rebuilt identically")
+
     def run(self):
         try:
             self.set_up()
@@ -373,6 +517,7 @@ class Probe:
             self.audit()
             self.moderation()
             self.support()
+            self.analytics()
         finally:
             self.node.stop()
         if self.failures:
