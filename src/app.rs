@@ -14,6 +14,7 @@ use crate::actors::courier::{self, CourierDeps};
 use crate::actors::order::{self, OrderDeps};
 use crate::actors::trail::TrailDrainer;
 use crate::actors::{ArbiterPool, Registry, WeakRegistry};
+use crate::analytics::Analytics;
 use crate::bus::SharedBus;
 use crate::bus::local::LocalBus;
 use crate::bus::redis::RedisBus;
@@ -47,6 +48,7 @@ use crate::search::SearchIndex;
 use crate::secrets::Secrets;
 use crate::store::SharedStore;
 use crate::store::carts::CartRepo;
+use crate::store::courier_journal::CourierJournal;
 use crate::store::couriers::CourierRepo;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::live::{OpenOrdersRepo, VendorFeedRepo};
@@ -170,6 +172,7 @@ impl Application {
                 metrics: metrics.clone(),
                 settings: live_settings.clone(),
                 node,
+                journal: CourierJournal::new(Arc::clone(&store)),
             },
             pool.clone(),
             settings.actor_idle,
@@ -184,6 +187,7 @@ impl Application {
             store: Arc::clone(&store),
             clock: clock.clone(),
             settings: live_settings.clone(),
+            journal: CourierJournal::new(Arc::clone(&store)),
         });
         let mut live_tasks = vec![
             identity.revocations.follow(revocations_since),
@@ -241,6 +245,11 @@ impl Application {
             node: lease_holder(&settings.data_dir)?,
             live: live_settings.clone(),
         });
+        let analytics = Analytics::new(
+            Arc::clone(&store),
+            settings.ledger.rates,
+            lease_holder(&settings.data_dir)?,
+        );
         let fulfilment = Fulfilment {
             checkout: Checkout::new(CheckoutParts {
                 carts: carts.clone(),
@@ -299,6 +308,7 @@ impl Application {
             audit,
             support,
             moderation,
+            analytics,
             closing: tokio::sync::broadcast::channel(1).0,
         });
         let node = Arc::downgrade(&state);
@@ -315,6 +325,12 @@ impl Application {
             let node = Arc::downgrade(&state);
             live_tasks.push(Ledger::start(move || {
                 node.upgrade().map(|s| s.ledger.clone())
+            }));
+        }
+        if settings.analytics {
+            let node = Arc::downgrade(&state);
+            live_tasks.push(Analytics::start(move || {
+                node.upgrade().map(|s| s.analytics.clone())
             }));
         }
         // The sweepers hold the node only during a round, so they end when the node is dropped.

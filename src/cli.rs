@@ -1,5 +1,6 @@
 //! The command line: `serve` (the default), `migrate`, `verify-store`, `create-admin`,
-//! `seed-demo`, `reindex`, `report-duplicate-emails` and `reconcile`.
+//! `seed-demo`, `reindex`, `report-duplicate-emails`, `reconcile`, `rebuild-analytics` and
+//! `seed-analytics`.
 
 use clap::{Parser, Subcommand};
 
@@ -69,6 +70,26 @@ pub enum Command {
         #[arg(long)]
         to: Option<chrono::DateTime<chrono::Utc>>,
     },
+    /// Rebuild the analytics rollups from the event logs (every order's log and the courier
+    /// journal) into a new generation and switch reports to it; prints what it did and the
+    /// rows that differ from the rollups it replaced, as JSON. With `--check`, compares only
+    /// (exit code 1 on a difference). On the embedded store, run it while the server is
+    /// stopped.
+    RebuildAnalytics {
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write a synthetic history (orders of fixed stores, products and couriers, spread over
+    /// the days before today) into the analytics rollups through the same fold as real
+    /// events, for benchmarks. On the embedded store, run it while the server is stopped.
+    SeedAnalytics {
+        #[arg(long, default_value_t = 1000)]
+        stores: u32,
+        #[arg(long, default_value_t = 1_000_000)]
+        orders: u64,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
 }
 
 /// Runs a command to completion.
@@ -117,7 +138,36 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Reindex => reindex(&settings).await,
         Command::ReportDuplicateEmails => crate::mailbox_report::run(&settings).await,
         Command::Reconcile { from, to } => reconcile(&settings, from, to).await,
+        Command::RebuildAnalytics { check } => rebuild_analytics(&settings, check).await,
+        Command::SeedAnalytics {
+            stores,
+            orders,
+            days,
+        } => {
+            let analytics = analytics(&settings).await?;
+            let report = analytics.seed(stores, orders, days).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
     }
+}
+
+async fn analytics(settings: &Settings) -> anyhow::Result<crate::analytics::Analytics> {
+    let store = crate::app::open_store(settings).await?;
+    Ok(crate::analytics::Analytics::new(
+        store,
+        settings.ledger.rates,
+        uuid::Uuid::new_v4(),
+    ))
+}
+
+async fn rebuild_analytics(settings: &Settings, check: bool) -> anyhow::Result<()> {
+    let report = analytics(settings).await?.rebuild(!check).await?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if check && !report.differences.is_empty() {
+        anyhow::bail!("{} rollup rows differ", report.differences.len())
+    }
+    Ok(())
 }
 
 async fn reconcile(

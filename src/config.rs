@@ -161,6 +161,9 @@ pub struct Settings {
     /// Whether this node consumes order events into notifications and sends them (one node of
     /// those that do holds the lease at a time); off for nodes that only serve requests.
     pub notifications: bool,
+    /// Whether this node folds order and courier events into the analytics rollups (one
+    /// node at a time does, by lease; reports are answered either way).
+    pub analytics: bool,
     /// Whether webhook endpoints may resolve to private, loopback or reserved addresses.
     pub webhook_allow_private: bool,
     /// The money ledger: default rates, hold period, payout schedule.
@@ -429,6 +432,7 @@ impl Settings {
             })?,
             smtp_url,
             notifications: env.parse_with("HEXMARKET_NOTIFICATIONS", "true", parse_bool)?,
+            analytics: env.parse_with("HEXMARKET_ANALYTICS", "true", parse_bool)?,
             ledger: LedgerSettings {
                 book: env.parse_with("HEXMARKET_LEDGER", "true", parse_bool)?,
                 rates: crate::domain::ledger::Rates {

@@ -8,6 +8,7 @@
 //! the validated value types and aggregates every layer shares. The README draws the layers.
 
 pub mod actors;
+pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod bus;

@@ -17,21 +17,76 @@ else up through the API. Then, through the public API only, as the README descri
     the ban and makes a customer a vendor; the trail answers each action with who, what, when,
     from where, before and after, filtered by object, action and administrator, paged to the
     end; the CLI's admin creation is in it; no method but GET reaches it;
-  - support, moderation and analytics: see their sections below.
+  - support: a customer opens a ticket about their order (not about someone else's: 422),
+    attaches a photo and writes; another customer and the store's owner get 404; the admin
+    finds it in the queue (overdue once it has waited past `support_overdue_secs`, set to a
+    minute), assigns it, leaves an internal note and replies; the node is SIGKILLed as soon as
+    the reply is acknowledged; the customer sees the reply (not the note), is told of it in the
+    feed, and the ticket's first response and resolution times are recorded;
+  - moderation: two customers report a product and a store (a second report of one user is
+    409); the admin's queue counts them by reason; hiding the product takes it from the public
+    (404, out of search) but not from its owner, who is told why; restoring brings it back;
+    suspending the store stops its sales (422 at the cart) until it is reinstated; the history
+    lists every decision and the trail every action;
+  - analytics: see its section below.
 
 Exits non-zero naming every check that failed."""
 
 import json
 import os
+import struct
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from notifications import Node, Person, patient  # noqa: E402
 from seed import STORE, Refused, call, must, otpauth_secret, register  # noqa: E402
 
 HOME = {"text": "Probe Allee 7, Berlin", "lat": STORE["lat"] + 0.009, "lng": STORE["lng"]}
+
+
+def png(width=8, height=8):
+    """A small valid PNG (RGB, a gradient), made here."""
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x * 30 % 256, y * 30 % 256, 128)) for x in range(width)) for y in range(height)
+    )
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def upload(base, path, token, data, content_type="image/png"):
+    """A multipart upload of one `image` part; (status, JSON answer)."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"photo.png\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(base + path, data=body, method="POST")
+    request.add_header("content-type", f"multipart/form-data; boundary={boundary}")
+    request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def fetch(base, path, token):
+    """A GET whose answer may not be JSON (an image): (status, content type)."""
+    request = urllib.request.Request(base + path)
+    request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+            return response.status, response.headers.get("content-type", "")
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type", "")
 
 
 def say(text):
@@ -185,11 +240,139 @@ class Probe:
         self.check(status == 400 and answer.get("code") == "invalid_cursor", f"a forged cursor: {status} {answer}")
         say(f"audit: {len(everything['entries'])} entries read back, filtered and paged")
 
+    # --- support ----------------------------------------------------------------------
+
+    def open_ticket(self):
+        """Opened early: it must wait past the overdue threshold (a minute) before `support`."""
+        must([200], self.admin.call("PATCH", "/api/v1/admin/settings", {"support_overdue_secs": 60}), "overdue after a minute")
+        self.bought = self.buy(self.customer, self.product)
+        body = {"subject": "Soup arrived cold", "category": "order_problem", "order_id": self.bought["id"],
+                "body": "It was cold and the lid was loose."}
+        self.ticket = must([201], self.customer.call("POST", "/api/v1/support/tickets", body), "open a ticket")
+        self.ticket_opened = time.time()
+        status, refused = self.other.call("POST", "/api/v1/support/tickets", body)
+        self.check(status == 422 and refused.get("code") == "not_your_order", f"a ticket about another's order: {status} {refused}")
+        status, refused = self.customer.call("POST", "/api/v1/support/tickets", {**body, "category": "weather"})
+        self.check(status in (400, 422), f"an unknown category: {status} {refused}")
+
+    def support(self):
+        ticket = self.ticket["id"]
+        path = f"/api/v1/support/tickets/{ticket}"
+        status, photo = upload(self.base, f"{path}/attachments", self.customer.token or self.customer.fresh_token(), png())
+        self.check(status == 201, f"a photo on the ticket: {status} {photo}")
+        status, refused = upload(self.base, f"{path}/attachments", self.customer.token, b"not an image at all")
+        self.check(status in (415, 422), f"an upload that is no image: {status} {refused}")
+        attachments = [photo["id"]] if status == 201 or photo else []
+        must([201, 200], self.customer.call("POST", f"{path}/messages", {"body": "Photo attached.", "attachments": attachments}), "a message")
+        for stranger, who in ((self.other, "another customer"), (self.owner, "the store's owner")):
+            status, _ = stranger.call("GET", path)
+            self.check(status == 404, f"{who} reading the ticket: {status}")
+            if photo:
+                status, _ = fetch(self.base, f"{path}/attachments/{photo['id']}", stranger.token or stranger.fresh_token())
+                self.check(status == 404, f"{who} reading the photo: {status}")
+        status, _ = self.owner.call("GET", "/api/v1/admin/support/tickets")
+        self.check(status == 403, f"a store owner reading the queue: {status}")
+
+        # Overdue once it has waited a minute on the admins.
+        time.sleep(max(0.0, self.ticket_opened + 62 - time.time()))
+        overdue = must([200], self.admin.call("GET", "/api/v1/admin/support/tickets?overdue=true&limit=100"), "overdue queue")
+        self.check(any(t["id"] == ticket for t in overdue["tickets"]), f"the ticket is overdue: {overdue}")
+        queue = must([200], self.admin.call("GET", "/api/v1/admin/support/tickets?status=open&category=order_problem&limit=100"), "queue")
+        self.check(any(t["id"] == ticket for t in queue["tickets"]), "the ticket is in the open queue")
+
+        must([200], self.admin.call("PATCH", f"/api/v1/admin/support/tickets/{ticket}", {"assigned_to": self.admin.id}), "assign")
+        must([200, 201], self.admin.call("POST", f"/api/v1/admin/support/tickets/{ticket}/messages",
+                                         {"body": "Customer seems honest; refund likely.", "internal": True}), "internal note")
+        must([200, 201], self.admin.call("POST", f"/api/v1/admin/support/tickets/{ticket}/messages",
+                                         {"body": "Sorry! A refund is on its way."}), "reply")
+        self.restart_after_kill()
+        seen = must([200], self.customer.call("GET", path), "the ticket after the kill")
+        bodies = [m["body"] for m in seen["messages"]]
+        self.check("Sorry! A refund is on its way." in bodies, f"the acknowledged reply survives SIGKILL: {bodies}")
+        self.check(all(not m["internal"] for m in seen["messages"]) and not any("honest" in b for b in bodies),
+                   f"the internal note is never shown to the author: {bodies}")
+        self.check(seen["status"] == "waiting_on_user" and isinstance(seen["first_response_secs"], int)
+                   and seen["first_response_secs"] >= 60, f"first response recorded: {seen['status']} {seen['first_response_secs']}")
+        self.check("assigned_to" not in seen, "who it is assigned to is the admins' business")
+        if photo:
+            status, kind = fetch(self.base, f"{path}/attachments/{photo['id']}", self.customer.fresh_token())
+            self.check(status == 200 and kind.startswith("image/"), f"the author reads their photo: {status} {kind}")
+        feed = must([200], self.customer.call("GET", "/api/v1/notifications?limit=100"), "feed")
+        told = [i for i in feed["items"] if i.get("subject") == f"ticket:{ticket}"]
+        self.check(any(i.get("notice") == "support_reply" for i in told), f"the customer is told of the reply: {told}")
+        self.check(len([i for i in told if i.get("notice") == "support_reply"]) == 1, "told once, not once per note")
+
+        must([200], self.admin.call("PATCH", f"/api/v1/admin/support/tickets/{ticket}", {"status": "resolved"}), "resolve")
+        seen = must([200], self.customer.call("GET", path), "the resolved ticket")
+        self.check(seen["status"] == "resolved" and isinstance(seen["resolution_secs"], int), f"resolution recorded: {seen}")
+        mine = must([200], self.customer.call("GET", "/api/v1/support/tickets"), "my tickets")
+        self.check([t["id"] for t in mine["tickets"]] == [ticket], f"the author's list: {mine}")
+        trail = must([200], self.admin.call("GET", "/api/v1/admin/audit?action=support&limit=100"), "support in the trail")
+        actions = sorted(e["action"] for e in trail["entries"])
+        self.check({"support.assign", "support.note", "support.reply", "support.status"} <= set(actions), f"support actions audited: {actions}")
+        self.check(all("refund is on its way" not in json.dumps(e) for e in trail["entries"]), "the trail keeps no message text")
+        say(f"support: ticket answered in {seen['first_response_secs']} s, resolved in {seen['resolution_secs']} s")
+
+    # --- moderation ---------------------------------------------------------------------
+
+    def moderation(self):
+        product, store = self.rival_product, self.rival_store
+        for person in (self.customer, self.courier):
+            must([204, 201, 200], person.call("POST", f"/api/v1/products/{product}/reports", {"reason": "counterfeit", "text": "fake logo"}), "report a product")
+        status, answer = self.customer.call("POST", f"/api/v1/products/{product}/reports", {"reason": "counterfeit"})
+        self.check(status == 409 and answer.get("code") == "already_reported", f"a second report: {status} {answer}")
+        status, answer = self.customer.call("POST", f"/api/v1/products/{product}/reports", {"reason": "because"})
+        self.check(status in (400, 422), f"an unknown reason: {status} {answer}")
+        must([204, 201, 200], self.customer.call("POST", f"/api/v1/vendors/{store}/reports", {"reason": "fraud"}), "report a store")
+        status, _ = self.customer.call("GET", "/api/v1/admin/moderation/queue")
+        self.check(status == 403, f"a customer reading the moderation queue: {status}")
+        queue = must([200], self.admin.call("GET", "/api/v1/admin/moderation/queue?limit=100"), "moderation queue")
+        entry = next((i for i in queue["items"] if i["id"] == product), None)
+        self.check(entry is not None and entry["reports"] == 2 and entry["reasons"] == {"counterfeit": 2}, f"the product's reports: {entry}")
+        self.check(any(i["id"] == store and i["kind"] == "vendor" for i in queue["items"]), "the store is in the same queue")
+
+        reason = "Counterfeit goods, reported twice."
+        must([200], self.admin.call("POST", f"/api/v1/admin/moderation/products/{product}/hide", {"reason": reason}), "hide")
+        status, _ = call(self.base, "GET", f"/api/v1/products/{product}")
+        self.check(status == 404, f"the public reading a hidden product: {status}")
+        found = must([200], call(self.base, "GET", "/api/v1/products?q=Rival"), "search")
+        self.check(all(p["id"] != product for p in found.get("items", found.get("products", []))), "a hidden product is out of search")
+        seen = must([200], self.rival.call("GET", f"/api/v1/products/{product}"), "the owner's view")
+        self.check(seen.get("hidden") is True, f"its owner still sees it, hidden: {seen}")
+        feed = must([200], self.rival.call("GET", "/api/v1/notifications?limit=100"), "owner's feed")
+        notices = [i for i in feed["items"] if i.get("notice") == "product_hidden"]
+        self.check(len(notices) == 1 and reason in json.dumps(notices[0]), f"the owner is told why: {notices}")
+        status, answer = self.admin.call("POST", f"/api/v1/admin/moderation/products/{product}/hide", {"reason": reason})
+        self.check(status == 409, f"hiding a hidden product: {status} {answer}")
+        must([200], self.admin.call("POST", f"/api/v1/admin/moderation/products/{product}/restore", {"reason": "Seller proved it genuine."}), "restore")
+        status, _ = call(self.base, "GET", f"/api/v1/products/{product}")
+        self.check(status == 200, f"a restored product is public again: {status}")
+
+        must([200], self.admin.call("POST", f"/api/v1/admin/moderation/vendors/{store}/suspend", {"reason": "Fraud reports."}), "suspend")
+        status, answer = self.customer.call("POST", "/api/v1/cart/items", {"product_id": product, "quantity": 1})
+        self.check(status == 422 and answer.get("code") == "product_unavailable", f"a suspended store's product in a cart: {status} {answer}")
+        status, _ = call(self.base, "GET", f"/api/v1/vendors/{store}")
+        self.check(status == 404, f"the public reading a suspended store: {status}")
+        must([200], self.admin.call("POST", f"/api/v1/admin/moderation/vendors/{store}/reinstate", {"reason": "Cleared."}), "reinstate")
+        must([200], self.customer.call("POST", "/api/v1/cart/items", {"product_id": product, "quantity": 1}), "a reinstated store sells")
+        must([200, 204], self.customer.call("DELETE", f"/api/v1/cart/items/{product}"), "empty the cart again")
+
+        history = must([200], self.admin.call("GET", "/api/v1/admin/moderation/decisions?limit=100"), "decisions")
+        actions = [d.get("action") for d in history["decisions"]]
+        self.check(actions[:4] == ["reinstate", "suspend", "restore", "hide"], f"the history, newest first: {actions}")
+        trail = must([200], self.admin.call("GET", f"/api/v1/admin/audit?target=product:{product}"), "the product's trail")
+        self.check([e["action"] for e in trail["entries"]] == ["product.restore", "product.hide"]
+                   and trail["entries"][1].get("reason") == reason, f"moderation in the trail: {trail}")
+        say("moderation: reported, hidden, restored, suspended and reinstated, all on the record")
+
     def run(self):
         try:
             self.set_up()
             self.settings()
+            self.open_ticket()
             self.audit()
+            self.moderation()
+            self.support()
         finally:
             self.node.stop()
         if self.failures:

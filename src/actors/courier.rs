@@ -30,6 +30,7 @@ use crate::bus::SharedBus;
 use crate::clock::Clock;
 use crate::dispatch::board::Board;
 use crate::dispatch::index::CourierIndex;
+use crate::domain::analytics::{CourierEvent, CourierEventKind};
 use crate::domain::courier::{
     ARRIVED_AT_PICKUP_M, ARRIVING_M, CourierProfile, GpsPoint, RecentTrack, at_drop_off,
     clean_batch, eta_seconds, handoff_codes_match,
@@ -39,6 +40,7 @@ use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{IllegalTransition, OrderCommand};
 use crate::metrics::Metrics;
+use crate::store::courier_journal::CourierJournal;
 use crate::store::couriers::CourierRepo;
 use crate::store::typed::Versioned;
 use crate::store::{StoreError, StoreResult};
@@ -68,6 +70,9 @@ pub struct CourierDeps {
     pub settings: crate::settings::SettingsView,
     /// This node, so its own presence announcements are not applied twice.
     pub node: uuid::Uuid,
+    /// Where the cells a courier is seen online in, and the ETA at pickup, are recorded for
+    /// analytics.
+    pub journal: CourierJournal,
 }
 
 /// A courier's whereabouts as announced to every node's index.
@@ -94,6 +99,9 @@ pub struct CourierActor {
     last_presence: Option<(Instant, h3o::CellIndex)>,
     /// The position changed since the row was last written.
     position_dirty: bool,
+    /// The hour (since the epoch) and the resolution-8 cells the courier was noted online in
+    /// during it: each is noted in the courier journal once an hour.
+    seen: (i64, Vec<h3o::CellIndex>),
 }
 
 impl Actor for CourierActor {
@@ -131,6 +139,7 @@ impl Entity for CourierActor {
                 connected: false,
                 last_presence: None,
                 position_dirty: false,
+                seen: (0, Vec::new()),
             })
         })
     }
@@ -339,6 +348,39 @@ impl CourierActor {
         self.adopt(work)
     }
 
+    /// Notes the courier online in the cell of `point` the first time this hour (a courier
+    /// moving across a city passes a handful of cells an hour: the journal gets a few rows
+    /// per courier and hour, written off the location path).
+    fn note_presence(&mut self, point: &GpsPoint) {
+        if !self.record.value.online {
+            return;
+        }
+        let hour = point.recorded_at.timestamp().div_euclid(3600);
+        let cell = point.geo().cell_at(h3o::Resolution::Eight);
+        if self.seen.0 != hour {
+            self.seen = (hour, Vec::new());
+        }
+        if self.seen.1.contains(&cell) {
+            return;
+        }
+        self.seen.1.push(cell);
+        let event = CourierEvent {
+            id: CourierJournal::new_id(),
+            courier: self.id,
+            at: point.recorded_at,
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            kind: CourierEventKind::Seen {
+                cell: cell.to_string(),
+            },
+        };
+        let journal = self.deps.journal.clone();
+        actix::spawn(async move {
+            if let Err(e) = journal.append(&[event]).await {
+                tracing::debug!(error = %e, "courier presence not recorded for analytics");
+            }
+        });
+    }
+
     fn delivery(&self, order: OrderId) -> Option<&ActiveDelivery> {
         self.record
             .value
@@ -463,6 +505,7 @@ impl Handler<ReportLocations> for CourierActor {
         self.record.value.position = Some(latest.clone());
         self.position_dirty = true;
         self.announce(false);
+        self.note_presence(&latest);
 
         // Every delivery in hand: a location frame for its watchers, and its geofences.
         let here = latest.geo();
@@ -583,9 +626,33 @@ impl Handler<PickedUp> for CourierActor {
         let repo = self.deps.repo.clone();
         let now = self.deps.clock.now();
         let current = self.record.clone();
+        // The ETA the customer is shown from here: the rest of the way at the recent speed.
+        let eta = self.delivery(order).map(|d| {
+            let here = self
+                .record
+                .value
+                .position
+                .as_ref()
+                .map_or(d.pickup, |p| p.geo());
+            eta_seconds(here.distance_m(d.dropoff), self.track.speed_mps())
+        });
+        let journal = self.deps.journal.clone();
+        let courier = self.id;
         let work = async move {
             if let Err(e) = command(&orders, order, OrderCommand::PickUp).await {
                 return (current, Err(e));
+            }
+            if let Some(eta_s) = eta {
+                let event = CourierEvent {
+                    id: CourierJournal::new_id(),
+                    courier,
+                    at: now,
+                    at_ms: chrono::Utc::now().timestamp_millis(),
+                    kind: CourierEventKind::PickedUp { order, eta_s },
+                };
+                if let Err(e) = journal.append(&[event]).await {
+                    tracing::warn!(order_id = %order, error = %e, "ETA at pickup not recorded for analytics");
+                }
             }
             let mut next = current.value.clone();
             if let Some(d) = next.active.iter_mut().find(|d| d.order_id == order) {

@@ -2,6 +2,7 @@
 //! parsing happens once, at the edge.
 
 pub mod account;
+pub mod analytics;
 pub mod audit;
 pub mod cart;
 pub mod catalog;

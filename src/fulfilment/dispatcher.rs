@@ -33,12 +33,14 @@ use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::dispatch::index::CourierIndex;
 use crate::dispatch::queue::{DispatchQueue, key};
+use crate::domain::analytics::{CourierEvent, CourierEventKind};
 use crate::domain::courier::ActiveDelivery;
 use crate::domain::dispatch::UnassignedOrder;
 use crate::domain::dispatch::{DispatchRecord, DispatchState};
 use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{OrderId, UserId};
 use crate::domain::order::{OrderCommand, OrderRecord, OrderStatus};
+use crate::store::courier_journal::CourierJournal;
 use crate::store::orders::OrderRepo;
 use crate::store::typed::{Change, ModifyError, Versioned};
 use crate::store::{SharedStore, StoreError, StoreResult};
@@ -104,6 +106,8 @@ pub struct DispatcherParts {
     pub clock: Clock,
     /// The platform's live settings (the offer timeout and the dispatch radius).
     pub settings: crate::settings::SettingsView,
+    /// Where offers and their answers are recorded for analytics.
+    pub journal: CourierJournal,
 }
 
 /// Offers waiting orders to couriers; cheap to clone.
@@ -372,8 +376,25 @@ impl Dispatcher {
             expires_at,
         };
         tracing::info!(order_id = %order, courier_id = %candidate.courier, %offer_id, "order offered");
+        self.note(candidate.courier, CourierEventKind::Offered { order })
+            .await;
         self.tell(candidate.courier, &frame).await;
         Ok(())
+    }
+
+    /// Records what happened to an offer in the courier journal. Analytics only: a failure
+    /// is logged, never in the way of dispatch.
+    async fn note(&self, courier: UserId, kind: CourierEventKind) {
+        let event = CourierEvent {
+            id: CourierJournal::new_id(),
+            courier,
+            at: self.inner.clock.now(),
+            at_ms: Utc::now().timestamp_millis(),
+            kind,
+        };
+        if let Err(e) = self.inner.journal.append(&[event]).await {
+            tracing::warn!(courier_id = %courier, error = %e, "offer not recorded for analytics");
+        }
     }
 
     /// An offer ran out: the courier counts as having declined.
@@ -395,6 +416,8 @@ impl Dispatcher {
         {
             self.inner.index.release(courier);
             tracing::info!(order_id = %order, courier_id = %courier, "offer lapsed");
+            self.note(courier, CourierEventKind::Expired { order })
+                .await;
             self.tell(courier, &InboxFrame::OfferWithdrawn { offer_id })
                 .await;
             self.inner.queue.wake.notify_one();
@@ -442,6 +465,12 @@ impl Dispatcher {
             })
             .await?;
         self.inner.index.release(courier);
+        let answer = if accept {
+            CourierEventKind::Accepted { order }
+        } else {
+            CourierEventKind::Declined { order }
+        };
+        self.note(courier, answer).await;
         if !accept {
             tracing::info!(order_id = %order, courier_id = %courier, "offer declined");
             self.inner.queue.wake.notify_one();

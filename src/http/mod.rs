@@ -4,6 +4,7 @@
 //! node mounts them all through [`configure`], beside the WebSocket endpoints.
 
 pub mod admin;
+pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod cart;
@@ -77,6 +78,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(payments::configure)
                 .configure(ledger::configure)
                 .configure(coupons::configure)
+                .configure(analytics::configure)
                 .configure(media::configure)
                 .configure(ws_ticket::configure),
         )

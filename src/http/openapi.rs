@@ -17,9 +17,9 @@ use crate::web::ApiError;
 use crate::web::problem::PROBLEM_JSON;
 
 use super::{
-    admin, audit, auth, cart, categories, checkout, coupons, couriers, health, inventory, ledger,
-    me, media, mfa, moderation, notifications, orders, payments, problem, products, push, reviews,
-    settings, support, vendors, webhooks, ws_ticket,
+    admin, analytics, audit, auth, cart, categories, checkout, coupons, couriers, health,
+    inventory, ledger, me, media, mfa, moderation, notifications, orders, payments, problem,
+    products, push, reviews, settings, support, vendors, webhooks, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -172,6 +172,17 @@ use super::{
         ledger::reconciliation,
         ledger::request_run,
         ledger::get_run,
+        analytics::store_sales,
+        analytics::store_top_products,
+        analytics::platform_sales,
+        analytics::platform_top_stores,
+        analytics::platform_top_products,
+        analytics::list_couriers,
+        analytics::courier,
+        analytics::supply_demand,
+        analytics::my_sales,
+        analytics::my_revenue,
+        analytics::my_top_products,
     ),
     components(schemas(problem::Problem, problem::FieldError, admin::UserStatus, reviews::TargetKind, support::AttachmentSize)),
     modifiers(&BearerAuth, &ProblemResponses),
@@ -192,6 +203,7 @@ use super::{
         (name = "notifications", description = "The caller's in-app notifications (live on the /ws/notifications WebSocket: see the README)"),
         (name = "coupons", description = "Coupons of the platform and of stores (customers meet them on the cart and at checkout)"),
         (name = "ledger", description = "Money: balances and statements of the double-entry ledger, payouts and where they go (see the README's money flow)"),
+        (name = "analytics", description = "Sales, revenue, top products and stores, couriers' performance, supply and demand per H3 cell (JSON, or CSV with Accept: text/csv or format=csv; definitions in the README)"),
         (name = "admin", description = "Platform administration"),
     )
 )]

@@ -24,8 +24,7 @@ use crate::domain::ledger::{
 };
 use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
 use crate::store::StoreResult;
-use crate::store::Version;
-use crate::store::journal::{ConsumerCursor, JournalNote, Position, SETTLE};
+use crate::store::journal::{JournalNote, Lease, Position, SETTLE};
 use crate::store::ledger::{MAX_BATCH, PendingRelease};
 
 /// The consumer's name (its cursor row).
@@ -45,12 +44,6 @@ const GIVE_UP_AFTER: chrono::Duration = chrono::Duration::seconds(60);
 const FIRST_START_LOOKBACK: chrono::Duration = chrono::Duration::hours(1);
 /// Releases handled per round.
 const RELEASES_PER_ROUND: usize = 256;
-
-/// A lease held by this node: the cursor and its row's version.
-pub struct Lease {
-    cursor: ConsumerCursor,
-    version: Version,
-}
 
 /// What one note gives.
 enum Derived {
@@ -132,29 +125,11 @@ fn refunds_through(events: &[OrderEvent], through: u64) -> Vec<i64> {
 impl Ledger {
     /// Takes (or renews) the ledger's lease; `None` while another node holds it.
     pub(super) async fn lease(&self) -> StoreResult<Option<Lease>> {
-        let inner = &self.inner;
-        let now = Utc::now();
-        let (mut cursor, version) = match inner.journal.cursor(CONSUMER).await? {
-            Some(found) => (found.value, found.version),
-            None => (
-                ConsumerCursor {
-                    position: Position::at((now - FIRST_START_LOOKBACK).timestamp_millis()),
-                    holder: inner.node,
-                    lease_until: now,
-                },
-                0,
-            ),
-        };
-        if cursor.holder != inner.node && cursor.lease_until > now {
-            return Ok(None);
-        }
-        cursor.holder = inner.node;
-        cursor.lease_until = now + LEASE;
-        Ok(inner
+        let start = Position::at((Utc::now() - FIRST_START_LOOKBACK).timestamp_millis());
+        self.inner
             .journal
-            .save_cursor(CONSUMER, version, &cursor)
-            .await?
-            .map(|version| Lease { cursor, version }))
+            .lease(CONSUMER, self.inner.node, start, LEASE)
+            .await
     }
 
     /// Books the journal's notes up to the settle horizon, a page at a time.

@@ -186,43 +186,47 @@ impl Journal {
         until_ms: i64,
         limit: usize,
     ) -> StoreResult<(Vec<JournalNote>, Position)> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        let last_minute = bucket(until_ms);
-        let mut notes = Vec::new();
-        let mut position = from.clone();
-        while position.minute <= last_minute {
-            let range = ScanRange {
-                after: position.after.clone(),
-                before: None,
-                limit: limit - notes.len(),
-            };
-            let page = self
-                .store
-                .scan(Table::OrderJournal, &position.minute.to_string(), range)
-                .await?;
-            for row in &page.rows {
-                let note: JournalNote = decode(Table::OrderJournal, &row.data)?;
-                if note.at_ms > until_ms {
-                    return Ok((notes, position));
-                }
-                position.after = Some(row.key.clustering.clone());
-                notes.push(note);
-            }
-            if notes.len() >= limit {
-                return Ok((notes, position));
-            }
-            if page.next.is_some() {
-                continue;
-            }
-            if position.minute == last_minute {
-                break;
-            }
-            position = Position {
-                minute: position.minute + 1,
-                after: None,
-            };
+        read_minutes(
+            &self.store,
+            Table::OrderJournal,
+            from,
+            until_ms,
+            limit,
+            |n: &JournalNote| n.at_ms,
+        )
+        .await
+    }
+
+    /// Takes (or renews) `consumer`'s lease for `node` for `length`; a consumer that never
+    /// ran starts at `start`. `None` while another node holds it.
+    pub async fn lease(
+        &self,
+        consumer: &str,
+        node: Uuid,
+        start: Position,
+        length: chrono::Duration,
+    ) -> StoreResult<Option<Lease>> {
+        let now = Utc::now();
+        let (mut cursor, version) = match self.cursor(consumer).await? {
+            Some(found) => (found.value, found.version),
+            None => (
+                ConsumerCursor {
+                    position: start,
+                    holder: node,
+                    lease_until: now,
+                },
+                0,
+            ),
+        };
+        if cursor.holder != node && cursor.lease_until > now {
+            return Ok(None);
         }
-        Ok((notes, position))
+        cursor.holder = node;
+        cursor.lease_until = now + length;
+        Ok(self
+            .save_cursor(consumer, version, &cursor)
+            .await?
+            .map(|version| Lease { cursor, version }))
     }
 
     /// The cursor of `consumer`, if it ever ran.
@@ -248,11 +252,68 @@ impl Journal {
     }
 }
 
-fn bucket(at_ms: i64) -> i64 {
+/// A consumer's cursor as this node holds it, with the version of its row.
+pub struct Lease {
+    pub cursor: ConsumerCursor,
+    pub version: Version,
+}
+
+/// Up to `limit` rows of a minute-partitioned journal `table` (clustering keys sorting in
+/// time order) after `from` and stamped (by `stamp`) at or before `until_ms`, oldest first,
+/// and the position after the last one returned; see [`Journal::read`].
+pub async fn read_minutes<T: serde::de::DeserializeOwned>(
+    store: &SharedStore,
+    table: Table,
+    from: &Position,
+    until_ms: i64,
+    limit: usize,
+    stamp: impl Fn(&T) -> i64,
+) -> StoreResult<(Vec<T>, Position)> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let last_minute = bucket(until_ms);
+    let mut notes = Vec::new();
+    let mut position = from.clone();
+    while position.minute <= last_minute {
+        let range = ScanRange {
+            after: position.after.clone(),
+            before: None,
+            limit: limit - notes.len(),
+        };
+        let page = store
+            .scan(table, &position.minute.to_string(), range)
+            .await?;
+        for row in &page.rows {
+            let note: T = decode(table, &row.data)?;
+            if stamp(&note) > until_ms {
+                return Ok((notes, position));
+            }
+            position.after = Some(row.key.clustering.clone());
+            notes.push(note);
+        }
+        if notes.len() >= limit {
+            return Ok((notes, position));
+        }
+        if page.next.is_some() {
+            continue;
+        }
+        if position.minute == last_minute {
+            break;
+        }
+        position = Position {
+            minute: position.minute + 1,
+            after: None,
+        };
+    }
+    Ok((notes, position))
+}
+
+/// The minute since the epoch of `at_ms`: the partition of journal rows stamped then.
+pub fn bucket(at_ms: i64) -> i64 {
     at_ms.max(0).div_euclid(BUCKET_MS)
 }
 
-fn time_key(at_ms: i64) -> String {
+/// A clustering key prefix for `at_ms` that sorts in time order.
+pub fn time_key(at_ms: i64) -> String {
     format!("{:020}", at_ms.max(0))
 }
 

@@ -82,6 +82,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../../schema/010_admin.cql"),
     ),
     (
+        11,
+        "011_analytics.cql",
+        include_str!("../../schema/011_analytics.cql"),
+    ),
+    (
         12,
         "012_support.cql",
         include_str!("../../schema/012_support.cql"),

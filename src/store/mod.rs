@@ -12,11 +12,13 @@
 //! [`seq_key`] sort numerically. Typed repositories in the submodules turn rows into domain
 //! values, so handlers and actors never see bytes and every backend gets them for free.
 
+pub mod analytics;
 pub mod audit;
 pub mod auth_codes;
 pub mod carts;
 pub mod catalog;
 pub mod coupons;
+pub mod courier_journal;
 pub mod couriers;
 pub mod embedded;
 pub mod indexed;
@@ -176,12 +178,22 @@ pub enum Table {
     ModerationQueue,
     /// Moderation decisions: partition `all` and `item:{item}`, newest first.
     ModerationDecisions,
+    /// Analytics rollups (a store's or the platform's days, couriers' days, H3 cells' hours,
+    /// months' top lists), each with the batch it was applied through.
+    AnalyticsRollups,
+    /// What analytics folded of each order, one row per generation and order.
+    AnalyticsOrders,
+    /// The analytics head: generation, journal positions and the batch being applied.
+    AnalyticsState,
+    /// What couriers did that no order log says: partition = minute, clustering = time,
+    /// courier and event id.
+    CourierJournal,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 50] = [
+    pub const ALL: [Table; 54] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -232,6 +244,10 @@ impl Table {
         Table::ModerationItems,
         Table::ModerationQueue,
         Table::ModerationDecisions,
+        Table::AnalyticsRollups,
+        Table::AnalyticsOrders,
+        Table::AnalyticsState,
+        Table::CourierJournal,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -287,6 +303,10 @@ impl Table {
             Table::ModerationItems => "moderation_items",
             Table::ModerationQueue => "moderation_queue",
             Table::ModerationDecisions => "moderation_decisions",
+            Table::AnalyticsRollups => "analytics_rollups",
+            Table::AnalyticsOrders => "analytics_orders",
+            Table::AnalyticsState => "analytics_state",
+            Table::CourierJournal => "courier_journal",
         }
     }
 
@@ -297,7 +317,8 @@ impl Table {
             | Table::TokenRevocations
             | Table::OrderJournal
             | Table::LedgerEntries
-            | Table::AuditLog => Mode::Append,
+            | Table::AuditLog
+            | Table::CourierJournal => Mode::Append,
             _ => Mode::Versioned,
         }
     }

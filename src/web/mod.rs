@@ -54,6 +54,8 @@ pub struct AppState {
     pub support: crate::support::Support,
     /// Reports of products and stores, and admins' decisions on them.
     pub moderation: crate::moderation::Moderation,
+    /// Rollups of sales, couriers' work and supply and demand, and their reports.
+    pub analytics: crate::analytics::Analytics,
     /// Fires once when the node starts stopping: WebSocket sessions close (1001).
     pub closing: tokio::sync::broadcast::Sender<()>,
 }

@@ -9,6 +9,7 @@ mod helpers;
 mod actors;
 mod admin_cli;
 mod admin_ops;
+mod analytics;
 mod architecture;
 mod auth;
 mod bus;
