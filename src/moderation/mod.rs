@@ -5,8 +5,9 @@
 //! A decision takes effect on the catalog first (the product's `hidden` flag, the store's
 //! status, each re-indexed and dropped from the caches, so the public stops finding it at
 //! once), then closes the round of reports it answers, then is written to the history, then
-//! told. Each step is idempotent, so a retried request finishes what a failed one began; a
-//! request that finds the item already as asked is refused (409 `conflict`) and writes nothing.
+//! told. A request that finds the item already as asked is refused (409 `conflict`) and writes
+//! nothing, unless the history shows the decision that put it there was never recorded (a
+//! process stopped between the writes): then the request finishes it.
 
 use std::time::Duration;
 
@@ -236,7 +237,12 @@ impl Moderation {
     ) -> Result<(Product, Product, Decision), ModerationError> {
         let reason = check_reason(reason).map_err(ModerationError::InvalidReason)?;
         let now = self.clock.now();
-        let ((before, after), _) = self
+        let action = if hidden {
+            Action::Hide
+        } else {
+            Action::Restore
+        };
+        let ((before, after, changed), _) = self
             .catalog
             .repo
             .products
@@ -245,28 +251,25 @@ impl Moderation {
                     return Err(ModerationError::NotFound("product"));
                 };
                 if before.hidden == hidden {
-                    return Err(ModerationError::AlreadyDone(if hidden {
-                        "the product is hidden already"
-                    } else {
-                        "the product is not hidden"
-                    }));
+                    return Ok(Change::Keep((before.clone(), before.clone(), false)));
                 }
                 let mut after = before.clone();
                 after.hidden = hidden;
                 after.updated_at = now;
-                Ok(Change::Put(after.clone(), (before.clone(), after)))
+                Ok(Change::Put(after.clone(), (before.clone(), after, true)))
             })
             .await
             .map_err(flatten)?;
+        let item = Reported::Product(id);
+        if !changed && !self.unrecorded(&item, action).await? {
+            return Err(ModerationError::AlreadyDone(if hidden {
+                "the product is hidden already"
+            } else {
+                "the product is not hidden"
+            }));
+        }
         self.catalog.product_changed(id).await;
-        let action = if hidden {
-            Action::Hide
-        } else {
-            Action::Restore
-        };
-        let decision = self
-            .decide(admin, Reported::Product(id), action, reason)
-            .await?;
+        let decision = self.decide(admin, item, action, reason).await?;
         if let Some(owner) = self
             .catalog
             .repo
@@ -308,28 +311,32 @@ impl Moderation {
             .await?
             .ok_or(ModerationError::NotFound("store"))?
             .value;
-        let is_suspended = before.status == VendorStatus::Suspended;
-        if is_suspended == suspended {
-            return Err(ModerationError::AlreadyDone(if suspended {
-                "the store is suspended already"
-            } else {
-                "the store is not suspended"
-            }));
-        }
-        let status = if suspended {
-            VendorStatus::Suspended
-        } else {
-            VendorStatus::Active
-        };
-        let patch = VendorPatch {
-            status: Some(status),
-            ..VendorPatch::default()
-        };
-        let after = self.catalog.update_vendor(id, admin, true, patch).await?;
         let action = if suspended {
             Action::Suspend
         } else {
             Action::Reinstate
+        };
+        let is_suspended = before.status == VendorStatus::Suspended;
+        let after = if is_suspended == suspended {
+            if !self.unrecorded(&Reported::Vendor(id), action).await? {
+                return Err(ModerationError::AlreadyDone(if suspended {
+                    "the store is suspended already"
+                } else {
+                    "the store is not suspended"
+                }));
+            }
+            before.clone()
+        } else {
+            let status = if suspended {
+                VendorStatus::Suspended
+            } else {
+                VendorStatus::Active
+            };
+            let patch = VendorPatch {
+                status: Some(status),
+                ..VendorPatch::default()
+            };
+            self.catalog.update_vendor(id, admin, true, patch).await?
         };
         let decision = self
             .decide(admin, Reported::Vendor(id), action, reason)
@@ -367,6 +374,22 @@ impl Moderation {
             return Err(ModerationError::AlreadyDone("no open reports on this item"));
         }
         self.decide(admin, item, Action::Dismiss, reason).await
+    }
+
+    /// Whether `item`, found already as `action` leaves it, got there by a decision that was
+    /// never recorded (a process stopped between the catalog's write and the history's): the
+    /// newest recorded decision is the opposite one, or, for a product found hidden, there is
+    /// none (only moderators hide products). Such a decision is then finished, not refused.
+    async fn unrecorded(&self, item: &Reported, action: Action) -> Result<bool, ModerationError> {
+        let (latest, _) = self.repo.history(Some(&item.key()), None, 1).await?;
+        let last = latest.first().map(|d| d.action);
+        Ok(match action {
+            Action::Hide => matches!(last, None | Some(Action::Restore)),
+            Action::Restore => last == Some(Action::Hide),
+            Action::Suspend => last == Some(Action::Reinstate),
+            Action::Reinstate => last == Some(Action::Suspend),
+            Action::Dismiss => false,
+        })
     }
 
     /// Closes the open round of reports of `item` and records the decision.

@@ -168,3 +168,104 @@ impl TicketRepo {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::support::TicketCategory;
+    use crate::store::embedded::EmbeddedStore;
+
+    fn ticket(at: DateTime<Utc>) -> Ticket {
+        Ticket::open(
+            TicketId::new(),
+            UserId::new(),
+            "Lost parcel",
+            TicketCategory::OrderProblem,
+            None,
+            "It never came.",
+            at,
+        )
+        .unwrap()
+    }
+
+    async fn listed(repo: &TicketRepo, status: TicketStatus) -> Vec<TicketId> {
+        let (rows, _) = repo
+            .queue(status, None, None, 100, 1_000, |_| true)
+            .await
+            .unwrap();
+        rows.into_iter().map(|(_, row)| row.value.id).collect()
+    }
+
+    async fn set_status(repo: &TicketRepo, id: TicketId, status: TicketStatus) {
+        repo.modify(id, |current| {
+            let mut t = current.cloned().ok_or(())?;
+            t.set_status(status, Utc::now());
+            Ok::<_, ()>(Change::Put(t, ()))
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_ticket_is_listed_under_its_status_alone_as_it_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let repo = TicketRepo::new(store);
+        let t = ticket(Utc::now());
+        repo.create(&t).await.unwrap();
+        repo.create(&t).await.unwrap();
+        assert_eq!(listed(&repo, TicketStatus::Open).await, [t.id]);
+
+        set_status(&repo, t.id, TicketStatus::Resolved).await;
+        assert!(listed(&repo, TicketStatus::Open).await.is_empty());
+        assert_eq!(listed(&repo, TicketStatus::Resolved).await, [t.id]);
+        let (mine, _) = repo.of_author(t.author, None, 10).await.unwrap();
+        assert_eq!(mine.len(), 1, "a retried creation lists the ticket once");
+    }
+
+    #[tokio::test]
+    async fn entries_left_by_a_crash_are_skipped_and_repaired_by_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let repo = TicketRepo::new(store.clone());
+        let t = ticket(Utc::now());
+        repo.create(&t).await.unwrap();
+        // A change to `closed` killed after its first step: the entry is there, the row is not.
+        let index: Rows<Pointer> = Rows::new(store, Table::SupportIndex);
+        let key = ticket_key(t.id);
+        let pointer = Pointer {
+            pk: key.partition.clone(),
+            ck: key.clustering.clone(),
+        };
+        let closed_entry = Key::new(
+            status_partition(TicketStatus::Closed),
+            queue_clustering(t.created_at, t.id),
+        );
+        index
+            .insert(&closed_entry, &pointer)
+            .await
+            .unwrap()
+            .unwrap();
+        // And the open entry lost, as a race between two changes could leave it.
+        let open_entry = Key::new(
+            status_partition(TicketStatus::Open),
+            queue_clustering(t.created_at, t.id),
+        );
+        let found = index.get(&open_entry).await.unwrap().unwrap();
+        index
+            .delete(&open_entry, found.version)
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert!(listed(&repo, TicketStatus::Closed).await.is_empty());
+        assert!(index.get(&closed_entry).await.unwrap().is_none(), "removed");
+        assert_eq!(
+            listed(&repo, TicketStatus::Open).await,
+            [t.id],
+            "the reader that found the stray entry put the right one back"
+        );
+    }
+}

@@ -352,3 +352,60 @@ async fn a_suspended_store_sells_nothing_until_reinstated() {
     )
     .await;
 }
+
+#[actix_web::test]
+async fn a_hide_interrupted_before_its_record_is_finished_by_a_retry() {
+    // Arrange: the product row says hidden, but no decision was recorded (a process stopped
+    // between the two writes).
+    let s = shop().await;
+    let app = &s.app;
+    app.catalog
+        .repo
+        .products
+        .modify(
+            &hexmarket::store::catalog::id_key(s.product.id),
+            |current| {
+                let mut product = current.cloned().unwrap();
+                product.hidden = true;
+                Ok::<_, ()>(hexmarket::store::typed::Change::Put(product, ()))
+            },
+        )
+        .await
+        .unwrap();
+    let hide = format!("/api/v1/admin/moderation/products/{}/hide", s.product.id);
+
+    // Act
+    let retried = post_json(
+        app,
+        &s.admin,
+        &hide,
+        json!({"reason": "Counterfeit goods."}),
+    )
+    .await;
+    let again = post_json(
+        app,
+        &s.admin,
+        &hide,
+        json!({"reason": "Counterfeit goods."}),
+    )
+    .await;
+
+    // Assert
+    assert_eq!(ok_json(retried).await["decision"]["action"], "hide");
+    assert_problem(again, 409, "conflict").await;
+    let history = ok_json(
+        get(
+            app,
+            &s.admin,
+            &format!(
+                "/api/v1/admin/moderation/decisions?item=product:{}",
+                s.product.id
+            ),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(history["decisions"].as_array().unwrap().len(), 1);
+    let told = notices(app, &s.owner, &format!("product:{}", s.product.id)).await;
+    assert_eq!(told.len(), 1);
+}
