@@ -1,13 +1,14 @@
 //! `hexmarket-loadgen`: drives couriers and watchers over real WebSockets against a running
 //! hexmarket node.
 //!
-//! Nine scenarios and a sink, each bounded in time and count, loopback only, stopping by itself:
+//! Ten scenarios and a sink, each bounded in time and count, loopback only, stopping by itself:
 //! - [`live`]: couriers stream positions of assigned orders, customers watch them; measures
 //!   ping → watcher latency, ack latency and delivered frames.
 //! - [`ingest`]: couriers send location frames as fast as acks come back (one in flight).
 //! - [`idle`]: authenticated idle sockets; the server's resident memory per connection.
 //! - [`nearby`]: in-process, no server: the courier index's nearest-courier queries.
 //! - [`relay`]: `live`'s load shape against a zero-logic WebSocket relay, a peer to compare with.
+//! - [`analytics`]: the analytics reports over a year of seeded history, latency per report.
 //! - [`http`]: open-loop GETs at a fixed offered rate against any HTTP server (hexmarket or a
 //!   peer); latency from each request's due time, and the server's CPU-µs per request.
 //! - [`checkout`]: uncontended add-to-cart + checkout loops, then a flash sale of one product
@@ -22,6 +23,7 @@
 //! binary, so neither its minting nor its client libraries ship in production.
 
 mod accounts;
+mod analytics;
 mod api;
 mod checkout;
 mod http;
@@ -84,6 +86,9 @@ enum Scenario {
     Drain(notifications::DrainArgs),
     /// An SMTP server on loopback that takes and counts every message.
     SmtpSink(smtp::SmtpSinkArgs),
+    /// Analytics reports over a year of seeded history (`hexmarket seed-analytics`):
+    /// latency per report.
+    Analytics(analytics::AnalyticsArgs),
 }
 
 /// Longest any timed phase may be asked to last.
@@ -124,6 +129,7 @@ async fn run(args: Cli) -> anyhow::Result<()> {
         Scenario::Orders(s) => notifications::orders(&Target::new(&args)?, s).await?,
         Scenario::Drain(s) => notifications::drain(&Target::new(&args)?, s).await?,
         Scenario::SmtpSink(s) => smtp::run(s).await?,
+        Scenario::Analytics(s) => analytics::run(&Target::new(&args)?, s).await?,
     };
     print!("{}", report.text());
     if let Some(path) = &args.json {

@@ -507,7 +507,7 @@ impl Analytics {
         let mut periods: BTreeMap<(NaiveDate, String), Sales> = BTreeMap::new();
         let mut totals: BTreeMap<String, Sales> = BTreeMap::new();
         for (key, cell) in &rows {
-            let (Some(day), Cell::Sales(sales)) = (parse_day(key), cell) else {
+            let (Some(day), Cell::Sales(sales)) = (parse_day(key), cell.as_ref()) else {
                 continue;
             };
             let period = granularity.period_of(day);
@@ -539,7 +539,7 @@ impl Analytics {
         &self,
         series: Series,
         months: DayRange,
-    ) -> Result<Vec<Cell>, AnalyticsError> {
+    ) -> Result<Vec<std::sync::Arc<Cell>>, AnalyticsError> {
         let generation = self.generation().await?;
         Ok(self
             .inner
@@ -572,9 +572,9 @@ impl Analytics {
         };
         let mut products: BTreeMap<String, ProductSales> = BTreeMap::new();
         for cell in self.month_cells(series, months).await? {
-            if let Cell::Products(month) = cell {
+            if let Cell::Products(month) = cell.as_ref() {
                 for (key, p) in month {
-                    let e = products.entry(key).or_insert_with(|| ProductSales {
+                    let e = products.entry(key.clone()).or_insert_with(|| ProductSales {
                         units: 0,
                         sales: 0,
                         ..p.clone()
@@ -618,9 +618,9 @@ impl Analytics {
         let months = range.months();
         let mut stores: BTreeMap<String, StoreSales> = BTreeMap::new();
         for cell in self.month_cells(Series::PlatformStores, months).await? {
-            if let Cell::Stores(month) = cell {
+            if let Cell::Stores(month) = cell.as_ref() {
                 for (key, s) in month {
-                    let e = stores.entry(key).or_insert_with(|| StoreSales {
+                    let e = stores.entry(key.clone()).or_insert_with(|| StoreSales {
                         currency: s.currency.clone(),
                         ..StoreSales::default()
                     });
@@ -672,7 +672,7 @@ impl Analytics {
         let mut periods: BTreeMap<NaiveDate, CourierWork> = BTreeMap::new();
         let mut total = CourierWork::default();
         for (key, cell) in &rows {
-            let (Some(day), Cell::Courier(work)) = (parse_day(key), cell) else {
+            let (Some(day), Cell::Courier(work)) = (parse_day(key), cell.as_ref()) else {
                 continue;
             };
             periods
@@ -703,9 +703,9 @@ impl Analytics {
         let months = range.months();
         let mut couriers: BTreeMap<UserId, CourierWork> = BTreeMap::new();
         for cell in self.month_cells(Series::PlatformCouriers, months).await? {
-            if let Cell::Couriers(month) = cell {
+            if let Cell::Couriers(month) = cell.as_ref() {
                 for (id, w) in month {
-                    couriers.entry(id).or_default().merge(&w);
+                    couriers.entry(*id).or_default().merge(w);
                 }
             }
         }
@@ -755,7 +755,8 @@ impl Analytics {
                 .range(generation, &Series::Hours(resolution, day), None, None)
                 .await?;
             for (key, cell) in cells {
-                let (Some((hour, cell_name)), Cell::Hour(h)) = (key.split_once('/'), cell) else {
+                let (Some((hour, cell_name)), Cell::Hour(h)) = (key.split_once('/'), cell.as_ref())
+                else {
                     continue;
                 };
                 let Some(at) = hour
@@ -769,7 +770,7 @@ impl Analytics {
                 if at < from || at >= to {
                     continue;
                 }
-                rows.push(row(at, cell_name, &h));
+                rows.push(row(at, cell_name, h));
             }
             day = match day.checked_add_days(Days::new(1)) {
                 Some(next) => next,

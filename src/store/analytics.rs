@@ -14,6 +14,9 @@
 //! twice and none is lost. Every key starts with the head's *generation*: a rebuild writes
 //! a new generation beside the one being read and switches the head to it in one write.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::NaiveDate;
 use futures_util::StreamExt as _;
 use futures_util::stream;
@@ -21,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use super::journal::Position;
 use super::typed::{Change, ModifyError, Rows, Versioned};
-use super::{Key, MAX_PAGE, ScanRange, SharedStore, StoreError, StoreResult, Table, Version};
+use super::{
+    Key, MAX_PAGE, Row, ScanRange, SharedStore, StoreError, StoreResult, Table, Version, decode,
+};
 use crate::domain::analytics::{Cell, CellId, OrderFacts};
 use crate::domain::ids::{OrderId, UserId, VendorId};
 
@@ -126,9 +131,43 @@ fn facts_key(generation: u64, order: OrderId) -> Key {
     Key::single(format!("{generation}/{}", order.as_uuid()))
 }
 
+/// Rows at least this large are kept decoded between reads (the months' lists of every
+/// product, store or courier of the platform), keyed by their version.
+const DECODED_MIN_BYTES: usize = 8 * 1024;
+/// Most rows kept decoded.
+const DECODED_MAX_ROWS: usize = 1024;
+
+/// Large rollup rows as last decoded, by key and version: a year's top list of a platform of
+/// a thousand stores is megabytes of rows that change only in their current month.
+#[derive(Clone, Default)]
+struct Decoded(Arc<parking_lot::Mutex<HashMap<Key, (Version, Arc<Cell>)>>>);
+
+impl Decoded {
+    fn get_or_decode(&self, row: &Row) -> StoreResult<Arc<Cell>> {
+        if row.data.len() < DECODED_MIN_BYTES {
+            let applied: Applied<Cell> = decode(Table::AnalyticsRollups, &row.data)?;
+            return Ok(Arc::new(applied.value));
+        }
+        if let Some((version, cell)) = self.0.lock().get(&row.key)
+            && *version == row.version
+        {
+            return Ok(cell.clone());
+        }
+        let applied: Applied<Cell> = decode(Table::AnalyticsRollups, &row.data)?;
+        let cell = Arc::new(applied.value);
+        let mut map = self.0.lock();
+        if map.len() >= DECODED_MAX_ROWS {
+            map.clear();
+        }
+        map.insert(row.key.clone(), (row.version, cell.clone()));
+        Ok(cell)
+    }
+}
+
 /// Typed access to the analytics tables.
 #[derive(Clone)]
 pub struct AnalyticsRepo {
+    decoded: Decoded,
     rollups: Rows<Applied<Cell>>,
     facts: Rows<Applied<OrderFacts>>,
     head: Rows<Head>,
@@ -137,6 +176,7 @@ pub struct AnalyticsRepo {
 impl AnalyticsRepo {
     pub fn new(store: SharedStore) -> Self {
         AnalyticsRepo {
+            decoded: Decoded::default(),
             rollups: Rows::new(store.clone(), Table::AnalyticsRollups),
             facts: Rows::new(store.clone(), Table::AnalyticsOrders),
             head: Rows::new(store, Table::AnalyticsState),
@@ -360,7 +400,7 @@ impl AnalyticsRepo {
         series: &Series,
         mut after: Option<String>,
         before: Option<String>,
-    ) -> StoreResult<Vec<(String, Cell)>> {
+    ) -> StoreResult<Vec<(String, Arc<Cell>)>> {
         let partition = series.partition(generation);
         let mut out = Vec::new();
         loop {
@@ -369,12 +409,17 @@ impl AnalyticsRepo {
                 before: before.clone(),
                 limit: MAX_PAGE,
             };
-            let (rows, next) = self.rollups.scan(&partition, range).await?;
-            let last = rows.last().map(|(k, _)| k.clustering.clone());
-            for (key, row) in rows {
-                out.push((key.clustering, row.value.value));
+            let page = self
+                .rollups
+                .store()
+                .scan(Table::AnalyticsRollups, &partition, range)
+                .await?;
+            let last = page.rows.last().map(|r| r.key.clustering.clone());
+            for row in page.rows {
+                let cell = self.decoded.get_or_decode(&row)?;
+                out.push((row.key.clustering, cell));
             }
-            match (next, last) {
+            match (page.next, last) {
                 (Some(_), Some(last)) => after = Some(last),
                 _ => return Ok(out),
             }
