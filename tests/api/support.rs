@@ -452,6 +452,24 @@ async fn bad_input_is_refused_with_problem_codes() {
     )
     .await;
     assert_problem(phantom, 422, "unknown_attachment").await;
+    // A ticket is assigned to an administrator, not to a customer or to nobody known.
+    let admin = app.admin_token().await;
+    let customer = app
+        .register(&crate::auth::unique_email(), "customer")
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    for assignee in [customer["id"].clone(), json!(uuid::Uuid::now_v7())] {
+        let refused = patch_json(
+            &app,
+            &admin,
+            &format!("/api/v1/admin/support/tickets/{}", ticket["id"].as_str().unwrap()),
+            json!({"assigned_to": assignee}),
+        )
+        .await;
+        assert_problem(refused, 422, "validation_failed").await;
+    }
     assert_problem(
         get(&app, &alice, "/api/v1/support/tickets?cursor=nonsense").await,
         400,
