@@ -140,7 +140,9 @@ const DECODED_MAX_ROWS: usize = 1024;
 /// Large rollup rows as last decoded, by key and version: a year's top list of a platform of
 /// a thousand stores is megabytes of rows that change only in their current month.
 #[derive(Clone, Default)]
-struct Decoded(Arc<parking_lot::Mutex<HashMap<Key, (Version, Arc<Cell>)>>>);
+struct Decoded(Arc<parking_lot::Mutex<DecodedRows>>);
+
+type DecodedRows = HashMap<Key, (Version, Arc<Cell>)>;
 
 impl Decoded {
     fn get_or_decode(&self, row: &Row) -> StoreResult<Arc<Cell>> {
