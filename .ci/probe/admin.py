@@ -85,15 +85,14 @@ def upload(base, path, token, data, content_type="image/png"):
 
 
 def fetch(base, path, token):
-    """A GET whose answer may not be JSON (an image): (status, content type)."""
+    """A GET whose answer may not be JSON (an image, CSV): (status, content type, body)."""
     request = urllib.request.Request(base + path)
     request.add_header("authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
-            return response.status, response.headers.get("content-type", "")
+            return response.status, response.headers.get("content-type", ""), response.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("content-type", "")
+        return e.code, e.headers.get("content-type", ""), e.read()
 
 
 def say(text):
@@ -279,7 +278,7 @@ class Probe:
             status, _ = stranger.call("GET", path)
             self.check(status == 404, f"{who} reading the ticket: {status}")
             if photo:
-                status, _ = fetch(self.base, f"{path}/attachments/{photo['id']}", stranger.token or stranger.fresh_token())
+                status, _, _ = fetch(self.base, f"{path}/attachments/{photo['id']}", stranger.token or stranger.fresh_token())
                 self.check(status == 404, f"{who} reading the photo: {status}")
         status, _ = self.owner.call("GET", "/api/v1/admin/support/tickets")
         self.check(status == 403, f"a store owner reading the queue: {status}")
@@ -306,7 +305,7 @@ class Probe:
                    and seen["first_response_secs"] >= 60, f"first response recorded: {seen['status']} {seen['first_response_secs']}")
         self.check("assigned_to" not in seen, "who it is assigned to is the admins' business")
         if photo:
-            status, kind = fetch(self.base, f"{path}/attachments/{photo['id']}", self.customer.fresh_token())
+            status, kind, _ = fetch(self.base, f"{path}/attachments/{photo['id']}", self.customer.fresh_token())
             self.check(status == 200 and kind.startswith("image/"), f"the author reads their photo: {status} {kind}")
         feed = must([200], self.customer.call("GET", "/api/v1/notifications?limit=100"), "feed")
         told = [i for i in feed["items"] if i.get("subject") == f"ticket:{ticket}"]
@@ -479,8 +478,9 @@ class Probe:
                    or [i["store_id"] for i in stores["items"]][:2] == [self.rival_store, self.store],
                    f"both stores ranked: {stores}")
 
-        status, text = self.owner.call("GET", f"{store_path}?{span}&format=csv")
-        self.check(status == 200 and isinstance(text, str) and text.startswith("period,currency,orders"), f"CSV: {status} {str(text)[:80]}")
+        status, kind, text = fetch(self.base, f"{store_path}?{span}&format=csv", self.owner.fresh_token())
+        self.check(status == 200 and kind.startswith("text/csv") and text.startswith(b"period,currency,orders"),
+                   f"CSV: {status} {kind} {text[:80]}")
         for bad in (f"from={tomorrow}&to={yesterday}", "from=2020-01-01&to=2026-01-01", "granularity=hour", "from=yesterday"):
             status, answer = self.owner.call("GET", f"{store_path}?{bad}")
             self.check(status in (400, 422), f"a bad range {bad}: {status} {answer}")

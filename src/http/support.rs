@@ -657,12 +657,9 @@ pub async fn update_ticket(
     admin.require_admin()?;
     let body = body.into_inner();
     if let Some(Some(assignee)) = body.assigned_to {
-        let is_admin = state
-            .identity
-            .users
-            .get(assignee)
-            .await?
-            .is_some_and(|u| u.value.role == crate::domain::identity::Role::Admin && !u.value.banned);
+        let is_admin = state.identity.users.get(assignee).await?.is_some_and(|u| {
+            u.value.role == crate::domain::identity::Role::Admin && !u.value.banned
+        });
         if !is_admin {
             return Err(ApiError::invalid_field(
                 "assigned_to",

@@ -464,7 +464,10 @@ async fn bad_input_is_refused_with_problem_codes() {
         let refused = patch_json(
             &app,
             &admin,
-            &format!("/api/v1/admin/support/tickets/{}", ticket["id"].as_str().unwrap()),
+            &format!(
+                "/api/v1/admin/support/tickets/{}",
+                ticket["id"].as_str().unwrap()
+            ),
             json!({"assigned_to": assignee}),
         )
         .await;
