@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::{Analytics, AnalyticsError};
 use crate::domain::analytics::{
-    Cell, CellHour, CourierWork, Granularity, ProductSales, Sales, StoreSales, month_of,
+    Cell, CellHour, CourierWork, DurationSum, Granularity, ProductSales, Sales, StoreSales,
+    month_of,
 };
 use crate::domain::ids::{UserId, VendorId};
 use crate::store::analytics::{Series, day_key, month_key};
@@ -295,6 +296,21 @@ pub struct SupplyDemand {
     pub rows: Vec<SupplyDemandRow>,
 }
 
+/// Moves the preparation times summed for `period` onto its rows (adding to what an earlier
+/// stretch of the same period put there, should its days not have been read together).
+fn settle_times(
+    periods: &mut BTreeMap<(NaiveDate, String), Sales>,
+    period: NaiveDate,
+    sums: &mut BTreeMap<String, DurationSum>,
+) {
+    for (currency, sum) in sums.iter_mut() {
+        let times = sum.take();
+        if let Some(row) = periods.get_mut(&(period, currency.clone())) {
+            row.preparation.merge(&times);
+        }
+    }
+}
+
 /// A report that renders as CSV.
 pub trait Csv {
     fn csv(&self) -> String;
@@ -506,17 +522,44 @@ impl Analytics {
             .await?;
         let mut periods: BTreeMap<(NaiveDate, String), Sales> = BTreeMap::new();
         let mut totals: BTreeMap<String, Sales> = BTreeMap::new();
+        // Preparation times are summed apart, per currency, for the period being read (rows
+        // come in day order, so a period's days are read together) and for the whole range.
+        let mut period_times: BTreeMap<String, DurationSum> = BTreeMap::new();
+        let mut total_times: BTreeMap<String, DurationSum> = BTreeMap::new();
+        let mut current = None;
         for (key, cell) in &rows {
             let (Some(day), Cell::Sales(sales)) = (parse_day(key), cell.as_ref()) else {
                 continue;
             };
             let period = granularity.period_of(day);
+            if current != Some(period) {
+                if let Some(done) = current {
+                    settle_times(&mut periods, done, &mut period_times);
+                }
+                current = Some(period);
+            }
             for (currency, s) in &sales.0 {
                 periods
                     .entry((period, currency.clone()))
                     .or_default()
-                    .merge(s);
-                totals.entry(currency.clone()).or_default().merge(s);
+                    .merge_counts(s);
+                totals.entry(currency.clone()).or_default().merge_counts(s);
+                period_times
+                    .entry(currency.clone())
+                    .or_default()
+                    .add(&s.preparation);
+                total_times
+                    .entry(currency.clone())
+                    .or_default()
+                    .add(&s.preparation);
+            }
+        }
+        if let Some(done) = current {
+            settle_times(&mut periods, done, &mut period_times);
+        }
+        for (currency, sum) in &mut total_times {
+            if let Some(total) = totals.get_mut(currency) {
+                total.preparation = sum.take();
             }
         }
         Ok(SalesReport {
