@@ -201,7 +201,8 @@ async fn first_response_and_resolution_times_follow_the_clock() {
     let app = spawn_app().await;
     let (_, alice) = user_token(&app, Role::Customer);
     let admin = app.admin_token().await;
-    let admin_id = UserId::new();
+    let me = ok_json(get(&app, &admin, "/api/v1/me").await).await;
+    let admin_id: UserId = me["id"].as_str().unwrap().parse().unwrap();
     let ticket = open_ticket(&app, &alice, "Card charged twice", "payment").await;
     let subject = format!("ticket:{}", ticket["id"].as_str().unwrap());
 
