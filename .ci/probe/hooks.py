@@ -72,6 +72,24 @@ CROSS_FIELD_RULES = {
     # an audit range ends after it starts, at most five years later
     ("GET", "/api/v1/admin/audit", "from"),
 }
+# Analytics ranges end after they start, at most 366 days later (supply and demand: 7 days).
+CROSS_FIELD_RULES |= {
+    ("GET", f"/api/v1/analytics{path}", field)
+    for path in (
+        "/sales",
+        "/revenue",
+        "/products/top-selling",
+        "/stores/{store}/sales",
+        "/stores/{store}/products/top-selling",
+        "/platform/sales",
+        "/platform/stores/top-selling",
+        "/platform/products/top-selling",
+        "/couriers",
+        "/couriers/{courier}",
+        "/supply-demand",
+    )
+    for field in ("from", "to")
+}
 
 
 @schemathesis.check

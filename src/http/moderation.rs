@@ -227,6 +227,9 @@ pub struct QueueQuery {
 #[into_params(parameter_in = Query)]
 pub struct DecisionQuery {
     /// Only decisions on this item: `product:{id}` or `vendor:{id}`.
+    #[param(
+        pattern = r"^(product|vendor):[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub item: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<usize>,

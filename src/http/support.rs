@@ -663,7 +663,7 @@ pub async fn update_ticket(
         if !is_admin {
             return Err(ApiError::invalid_field(
                 "assigned_to",
-                "tickets are assigned to administrators",
+                "no such administrator: tickets are assigned to administrators",
             ));
         }
     }
