@@ -119,8 +119,9 @@ impl PlatformSettings {
         Duration::from_secs(self.support_overdue_secs)
     }
 
-    /// These settings with `patch` applied, every field checked; the first field out of its
-    /// range is named.
+    /// These settings with `patch` applied, each field it changes checked; the first field
+    /// out of its range is named. Fields it leaves alone are not judged: the environment may
+    /// have given the first version values outside what the API takes (tests' short timeouts).
     pub fn patched(&self, patch: &SettingsPatch) -> Result<PlatformSettings, SettingRefused> {
         let mut next = *self;
         macro_rules! take {
@@ -139,59 +140,69 @@ impl PlatformSettings {
         take!(gps_max_accuracy_m);
         take!(payout_hold_secs);
         take!(support_overdue_secs);
-        next.check()?;
+        next.check_where(|field| patch.names(field))?;
         Ok(next)
     }
 
     /// Refuses settings with a field out of its range.
     pub fn check(&self) -> Result<(), SettingRefused> {
+        self.check_where(|_| true)
+    }
+
+    /// Checks the fields `judged` names (by their top-level name).
+    fn check_where(&self, judged: impl Fn(&str) -> bool) -> Result<(), SettingRefused> {
         let refuse =
             |field: &'static str, reason: &'static str| Err(SettingRefused { field, reason });
         const DAY: u64 = 24 * 3600;
         let fees = &self.delivery_fees;
-        if self.commission_bps > WHOLE_BPS {
+        if judged("commission_bps") && self.commission_bps > WHOLE_BPS {
             return refuse("commission_bps", "must be between 0 and 10000 basis points");
         }
-        if self.courier_fee_bps > WHOLE_BPS {
+        if judged("courier_fee_bps") && self.courier_fee_bps > WHOLE_BPS {
             return refuse(
                 "courier_fee_bps",
                 "must be between 0 and 10000 basis points",
             );
         }
-        if !(0..=100_000).contains(&fees.base_cents) {
-            return refuse("delivery_fees.base_cents", "must be between 0 and 100000");
+        if judged("delivery_fees") {
+            if !(0..=100_000).contains(&fees.base_cents) {
+                return refuse("delivery_fees.base_cents", "must be between 0 and 100000");
+            }
+            if fees.included_m > 100_000 {
+                return refuse("delivery_fees.included_m", "must be between 0 and 100000");
+            }
+            if !(0..=100_000).contains(&fees.per_km_cents) {
+                return refuse("delivery_fees.per_km_cents", "must be between 0 and 100000");
+            }
+            if fees.cap_cents < fees.base_cents || fees.cap_cents > 1_000_000 {
+                return refuse(
+                    "delivery_fees.cap_cents",
+                    "must be at least base_cents and at most 1000000",
+                );
+            }
         }
-        if fees.included_m > 100_000 {
-            return refuse("delivery_fees.included_m", "must be between 0 and 100000");
-        }
-        if !(0..=100_000).contains(&fees.per_km_cents) {
-            return refuse("delivery_fees.per_km_cents", "must be between 0 and 100000");
-        }
-        if fees.cap_cents < fees.base_cents || fees.cap_cents > 1_000_000 {
-            return refuse(
-                "delivery_fees.cap_cents",
-                "must be at least base_cents and at most 1000000",
-            );
-        }
-        if !(self.dispatch_radius_km.is_finite() && (0.5..=50.0).contains(&self.dispatch_radius_km))
+        if judged("dispatch_radius_km")
+            && !(self.dispatch_radius_km.is_finite()
+                && (0.5..=50.0).contains(&self.dispatch_radius_km))
         {
             return refuse("dispatch_radius_km", "must be between 0.5 and 50");
         }
-        if !(5..=600).contains(&self.offer_timeout_secs) {
+        if judged("offer_timeout_secs") && !(5..=600).contains(&self.offer_timeout_secs) {
             return refuse("offer_timeout_secs", "must be between 5 and 600");
         }
-        if !(60..=DAY).contains(&self.payment_timeout_secs) {
+        if judged("payment_timeout_secs") && !(60..=DAY).contains(&self.payment_timeout_secs) {
             return refuse("payment_timeout_secs", "must be between 60 and 86400");
         }
-        if !(self.gps_max_accuracy_m.is_finite()
-            && (5.0..=1_000.0).contains(&self.gps_max_accuracy_m))
+        if judged("gps_max_accuracy_m")
+            && !(self.gps_max_accuracy_m.is_finite()
+                && (5.0..=1_000.0).contains(&self.gps_max_accuracy_m))
         {
             return refuse("gps_max_accuracy_m", "must be between 5 and 1000");
         }
-        if self.payout_hold_secs > 90 * DAY {
+        if judged("payout_hold_secs") && self.payout_hold_secs > 90 * DAY {
             return refuse("payout_hold_secs", "must be between 0 and 7776000");
         }
-        if !(60..=30 * DAY).contains(&self.support_overdue_secs) {
+        if judged("support_overdue_secs") && !(60..=30 * DAY).contains(&self.support_overdue_secs) {
             return refuse("support_overdue_secs", "must be between 60 and 2592000");
         }
         Ok(())
@@ -224,6 +235,24 @@ pub struct SettingsPatch {
     /// is refused (409) instead of overwriting another administrator's.
     #[schema(minimum = 1)]
     pub version: Option<u64>,
+}
+
+impl SettingsPatch {
+    /// Whether the patch changes the field of that top-level name.
+    fn names(&self, field: &str) -> bool {
+        match field {
+            "commission_bps" => self.commission_bps.is_some(),
+            "courier_fee_bps" => self.courier_fee_bps.is_some(),
+            "delivery_fees" => self.delivery_fees.is_some(),
+            "dispatch_radius_km" => self.dispatch_radius_km.is_some(),
+            "offer_timeout_secs" => self.offer_timeout_secs.is_some(),
+            "payment_timeout_secs" => self.payment_timeout_secs.is_some(),
+            "gps_max_accuracy_m" => self.gps_max_accuracy_m.is_some(),
+            "payout_hold_secs" => self.payout_hold_secs.is_some(),
+            "support_overdue_secs" => self.support_overdue_secs.is_some(),
+            _ => false,
+        }
+    }
 }
 
 /// A field out of its range.
@@ -316,5 +345,17 @@ mod tests {
             Some("delivery_fees.cap_cents")
         );
         assert!(base.check().is_ok());
+
+        // A field the environment set outside the API's ranges does not block other changes.
+        let short = PlatformSettings {
+            payment_timeout_secs: 4,
+            ..base
+        };
+        let rates = SettingsPatch {
+            commission_bps: Some(1_000),
+            ..SettingsPatch::default()
+        };
+        assert_eq!(short.patched(&rates).map(|s| s.commission_bps), Ok(1_000));
+        assert!(short.check().is_err());
     }
 }
