@@ -1,7 +1,8 @@
 //! The reports: rollup rows of a range read and grouped by period, with the figures derived
 //! from them (rates, averages, medians). Each report renders as JSON or CSV.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Days, Months, NaiveDate, Utc};
@@ -52,6 +53,38 @@ impl DayRange {
     fn month_before(&self) -> Option<String> {
         Some(month_key(self.to))
     }
+}
+
+/// Sums two amounts of each key over month lists, without copying keys (a platform month
+/// lists every product): each key with its sums and its first entry (for its title and
+/// currency).
+fn sum_by_key<'a, V: 'a>(
+    lists: impl Iterator<Item = &'a BTreeMap<String, V>>,
+    amounts: impl Fn(&V) -> (u64, i64),
+) -> Vec<(&'a str, (u64, i64, &'a V))> {
+    let mut sums: HashMap<&str, (u64, i64, &V)> = HashMap::new();
+    for list in lists {
+        for (key, v) in list {
+            let (a, b) = amounts(v);
+            let e = sums.entry(key.as_str()).or_insert((0, 0, v));
+            e.0 += a;
+            e.1 += b;
+        }
+    }
+    sums.into_iter().collect()
+}
+
+/// Keeps the `limit` smallest items by `rank`, in order (without sorting the rest).
+fn best_first<T, K: Ord>(items: &mut Vec<T>, limit: usize, rank: impl Fn(&T) -> K) {
+    if limit == 0 {
+        items.clear();
+        return;
+    }
+    if items.len() > limit {
+        items.select_nth_unstable_by(limit - 1, |a, b| rank(a).cmp(&rank(b)));
+        items.truncate(limit);
+    }
+    items.sort_unstable_by_key(&rank);
 }
 
 fn rate(part: u64, whole: u64) -> Option<f64> {
@@ -613,37 +646,26 @@ impl Analytics {
             SalesScope::Store(s) => Series::StoreProducts(s),
             SalesScope::Platform => Series::PlatformProducts,
         };
-        let mut products: BTreeMap<String, ProductSales> = BTreeMap::new();
-        for cell in self.month_cells(series, months).await? {
-            if let Cell::Products(month) = cell.as_ref() {
-                for (key, p) in month {
-                    let e = products.entry(key.clone()).or_insert_with(|| ProductSales {
-                        units: 0,
-                        sales: 0,
-                        ..p.clone()
-                    });
-                    e.units += p.units;
-                    e.sales += p.sales;
-                }
-            }
-        }
-        let mut items: Vec<TopProduct> = products
+        let cells = self.month_cells(series, months).await?;
+        let lists = cells.iter().filter_map(|c| match c.as_ref() {
+            Cell::Products(month) => Some(month),
+            _ => None,
+        });
+        let mut ranked = sum_by_key(lists, |p: &ProductSales| (p.units, p.sales));
+        best_first(&mut ranked, limit, |(key, (units, sales, _))| {
+            (Reverse((*units, *sales)), *key)
+        });
+        let items = ranked
             .into_iter()
-            .map(|(key, p)| TopProduct {
+            .map(|(key, (units, sales, p))| TopProduct {
                 product_id: key.split('/').next().unwrap_or_default().to_owned(),
-                title: p.title,
+                title: p.title.clone(),
                 store_id: p.store,
-                currency: p.currency,
-                units: p.units,
-                sales: p.sales,
+                currency: p.currency.clone(),
+                units,
+                sales,
             })
             .collect();
-        items.sort_by(|a, b| {
-            (b.units, b.sales)
-                .cmp(&(a.units, a.sales))
-                .then_with(|| a.product_id.cmp(&b.product_id))
-        });
-        items.truncate(limit);
         Ok(TopProducts {
             scope: scope.name(),
             from: months.from,
@@ -659,34 +681,24 @@ impl Analytics {
         limit: usize,
     ) -> Result<TopStores, AnalyticsError> {
         let months = range.months();
-        let mut stores: BTreeMap<String, StoreSales> = BTreeMap::new();
-        for cell in self.month_cells(Series::PlatformStores, months).await? {
-            if let Cell::Stores(month) = cell.as_ref() {
-                for (key, s) in month {
-                    let e = stores.entry(key.clone()).or_insert_with(|| StoreSales {
-                        currency: s.currency.clone(),
-                        ..StoreSales::default()
-                    });
-                    e.orders += s.orders;
-                    e.gmv += s.gmv;
-                }
-            }
-        }
-        let mut items: Vec<TopStore> = stores
+        let cells = self.month_cells(Series::PlatformStores, months).await?;
+        let lists = cells.iter().filter_map(|c| match c.as_ref() {
+            Cell::Stores(month) => Some(month),
+            _ => None,
+        });
+        let mut ranked = sum_by_key(lists, |s: &StoreSales| (s.orders, s.gmv));
+        best_first(&mut ranked, limit, |(key, (orders, gmv, _))| {
+            (Reverse((*gmv, *orders)), *key)
+        });
+        let items = ranked
             .into_iter()
-            .map(|(key, s)| TopStore {
+            .map(|(key, (orders, gmv, s))| TopStore {
                 store_id: key.split('/').next().unwrap_or_default().to_owned(),
-                currency: s.currency,
-                orders: s.orders,
-                gmv: s.gmv,
+                currency: s.currency.clone(),
+                orders,
+                gmv,
             })
             .collect();
-        items.sort_by(|a, b| {
-            (b.gmv, b.orders)
-                .cmp(&(a.gmv, a.orders))
-                .then_with(|| a.store_id.cmp(&b.store_id))
-        });
-        items.truncate(limit);
         Ok(TopStores {
             from: months.from,
             to: months.to,
@@ -838,5 +850,22 @@ fn row(hour: DateTime<Utc>, cell: &str, h: &CellHour) -> SupplyDemandRow {
         orders_paid: h.paid_orders,
         orders_waiting: h.waiting_orders,
         waiting_s: h.waiting_s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_first_keeps_the_smallest_ranks_in_order() {
+        let mut items = vec![5, 3, 9, 1, 7, 3];
+        best_first(&mut items, 3, |x| *x);
+        assert_eq!(items, vec![1, 3, 3]);
+        let mut items = vec![2, 1];
+        best_first(&mut items, 10, |x| Reverse(*x));
+        assert_eq!(items, vec![2, 1]);
+        best_first(&mut items, 0, |x| *x);
+        assert!(items.is_empty());
     }
 }

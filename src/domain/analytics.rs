@@ -13,6 +13,7 @@
 //! [`DURATION_CAP_S`]: medians read from them are exact and the same however they were
 //! merged.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike as _, Duration, NaiveDate, Timelike as _, Utc};
@@ -26,10 +27,10 @@ use crate::domain::order::{OrderEvent, OrderEventKind, OrderRecord};
 /// Longest duration a histogram tells apart (a day); longer ones count as this.
 pub const DURATION_CAP_S: u32 = 86_400;
 
-/// A histogram of durations in whole seconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Durations(BTreeMap<u32, u64>);
+/// A histogram of durations in whole seconds: (seconds, count) pairs in ascending order of
+/// seconds, no count zero. Stored as a JSON object from seconds to count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Durations(Vec<(u32, u64)>);
 
 impl Durations {
     /// Adds the time from `from` to `to` (negative counts as zero).
@@ -39,17 +40,47 @@ impl Durations {
 
     pub fn add_seconds(&mut self, seconds: i64) {
         let s = seconds.clamp(0, i64::from(DURATION_CAP_S)) as u32;
-        *self.0.entry(s).or_default() += 1;
-    }
-
-    pub fn merge(&mut self, other: &Durations) {
-        for (s, n) in &other.0 {
-            *self.0.entry(*s).or_default() += n;
+        match self.0.binary_search_by_key(&s, |(at, _)| *at) {
+            Ok(i) => self.0[i].1 += 1,
+            Err(i) => self.0.insert(i, (s, 1)),
         }
     }
 
+    pub fn merge(&mut self, other: &Durations) {
+        if other.0.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            self.0.clone_from(&other.0);
+            return;
+        }
+        let (a, b) = (&self.0, &other.0);
+        let mut merged = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
+            match x.0.cmp(&y.0) {
+                Ordering::Less => {
+                    merged.push(x);
+                    i += 1;
+                }
+                Ordering::Greater => {
+                    merged.push(y);
+                    j += 1;
+                }
+                Ordering::Equal => {
+                    merged.push((x.0, x.1 + y.1));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        merged.extend_from_slice(&a[i..]);
+        merged.extend_from_slice(&b[j..]);
+        self.0 = merged;
+    }
+
     pub fn count(&self) -> u64 {
-        self.0.values().sum()
+        self.0.iter().map(|(_, n)| n).sum()
     }
 
     /// The lower median: the ⌊(n−1)/2⌋-th smallest duration.
@@ -76,6 +107,19 @@ impl Durations {
     }
 }
 
+impl Serialize for Durations {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(s, n)| (s, n)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Durations {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<u32, u64>::deserialize(deserializer)?;
+        Ok(Durations(map.into_iter().filter(|(_, n)| *n > 0).collect()))
+    }
+}
+
 /// Sums many histograms at once: a count per second of the cap and the seconds touched, so a
 /// year of day rows adds up in one pass instead of a tree insertion per second per row.
 pub struct DurationSum {
@@ -94,10 +138,7 @@ impl Default for DurationSum {
 
 impl DurationSum {
     pub fn add(&mut self, durations: &Durations) {
-        for (&s, &n) in &durations.0 {
-            if n == 0 {
-                continue;
-            }
+        for &(s, n) in &durations.0 {
             let s = s.min(DURATION_CAP_S);
             let count = &mut self.counts[s as usize];
             if *count == 0 {
@@ -1019,6 +1060,26 @@ mod tests {
         assert_eq!(a.median(), Some(5));
         assert_eq!(a.mean(), Some(5));
         assert_eq!(Durations::default().median(), None);
+    }
+
+    #[test]
+    fn histograms_are_stored_as_an_object_of_seconds_and_merge_shared_seconds() {
+        let mut a = Durations::default();
+        for s in [30, 5, 30] {
+            a.add_seconds(s);
+        }
+        let mut b = Durations::default();
+        for s in [30, 2, 40] {
+            b.add_seconds(s);
+        }
+        a.merge(&b);
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"{"2":1,"5":1,"30":3,"40":1}"#);
+        assert_eq!(serde_json::from_str::<Durations>(&json).unwrap(), a);
+        // Rows written before carry the same object; a zero count reads as absent.
+        let old: Durations = serde_json::from_str(r#"{"40":1,"2":1,"30":3,"5":1,"7":0}"#).unwrap();
+        assert_eq!(old, a);
+        assert_eq!(a.median(), Some(30));
     }
 
     #[test]

@@ -49,12 +49,11 @@ impl From<IdentityError> for ApiError {
                 ErrorCode::AccountBanned,
                 e.to_string(),
             ),
-            IdentityError::TooManyAttempts { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
+            IdentityError::TooManyAttempts { retry_after } => ApiError::too_many(
                 ErrorCode::TooManyAttempts,
                 "too many attempts; retry later",
-            )
-            .with_retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+                retry_after,
+            ),
             IdentityError::InvalidRefreshToken => {
                 ApiError::unauthorized(ErrorCode::InvalidRefreshToken, e.to_string())
             }

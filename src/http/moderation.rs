@@ -7,12 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::notifications::page_size;
 use crate::domain::catalog::VendorStatus;
 use crate::domain::ids::{DecisionId, ProductId, VendorId};
 use crate::domain::moderation::{
@@ -20,7 +20,7 @@ use crate::domain::moderation::{
 };
 use crate::error_code::ErrorCode;
 use crate::http::client_addr::ClientAddr;
-use crate::moderation::{MAX_PAGE, ModerationError, QueueItem};
+use crate::moderation::{ModerationError, QueueItem};
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 
@@ -70,12 +70,9 @@ impl From<ModerationError> for ApiError {
             }
             ModerationError::InvalidReason(message) => ApiError::invalid_field("reason", message),
             ModerationError::AlreadyDone(detail) => ApiError::conflict(ErrorCode::Conflict, detail),
-            ModerationError::Limited { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::TooManyRequests,
-                e.to_string(),
-            )
-            .with_retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            ModerationError::Limited { retry_after } => {
+                ApiError::too_many(ErrorCode::TooManyRequests, e.to_string(), retry_after)
+            }
             ModerationError::Limiter(limiter) => {
                 ApiError::unavailable(ErrorCode::RateLimiterUnavailable, limiter)
             }
@@ -237,18 +234,6 @@ pub struct DecisionQuery {
     pub cursor: Option<String>,
 }
 
-fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
-    let limit = raw.unwrap_or(20);
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid_field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ))
-    }
-}
-
 /// A cursor: a 20-digit time, a dot, and what `rest` accepts.
 fn cursor(raw: Option<String>, rest: fn(&str) -> bool) -> Result<Option<String>, ApiError> {
     let valid = |c: &str| {
@@ -334,7 +319,7 @@ pub async fn moderation_queue(
             query.status.unwrap_or(ReportStatus::Open),
             query.kind,
             after,
-            limit(query.limit)?,
+            page_size(query.limit, 20)?,
         )
         .await?;
     Ok(HttpResponse::Ok().json(QueuePage {
@@ -370,7 +355,7 @@ pub async fn decisions(
     let after = cursor(query.cursor, |tail| tail.parse::<DecisionId>().is_ok())?;
     let (decisions, next) = state
         .moderation
-        .history(item, after, limit(query.limit)?)
+        .history(item, after, page_size(query.limit, 20)?)
         .await?;
     Ok(HttpResponse::Ok().json(DecisionPage {
         decisions,

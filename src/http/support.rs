@@ -5,19 +5,19 @@
 //! is assigned to and whether it is overdue are shown to admins only. Attachments are served
 //! through the ticket (`…/attachments/{n}`), never under a public address.
 
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::notifications::page_size;
 use crate::domain::ids::{OrderId, TicketId, UserId};
 use crate::domain::support::{
     Attachment, Ticket, TicketCategory, TicketMessage, TicketRule, TicketStatus,
 };
 use crate::error_code::ErrorCode;
 use crate::http::client_addr::ClientAddr;
-use crate::support::{Caller, MAX_PAGE, NewTicket, QueueFilter, SupportError, TicketChange};
+use crate::support::{Caller, NewTicket, QueueFilter, SupportError, TicketChange};
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 
@@ -81,12 +81,9 @@ impl From<SupportError> for ApiError {
             SupportError::InvalidQuery { field, message } => {
                 ApiError::bad_request(ErrorCode::InvalidQuery, format!("{field}: {message}"))
             }
-            SupportError::Limited { retry_after } => ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::TooManyRequests,
-                e.to_string(),
-            )
-            .with_retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64),
+            SupportError::Limited { retry_after } => {
+                ApiError::too_many(ErrorCode::TooManyRequests, e.to_string(), retry_after)
+            }
             SupportError::Limiter(limiter) => {
                 ApiError::unavailable(ErrorCode::RateLimiterUnavailable, limiter)
             }
@@ -365,18 +362,6 @@ pub enum AttachmentSize {
     Thumbnail,
 }
 
-fn limit(raw: Option<usize>) -> Result<usize, ApiError> {
-    let limit = raw.unwrap_or(20);
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid_field(
-            "limit",
-            format!("must be between 1 and {MAX_PAGE}"),
-        ))
-    }
-}
-
 /// A cursor of a ticket list: a 20-digit time, a dot and a ticket id.
 fn cursor(raw: Option<String>) -> Result<Option<String>, ApiError> {
     match raw {
@@ -458,7 +443,7 @@ pub async fn my_tickets(
     let query = query.into_inner();
     let page = state
         .support
-        .mine(user.id, cursor(query.cursor)?, limit(query.limit)?)
+        .mine(user.id, cursor(query.cursor)?, page_size(query.limit, 20)?)
         .await?;
     Ok(HttpResponse::Ok().json(TicketList {
         tickets: page
@@ -627,7 +612,7 @@ pub async fn queue(
             opened_before,
             overdue: query.overdue,
             after: cursor(query.cursor)?,
-            limit: limit(query.limit)?,
+            limit: page_size(query.limit, 20)?,
         })
         .await?;
     Ok(HttpResponse::Ok().json(TicketList {

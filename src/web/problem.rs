@@ -4,6 +4,8 @@
 //! Server faults become an opaque 500 (or a 503 for a dependency that is down) whose cause is
 //! logged, never sent.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -113,6 +115,12 @@ impl ApiError {
 
     pub fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    /// 429 with `Retry-After` in whole seconds (at least one).
+    pub fn too_many(code: ErrorCode, detail: impl Into<String>, retry_after: Duration) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+            .with_retry_after(retry_after.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     /// 503 for a dependency that is down; the cause is logged.
