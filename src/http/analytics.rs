@@ -9,11 +9,11 @@ use chrono::{DateTime, Datelike as _, Days, NaiveDate, Timelike as _, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::notifications::page_size;
+use crate::analytics::AnalyticsError;
 use crate::analytics::reports::{
     CourierList, CourierReport, Csv, DayRange, SalesReport, SalesScope, SupplyDemand, TopProducts,
     TopStores,
 };
-use crate::analytics::{Analytics, AnalyticsError};
 use crate::domain::analytics::Granularity;
 use crate::domain::identity::Role;
 use crate::domain::ids::{UserId, VendorId};
@@ -223,10 +223,6 @@ async fn scope_of_caller(state: &AppState, user: &AuthUser) -> Result<SalesScope
     }
 }
 
-fn analytics(state: &AppState) -> &Analytics {
-    &state.analytics
-}
-
 /// A store's sales per day, week or month: orders, gross sales, discounts, delivery fees,
 /// GMV (goods + delivery fees), refunds, net sales (GMV − discounts − refunds), average
 /// order value ((GMV − discounts) / orders), the store's share, the platform's commission
@@ -248,7 +244,8 @@ pub async fn store_sales(
     let query = query.into_inner();
     let range = day_range(query.from, query.to)?;
     let store = store_of_caller(&state, &user, path.into_inner()).await?;
-    let report = analytics(&state)
+    let report = state
+        .analytics
         .sales(
             SalesScope::Store(store),
             range,
@@ -276,7 +273,8 @@ pub async fn store_top_products(
     let range = day_range(query.from, query.to)?;
     let limit = page_size(query.limit, 10)?;
     let store = store_of_caller(&state, &user, path.into_inner()).await?;
-    let report = analytics(&state)
+    let report = state
+        .analytics
         .top_products(SalesScope::Store(store), range, limit)
         .await?;
     Ok(answer(&req, query.format, &report))
@@ -300,7 +298,8 @@ pub async fn platform_sales(
     user.require_admin()?;
     let query = query.into_inner();
     let range = day_range(query.from, query.to)?;
-    let report = analytics(&state)
+    let report = state
+        .analytics
         .sales(
             SalesScope::Platform,
             range,
@@ -326,7 +325,7 @@ pub async fn platform_top_stores(
     let query = query.into_inner();
     let range = day_range(query.from, query.to)?;
     let limit = page_size(query.limit, 10)?;
-    let report = analytics(&state).top_stores(range, limit).await?;
+    let report = state.analytics.top_stores(range, limit).await?;
     Ok(answer(&req, query.format, &report))
 }
 
@@ -346,7 +345,8 @@ pub async fn platform_top_products(
     let query = query.into_inner();
     let range = day_range(query.from, query.to)?;
     let limit = page_size(query.limit, 10)?;
-    let report = analytics(&state)
+    let report = state
+        .analytics
         .top_products(SalesScope::Platform, range, limit)
         .await?;
     Ok(answer(&req, query.format, &report))
@@ -369,7 +369,7 @@ pub async fn list_couriers(
     let query = query.into_inner();
     let range = day_range(query.from, query.to)?;
     let limit = page_size(query.limit, 10)?;
-    let report = analytics(&state).couriers(range, limit).await?;
+    let report = state.analytics.couriers(range, limit).await?;
     Ok(answer(&req, query.format, &report))
 }
 
@@ -393,7 +393,8 @@ pub async fn courier(
     let range = day_range(query.from, query.to)?;
     let courier = path.into_inner();
     user.require_owner_or_admin(courier)?;
-    let report = analytics(&state)
+    let report = state
+        .analytics
         .courier(courier, range, query.granularity.unwrap_or_default())
         .await?;
     Ok(answer(&req, query.format, &report))
@@ -445,9 +446,7 @@ pub async fn supply_demand(
             format!("at most {MAX_HOURS} hours after `from`"),
         ));
     }
-    let report = analytics(&state)
-        .supply_demand(resolution, from, to)
-        .await?;
+    let report = state.analytics.supply_demand(resolution, from, to).await?;
     Ok(answer(&req, query.format, &report))
 }
 
@@ -467,7 +466,8 @@ pub async fn my_sales(
     let query = query.into_inner();
     let range = day_range(query.from, query.to)?;
     let scope = scope_of_caller(&state, &user).await?;
-    let report = analytics(&state)
+    let report = state
+        .analytics
         .sales(scope, range, query.granularity.unwrap_or_default())
         .await?;
     Ok(answer(&req, query.format, &report))
@@ -506,6 +506,6 @@ pub async fn my_top_products(
     let range = day_range(query.from, query.to)?;
     let limit = page_size(query.limit, 10)?;
     let scope = scope_of_caller(&state, &user).await?;
-    let report = analytics(&state).top_products(scope, range, limit).await?;
+    let report = state.analytics.top_products(scope, range, limit).await?;
     Ok(answer(&req, query.format, &report))
 }

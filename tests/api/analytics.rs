@@ -12,7 +12,7 @@ use hexmarket::domain::identity::Role;
 use serde_json::{Value, json};
 
 use crate::fixtures::user_token;
-use crate::helpers::{TestApp, assert_problem, get, ok_json, spawn_app};
+use crate::helpers::{TestApp, assert_problem, get, ok_json, spawn_app, until};
 use crate::live::{Courier, WAIT, dropoff, moved, paid_order, route_start, shop, vendor_step};
 
 /// An order as its log and row tell it.
@@ -145,22 +145,6 @@ fn totals(report: &Value) -> Value {
         map.remove("period");
     }
     row
-}
-
-/// Polls `path` until `check` holds of its JSON.
-async fn until(app: &TestApp, token: &str, path: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT * 4;
-    loop {
-        let body = ok_json(get(app, token, path).await).await;
-        if check(&body) {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never got there: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Hands `order` over with the customer's code.
@@ -323,7 +307,10 @@ async fn analytics_count_a_known_history_exactly_for_their_owners_only_and_a_reb
     // Assert: store A's sales, once analytics caught up with the refund of order 4.
     let expected_a = expected_sales(&[&k[0], &k[1], &k[2], &k[3]]);
     let path = format!("/api/v1/analytics/stores/{store_a}/sales?{range}&granularity=month");
-    let sales_a = until(&app, &a.vendor_token, &path, |r| totals(r) == expected_a).await;
+    let sales_a = until(&app, &a.vendor_token, &path, WAIT * 4, |r| {
+        totals(r) == expected_a
+    })
+    .await;
     assert_eq!(sales_a["scope"], format!("store:{store_a}"));
     let expected_b = expected_sales(&[&k[4]]);
     let path_b = format!("/api/v1/analytics/stores/{store_b}/sales?{range}");

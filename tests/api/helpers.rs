@@ -198,6 +198,40 @@ pub async fn post(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
         .expect("POST")
 }
 
+/// POST a JSON body as the holder of `token`.
+pub async fn post_json(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// PATCH a JSON body as the holder of `token`.
+pub async fn patch_json(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
+    app.client
+        .patch(app.url(path))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("PATCH")
+}
+
+/// The entries of the holder's in-app feed about `subject` (`ticket:{id}`, `product:{id}`…).
+pub async fn notices(app: &TestApp, token: &str, subject: &str) -> Vec<Value> {
+    let feed = ok_json(get(app, token, "/api/v1/notifications?limit=100").await).await;
+    feed["items"]
+        .as_array()
+        .expect("feed items")
+        .iter()
+        .filter(|i| i["subject"] == subject)
+        .cloned()
+        .collect()
+}
+
 /// GET as the holder of `token`.
 pub async fn get(app: &TestApp, token: &str, path: &str) -> reqwest::Response {
     app.client
@@ -296,3 +330,25 @@ pub async fn admin_login(
 
 /// The password of administrators made by [`admin_login`].
 pub const ADMIN_PASSWORD: &str = "an administrator's long passphrase";
+
+/// Polls `path` until `check` holds of its JSON, failing after `within`.
+pub async fn until(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    within: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let body = ok_json(get(app, token, path).await).await;
+        if check(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never got there: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

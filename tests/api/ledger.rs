@@ -9,26 +9,10 @@ use hexmarket::domain::identity::Role;
 use serde_json::{Value, json};
 
 use crate::fixtures::user_token;
-use crate::helpers::{TestApp, assert_problem, get, ok_json, post, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, get, ok_json, post, spawn_app_with, until};
 use crate::live::{
     Courier, Shop, WAIT, assigned, dropoff, moved, paid_order, route_start, shop, vendor_step,
 };
-
-/// Polls `path` until `check` holds of its JSON, failing after [`WAIT`] twice over.
-async fn until(app: &TestApp, token: &str, path: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    loop {
-        let body = ok_json(get(app, token, path).await).await;
-        if check(&body) {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path} never got there: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn minor(balance: &Value, field: &str) -> i64 {
     balance[field]
@@ -123,6 +107,7 @@ async fn delivered_orders_pay_their_store_and_courier_once_and_the_ledger_balanc
             &app,
             &shop.vendor_token,
             &format!("/api/v1/ledger/accounts/store_payable:{store}"),
+            WAIT * 2,
             |b| minor(b, "owed") == store_share,
         )
         .await;
@@ -151,13 +136,19 @@ async fn delivered_orders_pay_their_store_and_courier_once_and_the_ledger_balanc
             moved(dropoff(&shop), -600.0, 0.0),
         )
         .await;
-        let reviews = until(&app, &admin, "/api/v1/admin/ledger/reviews", |r| {
-            r["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|i| i["order_id"] == far.as_str())
-        })
+        let reviews = until(
+            &app,
+            &admin,
+            "/api/v1/admin/ledger/reviews",
+            WAIT * 2,
+            |r| {
+                r["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["order_id"] == far.as_str())
+            },
+        )
         .await;
         assert!(
             reviews["items"][0]["due_at"].is_null(),
@@ -165,9 +156,13 @@ async fn delivered_orders_pay_their_store_and_courier_once_and_the_ledger_balanc
         );
         let courier_path = |id: &str| format!("/api/v1/ledger/accounts/courier_payable:{id}");
         let (courier_id, courier_token) = (c.id.to_string(), c.token.clone());
-        until(&app, &courier_token, &courier_path(&courier_id), |b| {
-            minor(b, "owed") == courier_share
-        })
+        until(
+            &app,
+            &courier_token,
+            &courier_path(&courier_id),
+            WAIT * 2,
+            |b| minor(b, "owed") == courier_share,
+        )
         .await;
         let released = post(
             &app,
@@ -176,9 +171,13 @@ async fn delivered_orders_pay_their_store_and_courier_once_and_the_ledger_balanc
         )
         .await;
         assert_eq!(released.status(), 202);
-        until(&app, &courier_token, &courier_path(&courier_id), |b| {
-            minor(b, "owed") == 2 * courier_share
-        })
+        until(
+            &app,
+            &courier_token,
+            &courier_path(&courier_id),
+            WAIT * 2,
+            |b| minor(b, "owed") == 2 * courier_share,
+        )
         .await;
         (courier_id, courier_token)
     };
@@ -196,7 +195,7 @@ async fn delivered_orders_pay_their_store_and_courier_once_and_the_ledger_balanc
     // Act 4: a payout run pays each party its balance, once.
     let run = ok_json(post(&app, &admin, "/api/v1/admin/payouts/runs").await).await;
     let run_path = format!("/api/v1/admin/payouts/runs/{}", run["id"].as_str().unwrap());
-    let done = until(&app, &admin, &run_path, |r| r["status"] == "done").await;
+    let done = until(&app, &admin, &run_path, WAIT * 2, |r| r["status"] == "done").await;
     assert_eq!(done["payouts"], 2, "{done}");
     let store_payouts = ok_json(get(&app, &shop.vendor_token, "/api/v1/payouts").await).await;
     let items = store_payouts["items"].as_array().unwrap();
@@ -214,13 +213,20 @@ async fn delivered_orders_pay_their_store_and_courier_once_and_the_ledger_balanc
         "/api/v1/admin/payouts/runs/{}",
         again["id"].as_str().unwrap()
     );
-    let nothing = until(&app, &admin, &again_path, |r| r["status"] == "done").await;
+    let nothing = until(&app, &admin, &again_path, WAIT * 2, |r| {
+        r["status"] == "done"
+    })
+    .await;
     assert_eq!(nothing["payouts"], 0, "nothing left to pay: {nothing}");
 
     // Assert: every balance sums to zero, nothing is pending, the provider agrees.
-    let summary = until(&app, &admin, "/api/v1/admin/ledger/summary", |s| {
-        s["balanced"] == true
-    })
+    let summary = until(
+        &app,
+        &admin,
+        "/api/v1/admin/ledger/summary",
+        WAIT * 2,
+        |s| s["balanced"] == true,
+    )
     .await;
     let pending = ok_json(
         get(
@@ -250,7 +256,10 @@ async fn delivered_orders_pay_their_store_and_courier_once_and_the_ledger_balanc
         start.format("%Y-%m-%dT%H:%M:%S%.fZ"),
         to.format("%Y-%m-%dT%H:%M:%S%.fZ")
     );
-    let report = until(&app, &admin, &path, |r| r["differences"] == json!([])).await;
+    let report = until(&app, &admin, &path, WAIT * 2, |r| {
+        r["differences"] == json!([])
+    })
+    .await;
     assert_eq!(report["differences"], json!([]), "{report}");
     assert_eq!(report["payments"], 3, "{report}");
     assert_eq!(report["payouts"], 2, "{report}");
@@ -518,7 +527,7 @@ async fn a_coupon_is_redeemed_at_most_its_limit_and_an_unpaid_checkout_gives_it_
         crate::fixtures::pay(&app, customer, checkout).await;
     }
     app.clock.advance(Duration::from_secs(61));
-    let freed = until(&app, &admin, "/api/v1/coupons/TEN-OFF", |c| {
+    let freed = until(&app, &admin, "/api/v1/coupons/TEN-OFF", WAIT * 2, |c| {
         c["held"] == 0 && c["used"] == 4
     })
     .await;
@@ -531,9 +540,13 @@ async fn a_coupon_is_redeemed_at_most_its_limit_and_an_unpaid_checkout_gives_it_
     assert_eq!(status, 201, "the place given back is taken: {body}");
 
     // The platform's discounts are in the ledger: 4 × 1.45 given.
-    let discounts = until(&app, &admin, "/api/v1/ledger/accounts/discounts", |b| {
-        minor(b, "balance") == 4 * 145
-    })
+    let discounts = until(
+        &app,
+        &admin,
+        "/api/v1/ledger/accounts/discounts",
+        WAIT * 2,
+        |b| minor(b, "balance") == 4 * 145,
+    )
     .await;
     assert_eq!(discounts["account"], "discounts");
 }

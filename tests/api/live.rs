@@ -1031,7 +1031,9 @@ async fn a_watcher_on_one_node_follows_a_courier_connected_to_another_through_re
     // A's presence announcements, and its offer reaches the socket on A through Redis.
     let order = paid_order(&a, &shop, &customer).await;
     vendor_step(&b, &shop, &order, "accept").await;
-    let offer = courier.ws.expect_type("offer", WAIT).await;
+    // B hears of the courier at A's next presence announcement (every 5 s), so the offer may
+    // take that long plus the dispatch itself.
+    let offer = courier.ws.expect_type("offer", WAIT * 3).await;
     assert_eq!(offer["order_id"], order.as_str(), "{offer}");
     let assignment = courier.answer_offer(&offer, true).await;
     assert_eq!(assignment["order_id"], order.as_str(), "{assignment}");

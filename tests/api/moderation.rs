@@ -4,10 +4,10 @@
 use hexmarket::domain::catalog::{Product, Vendor};
 use hexmarket::domain::identity::Role;
 use hexmarket::domain::ids::CategoryId;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::fixtures::{berlin, seed_product, seed_vendor, stock_product, user_token};
-use crate::helpers::{TestApp, assert_problem, get, ok_json, spawn_app};
+use crate::helpers::{TestApp, assert_problem, get, notices, ok_json, post_json, spawn_app};
 
 /// A store with one listed, stocked and indexed product, and its owner's token.
 struct Shop {
@@ -34,16 +34,6 @@ async fn shop() -> Shop {
     }
 }
 
-async fn post_json(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn searchable(app: &TestApp, product: &Product) -> bool {
     let found = ok_json(app.get("/api/v1/products?q=watch").await).await;
     found["items"]
@@ -51,17 +41,6 @@ async fn searchable(app: &TestApp, product: &Product) -> bool {
         .unwrap()
         .iter()
         .any(|hit| hit["id"] == product.id.to_string())
-}
-
-async fn notices(app: &TestApp, token: &str, subject: &str) -> Vec<Value> {
-    let feed = ok_json(get(app, token, "/api/v1/notifications?limit=100").await).await;
-    feed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["subject"] == subject)
-        .cloned()
-        .collect()
 }
 
 #[actix_web::test]

@@ -14,7 +14,7 @@ use hexmarket::store::typed::Rows;
 use serde_json::{Value, json};
 
 use crate::fixtures::{berlin, seed_product, seed_vendor, user_token};
-use crate::helpers::{TestApp, assert_problem, spawn_app};
+use crate::helpers::{TestApp, assert_problem, post_json, spawn_app};
 
 /// A vendor with two products, and a customer whose delivered order holds the first.
 struct Shop {
@@ -93,16 +93,6 @@ async fn customer_with_order(
     (token, order)
 }
 
-async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn review_product(
     app: &TestApp,
     token: &str,
@@ -111,7 +101,7 @@ async fn review_product(
     rating: u32,
     text: &str,
 ) -> reqwest::Response {
-    post(
+    post_json(
         app,
         token,
         &format!("/api/v1/products/{product}/reviews"),
@@ -328,7 +318,7 @@ async fn invalid_ratings_and_texts_are_refused_and_change_nothing() {
     assert_eq!(problem["errors"][0]["field"], "text");
     let control = review_product(app, &s.token, s.pizza.id, s.order.id, 4, "bad\u{7}bell").await;
     assert_problem(control, 422, "validation_failed").await;
-    let unknown = post(
+    let unknown = post_json(
         app,
         &s.token,
         &path,
@@ -336,7 +326,7 @@ async fn invalid_ratings_and_texts_are_refused_and_change_nothing() {
     )
     .await;
     assert_problem(unknown, 400, "unknown_field").await;
-    let missing = post(app, &s.token, &path, json!({"rating": 4})).await;
+    let missing = post_json(app, &s.token, &path, json!({"rating": 4})).await;
     assert_problem(missing, 422, "validation_failed").await;
 
     let page = list(app, &path, None).await;
@@ -357,12 +347,12 @@ async fn a_customer_reviews_a_vendor_once_per_order() {
     let path = format!("/api/v1/vendors/{}/reviews", s.vendor.id);
     let body = json!({"order_id": s.order.id, "rating": 4, "text": "Friendly and fast"});
 
-    let created = post(app, &s.token, &path, body.clone()).await;
+    let created = post_json(app, &s.token, &path, body.clone()).await;
     assert_eq!(created.status(), 201);
     let created: Value = created.json().await.unwrap();
     assert_eq!(created["target"], format!("vendor:{}", s.vendor.id));
     assert_problem(
-        post(app, &s.token, &path, body).await,
+        post_json(app, &s.token, &path, body).await,
         409,
         "already_reviewed",
     )
@@ -373,7 +363,7 @@ async fn a_customer_reviews_a_vendor_once_per_order() {
     assert_eq!(product.status(), 201);
 
     let (other_vendor, _) = seed_vendor(app, "Sushi Zwei", berlin(0.01, 0.01)).await;
-    let wrong_vendor = post(
+    let wrong_vendor = post_json(
         app,
         &s.token,
         &format!("/api/v1/vendors/{}/reviews", other_vendor.id),
@@ -381,7 +371,7 @@ async fn a_customer_reviews_a_vendor_once_per_order() {
     )
     .await;
     assert_problem(wrong_vendor, 403, "not_eligible").await;
-    let no_vendor = post(
+    let no_vendor = post_json(
         app,
         &s.token,
         &format!(
@@ -414,16 +404,16 @@ async fn each_user_reports_a_review_once() {
     );
     let (_, reporter) = user_token(app, Role::Customer);
 
-    let once = post(app, &reporter, &report, json!({})).await;
+    let once = post_json(app, &reporter, &report, json!({})).await;
     assert_eq!(once.status(), 204);
     assert_problem(
-        post(app, &reporter, &report, json!({})).await,
+        post_json(app, &reporter, &report, json!({})).await,
         409,
         "already_reported",
     )
     .await;
     assert_eq!(
-        post(app, &s.vendor_token, &report, json!({}))
+        post_json(app, &s.vendor_token, &report, json!({}))
             .await
             .status(),
         204
@@ -436,7 +426,7 @@ async fn each_user_reports_a_review_once() {
         ReviewId::new()
     );
     assert_problem(
-        post(app, &reporter, &missing, json!({})).await,
+        post_json(app, &reporter, &missing, json!({})).await,
         404,
         "not_found",
     )
@@ -499,7 +489,7 @@ async fn an_admin_hides_a_review_and_it_leaves_the_rating_and_the_public_list() 
     // A hidden review cannot be reported.
     let report = format!("/api/v1/products/{}/reviews/{rude_id}/report", s.pizza.id);
     assert_problem(
-        post(app, &s.token, &report, json!({})).await,
+        post_json(app, &s.token, &report, json!({})).await,
         404,
         "not_found",
     )

@@ -13,27 +13,10 @@ use hexmarket::store::orders::OrderRepo;
 use serde_json::{Value, json};
 
 use crate::fixtures::{berlin, seed_product, seed_vendor, user_token};
-use crate::helpers::{TestApp, assert_problem, get, ok_json, spawn_app, spawn_app_with};
-
-async fn post_json(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn patch_json(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
-    app.client
-        .patch(app.url(path))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
+use crate::helpers::{
+    TestApp, assert_problem, get, notices, ok_json, patch_json, post_json, spawn_app,
+    spawn_app_with,
+};
 
 async fn open_ticket(app: &TestApp, token: &str, subject: &str, category: &str) -> Value {
     let response = post_json(
@@ -56,18 +39,6 @@ fn admin_path(ticket: &Value) -> String {
         "/api/v1/admin/support/tickets/{}",
         ticket["id"].as_str().unwrap()
     )
-}
-
-/// The caller's in-app notices about `subject`.
-async fn notices(app: &TestApp, token: &str, subject: &str) -> Vec<Value> {
-    let feed = ok_json(get(app, token, "/api/v1/notifications?limit=100").await).await;
-    feed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["subject"] == subject)
-        .cloned()
-        .collect()
 }
 
 fn ids(list: &Value) -> Vec<String> {
