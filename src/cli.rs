@@ -72,9 +72,9 @@ pub enum Command {
     },
     /// Rebuild the analytics rollups from the event logs (every order's log and the courier
     /// journal) into a new generation and switch reports to it; prints what it did and the
-    /// rows that differ from the rollups it replaced, as JSON. With `--check`, compares only
-    /// (exit code 1 on a difference). On the embedded store, run it while the server is
-    /// stopped.
+    /// rows that differ from the rollups it replaced, as JSON, then deletes the replaced
+    /// generation. With `--check`, compares only (exit code 1 on a difference) and deletes
+    /// what it wrote. On the embedded store, run it while the server is stopped.
     RebuildAnalytics {
         #[arg(long)]
         check: bool,

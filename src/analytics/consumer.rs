@@ -9,7 +9,6 @@
 //! in the log yet stops the page there until it appears, or [`GIVE_UP_AFTER`] passes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 use futures_util::StreamExt as _;
@@ -58,17 +57,13 @@ impl Analytics {
             .await?
         else {
             if let Some(head) = inner.repo.current_head().await? {
-                inner
-                    .generation
-                    .store(head.value.generation, Ordering::Relaxed);
+                self.know_generation(head.value.generation);
             }
             return Ok(0);
         };
         let head = inner.repo.head(&start).await?;
         let mut head = inner.repo.finish(head).await?;
-        inner
-            .generation
-            .store(head.value.generation, Ordering::Relaxed);
+        self.know_generation(head.value.generation);
         let mut folded = 0;
         for _ in 0..PAGES_PER_ROUND {
             let (next, count, more) = self.page(head).await?;

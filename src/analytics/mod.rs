@@ -13,8 +13,8 @@ pub mod reports;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -29,6 +29,9 @@ use crate::store::{SharedStore, StoreError};
 
 /// How often a node looks for new events.
 pub const ROUND: Duration = Duration::from_millis(500);
+/// How old the generation reports read may be: after a rebuild switches generations, no
+/// node reads the previous one later than this.
+pub const GENERATION_FRESH: Duration = Duration::from_secs(1);
 
 /// Why an analytics call failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +67,10 @@ struct Inner {
     /// them).
     default_rates: Rates,
     node: Uuid,
-    /// The generation of rollup rows reports read (refreshed every round).
-    generation: AtomicU64,
+    /// The generation of rollup rows reports read, and when it was read from the head (every
+    /// round on a node that folds; on a node that only answers, by reports at most
+    /// [`GENERATION_FRESH`] apart).
+    generation: parking_lot::Mutex<Option<(u64, Instant)>>,
     /// Each store's pickup cell at resolution 8: a store's location changes rarely, and an
     /// order's demand is counted where its store was when analytics first read the order.
     cells: parking_lot::Mutex<HashMap<VendorId, Option<String>>>,
@@ -82,7 +87,7 @@ impl Analytics {
                 catalog: CatalogRepo::new(store),
                 default_rates,
                 node,
-                generation: AtomicU64::new(0),
+                generation: parking_lot::Mutex::new(None),
                 cells: parking_lot::Mutex::new(HashMap::new()),
             }),
         }
@@ -112,11 +117,13 @@ impl Analytics {
         })
     }
 
-    /// The generation reports read: the head's, read once if no round ran yet.
+    /// The generation reports read: the head's, read again when older than
+    /// [`GENERATION_FRESH`].
     async fn generation(&self) -> Result<u64, AnalyticsError> {
-        let known = self.inner.generation.load(Ordering::Relaxed);
-        if known > 0 {
-            return Ok(known);
+        if let Some((generation, at)) = *self.inner.generation.lock()
+            && at.elapsed() < GENERATION_FRESH
+        {
+            return Ok(generation);
         }
         let generation = self
             .inner
@@ -124,8 +131,13 @@ impl Analytics {
             .current_head()
             .await?
             .map_or(1, |h| h.value.generation);
-        self.inner.generation.store(generation, Ordering::Relaxed);
+        self.know_generation(generation);
         Ok(generation)
+    }
+
+    /// Notes the generation the head names now.
+    fn know_generation(&self, generation: u64) {
+        *self.inner.generation.lock() = Some((generation, Instant::now()));
     }
 
     /// The pickup cell (resolution 8) of `store`.

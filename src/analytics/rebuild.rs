@@ -44,6 +44,9 @@ pub struct RebuildReport {
     pub rows: usize,
     /// Rows that differ between the generations (key without the generation prefix).
     pub differences: Vec<String>,
+    /// Rows deleted of the generation nothing reads any more: the previous one after a
+    /// switch, this one after a comparison only.
+    pub removed_rows: u64,
 }
 
 /// What a seed wrote.
@@ -84,6 +87,9 @@ impl Analytics {
         let head = inner.repo.finish(head).await?;
         let previous = head.value.generation;
         let generation = previous + 1;
+        // Rows a rebuild that stopped halfway left in this generation would be kept as they
+        // are (a rebuild's rows are batch 0): start from none.
+        inner.repo.drop_generation(generation).await?;
         let orders_position = head.value.orders.clone();
 
         // The courier journal: offers, answers and presence fold at once; ETAs wait for
@@ -187,14 +193,21 @@ impl Analytics {
                 });
                 next.couriers = couriers_position.clone();
                 if inner.repo.save_head(current.version, &next).await.is_ok() {
-                    inner
-                        .generation
-                        .store(generation, std::sync::atomic::Ordering::Relaxed);
+                    self.know_generation(generation);
                     switched = true;
                     break;
                 }
             }
         }
+        // The generation nothing reads any more goes: the replaced one once every node has
+        // moved on (each reads the head's generation at most `GENERATION_FRESH` apart), or
+        // this one when it was only written to compare.
+        let removed_rows = if switched {
+            tokio::time::sleep(super::GENERATION_FRESH * 2).await;
+            inner.repo.drop_generation(previous).await?
+        } else {
+            inner.repo.drop_generation(generation).await?
+        };
         Ok(RebuildReport {
             previous_generation: previous,
             generation,
@@ -204,6 +217,7 @@ impl Analytics {
             courier_events,
             rows,
             differences,
+            removed_rows,
         })
     }
 

@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::journal::Position;
 use super::typed::{Change, ModifyError, Rows, Versioned};
 use super::{
-    Key, MAX_PAGE, Row, ScanRange, SharedStore, StoreError, StoreResult, Table, Version, decode,
+    Cas, Key, MAX_PAGE, Row, ScanRange, SharedStore, StoreError, StoreResult, Table, Version,
+    decode,
 };
 use crate::domain::analytics::{Cell, CellId, OrderFacts};
 use crate::domain::ids::{OrderId, UserId, VendorId};
@@ -427,6 +428,44 @@ impl AnalyticsRepo {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// Deletes every rollup row and every order's facts of `generation`, which nothing may
+    /// read any more (a generation a rebuild replaced, or one written only to compare).
+    /// Returns how many rows went.
+    pub async fn drop_generation(&self, generation: u64) -> StoreResult<u64> {
+        let prefix = format!("{generation}/");
+        let store = self.rollups.store();
+        let mut deleted = 0;
+        for table in [Table::AnalyticsRollups, Table::AnalyticsOrders] {
+            let mut cursor = None;
+            loop {
+                let page = store.scan_table(table, cursor, MAX_PAGE).await?;
+                let doomed = page
+                    .rows
+                    .into_iter()
+                    .filter(|row| row.key.partition.starts_with(&prefix))
+                    .map(|row| (row.key, row.version));
+                let outcomes: Vec<StoreResult<Cas>> = stream::iter(doomed)
+                    .map(|(key, version)| {
+                        let store = store.clone();
+                        async move { store.delete(table, &key, version).await }
+                    })
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
+                for outcome in outcomes {
+                    if let Cas::Applied(_) = outcome? {
+                        deleted += 1;
+                    }
+                }
+                match page.next {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Every rollup row of `generation`, in key order (for comparisons).

@@ -12,7 +12,7 @@ use hexmarket::domain::identity::Role;
 use serde_json::{Value, json};
 
 use crate::fixtures::user_token;
-use crate::helpers::{TestApp, assert_problem, get, ok_json, spawn_app, until};
+use crate::helpers::{TestApp, assert_problem, get, ok_json, spawn_app, spawn_peer, until};
 use crate::live::{Courier, WAIT, dropoff, moved, paid_order, route_start, shop, vendor_step};
 
 /// An order as its log and row tell it.
@@ -681,20 +681,43 @@ async fn analytics_count_a_known_history_exactly_for_their_owners_only_and_a_reb
     )
     .await;
 
+    // A node that only answers reports (it folds nothing) reads the same.
+    let reader = spawn_peer(&app, |s| s.analytics = false).await;
+    let reader_admin = reader.admin_token().await;
+    assert_eq!(
+        ok_json(get(&reader, &reader_admin, &path).await).await,
+        sales_a
+    );
+
     // A rebuild from the logs gives the same rollups, and reports read it from then on.
     let store = app.catalog.repo.products.store().clone();
-    let rebuilt = hexmarket::analytics::Analytics::new(
-        store,
+    let analytics = hexmarket::analytics::Analytics::new(
+        store.clone(),
         app.settings.ledger.rates,
         uuid::Uuid::new_v4(),
-    )
-    .rebuild(true)
-    .await
-    .unwrap();
+    );
+    // A comparison only leaves nothing behind: its rows and facts go once compared.
+    let checked = analytics.rebuild(false).await.unwrap();
+    assert!(checked.differences.is_empty(), "{:?}", checked.differences);
+    assert!(!checked.switched, "{checked:?}");
+    assert_eq!(checked.removed_rows, checked.rows as u64 + checked.orders);
+    let rebuilt = analytics.rebuild(true).await.unwrap();
     assert!(rebuilt.differences.is_empty(), "{:?}", rebuilt.differences);
     assert!(rebuilt.switched && rebuilt.orders == 5, "{rebuilt:?}");
+    // The replaced generation is gone once every node has moved on.
+    let repo = hexmarket::store::analytics::AnalyticsRepo::new(store);
+    assert!(rebuilt.removed_rows >= rebuilt.rows as u64, "{rebuilt:?}");
+    let previous = repo.all_cells(rebuilt.previous_generation).await.unwrap();
+    assert!(previous.is_empty(), "{previous:?}");
+    assert_eq!(
+        repo.all_cells(rebuilt.generation).await.unwrap().len(),
+        rebuilt.rows
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let again = ok_json(get(&app, &a.vendor_token, &path).await).await;
     assert_eq!(again, sales_a);
+    // The answering node moved to the new generation before the old one went.
+    let read_there = ok_json(get(&reader, &reader_admin, &path).await).await;
+    assert_eq!(read_there, sales_a);
     let _ = (o5, c2.ws);
 }
