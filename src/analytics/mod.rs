@@ -13,7 +13,6 @@ pub mod reports;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
