@@ -113,11 +113,12 @@ class Node:
             "HEXMARKET_WORKERS": "2",
             "HEXMARKET_ACTOR_THREADS": "2",
             "HEXMARKET_WEBHOOK_ALLOW_PRIVATE": "true",
-            # The money ledger has a probe of its own (ledger.py). Here its booking would share
-            # the two cores with the receivers, whose slower answers widen the instant before
-            # the kill in which a provider takes a message whose answer the node never reads
-            # (REPEAT_WINDOW_SECS).
+            # The money ledger and analytics have probes of their own (ledger.py, admin.py).
+            # Here their folding would share the two cores with the receivers, whose slower
+            # answers widen the instant before the kill in which a provider takes a message
+            # whose answer the node never reads (REPEAT_WINDOW_SECS).
             "HEXMARKET_LEDGER": "false",
+            "HEXMARKET_ANALYTICS": "false",
             **env,
         }
         self.process = None

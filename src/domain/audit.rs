@@ -98,12 +98,12 @@ impl AuditEntry {
     }
 
     pub fn before(mut self, value: impl Serialize) -> Self {
-        self.before = serde_json::to_value(value).ok();
+        self.before = state(value);
         self
     }
 
     pub fn after(mut self, value: impl Serialize) -> Self {
-        self.after = serde_json::to_value(value).ok();
+        self.after = state(value);
         self
     }
 
@@ -150,9 +150,31 @@ impl AuditFilter {
     }
 }
 
+/// An object's state as an entry keeps it: an object, or nothing. A value of another shape (a
+/// bare string or list) is kept as `{"value": …}`, so every entry reads the same way.
+fn state(value: impl Serialize) -> Option<serde_json::Value> {
+    match serde_json::to_value(value).ok()? {
+        serde_json::Value::Null => None,
+        object @ serde_json::Value::Object(_) => Some(object),
+        other => Some(serde_json::json!({ "value": other })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn before_and_after_are_objects_or_absent_whatever_they_were_given() {
+        let entry = AuditEntry::new(UserId::from(uuid::Uuid::nil()), None, "x.y", "x:1")
+            .before(None::<String>)
+            .after("0000");
+        assert_eq!(entry.before, None);
+        assert_eq!(entry.after, Some(serde_json::json!({"value": "0000"})));
+        let entry = entry.before(vec![1, 2]).after(serde_json::json!({"a": 1}));
+        assert_eq!(entry.before, Some(serde_json::json!({"value": [1, 2]})));
+        assert_eq!(entry.after, Some(serde_json::json!({"a": 1})));
+    }
 
     #[test]
     fn an_area_matches_its_actions_and_nothing_that_only_starts_alike() {

@@ -802,8 +802,8 @@ pub async fn put_destination(
                     "payout.destination",
                     format!("account:{account}"),
                 )
-                .before(before.map(|d| d.destination))
-                .after(&saved.destination),
+                .before(before.map(|d| serde_json::json!({"destination": d.destination})))
+                .after(serde_json::json!({"destination": saved.destination})),
             )
             .await?;
     }

@@ -369,7 +369,10 @@ pub async fn set_featured(
     state.catalog.set_featured(ids.clone()).await?;
     state
         .audit
-        .record(audit::entry(&user, from, "featured.set", "featured").after(&ids))
+        .record(
+            audit::entry(&user, from, "featured.set", "featured")
+                .after(serde_json::json!({"products": ids})),
+        )
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
