@@ -156,14 +156,13 @@ def sign_in(base, email, password, code=None):
     so one already used (by the seeding, moments ago) means waiting for the next one."""
     guest = Client(base_url=base, raise_on_unexpected_status=True, timeout=30)
     if code is None:
-        body = LoginRequest(email=email, password=password)
+        answer = login.sync_detailed(client=guest, body=LoginRequest(email=email, password=password))
     else:
-        body = LoginRequest(email=email, password=password, otp=code())
-        first = login.sync_detailed(client=guest, body=body)
-        if isinstance(first.parsed, Problem) and first.parsed.code == "invalid_code":
+        answer = login.sync_detailed(client=guest, body=LoginRequest(email=email, password=password, otp=code()))
+        if isinstance(answer.parsed, Problem) and answer.parsed.code == "invalid_code":
             time.sleep(31 - time.time() % 30)
-            body = LoginRequest(email=email, password=password, otp=code())
-    tokens = expect(f"login of {email}", login.sync_detailed(client=guest, body=body), TokenResponse, 200)
+            answer = login.sync_detailed(client=guest, body=LoginRequest(email=email, password=password, otp=code()))
+    tokens = expect(f"login of {email}", answer, TokenResponse, 200)
     return AuthenticatedClient(base_url=base, token=tokens.access_token, raise_on_unexpected_status=True, timeout=30)
 
 
