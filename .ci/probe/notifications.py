@@ -21,8 +21,8 @@ through the public API and WebSockets only, as the README describes them:
 Afterwards each order's event log (GET /orders/{id}/events) and the README's table of who hears
 of what on which channel give the messages expected; every receiver and every in-app feed must
 hold exactly those. A message may arrive twice only as the README allows: the provider took it
-in the instant the node died (its first copy arrived within REPEAT_WINDOW_SECS before the kill),
-and the repeat is the same message (same Message-ID, push id, webhook id, or SMS text). Exits
+in the instant the node died (the receiver's answer to its first copy went back within
+REPEAT_WINDOW_SECS before the kill), and the repeat is the same message (same Message-ID, push id, webhook id, or SMS text). Exits
 non-zero naming every missing, extra or repeated message."""
 
 import collections

@@ -28,14 +28,29 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
-# Every message any receiver accepted: (time, channel, the message's own id).
+# Every message any receiver accepted: (time, channel, the message's own id). For the HTTP
+# receivers the time is when the answer went back to the node, not when the request came in:
+# under the probe's own load a receiver may take a while to answer, and until it has, the node
+# cannot know the message was taken.
 ARRIVALS = []
 ARRIVALS_LOCK = threading.Lock()
+# Messages an HTTP request being answered has accepted (noted once the answer is written).
+_ANSWERING = threading.local()
 
 
 def arrived(channel, message_id):
+    answering = getattr(_ANSWERING, "messages", None)
+    if answering is not None:
+        answering.append((channel, message_id))
+        return
     with ARRIVALS_LOCK:
         ARRIVALS.append((time.time(), channel, message_id))
+
+
+def _answered(messages):
+    now = time.time()
+    with ARRIVALS_LOCK:
+        ARRIVALS.extend((now, channel, message_id) for channel, message_id in messages)
 
 
 def b64url(data):
@@ -65,14 +80,20 @@ class Http:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                status, answer = outer.handle(self.path, self.headers, body)
-                raw = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                _ANSWERING.messages = []
+                try:
+                    body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                    status, answer = outer.handle(self.path, self.headers, body)
+                    raw = json.dumps(answer).encode()
+                    self.send_response(status)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                    self.wfile.flush()
+                finally:
+                    messages, _ANSWERING.messages = _ANSWERING.messages, None
+                    _answered(messages)
 
             def log_message(self, *args):
                 pass
