@@ -106,7 +106,8 @@ class Probe:
             binary,
             os.path.join(work, "data"),
             os.path.join(work, "server.log"),
-            {"HEXMARKET_LOG": "warn", "HEXMARKET_NOTIFICATIONS": "true", "HEXMARKET_LEDGER": "true"},
+            {"HEXMARKET_LOG": "warn", "HEXMARKET_NOTIFICATIONS": "true", "HEXMARKET_LEDGER": "true",
+             "HEXMARKET_ANALYTICS": "true"},
         )
         self.base = self.node.base
         self.failures = []
