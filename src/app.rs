@@ -674,6 +674,8 @@ pub fn build_identity_metered(
         clock,
         code_key: secrets.derive("auth-codes"),
         delivery: open_delivery(settings)?,
+        providers: settings.oidc.clone(),
+        webauthn: settings.webauthn.clone(),
     })
 }
 

@@ -178,6 +178,77 @@ pub struct Settings {
     pub live: LiveSettings,
     /// Trusted proxies, for the client's address behind them.
     pub client_address: ClientAddressSettings,
+    /// OpenID Connect providers users may sign in with (none by default).
+    pub oidc: Vec<OidcProviderSettings>,
+    /// Passkeys: who the relying party is and which origins may use them.
+    pub webauthn: WebauthnSettings,
+}
+
+/// How a provider differs from plain OpenID Connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcPreset {
+    Generic,
+    /// `https://accounts.google.com`; asks the user to pick an account.
+    Google,
+    /// `https://appleid.apple.com`: the answer comes back as a form POST, the client secret is
+    /// a JWT signed with the team's key, and `email_verified` may be a string.
+    Apple,
+}
+
+/// Apple's client secret is made from a key, not configured.
+#[derive(Clone)]
+pub struct AppleKey {
+    pub team_id: String,
+    pub key_id: String,
+    /// PKCS#8 PEM of the P-256 key from Apple's developer console.
+    pub private_key_pem: String,
+}
+
+impl std::fmt::Debug for AppleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppleKey")
+            .field("team_id", &self.team_id)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One OpenID Connect provider.
+#[derive(Clone)]
+pub struct OidcProviderSettings {
+    /// Its name in URLs and in linked identities (`google`, `apple`, `corp`).
+    pub name: String,
+    /// What the sign-in page calls it.
+    pub display_name: String,
+    pub preset: OidcPreset,
+    /// The issuer URL; discovery reads `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    pub apple_key: Option<AppleKey>,
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for OidcProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProviderSettings")
+            .field("name", &self.name)
+            .field("preset", &self.preset)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("apple_key", &self.apple_key)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The WebAuthn relying party.
+#[derive(Debug, Clone)]
+pub struct WebauthnSettings {
+    /// The domain passkeys are bound to (the public URL's host by default).
+    pub rp_id: String,
+    /// Origins whose pages may register and use passkeys (the public URL's by default).
+    pub origins: Vec<String>,
 }
 
 /// The money ledger.
@@ -496,6 +567,18 @@ impl Settings {
                     0.5..=50.0,
                 )?,
             },
+            oidc: parse_oidc(&env)?,
+            webauthn: {
+                let (rp_id, origin) = webauthn_defaults(&public_url);
+                WebauthnSettings {
+                    rp_id: env.parse_with("HEXMARKET_WEBAUTHN_RP_ID", &rp_id, parse_rp_id)?,
+                    origins: env.parse_with(
+                        "HEXMARKET_WEBAUTHN_ORIGINS",
+                        &origin,
+                        parse_origins,
+                    )?,
+                }
+            },
             public_url,
             s3,
             client_address: ClientAddressSettings {
@@ -680,6 +763,169 @@ fn origin_of(url: &str) -> String {
     format!("{scheme}://{host}")
 }
 
+/// The host (without port) of a URL that passed [`parse_http_url`].
+fn host_of(url: &str) -> String {
+    let origin = origin_of(url);
+    let host = origin.split_once("://").map_or(origin.as_str(), |(_, h)| h);
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_owned();
+    }
+    host.split(':').next().unwrap_or(host).to_owned()
+}
+
+/// The relying party and origin passkeys default to: the public URL's host and origin, except
+/// that an IP address (which WebAuthn does not take) stands for `localhost` on the same port.
+fn webauthn_defaults(public_url: &str) -> (String, String) {
+    let host = host_of(public_url);
+    if host.parse::<std::net::IpAddr>().is_err() {
+        return (host, origin_of(public_url));
+    }
+    let origin = origin_of(public_url);
+    let (scheme, rest) = origin.split_once("://").unwrap_or(("http", &origin));
+    let port = rest
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, p)| format!(":{p}"))
+        .unwrap_or_default();
+    (
+        "localhost".to_owned(),
+        format!("{scheme}://localhost{port}"),
+    )
+}
+
+/// A WebAuthn relying-party id: a lowercase domain name (no scheme, port or path).
+fn parse_rp_id(s: &str) -> Result<String, String> {
+    let fine = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if fine {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "expected a lowercase domain such as example.com, got {s:?}"
+        ))
+    }
+}
+
+const OIDC_VAR: &str = "HEXMARKET_OIDC_PROVIDERS";
+
+/// `HEXMARKET_OIDC_PROVIDERS` names the providers; each has its own variables
+/// (`HEXMARKET_OIDC_<NAME>_ISSUER`, `_CLIENT_ID`, `_CLIENT_SECRET`, `_SCOPES`, `_DISPLAY_NAME`,
+/// `_PRESET`, and for Apple `_TEAM_ID`, `_KEY_ID`, `_PRIVATE_KEY_FILE`).
+fn parse_oidc(env: &Env) -> Result<Vec<OidcProviderSettings>, ConfigError> {
+    let Some(list) = env.get(OIDC_VAR) else {
+        return Ok(Vec::new());
+    };
+    let mut providers: Vec<OidcProviderSettings> = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let valid = name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(err(
+                OIDC_VAR,
+                format!("a provider name is 1 to 32 of a-z, 0-9 and -, got {name:?}"),
+            ));
+        }
+        if providers.iter().any(|p| p.name == name) {
+            return Err(err(OIDC_VAR, format!("{name} is named twice")));
+        }
+        providers.push(parse_oidc_provider(env, name)?);
+    }
+    Ok(providers)
+}
+
+fn parse_oidc_provider(env: &Env, name: &str) -> Result<OidcProviderSettings, ConfigError> {
+    let prefix = format!(
+        "HEXMARKET_OIDC_{}_",
+        name.to_ascii_uppercase().replace('-', "_")
+    );
+    let var = |field: &str| format!("{prefix}{field}");
+    let get = |field: &str| env.get(&var(field)).map(|v| v.trim().to_owned());
+    let missing = |field: &str| err(OIDC_VAR, format!("{} must be set", var(field)));
+    let preset = match get("PRESET").as_deref().unwrap_or(name) {
+        "google" => OidcPreset::Google,
+        "apple" => OidcPreset::Apple,
+        "generic" => OidcPreset::Generic,
+        _ if get("PRESET").is_none() => OidcPreset::Generic,
+        other => {
+            return Err(err(
+                OIDC_VAR,
+                format!(
+                    "{}: expected google, apple or generic, got {other:?}",
+                    var("PRESET")
+                ),
+            ));
+        }
+    };
+    let (default_issuer, default_scopes, default_display) = match preset {
+        OidcPreset::Google => (
+            "https://accounts.google.com",
+            "openid email profile",
+            "Google",
+        ),
+        OidcPreset::Apple => ("https://appleid.apple.com", "openid email name", "Apple"),
+        OidcPreset::Generic => ("", "openid email profile", name),
+    };
+    let issuer = match get("ISSUER") {
+        Some(raw) => parse_http_url(&raw)
+            .map_err(|reason| err(OIDC_VAR, format!("{}: {reason}", var("ISSUER"))))?,
+        None if !default_issuer.is_empty() => default_issuer.to_owned(),
+        None => return Err(missing("ISSUER")),
+    };
+    let client_id = get("CLIENT_ID").ok_or_else(|| missing("CLIENT_ID"))?;
+    let apple_key = match preset {
+        OidcPreset::Apple if get("CLIENT_SECRET").is_none() => {
+            let path = get("PRIVATE_KEY_FILE").ok_or_else(|| missing("PRIVATE_KEY_FILE"))?;
+            let private_key_pem = std::fs::read_to_string(&path).map_err(|e| {
+                err(
+                    OIDC_VAR,
+                    format!("{}: cannot read {path}: {e}", var("PRIVATE_KEY_FILE")),
+                )
+            })?;
+            Some(AppleKey {
+                team_id: get("TEAM_ID").ok_or_else(|| missing("TEAM_ID"))?,
+                key_id: get("KEY_ID").ok_or_else(|| missing("KEY_ID"))?,
+                private_key_pem,
+            })
+        }
+        _ => None,
+    };
+    let client_secret = get("CLIENT_SECRET");
+    if client_secret.is_none() && apple_key.is_none() {
+        return Err(missing("CLIENT_SECRET"));
+    }
+    let scopes: Vec<String> = get("SCOPES")
+        .as_deref()
+        .unwrap_or(default_scopes)
+        .split([' ', ','])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(err(
+            OIDC_VAR,
+            format!("{}: must include openid", var("SCOPES")),
+        ));
+    }
+    Ok(OidcProviderSettings {
+        name: name.to_owned(),
+        display_name: get("DISPLAY_NAME").unwrap_or_else(|| default_display.to_owned()),
+        preset,
+        issuer,
+        client_id,
+        client_secret,
+        apple_key,
+        scopes,
+    })
+}
+
 /// A comma-separated list of origins (`http(s)://host[:port]`, no path).
 fn parse_origins(s: &str) -> Result<Vec<String>, String> {
     s.split(',')
@@ -729,6 +975,25 @@ fn parse_identifier(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passkeys_default_to_the_public_host_or_localhost() {
+        assert_eq!(
+            webauthn_defaults("https://shop.example.com"),
+            (
+                "shop.example.com".to_owned(),
+                "https://shop.example.com".to_owned()
+            )
+        );
+        assert_eq!(
+            webauthn_defaults("http://127.0.0.1:8080"),
+            ("localhost".to_owned(), "http://localhost:8080".to_owned())
+        );
+        assert_eq!(
+            webauthn_defaults("http://[::1]:9000/base"),
+            ("localhost".to_owned(), "http://localhost:9000".to_owned())
+        );
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -168,6 +168,35 @@ pub struct PushSubscription {
     pub created_at: DateTime<Utc>,
 }
 
+/// An identity at an OpenID Connect provider that signs in to this account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkedIdentity {
+    pub id: uuid::Uuid,
+    /// The provider's name in the configuration (`google`, `apple`, …).
+    pub provider: String,
+    /// The provider's stable id of the user (`sub`).
+    pub subject: String,
+    /// The email the provider gave when the identity was linked, if any.
+    pub email: Option<String>,
+    pub linked_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A passkey (WebAuthn credential) that signs in to this account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredPasskey {
+    pub id: uuid::Uuid,
+    /// The user's name for it ("laptop", "phone").
+    pub name: String,
+    /// The credential id, base64url, as the authenticator reports it.
+    pub credential_id: String,
+    /// The verified credential (public key, signature counter, flags) as the WebAuthn library
+    /// keeps it.
+    pub credential: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
 /// An account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
@@ -195,11 +224,28 @@ pub struct User {
     /// Browsers that receive the user's push notifications.
     #[serde(default)]
     pub push_subscriptions: Vec<PushSubscription>,
+    /// Identity-provider accounts linked to this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<LinkedIdentity>,
+    /// Registered passkeys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<StoredPasskey>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl User {
+    /// Whether a password signs in to this account (accounts made through a provider have
+    /// none until they set one).
+    pub fn has_password(&self) -> bool {
+        !self.password_hash.is_empty()
+    }
+
+    /// How many ways there are to sign in: the password, each passkey, each linked identity.
+    pub fn sign_in_methods(&self) -> usize {
+        usize::from(self.has_password()) + self.passkeys.len() + self.identities.len()
+    }
+
     /// A new account: nothing verified, no phone, default preferences and language.
     pub fn new(
         email: Email,
@@ -224,6 +270,8 @@ impl User {
             second_factor: Default::default(),
             locale: Locale::default(),
             push_subscriptions: Vec::new(),
+            identities: Vec::new(),
+            passkeys: Vec::new(),
             created_at: now,
             updated_at: now,
         }

@@ -15,7 +15,7 @@ use crate::web::{ApiError, AppState};
 
 /// Name of the cookie carrying the refresh token for browsers.
 pub const REFRESH_COOKIE: &str = "hexmarket_refresh";
-const COOKIE_PATH: &str = "/api/v1/auth";
+pub(crate) const COOKIE_PATH: &str = "/api/v1/auth";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/register", web::post().to(register))
@@ -86,6 +86,39 @@ impl From<IdentityError> for ApiError {
             IdentityError::SecondFactorMandatory => {
                 ApiError::conflict(ErrorCode::SecondFactorMandatory, e.to_string())
             }
+            IdentityError::CeremonyUnknown => {
+                ApiError::bad_request(ErrorCode::CeremonyUnknown, e.to_string())
+            }
+            IdentityError::PasskeyNotRecognised => {
+                ApiError::unauthorized(ErrorCode::PasskeyNotRecognised, e.to_string())
+            }
+            IdentityError::PasskeyInvalid(_) => {
+                ApiError::unauthorized(ErrorCode::PasskeyInvalid, e.to_string())
+            }
+            IdentityError::PasskeyCloned => {
+                ApiError::unauthorized(ErrorCode::PasskeyCloned, e.to_string())
+            }
+            IdentityError::PasskeyTaken => {
+                ApiError::conflict(ErrorCode::PasskeyTaken, e.to_string())
+            }
+            IdentityError::PasskeyLimit => {
+                ApiError::conflict(ErrorCode::PasskeyLimit, e.to_string())
+            }
+            IdentityError::NoPasskeys => ApiError::conflict(ErrorCode::NoPasskeys, e.to_string()),
+            IdentityError::LastSignInMethod => {
+                ApiError::conflict(ErrorCode::LastSignInMethod, e.to_string())
+            }
+            IdentityError::ProviderEmailMissing => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::OidcEmailMissing,
+                e.to_string(),
+            ),
+            IdentityError::ProviderEmailUnverified => {
+                ApiError::conflict(ErrorCode::OidcEmailUnverified, e.to_string())
+            }
+            IdentityError::IdentityTaken => {
+                ApiError::conflict(ErrorCode::IdentityTaken, e.to_string())
+            }
             IdentityError::Delivery(NotifyError::Invalid(why)) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorCode::DeliveryRefused,
@@ -138,6 +171,13 @@ pub struct AccountView {
     pub phone_verified: bool,
     /// Whether an authenticator app (TOTP) is enrolled: login then needs a code.
     pub totp_enabled: bool,
+    /// Whether a password signs in (accounts made through an identity provider have none
+    /// until one is set with `POST /api/v1/auth/password/forgot`).
+    pub has_password: bool,
+    /// How many passkeys are registered.
+    pub passkeys: usize,
+    /// How many identity-provider accounts are linked.
+    pub linked_identities: usize,
     pub banned: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
@@ -153,6 +193,9 @@ impl From<&crate::domain::account::User> for AccountView {
             phone: u.phone.as_ref().map(|p| p.as_str().to_owned()),
             phone_verified: u.phone_verified,
             totp_enabled: u.second_factor.enabled(),
+            has_password: u.has_password(),
+            passkeys: u.passkeys.len(),
+            linked_identities: u.identities.len(),
             banned: u.banned,
             created_at: u.created_at,
         }
@@ -231,20 +274,34 @@ pub struct TokenResponse {
     pub expires_in: i64,
 }
 
-fn tokens_response(state: &AppState, pair: TokenPair) -> HttpResponse {
-    let cookie = Cookie::build(REFRESH_COOKIE, pair.refresh_token.clone())
+/// The browser cookie carrying a refresh token.
+pub(crate) fn refresh_cookie(state: &AppState, refresh_token: &str) -> Cookie<'static> {
+    Cookie::build(REFRESH_COOKIE, refresh_token.to_owned())
         .path(COOKIE_PATH)
         .http_only(true)
         .secure(state.secure_cookies)
         .same_site(SameSite::Strict)
         .max_age(CookieDuration::days(30))
-        .finish();
-    HttpResponse::Ok().cookie(cookie).json(TokenResponse {
-        access_token: pair.access_token,
-        refresh_token: pair.refresh_token,
-        token_type: "Bearer",
-        expires_in: pair.expires_in,
-    })
+        .finish()
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(pair: TokenPair) -> Self {
+        TokenResponse {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+        }
+    }
+}
+
+/// 200 with the tokens, the refresh token also in its cookie.
+pub(crate) fn tokens_response(state: &AppState, pair: TokenPair) -> HttpResponse {
+    let cookie = refresh_cookie(state, &pair.refresh_token);
+    HttpResponse::Ok()
+        .cookie(cookie)
+        .json(TokenResponse::from(pair))
 }
 
 /// Logs in with email and password, plus `otp` (or `recovery_code`) when the account has an

@@ -46,7 +46,8 @@ impl From<&User> for Profile {
     }
 }
 
-async fn current(state: &AppState, user: &AuthUser) -> Result<User, ApiError> {
+/// The caller's account (404 once erased).
+pub(crate) async fn current(state: &AppState, user: &AuthUser) -> Result<User, ApiError> {
     state
         .identity
         .users
@@ -219,6 +220,8 @@ pub async fn delete_me(
         .users
         .release_email(&before.email, user.id)
         .await?;
+    // Its passkeys and provider identities sign in to nothing any more.
+    state.identity.forget_sign_in_credentials(&before).await?;
     state.identity.revoke_all(user.id).await?;
     tracing::info!(user_id = %user.id, "personal data erased");
     Ok(HttpResponse::NoContent().finish())

@@ -30,6 +30,7 @@ pub mod products;
 pub mod push;
 pub mod reviews;
 pub mod settings;
+pub mod sign_in;
 pub mod support;
 pub mod vendors;
 pub mod webhooks;
@@ -57,6 +58,7 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
             web::scope("/api/v1")
                 .configure(auth::configure)
                 .configure(mfa::configure)
+                .configure(sign_in::configure)
                 .configure(me::configure)
                 .configure(notifications::configure)
                 .configure(webhooks::configure)

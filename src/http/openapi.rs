@@ -19,7 +19,7 @@ use crate::web::problem::PROBLEM_JSON;
 use super::{
     admin, analytics, audit, auth, cart, categories, checkout, coupons, couriers, health,
     inventory, ledger, me, media, mfa, moderation, notifications, orders, payments, problem,
-    products, push, reviews, settings, support, vendors, webhooks, ws_ticket,
+    products, push, reviews, settings, sign_in, support, vendors, webhooks, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +44,21 @@ use super::{
         mfa::renew_recovery_codes,
         mfa::disable_totp,
         mfa::step_up,
+        sign_in::list_providers,
+        sign_in::start,
+        sign_in::callback_get,
+        sign_in::callback_post,
+        sign_in::complete_link,
+        sign_in::register_options,
+        sign_in::register,
+        sign_in::sign_in_options,
+        sign_in::sign_in,
+        sign_in::step_up_options,
+        sign_in::step_up,
+        sign_in::list_identities,
+        sign_in::remove_identity,
+        sign_in::list_passkeys,
+        sign_in::remove_passkey,
         me::get_me,
         me::patch_me,
         me::export_me,

@@ -21,6 +21,12 @@ pub(super) const ADDRESS_QUOTA: Quota = Quota {
     window: Duration::from_secs(15 * 60),
 };
 
+/// Sign-in ceremonies one client address may start (or finish) per minute.
+const FLOW_QUOTA: Quota = Quota {
+    limit: 60,
+    window: Duration::from_secs(60),
+};
+
 /// The limiter key of a client address.
 pub(super) fn address_key(client: &str) -> String {
     format!("login:ip:{client}")
@@ -45,6 +51,23 @@ impl Identity {
         if let Err(e) = self.limiter.hit(&address_key(client), ADDRESS_QUOTA).await {
             tracing::warn!(error = %e, "failed login not counted against its address");
         }
+    }
+
+    /// Counts a sign-in ceremony started or finished under `key` (per client address);
+    /// refuses past [`FLOW_QUOTA`].
+    pub async fn limit_flow(&self, key: &str) -> Result<(), IdentityError> {
+        self.limit(key, &[FLOW_QUOTA]).await
+    }
+
+    /// Refuses a sign-in from `client` when its logins failed too often lately (the same
+    /// count password logins and passkeys use).
+    pub async fn check_sign_in_address(&self, client: &str) -> Result<(), IdentityError> {
+        self.check_address(client).await
+    }
+
+    /// Counts a failed sign-in (a refused provider callback) against `client`.
+    pub async fn sign_in_failed(&self, client: &str) {
+        self.address_failed(client).await;
     }
 
     /// Which limiter backend decides right now, and whether it is standing in for an

@@ -2,7 +2,10 @@
 //! with reuse detection, logout, and the access tokens every other handler trusts.
 
 mod codes;
+pub mod federation;
 mod limits;
+mod linking;
+pub mod passkeys;
 pub mod password;
 pub mod revocation;
 mod second_factor;
@@ -10,6 +13,7 @@ pub mod tokens;
 pub mod totp;
 
 pub use codes::{OTP_MAX_ATTEMPTS, OTP_TTL, OtpOutcome, OtpPurpose};
+pub use linking::{LinkProof, ProviderSignIn};
 pub use second_factor::{RECOVERY_CODES, SecondFactorProof, TotpEnrolment};
 
 use std::sync::Arc;
@@ -27,6 +31,7 @@ use crate::ratelimit::{Decision, LimitError, Quota, SharedLimiter};
 use crate::store::auth_codes::AuthCodeRepo;
 use crate::store::carts::Versioned;
 use crate::store::sessions::{REMEMBERED_HASHES, RefreshFamily, SessionRepo};
+use crate::store::sign_in::{Ceremonies, Credentials};
 use crate::store::users::{CreateError, UserRepo};
 use crate::store::{SharedStore, StoreError};
 use password::PasswordHasher;
@@ -102,6 +107,30 @@ pub enum IdentityError {
     TotpNotEnrolled,
     #[error("administrators must keep a second factor; enrol a new authenticator instead")]
     SecondFactorMandatory,
+    #[error("the ceremony is unknown, expired or already used; start again")]
+    CeremonyUnknown,
+    #[error("no passkey of an account here made this assertion")]
+    PasskeyNotRecognised,
+    #[error("the passkey's answer does not hold: {0}")]
+    PasskeyInvalid(String),
+    #[error("the passkey's signature counter did not grow: the authenticator may have been cloned")]
+    PasskeyCloned,
+    #[error("this passkey is registered to another account")]
+    PasskeyTaken,
+    #[error("an account holds at most 10 passkeys; remove one first")]
+    PasskeyLimit,
+    #[error("this account has no passkey")]
+    NoPasskeys,
+    #[error("this is the account's last way to sign in")]
+    LastSignInMethod,
+    #[error("the provider gave no email address, and a new account needs one")]
+    ProviderEmailMissing,
+    #[error(
+        "an account has this email, and the provider does not vouch for it: sign in to that account and link the provider from there"
+    )]
+    ProviderEmailUnverified,
+    #[error("this provider identity is linked to another account")]
+    IdentityTaken,
     #[error(transparent)]
     Delivery(#[from] NotifyError),
     #[error(transparent)]
@@ -142,6 +171,10 @@ pub struct IdentityParts {
     /// Key of the hashes one-time codes and tokens are stored as.
     pub code_key: [u8; 32],
     pub delivery: Delivery,
+    /// OpenID Connect providers to sign in with.
+    pub providers: Vec<crate::config::OidcProviderSettings>,
+    /// The WebAuthn relying party of passkeys.
+    pub webauthn: crate::config::WebauthnSettings,
 }
 
 /// The identity service shared by the HTTP handlers and the CLI.
@@ -158,6 +191,13 @@ pub struct Identity {
     pub clock: Clock,
     code_key: [u8; 32],
     delivery: Delivery,
+    /// Sign-in ceremonies between their two halves.
+    ceremonies: Ceremonies,
+    /// Owners of provider identities and passkeys.
+    credentials: Credentials,
+    /// Sign-in with OpenID Connect providers.
+    pub federation: federation::Federation,
+    relying_party: passkeys::RelyingParty,
 }
 
 /// Which accounts an admin lists (erased accounts never).
@@ -220,7 +260,10 @@ impl Identity {
             clock,
             code_key,
             delivery,
+            providers,
+            webauthn,
         } = parts;
+        let ceremonies = Ceremonies::new(Arc::clone(&store));
         let revocations = Revocations::new(
             Arc::clone(&store),
             bus,
@@ -228,6 +271,14 @@ impl Identity {
             tokens.marks().clone(),
         );
         Ok(Identity {
+            federation: federation::Federation::new(
+                &providers,
+                &delivery.public_url,
+                ceremonies.clone(),
+            )?,
+            relying_party: passkeys::RelyingParty::new(&webauthn)?,
+            ceremonies,
+            credentials: Credentials::new(Arc::clone(&store)),
             users: UserRepo::new(Arc::clone(&store)),
             sessions: SessionRepo::new(Arc::clone(&store)),
             codes: AuthCodeRepo::new(store),
@@ -308,6 +359,21 @@ impl Identity {
         let amr = self.login_methods(&user, second_factor).await?;
         // Successful logins do not count against the account.
         self.limiter.reset(&account_key).await?;
+        let proved = amr.iter().any(|m| m == tokens::AMR_MFA);
+        self.open_session(&user, amr, proved).await
+    }
+
+    /// Opens a session for `user` signed in by `amr`; with `proved`, the sign-in proved a
+    /// second factor, which also counts as a step-up for its window.
+    pub(crate) async fn open_session(
+        &self,
+        user: &User,
+        amr: Vec<String>,
+        proved: bool,
+    ) -> Result<TokenPair, IdentityError> {
+        if user.banned {
+            return Err(IdentityError::Banned);
+        }
         let now = self.clock.now();
         let token = RefreshToken::generate(user.id, SessionId::new());
         let family = RefreshFamily {
@@ -324,13 +390,7 @@ impl Identity {
         };
         self.sessions.create(&family).await?;
         tracing::info!(user_id = %user.id, session = %family.id, "logged in");
-        // A second factor proven at login also counts as a step-up for its window.
-        let otp_at = family
-            .amr
-            .iter()
-            .any(|m| m == tokens::AMR_MFA)
-            .then_some(now);
-        self.pair(&user, &family, token, otp_at, now)
+        self.pair(user, &family, token, proved.then_some(now), now)
     }
 
     /// Rotates a refresh token: the presented one stops working and a new one is issued.

@@ -24,7 +24,7 @@ pub const PENDING_TTL: Duration = Duration::minutes(15);
 /// Recovery codes handed out at confirmation.
 pub const RECOVERY_CODES: usize = 10;
 /// Second-factor guesses per account: each tier must hold.
-const GUESS_QUOTAS: [Quota; 2] = [
+pub(super) const GUESS_QUOTAS: [Quota; 2] = [
     Quota {
         limit: 5,
         window: StdDuration::from_secs(15 * 60),

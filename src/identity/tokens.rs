@@ -20,6 +20,10 @@ const ACCESS_TYPE: &str = "access";
 pub const AMR_PWD: &str = "pwd";
 /// `amr` of a one-time code: an SMS code, a TOTP code or a recovery code.
 pub const AMR_OTP: &str = "otp";
+/// `amr` of a passkey (proof of possession of a hardware- or platform-held key, RFC 8176).
+pub const AMR_HWK: &str = "hwk";
+/// `amr` of a sign-in through an identity provider.
+pub const AMR_FED: &str = "fed";
 /// `amr` of a session that proved a second factor (TOTP or a recovery code); admins need it.
 pub const AMR_MFA: &str = "mfa";
 
@@ -126,7 +130,8 @@ impl AccessTokens {
         now: DateTime<Utc>,
     ) -> anyhow::Result<String> {
         let mut amr: Vec<String> = methods.iter().map(|m| m.as_ref().to_owned()).collect();
-        if otp_at.is_some() && !amr.iter().any(|m| m == AMR_OTP) {
+        // A step-up proof is a one-time code unless a passkey gave it.
+        if otp_at.is_some() && !amr.iter().any(|m| m == AMR_OTP || m == AMR_HWK) {
             amr.push(AMR_OTP.to_owned());
         }
         let claims = Claims {

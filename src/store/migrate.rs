@@ -91,6 +91,11 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
         "012_support.cql",
         include_str!("../../schema/012_support.cql"),
     ),
+    (
+        13,
+        "013_sign_in.cql",
+        include_str!("../../schema/013_sign_in.cql"),
+    ),
 ];
 
 /// Applies the schema files not yet applied and returns their names, in order. Returns an

@@ -36,6 +36,7 @@ pub mod revocations;
 pub mod scylla;
 pub mod sessions;
 pub mod settings;
+pub mod sign_in;
 pub mod support;
 pub mod typed;
 pub mod users;
@@ -188,12 +189,19 @@ pub enum Table {
     /// What couriers did that no order log says: partition = minute, clustering = time,
     /// courier and event id.
     CourierJournal,
+    /// Sign-in ceremonies between their two halves (an OpenID Connect redirect, a passkey
+    /// challenge, a link waiting for its proof): one row each, under a digest of its id,
+    /// taken once and gone after its time-to-live.
+    SignInCeremonies,
+    /// Who owns each external credential: `oidc:{provider}:{subject}` and
+    /// `passkey:{credential id}`, one row each, pointing at the account.
+    SignInCredentials,
 }
 
 impl Table {
     /// All tables, in a stable order. Append only: the embedded store tags its expiry index
     /// with a table's position here.
-    pub const ALL: [Table; 54] = [
+    pub const ALL: [Table; 56] = [
         Table::Users,
         Table::UserEmails,
         Table::Sessions,
@@ -248,6 +256,8 @@ impl Table {
         Table::AnalyticsOrders,
         Table::AnalyticsState,
         Table::CourierJournal,
+        Table::SignInCeremonies,
+        Table::SignInCredentials,
     ];
 
     /// The table's name, used as the CQL table name and the embedded keyspace name.
@@ -307,6 +317,8 @@ impl Table {
             Table::AnalyticsOrders => "analytics_orders",
             Table::AnalyticsState => "analytics_state",
             Table::CourierJournal => "courier_journal",
+            Table::SignInCeremonies => "sign_in_ceremonies",
+            Table::SignInCredentials => "sign_in_credentials",
         }
     }
 

@@ -11,7 +11,7 @@ use crate::domain::identity::Role;
 use crate::domain::ids::UserId;
 use crate::error_code::ErrorCode;
 use crate::fulfilment::orders::Viewer;
-use crate::identity::tokens::{AMR_MFA, Claims};
+use crate::identity::tokens::{AMR_HWK, AMR_MFA, AMR_OTP, Claims};
 
 /// A step-up (OTP) counts for this long.
 pub const STEP_UP_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
@@ -75,13 +75,37 @@ impl AuthUser {
             .is_some_and(|at| {
                 now - at <= STEP_UP_WINDOW && at <= now + chrono::Duration::seconds(30)
             });
-        if recent && self.claims.amr.iter().any(|m| m == "otp") {
+        let proved = self.claims.amr.iter().any(|m| m == AMR_OTP || m == AMR_HWK);
+        if recent && proved {
             Ok(())
         } else {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::StepUpRequired,
-                "step up and retry with the new access token: with the authenticator app or a recovery code (POST /api/v1/auth/step-up), or with an SMS code (POST /api/v1/auth/phone/otp, then POST /api/v1/auth/phone/verify, purpose step_up)",
+                "step up and retry with the new access token: with the authenticator app or a recovery code (POST /api/v1/auth/step-up), with a passkey (POST /api/v1/auth/step-up/passkey/options, then POST /api/v1/auth/step-up/passkey), or with an SMS code (POST /api/v1/auth/phone/otp, then POST /api/v1/auth/phone/verify, purpose step_up)",
+            ))
+        }
+    }
+}
+
+impl AuthUser {
+    /// 403 `recent_sign_in_required` unless the caller signed in (or stepped up) in the last
+    /// five minutes: adding or removing a way to sign in needs more than a token that may
+    /// have been lifted from a session left open.
+    pub fn require_recent_sign_in(&self, now: DateTime<Utc>) -> Result<(), ApiError> {
+        if self.require_step_up(now).is_ok() {
+            return Ok(());
+        }
+        let fresh = DateTime::from_timestamp(self.claims.auth_time, 0).is_some_and(|at| {
+            now - at <= STEP_UP_WINDOW && at <= now + chrono::Duration::seconds(30)
+        });
+        if fresh {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::RecentSignInRequired,
+                "sign in again (or step up) and retry within five minutes",
             ))
         }
     }

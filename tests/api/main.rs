@@ -30,6 +30,7 @@ mod notifications;
 mod notify;
 mod openapi;
 mod orders;
+mod passkeys;
 mod payments;
 mod problems;
 mod ratelimit;
