@@ -45,6 +45,13 @@ STATE_CODES = {
     "coupon_expired",
     "coupon_min_spend",
     "coupon_not_applicable",
+    # sign-in ceremonies: a passkey challenge or link token, and a provider flow's state, mean
+    # something only when this server issued them (and only once); what the provider answers
+    "ceremony_unknown",
+    "oidc_state_mismatch",
+    "oidc_code_rejected",
+    "oidc_provider_error",
+    "oidc_email_missing",
 }
 
 # Rules between two parameters, which the document states in words but JSON Schema (for query
@@ -71,6 +78,19 @@ CROSS_FIELD_RULES = {
     ("PATCH", "/api/v1/admin/settings", "delivery_fees"),
     # an audit range ends after it starts, at most five years later
     ("GET", "/api/v1/admin/audit", "from"),
+    # a WebAuthn credential's fields are an authenticator's bytes (base64url CBOR and
+    # signatures): the document gives their shape, the server's decoding decides
+    ("POST", "/api/v1/auth/passkeys/register", "credential"),
+    ("POST", "/api/v1/auth/passkeys/sign-in", "credential"),
+    ("POST", "/api/v1/auth/step-up/passkey", "credential"),
+    ("POST", "/api/v1/auth/oidc/link", "credential"),
+    # a link is proven by the password or a passkey (one of the two), with otp or
+    # recovery_code (at most one)
+    ("POST", "/api/v1/auth/oidc/link", "password"),
+    ("POST", "/api/v1/auth/oidc/link", "recovery_code"),
+    # a provider's way back carries a code, or an error instead
+    ("GET", "/api/v1/auth/oidc/{provider}/callback", "code"),
+    ("POST", "/api/v1/auth/oidc/{provider}/callback", "code"),
 }
 # Analytics ranges end after they start, at most 366 days later (supply and demand: 7 days).
 CROSS_FIELD_RULES |= {

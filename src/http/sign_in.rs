@@ -220,8 +220,10 @@ pub async fn start(
 #[into_params(parameter_in = Query)]
 pub struct OidcCallbackParams {
     /// The authorization code.
+    #[param(max_length = 2048)]
     pub code: Option<String>,
     /// The flow's `state`.
+    #[param(max_length = 2048)]
     pub state: Option<String>,
     /// Set by the provider when the user declined or it failed.
     pub error: Option<String>,
@@ -327,8 +329,10 @@ pub async fn callback_get(
         (status = 400, body = crate::web::problem::Problem, description = "oidc_state_mismatch, oidc_code_rejected, oidc_provider_error"),
         (status = 401, body = crate::web::problem::Problem, description = "oidc_token_invalid"),
         (status = 404, body = crate::web::problem::Problem, description = "oidc_provider_unknown"),
+        (status = 403, body = crate::web::problem::Problem, description = "account_banned"),
         (status = 409, body = crate::web::problem::Problem, description = "oidc_email_unverified, identity_taken"),
         (status = 422, body = crate::web::problem::Problem, description = "oidc_email_missing, validation_failed"),
+        (status = 429, body = crate::web::problem::Problem, description = "too_many_attempts"),
         (status = 503, body = crate::web::problem::Problem, description = "oidc_provider_unavailable")))]
 pub async fn callback_post(
     state: web::Data<AppState>,
@@ -466,7 +470,7 @@ async fn callback(
 #[schema(example = json!({"ceremony_id": "0DQTN0EJl0WK_Di_w6Ql6zB_iy09Q-9ADix1MFAAWZ4", "credential": {"id": "q1Yk3b0X9bq2H8m1g7v4rQ", "rawId": "q1Yk3b0X9bq2H8m1g7v4rQ", "type": "public-key", "response": {"clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uZ2V0In0", "authenticatorData": "SZYN5YgOjGh0NBcPZHZgW4_krrmihjLHmVzzuoMdl2MFAAAAAQ", "signature": "MEUCIQ", "userHandle": "AZDw0oxqcACAAAAAAAAAAQ"}}}))]
 pub struct PasskeyAnswer {
     /// The `ceremony_id` of the challenge.
-    #[schema(max_length = 64)]
+    #[schema(min_length = 1, max_length = 64)]
     pub ceremony_id: String,
     /// What `navigator.credentials.get()` resolved to, as JSON (`PublicKeyCredential.toJSON()`:
     /// `id`, `rawId`, `type` and `response` with `clientDataJSON`, `authenticatorData`,
@@ -504,7 +508,7 @@ fn ceremony(id: &str) -> Result<&str, ApiError> {
 #[schema(example = json!({"link_token": "J2o9…", "password": "correct horse battery staple"}))]
 pub struct OidcLinkRequest {
     /// From the callback's `link_required` answer.
-    #[schema(max_length = 64)]
+    #[schema(min_length = 1, max_length = 64)]
     pub link_token: String,
     #[schema(nullable = false, max_length = 128)]
     pub password: Option<String>,
@@ -621,10 +625,15 @@ pub async fn register_options(
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"ceremony_id": "0DQTN0EJl0WK_Di_w6Ql6zB_iy09Q-9ADix1MFAAWZ4", "name": "laptop", "credential": {"id": "q1Yk3b0X9bq2H8m1g7v4rQ", "rawId": "q1Yk3b0X9bq2H8m1g7v4rQ", "type": "public-key", "response": {"clientDataJSON": "eyJ0eXBlIjoid2ViYXV0aG4uY3JlYXRlIn0", "attestationObject": "o2NmbXRkbm9uZQ"}}}))]
 pub struct NewPasskey {
-    #[schema(max_length = 64)]
+    #[schema(min_length = 1, max_length = 64)]
     pub ceremony_id: String,
-    /// The user's name for it; "passkey" when absent.
-    #[schema(nullable = false, max_length = 64, pattern = r"\S")]
+    /// The user's name for it ("passkey" when absent): up to 64 characters, not all blank,
+    /// no control characters.
+    #[schema(
+        nullable = false,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     /// What `navigator.credentials.create()` resolved to, as JSON (`id`, `rawId`, `type` and
     /// `response` with `clientDataJSON` and `attestationObject`, binary fields base64url).

@@ -405,3 +405,56 @@ async fn a_passkey_steps_up_and_is_removed_but_never_the_last_way_in() {
     )
     .await;
 }
+
+#[actix_web::test]
+async fn a_ceremony_started_on_one_node_finishes_on_another_once() {
+    let first = spawn_app().await;
+    let second = crate::helpers::spawn_peer(&first, |_| {}).await;
+    let (token, email) = customer(&first).await;
+    let mut key = register(&first, &token).await;
+
+    // The challenge comes from one node; the answer lands on the other.
+    let challenge = sign_in_options(&first, Some(&email)).await;
+    let answer = key.assert(&challenge["options"], ORIGIN, false);
+    ok_json(sign_in(&second, &challenge, answer.clone()).await).await;
+    // Neither node takes it again.
+    assert_problem(
+        sign_in(&first, &challenge, answer).await,
+        400,
+        "ceremony_unknown",
+    )
+    .await;
+
+    // The counter the second node recorded holds on the first: a replayed count is a clone.
+    let challenge = sign_in_options(&first, Some(&email)).await;
+    let answer = key.assert(&challenge["options"], ORIGIN, true);
+    assert_problem(
+        sign_in(&first, &challenge, answer).await,
+        401,
+        "passkey_cloned",
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn failed_passkey_sign_ins_count_against_the_address_like_failed_logins() {
+    let app = spawn_app().await;
+    let mut stranger = SoftKey::new(b"nobody here");
+    let mut refused = 0;
+    let mut limited = None;
+    for _ in 0..40 {
+        let challenge = sign_in_options(&app, None).await;
+        let answer = stranger.assert(&challenge["options"], ORIGIN, false);
+        let response = sign_in(&app, &challenge, answer).await;
+        match response.status().as_u16() {
+            401 => refused += 1,
+            429 => {
+                limited = Some(assert_problem(response, 429, "too_many_attempts").await);
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(refused, 30, "30 failures pass, the 31st is refused");
+    assert!(limited.is_some());
+}
