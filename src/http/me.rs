@@ -183,6 +183,16 @@ pub async fn export_me(
         .json(serde_json::json!({
             "exported_at": state.identity.clock.now(),
             "profile": Profile::from(&me),
+            "linked_identities": me
+                .identities
+                .iter()
+                .map(super::sign_in::LinkedIdentityView::from)
+                .collect::<Vec<_>>(),
+            "passkeys": me
+                .passkeys
+                .iter()
+                .map(super::sign_in::PasskeyView::from)
+                .collect::<Vec<_>>(),
         })))
 }
 

@@ -21,6 +21,8 @@ use webauthn_rs::prelude::{
     RequestChallengeResponse, Url, Webauthn, WebauthnBuilder, WebauthnError,
 };
 
+use webauthn_rs_proto::ResidentKeyRequirement;
+
 use super::tokens::{AMR_HWK, AMR_MFA};
 use super::{Identity, IdentityError, TokenPair};
 use crate::config::WebauthnSettings;
@@ -158,7 +160,7 @@ impl Identity {
             .iter()
             .map(|p| passkey_of(p).map(|k| k.cred_id().clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let (options, state) = self
+        let (mut options, state) = self
             .relying_party()
             .start_passkey_registration(
                 user.id.as_uuid(),
@@ -167,6 +169,11 @@ impl Identity {
                 Some(exclude),
             )
             .map_err(|e| IdentityError::Internal(e.into()))?;
+        // A passkey that the authenticator can find by itself signs in without naming the
+        // account first; authenticators that cannot keep one still register.
+        if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
+            selection.resident_key = Some(ResidentKeyRequirement::Preferred);
+        }
         let id = ceremony_id();
         self.ceremonies
             .put(REGISTER, &id, &Registering { user_id, state }, ttl())
