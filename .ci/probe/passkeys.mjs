@@ -7,46 +7,19 @@
 // (discoverable), steps up with it; a copy of the authenticator whose counter starts over is
 // refused as a clone; a phishing page on another origin relaying the node's challenge to an
 // authenticator holding the passkey is refused.
-import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
 import { chromium } from 'playwright-core';
+import { checklist, freePort, startNode } from './node-probe.mjs';
 
 const [bin, work] = process.argv.slice(2);
-const log = (m) => process.stderr.write(`[passkeys ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
-let failures = 0;
-function check(ok, what, detail) {
-  if (ok) { log(`ok   ${what}`); } else { failures++; log(`FAIL ${what}${detail ? `: ${detail}` : ''}`); }
-}
-const freePort = () => new Promise((resolve) => {
-  const s = createServer(); s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const { check, stopped, finish } = checklist('passkeys');
 
 const port = await freePort();
 const data = `${work}/data`;
 mkdirSync(data, { recursive: true });
 const origin = `http://localhost:${port}`;
-const node = spawn(bin, ['serve'], {
-  env: {
-    ...process.env,
-    HEXMARKET_LISTEN: `127.0.0.1:${port}`,
-    HEXMARKET_PUBLIC_URL: origin,
-    HEXMARKET_DATA_DIR: data,
-    HEXMARKET_COOKIE_SECURE: 'false',
-    HEXMARKET_LOG: 'warn',
-    HEXMARKET_WORKERS: '2',
-    HEXMARKET_ACTOR_THREADS: '2',
-  },
-  stdio: ['ignore', 'ignore', 'inherit'],
-});
-process.on('exit', () => { if (node.exitCode === null) node.kill('SIGKILL'); });
-let healthy = false;
-for (let i = 0; i < 150 && !healthy; i++) {
-  try { healthy = (await fetch(`http://127.0.0.1:${port}/health`)).ok; } catch { await sleep(200); }
-}
-if (!healthy) { log('FAIL hexmarket did not become healthy'); process.exit(1); }
+const node = await startNode(bin, port, { HEXMARKET_PUBLIC_URL: origin, HEXMARKET_DATA_DIR: data });
 
 // What a sign-in page runs: the API through fetch, the authenticator through WebAuthn.
 const PAGE_HELPERS = `
@@ -160,11 +133,9 @@ try {
   check(phished.code === 'passkey_invalid', 'an assertion made for another origin is refused', JSON.stringify(phished));
   phishing.close();
 } catch (e) {
-  failures++;
-  log(`FAIL the probe stopped: ${e.stack || e}`);
+  stopped(e);
 } finally {
   await browser.close();
   if (node.exitCode === null) node.kill('SIGTERM');
 }
-log(failures === 0 ? 'passkey probe passed' : `passkey probe: ${failures} failure(s)`);
-process.exit(failures === 0 ? 0 : 1);
+finish();

@@ -6,23 +6,13 @@
 // token, a token signed with a key the provider never published, a provider error, and a link
 // finished by another client; the provider rotates its key midway; a flow survives a SIGKILL
 // of the node between its two halves.
-import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { OAuth2Server } from 'oauth2-mock-server';
 import { SignJWT, generateKeyPair, decodeProtectedHeader } from 'jose';
+import { checklist, freePort, startNode as start } from './node-probe.mjs';
 
 const [bin, work] = process.argv.slice(2);
-const log = (m) => process.stderr.write(`[signin ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
-let failures = 0;
-function check(ok, what, detail) {
-  if (ok) { log(`ok   ${what}`); } else { failures++; log(`FAIL ${what}${detail ? `: ${detail}` : ''}`); }
-}
-
-const freePort = () => new Promise((resolve) => {
-  const s = createServer(); s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-});
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const { log, check, stopped, finish } = checklist('signin');
 
 // The provider.
 const provider = new OAuth2Server();
@@ -47,13 +37,7 @@ const data = `${work}/data`;
 mkdirSync(data, { recursive: true });
 const base = `http://127.0.0.1:${port}`;
 const env = {
-  ...process.env,
-  HEXMARKET_LISTEN: `127.0.0.1:${port}`,
   HEXMARKET_DATA_DIR: data,
-  HEXMARKET_COOKIE_SECURE: 'false',
-  HEXMARKET_LOG: 'warn',
-  HEXMARKET_WORKERS: '2',
-  HEXMARKET_ACTOR_THREADS: '2',
   HEXMARKET_OIDC_PROVIDERS: 'probe',
   HEXMARKET_OIDC_PROBE_ISSUER: issuer,
   HEXMARKET_OIDC_PROBE_CLIENT_ID: 'hexmarket-probe',
@@ -62,18 +46,12 @@ const env = {
 };
 let node = null;
 async function startNode() {
-  node = spawn(bin, ['serve'], { env, stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; i < 150; i++) {
-    try { if ((await fetch(`${base}/health`)).ok) return; } catch { /* not yet */ }
-    await sleep(200);
-  }
-  throw new Error('hexmarket did not become healthy');
+  node = await start(bin, port, env);
 }
 function stopAll() {
   if (node && node.exitCode === null) node.kill('SIGTERM');
   provider.stop().catch(() => {});
 }
-process.on('exit', () => { if (node && node.exitCode === null) node.kill('SIGKILL'); });
 
 async function call(method, path, { body, token, cookie, form } = {}) {
   const headers = {};
@@ -284,10 +262,8 @@ try {
   const stillBob = await call('GET', '/api/v1/me/identities', { token: (await signIn(bob)).answer.json.access_token });
   check(stillBob.json?.length === 1, 'linked identities survive the SIGKILL', stillBob.text);
 } catch (e) {
-  failures++;
-  log(`FAIL the probe stopped: ${e.stack || e}`);
+  stopped(e);
 } finally {
   stopAll();
 }
-log(failures === 0 ? 'sign-in probe passed' : `sign-in probe: ${failures} failure(s)`);
-process.exit(failures === 0 ? 0 : 1);
+finish();
