@@ -214,6 +214,7 @@ use super::{
         (name = "moderation", description = "Reports of products and stores (admins decide on them under `admin`)"),
         (name = "support", description = "Support tickets between users and the platform's admins (the admins' side is under `admin`)"),
         (name = "auth", description = "Accounts and sessions"),
+        (name = "sign-in", description = "Sign-in with identity providers (OpenID Connect) and with passkeys (WebAuthn); the caller's linked identities and passkeys"),
         (name = "me", description = "The caller's own profile"),
         (name = "notifications", description = "The caller's in-app notifications (live on the /ws/notifications WebSocket: see the README)"),
         (name = "coupons", description = "Coupons of the platform and of stores (customers meet them on the cart and at checkout)"),

@@ -730,10 +730,15 @@ async fn a_store_hears_of_its_paid_orders_signed_retried_logged_and_redelivered(
     assert_eq!(event["data"]["order_id"], order);
     assert_eq!(event["data"]["status"], "paid");
 
-    // The delivery log: sent after two attempts, the first error kept.
+    // The delivery log: sent after two attempts, the first error kept. The receiver has the
+    // second copy before the node hears its answer and writes the outcome.
     let id = endpoint["id"].as_str().unwrap();
-    let log: Value = crate::helpers::ok_json(
-        crate::helpers::get(&app, &owner.1, &format!("/api/v1/webhooks/{id}/deliveries")).await,
+    let log = crate::helpers::until(
+        &app,
+        &owner.1,
+        &format!("/api/v1/webhooks/{id}/deliveries"),
+        WAIT,
+        |log| log["items"][0]["state"] != "pending",
     )
     .await;
     let entry = &log["items"][0];
