@@ -93,6 +93,8 @@ struct Inner {
     allow_private_webhooks: bool,
     vapid: push::Vapid,
     handed: handed::HandedLog,
+    /// HTTP clients of webhook endpoints and push services.
+    clients: webhooks::Clients,
     /// Until when this node holds the consumer's lease (as far as it knows).
     lease: Mutex<Option<DateTime<Utc>>>,
 }
@@ -144,6 +146,7 @@ impl Notifications {
                 allow_private_webhooks: parts.allow_private_webhooks,
                 vapid: parts.vapid,
                 handed: parts.handed,
+                clients: webhooks::Clients::default(),
                 lease: Mutex::new(None),
             }),
         }

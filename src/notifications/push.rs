@@ -174,7 +174,7 @@ impl Notifications {
             Ok(a) => a,
             Err(e) => return Ok(Some(Err(e))),
         };
-        let client = match target.client() {
+        let client = match self.inner.clients.for_target(&target) {
             Ok(c) => c,
             Err(e) => return Ok(Some(Err(e))),
         };

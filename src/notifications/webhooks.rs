@@ -7,10 +7,12 @@
 //! the delivery connects to the very addresses it checked (a name that resolves elsewhere a
 //! moment later is not followed), with redirects off.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono::Utc;
+use parking_lot::Mutex;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -53,16 +55,38 @@ pub(super) struct Target {
     addresses: Vec<SocketAddr>,
 }
 
-impl Target {
-    /// A client that connects to the checked addresses only, follows no redirect, and gives
-    /// up after [`DELIVERY_TIMEOUT`].
-    pub(super) fn client(&self) -> Result<reqwest013::Client, NotifyError> {
-        reqwest013::Client::builder()
+/// Most clients kept; past this many targets, the cache starts over.
+const MAX_CLIENTS: usize = 1024;
+
+/// HTTP clients by checked target. Building one reads and parses the system's root
+/// certificates, which is milliseconds of blocking work on the thread that sends: thousands
+/// of deliveries building their own stalled the sender long enough for answers to go unheard.
+/// A kept client also keeps its connections alive between deliveries.
+#[derive(Default)]
+pub(super) struct Clients {
+    kept: Mutex<HashMap<(String, Vec<SocketAddr>), reqwest013::Client>>,
+}
+
+impl Clients {
+    /// A client that connects to the target's checked addresses only, follows no redirect,
+    /// and gives up after [`DELIVERY_TIMEOUT`].
+    pub(super) fn for_target(&self, target: &Target) -> Result<reqwest013::Client, NotifyError> {
+        let key = (target.host.clone(), target.addresses.clone());
+        if let Some(client) = self.kept.lock().get(&key) {
+            return Ok(client.clone());
+        }
+        let client = reqwest013::Client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .redirect(reqwest013::redirect::Policy::none())
-            .resolve_to_addrs(&self.host, &self.addresses)
+            .resolve_to_addrs(&target.host, &target.addresses)
             .build()
-            .map_err(|e| NotifyError::Unavailable(format!("HTTP client: {e}")))
+            .map_err(|e| NotifyError::Unavailable(format!("HTTP client: {e}")))?;
+        let mut kept = self.kept.lock();
+        if kept.len() >= MAX_CLIENTS {
+            kept.clear();
+        }
+        kept.insert(key, client.clone());
+        Ok(client)
     }
 }
 
@@ -246,7 +270,7 @@ impl Notifications {
         });
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let signature = signature_header(&endpoint.secret, Utc::now().timestamp(), &body);
-        let client = match target.client() {
+        let client = match self.inner.clients.for_target(&target) {
             Ok(c) => c,
             Err(e) => return Ok(Some(Err(e))),
         };
