@@ -397,13 +397,9 @@ async fn callback(
     let code = bounded(params.code.as_deref(), "code")?;
     let client = client.to_string();
     identity.check_sign_in_address(&client).await?;
-    let flow = match identity.federation.take_flow(provider, flow_state).await {
-        Ok(flow) => flow,
-        Err(e) => {
-            identity.sign_in_failed(&client).await;
-            return Err(e.into());
-        }
-    };
+    // An unknown state guesses nothing; what counts against the address is a code or an ID
+    // token the provider's side refused.
+    let flow = identity.federation.take_flow(provider, flow_state).await?;
     let cookie = req.cookie(FLOW_COOKIE);
     let bound = flow.bound_to(cookie.as_ref().map(|c| c.value()));
     let asserted = match identity.federation.finish(&flow, code).await {

@@ -251,7 +251,9 @@ impl Identity {
                 let user = match self.passkey_sign_in(ceremony, credential).await {
                     Ok(user) => user,
                     Err(e) => {
-                        self.address_failed(client).await;
+                        if e.is_refused_passkey() {
+                            self.address_failed(client).await;
+                        }
                         return Err(e);
                     }
                 };

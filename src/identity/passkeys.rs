@@ -106,6 +106,19 @@ fn credential_key(raw: &[u8]) -> String {
     data_encoding::BASE64URL_NOPAD.encode(raw)
 }
 
+impl IdentityError {
+    /// Whether this is a passkey assertion that was checked and refused (what counts against
+    /// the client's address, like a wrong password).
+    pub(super) fn is_refused_passkey(&self) -> bool {
+        matches!(
+            self,
+            IdentityError::PasskeyNotRecognised
+                | IdentityError::PasskeyInvalid(_)
+                | IdentityError::PasskeyCloned
+        )
+    }
+}
+
 fn refused(e: WebauthnError) -> IdentityError {
     match e {
         WebauthnError::CredentialPossibleCompromise => IdentityError::PasskeyCloned,
@@ -296,8 +309,9 @@ impl Identity {
         })
     }
 
-    /// Finishes a passkey sign-in and opens a session. Failures count against the client's
-    /// address like failed password logins.
+    /// Finishes a passkey sign-in and opens a session. Refused assertions count against the
+    /// client's address like failed password logins (an unknown or spent ceremony guesses
+    /// nothing, so it does not).
     #[tracing::instrument(skip_all)]
     pub async fn finish_passkey_sign_in(
         &self,
@@ -313,13 +327,7 @@ impl Identity {
                     .await
             }
             Err(e) => {
-                if matches!(
-                    e,
-                    IdentityError::PasskeyNotRecognised
-                        | IdentityError::PasskeyInvalid(_)
-                        | IdentityError::PasskeyCloned
-                        | IdentityError::CeremonyUnknown
-                ) {
+                if e.is_refused_passkey() {
                     self.address_failed(client).await;
                 }
                 tracing::info!(error = %e, "passkey sign-in refused");
