@@ -247,28 +247,13 @@ impl Identity {
                 ceremony,
                 credential,
             } => {
-                self.check_address(client).await?;
-                let user = match self.passkey_sign_in(ceremony, credential).await {
-                    Ok(user) => user,
-                    Err(e) => {
-                        if e.is_refused_passkey() {
-                            self.address_failed(client).await;
-                        }
-                        return Err(e);
-                    }
-                };
-                if user.id != pending.user_id {
+                let tokens = self
+                    .finish_passkey_sign_in(ceremony, credential, client)
+                    .await?;
+                if tokens.user_id != pending.user_id {
                     return Err(IdentityError::PasskeyNotRecognised);
                 }
-                self.open_session(
-                    &user,
-                    vec![
-                        super::tokens::AMR_HWK.to_owned(),
-                        super::tokens::AMR_MFA.to_owned(),
-                    ],
-                    true,
-                )
-                .await?
+                tokens
             }
         };
         if self
@@ -291,34 +276,45 @@ impl Identity {
         user_id: UserId,
         identity: uuid::Uuid,
     ) -> Result<(), IdentityError> {
-        let mut removed = None;
-        self.modify_user(user_id, |u| {
-            let at = u
-                .identities
-                .iter()
-                .position(|i| i.id == identity)
-                .ok_or(IdentityError::NotFound)?;
-            if u.sign_in_methods() <= 1 {
-                return Err(IdentityError::LastSignInMethod);
-            }
-            removed = Some(u.identities.remove(at));
-            Ok(())
-        })
-        .await?;
-        if let Some(gone) = removed {
-            self.credentials
-                .release(
-                    &sign_in::provider_identity(&gone.provider, &gone.subject),
-                    user_id,
-                )
-                .await?;
-            tracing::info!(provider = %gone.provider, "provider identity unlinked");
-        }
+        let gone = self
+            .remove_sign_in_method(user_id, |u| {
+                let at = u.identities.iter().position(|i| i.id == identity)?;
+                Some(u.identities.remove(at))
+            })
+            .await?;
+        self.credentials
+            .release(
+                &sign_in::provider_identity(&gone.provider, &gone.subject),
+                user_id,
+            )
+            .await?;
+        tracing::info!(provider = %gone.provider, "provider identity unlinked");
         Ok(())
     }
 }
 
 impl Identity {
+    /// Takes one way to sign in off `user_id`'s row (what `take` removes; 404 when it finds
+    /// nothing), unless it is the account's last one (409 `last_sign_in_method`).
+    pub(super) async fn remove_sign_in_method<T>(
+        &self,
+        user_id: UserId,
+        mut take: impl FnMut(&mut User) -> Option<T>,
+    ) -> Result<T, IdentityError> {
+        let mut removed = None;
+        self.modify_user(user_id, |u| {
+            let methods = u.sign_in_methods();
+            removed = take(u);
+            match removed {
+                None => Err(IdentityError::NotFound),
+                Some(_) if methods <= 1 => Err(IdentityError::LastSignInMethod),
+                Some(_) => Ok(()),
+            }
+        })
+        .await?;
+        removed.ok_or(IdentityError::NotFound)
+    }
+
     /// Frees the passkeys and provider identities of `user` (as it was before erasure) and
     /// takes them off its row, so none of them signs in to it again.
     pub async fn forget_sign_in_credentials(&self, user: &User) -> Result<(), IdentityError> {

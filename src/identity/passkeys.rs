@@ -132,9 +132,14 @@ fn passkey_of(stored: &StoredPasskey) -> Result<Passkey, IdentityError> {
     })
 }
 
-/// The counter a stored passkey last saw.
-fn stored_counter(stored: &StoredPasskey) -> u64 {
-    stored.credential["cred"]["counter"].as_u64().unwrap_or(0)
+/// The counter a stored passkey last saw, as the library keeps it. A layout without one is a
+/// fault, never a counter of 0 (which would let a racing clone in).
+fn stored_counter(stored: &StoredPasskey) -> Result<u64, IdentityError> {
+    stored.credential["cred"]["counter"]
+        .as_u64()
+        .ok_or_else(|| {
+            IdentityError::Internal(anyhow::anyhow!("a stored passkey has no signature counter"))
+        })
 }
 
 impl Identity {
@@ -337,7 +342,7 @@ impl Identity {
     }
 
     /// The account a passkey assertion proves, after checking it and recording its counter.
-    pub(super) async fn passkey_sign_in(
+    async fn passkey_sign_in(
         &self,
         ceremony: &str,
         credential: &PublicKeyCredential,
@@ -412,7 +417,7 @@ impl Identity {
                 .iter_mut()
                 .find(|p| p.credential_id == credential_id)
                 .ok_or(IdentityError::PasskeyNotRecognised)?;
-            let seen = stored_counter(stored);
+            let seen = stored_counter(stored)?;
             let counter = u64::from(result.counter());
             if (counter > 0 || seen > 0) && counter <= seen {
                 return Err(IdentityError::PasskeyCloned);
@@ -509,26 +514,16 @@ impl Identity {
         user_id: UserId,
         passkey: uuid::Uuid,
     ) -> Result<(), IdentityError> {
-        let mut removed = None;
-        self.modify_user(user_id, |u| {
-            let at = u
-                .passkeys
-                .iter()
-                .position(|p| p.id == passkey)
-                .ok_or(IdentityError::NotFound)?;
-            if u.sign_in_methods() <= 1 {
-                return Err(IdentityError::LastSignInMethod);
-            }
-            removed = Some(u.passkeys.remove(at));
-            Ok(())
-        })
-        .await?;
-        if let Some(gone) = removed {
-            self.credentials
-                .release(&sign_in::passkey(&gone.credential_id), user_id)
-                .await?;
-            tracing::info!(passkey = %gone.id, "passkey removed");
-        }
+        let gone = self
+            .remove_sign_in_method(user_id, |u| {
+                let at = u.passkeys.iter().position(|p| p.id == passkey)?;
+                Some(u.passkeys.remove(at))
+            })
+            .await?;
+        self.credentials
+            .release(&sign_in::passkey(&gone.credential_id), user_id)
+            .await?;
+        tracing::info!(passkey = %gone.id, "passkey removed");
         Ok(())
     }
 }
