@@ -355,10 +355,12 @@ impl Application {
         let server_state = state.clone();
         let json_limit = settings.json_limit;
         let client_address = web::Data::new(settings.client_address.clone());
+        let webapp = web::Data::new(http::webapp::WebApp::new(&settings));
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
                 .app_data(client_address.clone())
+                .app_data(webapp.clone())
                 .wrap(http::error_bodies::error_bodies())
                 .wrap(from_fn(http::middleware::header_limits))
                 .wrap(from_fn(http::middleware::telemetry))
@@ -426,9 +428,19 @@ impl Application {
     /// Serves until SIGINT/SIGTERM (or a stop through [`handle`](Self::handle)), then
     /// passivates every live actor so its state is persisted.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(stop_signal()).await
+    }
+
+    /// Like [`run_until_stopped`](Self::run_until_stopped), stopping when `stop` resolves
+    /// instead of at a signal: a caller that owns other work in the process (`hexmarket demo`
+    /// and its simulated clients) ends that work before the node goes.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let handle = self.handle();
         let signals = tokio::spawn(async move {
-            stop_signal().await;
+            stop.await;
             tracing::info!("stop signal received: closing WebSockets and draining requests");
             handle.stop(true).await;
         });
@@ -486,7 +498,7 @@ impl NodeHandle {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn stop_signal() {
+pub async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -631,6 +643,28 @@ pub async fn index_canonical_emails(users: &UserRepo, force: bool) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+/// Enrols the authenticator (TOTP) of an administrator just registered and records the
+/// creation in the audit trail as the command line's: an administrator can do nothing without
+/// a second factor, so `create-admin` and `demo` enrol it at once and show its secret and
+/// recovery codes (returned here) once.
+pub async fn enrol_admin(
+    identity: &Identity,
+    store: &SharedStore,
+    admin: &crate::domain::account::User,
+) -> anyhow::Result<(crate::identity::TotpEnrolment, Vec<String>)> {
+    let enrolled = identity.enrol_totp_now(admin.id).await?;
+    crate::audit::Audit::new(Arc::clone(store), Clock::default())
+        .record(
+            crate::domain::audit::AuditEntry::from_cli(
+                "user.create_admin",
+                format!("user:{}", admin.id),
+            )
+            .after(serde_json::json!({"email": admin.email.to_string(), "role": "admin"})),
+        )
+        .await?;
+    Ok(enrolled)
 }
 
 /// The identity service, on the same store and with the rate limiter the settings name.

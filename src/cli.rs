@@ -1,6 +1,6 @@
 //! The command line: `serve` (the default), `migrate`, `verify-store`, `create-admin`,
-//! `seed-demo`, `reindex`, `report-duplicate-emails`, `reconcile`, `rebuild-analytics` and
-//! `seed-analytics`.
+//! `seed-demo`, `demo`, `reindex`, `report-duplicate-emails`, `reconcile`, `rebuild-analytics`
+//! and `seed-analytics`.
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +51,11 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         customers: usize,
     },
+    /// Start a node on a fresh data directory with a small demo city and a demo administrator,
+    /// print where to open it and how to sign in, and keep the city moving: simulated
+    /// customers order, stores prepare, couriers ride, all through the public API and
+    /// WebSockets. Ctrl-C stops it (and removes the temporary data directory).
+    Demo(crate::demo::DemoOptions),
     /// List the mailboxes that several accounts share (case or Unicode variants of one address
     /// registered before addresses were compared in canonical form). Changes nothing; exits 0
     /// when there are none, 1 when there are some.
@@ -135,6 +140,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             };
             seed_demo(&settings, &options).await
         }
+        Command::Demo(options) => crate::demo::run(options).await,
         Command::Reindex => reindex(&settings).await,
         Command::ReportDuplicateEmails => crate::mailbox_report::run(&settings).await,
         Command::Reconcile { from, to } => reconcile(&settings, from, to).await,
@@ -226,18 +232,8 @@ async fn create_admin(settings: &Settings, email: &str, name: &str) -> anyhow::R
     };
     match identity.register(account).await {
         Ok(user) => {
-            // An administrator can do nothing without a second factor, so it is enrolled now;
-            // the secret and codes are shown here only.
-            let (totp, recovery) = identity.enrol_totp_now(user.id).await?;
-            crate::audit::Audit::new(store, Default::default())
-                .record(
-                    crate::domain::audit::AuditEntry::from_cli(
-                        "user.create_admin",
-                        format!("user:{}", user.id),
-                    )
-                    .after(serde_json::json!({"email": user.email.to_string(), "role": "admin"})),
-                )
-                .await?;
+            // The secret and codes are shown here only.
+            let (totp, recovery) = crate::app::enrol_admin(&identity, &store, &user).await?;
             println!("created admin {} ({})", user.email, user.id);
             println!(
                 "authenticator (scan or open in an authenticator app): {}",

@@ -182,6 +182,8 @@ pub struct Settings {
     pub oidc: Vec<OidcProviderSettings>,
     /// Passkeys: who the relying party is and which origins may use them.
     pub webauthn: WebauthnSettings,
+    /// The web app served at `/`.
+    pub webapp: WebAppSettings,
 }
 
 /// How a provider differs from plain OpenID Connect.
@@ -249,6 +251,18 @@ pub struct WebauthnSettings {
     pub rp_id: String,
     /// Origins whose pages may register and use passkeys (the public URL's by default).
     pub origins: Vec<String>,
+}
+
+/// The web app's map and payment form.
+#[derive(Debug, Clone)]
+pub struct WebAppSettings {
+    /// Map tiles, an `{z}/{x}/{y}` URL template (with `{s}` for subdomains); `None` draws the
+    /// map on a plain background.
+    pub map_tile_url: Option<String>,
+    /// The tiles' attribution, shown on every map.
+    pub map_attribution: String,
+    /// Stripe's publishable key, for the Payment Element when Stripe takes payments.
+    pub stripe_publishable_key: Option<String>,
 }
 
 /// The money ledger.
@@ -579,6 +593,20 @@ impl Settings {
                     )?,
                 }
             },
+            webapp: WebAppSettings {
+                map_tile_url: env.parse_with(
+                    "HEXMARKET_MAP_TILE_URL",
+                    DEFAULT_TILE_URL,
+                    parse_tile_url,
+                )?,
+                map_attribution: env
+                    .get("HEXMARKET_MAP_ATTRIBUTION")
+                    .unwrap_or(DEFAULT_TILE_ATTRIBUTION)
+                    .to_owned(),
+                stripe_publishable_key: env
+                    .get("HEXMARKET_STRIPE_PUBLISHABLE_KEY")
+                    .map(str::to_owned),
+            },
             public_url,
             s3,
             client_address: ClientAddressSettings {
@@ -754,6 +782,27 @@ fn parse_http_url(s: &str) -> Result<String, String> {
         }
         _ => Err(format!("expected an http:// or https:// URL, got {s:?}")),
     }
+}
+
+/// OpenStreetMap's standard tiles (<https://operations.osmfoundation.org/policies/tiles/>).
+const DEFAULT_TILE_URL: &str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png";
+const DEFAULT_TILE_ATTRIBUTION: &str = "© OpenStreetMap contributors";
+
+/// A tile URL template: `http(s)://…` with `{z}`, `{x}` and `{y}`; `none` for no tiles.
+fn parse_tile_url(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let url = parse_http_url(s)?;
+    let host = url.split_once("://").map_or("", |(_, rest)| rest);
+    let host = host.split('/').next().unwrap_or_default();
+    let placeholders = ["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p));
+    if !placeholders || host.is_empty() || host.contains(['"', '\'', ';', ' ']) {
+        return Err(format!(
+            "expected an http(s) URL template with {{z}}, {{x}} and {{y}}, or none, got {s:?}"
+        ));
+    }
+    Ok(Some(url))
 }
 
 /// The origin (`scheme://host[:port]`) of a URL that passed [`parse_http_url`].
@@ -975,6 +1024,30 @@ fn parse_identifier(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_tiles_are_a_url_template_or_none() {
+        let default = Settings::from_vars(vars(&[])).unwrap();
+        assert_eq!(
+            default.webapp.map_tile_url.as_deref(),
+            Some("https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+        );
+        let none = Settings::from_vars(vars(&[("HEXMARKET_MAP_TILE_URL", "none")])).unwrap();
+        assert_eq!(none.webapp.map_tile_url, None);
+        let own = Settings::from_vars(vars(&[(
+            "HEXMARKET_MAP_TILE_URL",
+            "https://{s}.tiles.example.com/{z}/{x}/{y}@2x.png",
+        )]))
+        .unwrap();
+        assert!(own.webapp.map_tile_url.is_some());
+        for bad in [
+            "tiles.example.com/{z}/{x}/{y}",
+            "https://t.example.com/map.png",
+        ] {
+            let e = Settings::from_vars(vars(&[("HEXMARKET_MAP_TILE_URL", bad)])).unwrap_err();
+            assert_eq!(e.var, "HEXMARKET_MAP_TILE_URL", "{bad}");
+        }
+    }
 
     #[test]
     fn passkeys_default_to_the_public_host_or_localhost() {

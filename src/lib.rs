@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod dispatch;
 pub mod domain;
 pub mod error_code;

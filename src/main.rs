@@ -8,13 +8,20 @@ use hexmarket::config::Settings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::from_env() {
+    let mut settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("hexmarket: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Some(cli::Command::Demo(_)))
+        && std::env::var_os("HEXMARKET_LOG").is_none()
+    {
+        // The demo talks to a person at a terminal: its banner and status lines, not the
+        // node's log of every request, unless HEXMARKET_LOG asks for that.
+        settings.log_filter = hexmarket::demo::LOG_FILTER.to_owned();
+    }
     hexmarket::telemetry::init(&settings);
     match actix_web::rt::System::new().block_on(cli::run(cli, settings)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 // of the node between its two halves.
 import { mkdirSync } from 'node:fs';
 import { OAuth2Server } from 'oauth2-mock-server';
+import { chromium } from 'playwright-core';
 import { SignJWT, generateKeyPair, decodeProtectedHeader } from 'jose';
 import { checklist, freePort, startNode as start } from './node-probe.mjs';
 
@@ -261,6 +262,33 @@ try {
   check(afterCrash.status === 200 && afterCrash.json.outcome === 'signed_in', 'a flow started before a SIGKILL finishes after it', afterCrash.text);
   const stillBob = await call('GET', '/api/v1/me/identities', { token: (await signIn(bob)).answer.json.access_token });
   check(stillBob.json?.length === 1, 'linked identities survive the SIGKILL', stillBob.text);
+
+  // The web app in a browser: the provider's button on the sign-in page, the provider, its
+  // callback (a top-level navigation: a redirect back to the app, the outcome in the
+  // fragment), and the app signed in through its session cookie.
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+    timeout: 60_000,
+  });
+  try {
+    const page = await (await browser.newContext()).newPage();
+    next = { sub: 'dora-browser', email: 'dora@browser.example.com', email_verified: true, name: 'Dora Browser' };
+    await page.goto(`${base}/signin`);
+    await page.getByRole('button', { name: 'Continue with Probe ID' }).click();
+    await page.waitForURL(`${base}/`, { timeout: 20_000 });
+    await page.getByRole('button', { name: 'Sign out' }).waitFor({ timeout: 10_000 });
+    check(true, "the web app's provider button signs a new customer in and lands on the stores");
+    // A provider answer that is refused shows on the sign-in page, not as JSON.
+    next = { sub: 'dora-browser', email: 'dora@browser.example.com', email_verified: true, aud: 'someone-else' };
+    const other = await (await browser.newContext()).newPage();
+    await other.goto(`${base}/signin`);
+    await other.getByRole('button', { name: 'Continue with Probe ID' }).click();
+    await other.getByText('oidc_token_invalid').waitFor({ timeout: 20_000 });
+    check(new URL(other.url()).pathname === '/signin', 'a refused provider answer brings the browser back to the sign-in page with the reason');
+  } finally {
+    await browser.close();
+  }
 } catch (e) {
   stopped(e);
 } finally {

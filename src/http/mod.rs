@@ -33,6 +33,7 @@ pub mod settings;
 pub mod sign_in;
 pub mod support;
 pub mod vendors;
+pub mod webapp;
 pub mod webhooks;
 pub mod ws_ticket;
 
@@ -82,9 +83,11 @@ pub fn configure(json_limit: usize) -> impl FnOnce(&mut web::ServiceConfig) {
                 .configure(coupons::configure)
                 .configure(analytics::configure)
                 .configure(media::configure)
-                .configure(ws_ticket::configure),
+                .configure(ws_ticket::configure)
+                .configure(webapp::configure_api),
         )
         .configure(media::configure_public)
+        .configure(webapp::configure)
         .default_service(web::to(not_found));
     }
 }

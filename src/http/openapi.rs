@@ -19,7 +19,7 @@ use crate::web::problem::PROBLEM_JSON;
 use super::{
     admin, analytics, audit, auth, cart, categories, checkout, coupons, couriers, health,
     inventory, ledger, me, media, mfa, moderation, notifications, orders, payments, problem,
-    products, push, reviews, settings, sign_in, support, vendors, webhooks, ws_ticket,
+    products, push, reviews, settings, sign_in, support, vendors, webapp, webhooks, ws_ticket,
 };
 
 #[derive(OpenApi)]
@@ -131,6 +131,7 @@ use super::{
         couriers::list_unassigned_orders,
         couriers::get_courier_trail,
         ws_ticket::issue_ws_ticket,
+        webapp::app_config,
         payments::stripe_webhook,
         payments::get_payment,
         payments::simulate,
@@ -203,6 +204,7 @@ use super::{
     modifiers(&BearerAuth, &ProblemResponses),
     tags(
         (name = "operations", description = "Liveness, readiness and metrics"),
+        (name = "app", description = "What the web app served at `/` needs to know of the node (map tiles, how checkouts are paid)"),
         (name = "cart", description = "Carts of guests and customers"),
         (name = "catalog", description = "Vendors, categories, products, search and stock"),
         (name = "media", description = "Stored product images"),

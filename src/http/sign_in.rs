@@ -243,6 +243,16 @@ pub enum OidcOutcome {
     LinkRequired,
 }
 
+impl OidcOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            OidcOutcome::SignedIn => "signed_in",
+            OidcOutcome::Linked => "linked",
+            OidcOutcome::LinkRequired => "link_required",
+        }
+    }
+}
+
 /// The answer of a provider's callback.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[schema(example = json!({"outcome": "signed_in", "account_created": true, "access_token": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIuLi4ifQ.c2lnbmF0dXJl", "refresh_token": "0190f0d2….q1Yk3b0X9bq2", "token_type": "Bearer", "expires_in": 600}))]
@@ -293,6 +303,7 @@ impl OidcCallbackResponse {
 #[utoipa::path(get, path = "/api/v1/auth/oidc/{provider}/callback", tag = "sign-in",
     params(("provider" = String, Path), OidcCallbackParams),
     responses((status = 200, body = OidcCallbackResponse),
+        (status = 303, description = "a browser sent back by the provider (`Sec-Fetch-Mode: navigate`): to the web app's `/signin#oidc=signed_in|linked|link_required|error&…` (with `link_token` and `email`, or the problem's `code`); the session cookie is set as with the JSON answer"),
         (status = 400, body = crate::web::problem::Problem, description = "oidc_state_mismatch (unknown, expired or used state; a link finished by another client), oidc_code_rejected (the provider refused the code, e.g. replayed), oidc_provider_error (the provider answered an error)"),
         (status = 401, body = crate::web::problem::Problem, description = "oidc_token_invalid: signature, issuer, audience, expiry or nonce"),
         (status = 403, body = crate::web::problem::Problem, description = "account_banned"),
@@ -309,7 +320,7 @@ pub async fn callback_get(
     MaybeUser(user): MaybeUser,
     query: web::Query<OidcCallbackParams>,
 ) -> Result<HttpResponse, ApiError> {
-    callback(
+    let answer = callback(
         &state,
         &req,
         &path.into_inner(),
@@ -317,7 +328,8 @@ pub async fn callback_get(
         user,
         query.into_inner(),
     )
-    .await
+    .await;
+    respond(&req, answer)
 }
 
 /// The provider's way back as a form POST (`response_mode=form_post`, as Apple answers):
@@ -326,6 +338,7 @@ pub async fn callback_get(
     params(("provider" = String, Path)),
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "code, state (or error, error_description), and from Apple user"),
     responses((status = 200, body = OidcCallbackResponse),
+        (status = 303, description = "a browser sent back by the provider (`Sec-Fetch-Mode: navigate`): to the web app's `/signin#oidc=signed_in|linked|link_required|error&…` (with `link_token` and `email`, or the problem's `code`); the session cookie is set as with the JSON answer"),
         (status = 400, body = crate::web::problem::Problem, description = "oidc_state_mismatch, oidc_code_rejected, oidc_provider_error"),
         (status = 401, body = crate::web::problem::Problem, description = "oidc_token_invalid"),
         (status = 404, body = crate::web::problem::Problem, description = "oidc_provider_unknown"),
@@ -353,7 +366,68 @@ pub async fn callback_post(
             _ => {}
         }
     }
-    callback(&state, &req, &path.into_inner(), client, user, params).await
+    let answer = callback(&state, &req, &path.into_inner(), client, user, params).await;
+    respond(&req, answer)
+}
+
+/// What a callback ends with: cookies to set and the outcome.
+struct CallbackAnswer {
+    cookies: Vec<Cookie<'static>>,
+    body: OidcCallbackResponse,
+}
+
+/// The callback's answer: JSON for API clients; for a browser that the provider sent back
+/// (a top-level navigation, `Sec-Fetch-Mode: navigate`), a redirect to the web app's sign-in
+/// page with the outcome in the fragment, which never reaches a server or a log. Tokens are
+/// never put there: the browser that started the flow has its session cookie.
+fn respond(
+    req: &HttpRequest,
+    answer: Result<CallbackAnswer, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let navigation = req
+        .headers()
+        .get("sec-fetch-mode")
+        .is_some_and(|mode| mode.as_bytes().eq_ignore_ascii_case(b"navigate"));
+    if !navigation {
+        let answer = answer?;
+        let mut response = HttpResponse::Ok();
+        for cookie in answer.cookies {
+            response.cookie(cookie);
+        }
+        return Ok(response.json(answer.body));
+    }
+    let (cookies, fragment) = match answer {
+        Ok(answer) => {
+            let body = &answer.body;
+            let mut fragment = openidconnect::url::form_urlencoded::Serializer::new(String::new());
+            fragment.append_pair("oidc", body.outcome.as_str());
+            if let Some(token) = &body.link_token {
+                fragment.append_pair("link_token", token);
+            }
+            if let Some(email) = &body.email {
+                fragment.append_pair("email", email);
+            }
+            (answer.cookies, fragment.finish())
+        }
+        Err(e) => {
+            let mut fragment = openidconnect::url::form_urlencoded::Serializer::new(String::new());
+            fragment
+                .append_pair("oidc", "error")
+                .append_pair("code", e.code());
+            (Vec::new(), fragment.finish())
+        }
+    };
+    let mut response = HttpResponse::SeeOther();
+    for cookie in cookies {
+        response.cookie(cookie);
+    }
+    Ok(response
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/signin#{fragment}"),
+        ))
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .finish())
 }
 
 fn bounded<'a>(value: Option<&'a str>, field: &str) -> Result<&'a str, ApiError> {
@@ -373,7 +447,7 @@ async fn callback(
     client: ClientAddr,
     caller: Option<AuthUser>,
     params: OidcCallbackParams,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<CallbackAnswer, ApiError> {
     let identity = &state.identity;
     identity
         .limit_flow(&format!("oidc-callback:{client}"))
@@ -432,14 +506,16 @@ async fn callback(
             let linked = identity.link_provider(user_id, &asserted).await?;
             let mut answer = OidcCallbackResponse::of(OidcOutcome::Linked);
             answer.identity = Some(LinkedIdentityView::from(&linked));
-            Ok(HttpResponse::Ok().cookie(spent).json(answer))
+            Ok(CallbackAnswer {
+                cookies: vec![spent],
+                body: answer,
+            })
         }
         Intent::SignIn => match identity.sign_in_with_provider(&asserted).await? {
             ProviderSignIn::SignedIn { tokens, created } => {
-                let mut builder = HttpResponse::Ok();
-                builder.cookie(spent);
+                let mut cookies = vec![spent];
                 if bound {
-                    builder.cookie(refresh_cookie(state, &tokens.refresh_token));
+                    cookies.push(refresh_cookie(state, &tokens.refresh_token));
                 }
                 let tokens = TokenResponse::from(tokens);
                 let mut answer = OidcCallbackResponse::of(OidcOutcome::SignedIn);
@@ -448,13 +524,19 @@ async fn callback(
                 answer.refresh_token = Some(tokens.refresh_token);
                 answer.token_type = Some(tokens.token_type);
                 answer.expires_in = Some(tokens.expires_in);
-                Ok(builder.json(answer))
+                Ok(CallbackAnswer {
+                    cookies,
+                    body: answer,
+                })
             }
             ProviderSignIn::LinkRequired { link_token, email } => {
                 let mut answer = OidcCallbackResponse::of(OidcOutcome::LinkRequired);
                 answer.link_token = Some(link_token);
                 answer.email = Some(email);
-                Ok(HttpResponse::Ok().cookie(spent).json(answer))
+                Ok(CallbackAnswer {
+                    cookies: vec![spent],
+                    body: answer,
+                })
             }
         },
     }

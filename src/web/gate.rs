@@ -175,16 +175,24 @@ impl WsGate {
     }
 
     /// A request without `Origin` (native apps, servers) passes; a browser's must be one of
-    /// the allowed origins, which stops other sites from riding a user's ticket or cookies.
+    /// the allowed origins, or the page's own (the web app served by this node, under
+    /// whichever name the browser reached it), which stops other sites from riding a user's
+    /// ticket or cookies.
     pub fn check_origin(&self, req: &HttpRequest) -> Result<(), ApiError> {
         let mut values = req.headers().get_all(ORIGIN);
         let Some(first) = values.next() else {
             return Ok(());
         };
+        let host = req
+            .headers()
+            .get(actix_web::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_ascii_lowercase);
         let allowed = values.next().is_none()
             && first.to_str().is_ok_and(|origin| {
                 let origin = origin.trim().to_ascii_lowercase();
                 self.origins.contains(&origin)
+                    || host.as_deref().is_some_and(|host| same_host(&origin, host))
             });
         if allowed {
             Ok(())
@@ -392,6 +400,13 @@ fn ticket_key(ticket: &str) -> Key {
     Key::single(hex(&Sha256::digest(ticket.as_bytes())))
 }
 
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was sent to.
+fn same_host(origin: &str, host: &str) -> bool {
+    origin
+        .split_once("://")
+        .is_some_and(|(scheme, rest)| matches!(scheme, "http" | "https") && rest == host)
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
@@ -463,6 +478,24 @@ mod tests {
                 .insert_header((ORIGIN, origin))
                 .to_http_request();
             assert!(gate.check_origin(&req).is_ok(), "{origin}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn the_page_served_by_the_node_itself_passes_under_any_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = gate(&dir, 8);
+        let own = TestRequest::get()
+            .insert_header((ORIGIN, "http://localhost:8080"))
+            .insert_header((actix_web::http::header::HOST, "localhost:8080"))
+            .to_http_request();
+        assert!(gate.check_origin(&own).is_ok());
+        for origin in ["http://localhost:8081", "https://evil.example", "null"] {
+            let other = TestRequest::get()
+                .insert_header((ORIGIN, origin))
+                .insert_header((actix_web::http::header::HOST, "localhost:8080"))
+                .to_http_request();
+            assert!(gate.check_origin(&other).is_err(), "{origin}");
         }
     }
 

@@ -41,4 +41,5 @@ mod settlement;
 mod store_contract;
 mod support;
 mod verification;
+mod webapp;
 mod ws_client;
