@@ -14,8 +14,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/hexmarket
-LOADGEN=$ROOT/target/release/hexmarket-loadgen
+# Cargo's target directory, wherever the environment puts it.
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET in /*) ;; *) TARGET=$ROOT/$TARGET ;; esac
+BIN=$TARGET/release/hexmarket
+LOADGEN=$TARGET/release/hexmarket-loadgen
 if [[ -n ${QUICK:-} ]]; then
   N=${N:-500}; LIVE_SECS=${LIVE_SECS:-15}; HTTP_SECS=${HTTP_SECS:-4}; INGEST_SECS=${INGEST_SECS:-8}
   CHECKOUT_SECS=${CHECKOUT_SECS:-5}; NOTIFY_ORDERS=${NOTIFY_ORDERS:-300}
@@ -141,6 +144,14 @@ sleep 1
 loadgen relay --url "ws://127.0.0.1:$RELAY_PORT" --server-pid "$RELAY" --publishers "$N" \
   --subscribers "$N" --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/relay.json" \
   >"$RAW/relay.txt"
+stop "$RELAY"
+echo "== live fan-out: acknowledging relay (Node ws, reads and acknowledges each position)"
+start node "$ROOT/bench/peers/relay/relay.js" "$RELAY_PORT" --ack
+RELAY=$STARTED
+sleep 1
+loadgen relay --url "ws://127.0.0.1:$RELAY_PORT" --server-pid "$RELAY" --publishers "$N" \
+  --subscribers "$N" --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/relay-ack.json" \
+  >"$RAW/relay-ack.txt"
 stop "$RELAY"
 
 # --- 2. catalog HTTP: hexmarket vs FastAPI -----------------------------------------------------

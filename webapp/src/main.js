@@ -31,6 +31,7 @@ const routes = [
 ];
 
 let cleanup = null;
+let renders = 0;
 const main = document.getElementById('main');
 
 async function render() {
@@ -61,12 +62,22 @@ async function render() {
     return;
   }
   const params = path.match(pattern).slice(1).map(decodeURIComponent);
-  mount(main, h('p', { class: 'loading' }, 'Loading…'));
+  // Each screen draws into a view of its own: one the user already left (a slow answer after
+  // another click) draws into a view no longer shown, and is tidied up as soon as it is done.
+  const view = h('div', { class: 'view' }, h('p', { class: 'loading' }, 'Loading…'));
+  const current = ++renders;
+  mount(main, view);
+  let done;
   try {
-    cleanup = await page(main, ...params);
+    done = await page(view, ...params);
   } catch (err) {
-    mount(main, h('h1', {}, 'Something went wrong'), h('p', { class: 'error' }, err?.message ?? String(err)));
+    mount(view, h('h1', {}, 'Something went wrong'), h('p', { class: 'error' }, err?.message ?? String(err)));
   }
+  if (current !== renders) {
+    if (typeof done === 'function') done();
+    return;
+  }
+  cleanup = done;
   if (!document.activeElement || document.activeElement === document.body) {
     main.focus({ preventScroll: true });
   }

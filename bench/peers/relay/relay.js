@@ -4,14 +4,22 @@
 // or binary as they came, to every socket on /sub/{channel}. No auth, no parsing, no
 // persistence: the floor of what fanning a courier's position out to its watchers can cost.
 //
-// Usage: node relay.js [PORT]   (or PORT=…; default 18390). Binds 127.0.0.1 only, prints
-// "listening" once it accepts connections, exits on SIGTERM or SIGINT.
+// With `--ack` it does the same socket work per position as hexmarket does: it reads the
+// publisher's frame as JSON, acknowledges it to the publisher (the frame hexmarket sends a
+// courier, `{"type":"ack","of":"location","accepted":1,"dropped":0}`), and forwards it to the
+// subscribers: the fair peer for delivered frames per CPU-second.
+//
+// Usage: node relay.js [PORT] [--ack]   (or PORT=…; default 18390). Binds 127.0.0.1 only,
+// prints "listening" once it accepts connections, exits on SIGTERM or SIGINT.
 'use strict';
 
 const http = require('node:http');
 const { WebSocketServer } = require('ws');
 
-const port = Number(process.argv[2] || process.env.PORT || 18390);
+const args = process.argv.slice(2);
+const ACK = args.includes('--ack');
+const ACK_FRAME = JSON.stringify({ type: 'ack', of: 'location', accepted: 1, dropped: 0 });
+const port = Number(args.find((a) => a !== '--ack') || process.env.PORT || 18390);
 if (!Number.isInteger(port) || port < 1 || port > 65535) {
   console.error(`relay: bad port ${process.argv[2] || process.env.PORT}`);
   process.exit(2);
@@ -48,6 +56,18 @@ server.on('upgrade', (req, socket, head) => {
 
 function publisher(ws, channel) {
   ws.on('message', (data, isBinary) => {
+    if (ACK) {
+      // Read it as a position, as hexmarket does, and answer the publisher.
+      let frame;
+      try {
+        frame = JSON.parse(data.toString());
+      } catch {
+        ws.send('{"type":"error","code":"invalid_json"}');
+        return;
+      }
+      if (typeof frame !== 'object' || frame === null) return;
+      ws.send(ACK_FRAME);
+    }
     const subscribers = channels.get(channel);
     if (!subscribers) return;
     for (const sub of subscribers) {
@@ -77,7 +97,7 @@ function subscriber(ws, channel) {
 }
 
 server.on('clientError', (_err, socket) => socket.destroy());
-server.listen(port, '127.0.0.1', () => console.log('listening'));
+server.listen(port, '127.0.0.1', () => console.log(ACK ? 'listening (acknowledging)' : 'listening'));
 
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => process.exit(0));

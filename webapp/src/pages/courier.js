@@ -3,7 +3,7 @@
 // over with the customer's code. "Simulate route" moves a courier without moving the phone.
 import { api, stream } from '../api.js';
 import { BERLIN, MovingMarker, createMap, fit, line, pin, dispose } from '../map.js';
-import { distance, explain, field, h, money, mount, toast } from '../ui.js';
+import { count, distance, explain, field, h, money, mount, toast } from '../ui.js';
 
 const ONLINE_KEY = 'hexmarket.courier-online';
 const SPEED_MPS = 8;
@@ -150,10 +150,16 @@ export async function app(main) {
     if (!socket.send({ type: wantOnline ? 'go_online' : 'go_offline' })) toast('Not connected yet: trying again', 'error');
   });
 
+  let centred = !!position;
   const record = (point) => {
     const previous = position;
     position = { lat: point.lat, lng: point.lng };
     self.moveTo(position, point.heading_deg ?? (previous ? bearing(previous, position) : undefined));
+    if (!centred) {
+      // The first fix: the map comes to where the courier is.
+      centred = true;
+      if (!currentJob()) map.setView([position.lat, position.lng], 15, { animate: false });
+    }
     buffer.push(point);
     if (buffer.length > 500) buffer = buffer.slice(-500);
     drawDistances();
@@ -257,7 +263,7 @@ export async function app(main) {
       const answer = (accept) => socket.send({ type: 'offer_response', offer_id: o.offer_id, accept });
       return h('li', { class: 'card offer' },
         h('h2', {}, `Offer: ${o.summary?.vendor_name ?? 'a store'}`),
-        h('p', {}, `${o.summary?.items ?? '?'} items${o.summary?.total ? ` · ${money(o.summary.total)}` : ''} · ${distance(o.distance_m)} to the pickup`),
+        h('p', {}, `${count(o.summary?.items ?? 0, 'item')}${o.summary?.total ? ` · ${money(o.summary.total)}` : ''} · ${distance(o.distance_m)} to the pickup`),
         h('p', { class: 'meta' }, `From ${o.pickup.address}`),
         h('p', { class: 'meta' }, `To ${o.dropoff.address}`),
         h('div', { class: 'row' },

@@ -257,7 +257,11 @@ export async function checkout(main) {
         form.hidden = true;
         await payFor(result, pay, config);
       } catch (err) {
-        if (err.code === 'idempotency_key_reused') {
+        // A refusal is final for its key (a retry would replay it): the next attempt, after
+        // the cart or the address changed, gets a key of its own. A lost answer or a request
+        // still running keeps the key, so retrying cannot check out twice.
+        const settled = err.status >= 400 && err.status < 500 && err.code !== 'request_in_progress';
+        if (settled) {
           key = uuid();
           sessionStorage.setItem('hexmarket.checkout-key', key);
         }
@@ -432,7 +436,7 @@ export async function order(main, id) {
 
   if (['delivered', 'cancelled', 'rejected', 'expired', 'payment_failed', 'refunded'].includes(status)) {
     connEl.textContent = 'This order has ended.';
-    return () => {};
+    return () => dispose(map);
   }
   const live = stream(() => `/ws/orders/${record.id}?after_seq=${lastSeq}`, {
     message(msg) {
