@@ -432,7 +432,7 @@ fn respond(
 
 fn bounded<'a>(value: Option<&'a str>, field: &str) -> Result<&'a str, ApiError> {
     match value {
-        Some(v) if !v.is_empty() && v.len() <= MAX_PARAM_CHARS => Ok(v),
+        Some(v) if !v.is_empty() && v.chars().count() <= MAX_PARAM_CHARS => Ok(v),
         _ => Err(ApiError::invalid_field(
             field,
             format!("must be 1 to {MAX_PARAM_CHARS} characters"),
@@ -453,7 +453,7 @@ async fn callback(
         .limit_flow(&format!("oidc-callback:{client}"))
         .await?;
     let flow_state = match params.state.as_deref() {
-        Some(s) if !s.is_empty() && s.len() <= MAX_PARAM_CHARS => s,
+        Some(s) if !s.is_empty() && s.chars().count() <= MAX_PARAM_CHARS => s,
         _ => {
             return Err(ApiError::bad_request(
                 ErrorCode::OidcStateMismatch,
@@ -568,8 +568,10 @@ impl PasskeyAnswer {
     }
 }
 
+/// A ceremony id or link token as the document describes it: 1 to 64 characters (what is not
+/// one the server issued is then simply unknown).
 fn ceremony(id: &str) -> Result<&str, ApiError> {
-    if !id.is_empty() && id.len() <= 64 {
+    if !id.is_empty() && id.chars().count() <= 64 {
         Ok(id)
     } else {
         Err(ApiError::invalid_field(

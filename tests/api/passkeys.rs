@@ -458,3 +458,25 @@ async fn failed_passkey_sign_ins_count_against_the_address_like_failed_logins() 
     assert_eq!(refused, 30, "30 failures pass, the 31st is refused");
     assert!(limited.is_some());
 }
+
+#[actix_web::test]
+async fn link_tokens_are_measured_in_characters_as_documented() {
+    let app = spawn_app().await;
+    // 64 characters of two bytes each: within the document's limit, so simply unknown.
+    let wide = "é".repeat(64);
+    let link = anonymous(
+        &app,
+        "/api/v1/auth/oidc/link",
+        json!({"link_token": wide, "password": "correct horse battery staple"}),
+    )
+    .await;
+    assert_problem(link, 400, "ceremony_unknown").await;
+    // One more is over the limit.
+    let long = anonymous(
+        &app,
+        "/api/v1/auth/oidc/link",
+        json!({"link_token": "é".repeat(65), "password": "x"}),
+    )
+    .await;
+    assert_problem(long, 422, "validation_failed").await;
+}
