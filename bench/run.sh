@@ -137,22 +137,23 @@ start_hexmarket
 loadgen live --url "$BASE" --server-pid "$HEX" --couriers "$N" --watchers "$N" \
   --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/live.json" >"$RAW/live.txt"
 stop "$HEX"
+# relay_run NAME [--ack]: the Node relay (acknowledging each position with --ack) under the
+# same load as hexmarket's live run; figures in $RAW/NAME.json.
+relay_run() {
+  local name=$1
+  shift
+  start node "$ROOT/bench/peers/relay/relay.js" "$RELAY_PORT" "$@"
+  RELAY=$STARTED
+  sleep 1
+  loadgen relay --url "ws://127.0.0.1:$RELAY_PORT" --server-pid "$RELAY" --publishers "$N" \
+    --subscribers "$N" --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/$name.json" \
+    >"$RAW/$name.txt"
+  stop "$RELAY"
+}
 echo "== live fan-out: relay (Node ws), $N publishers and $N subscribers"
-start node "$ROOT/bench/peers/relay/relay.js" "$RELAY_PORT"
-RELAY=$STARTED
-sleep 1
-loadgen relay --url "ws://127.0.0.1:$RELAY_PORT" --server-pid "$RELAY" --publishers "$N" \
-  --subscribers "$N" --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/relay.json" \
-  >"$RAW/relay.txt"
-stop "$RELAY"
+relay_run relay
 echo "== live fan-out: acknowledging relay (Node ws, reads and acknowledges each position)"
-start node "$ROOT/bench/peers/relay/relay.js" "$RELAY_PORT" --ack
-RELAY=$STARTED
-sleep 1
-loadgen relay --url "ws://127.0.0.1:$RELAY_PORT" --server-pid "$RELAY" --publishers "$N" \
-  --subscribers "$N" --duration-secs "$LIVE_SECS" --rate-hz 1 --json "$RAW/relay-ack.json" \
-  >"$RAW/relay-ack.txt"
-stop "$RELAY"
+relay_run relay-ack --ack
 
 # --- 2. catalog HTTP: hexmarket vs FastAPI -----------------------------------------------------
 echo "== catalog HTTP: hexmarket"
