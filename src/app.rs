@@ -368,6 +368,7 @@ impl Application {
                 .configure(crate::ws::configure)
         })
         .workers(settings.workers)
+        .max_connections(settings.max_connections_per_worker)
         // Stop signals go through [`NodeHandle::stop`], which closes WebSockets first.
         .disable_signals()
         .shutdown_timeout(settings.shutdown_timeout.as_secs())

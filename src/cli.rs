@@ -50,6 +50,11 @@ pub enum Command {
         couriers: usize,
         #[arg(long, default_value_t = 100)]
         customers: usize,
+        /// Write in large batches, for benchmark cities: new accounts share one hash of the
+        /// demo password, products are committed 2,048 at a time and, when most of the
+        /// catalog is new, indexed by one rebuild of the search index.
+        #[arg(long)]
+        bulk: bool,
     },
     /// Start a node on a fresh data directory with a small demo city and a demo administrator,
     /// print where to open it and how to sign in, and keep the city moving: simulated
@@ -130,12 +135,14 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             products,
             couriers,
             customers,
+            bulk,
         } => {
             let options = crate::seed::SeedOptions {
                 vendors: vendors.max(1),
                 products,
                 couriers,
                 customers,
+                bulk,
                 ..Default::default()
             };
             seed_demo(&settings, &options).await

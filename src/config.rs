@@ -132,6 +132,9 @@ pub struct Settings {
     pub json_limit: usize,
     /// HTTP worker threads.
     pub workers: usize,
+    /// Connections (WebSockets included) each HTTP worker holds at most; beyond them the node
+    /// stops accepting until some close.
+    pub max_connections_per_worker: usize,
     /// Actor threads (arbiters) that entity actors are spread over.
     pub actor_threads: usize,
     /// An entity actor that received nothing for this long is passivated.
@@ -482,6 +485,11 @@ impl Settings {
             })?,
             json_limit: env.parse_num("HEXMARKET_JSON_LIMIT_BYTES", 1 << 20, 1024..=(64 << 20))?,
             workers: env.parse_num("HEXMARKET_WORKERS", cores, 1..=256)?,
+            max_connections_per_worker: env.parse_num(
+                "HEXMARKET_MAX_CONNECTIONS_PER_WORKER",
+                25_000,
+                1..=1_000_000,
+            )?,
             actor_threads: env.parse_num("HEXMARKET_ACTOR_THREADS", cores, 1..=256)?,
             actor_idle: Duration::from_secs(env.parse_num(
                 "HEXMARKET_ACTOR_IDLE_SECS",

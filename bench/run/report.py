@@ -7,6 +7,8 @@ import platform
 import subprocess
 import sys
 
+from plots import sweep_figures, sweep_lines
+
 raw, out, n, live_secs, http_secs = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
 
 
@@ -160,35 +162,80 @@ nearby, geo = load("nearby"), load("geosearch")
 if nearby and geo:
     row("3 nearby couriers", "nearest 5 within 3 km of 10,000: queries/s",
         round(nearby["queries_per_s"]), "Redis GEOSEARCH", round(geo["queries_per_s"]),
-        "queries/s", goal="≥ 10×")
+        "queries/s", goal="≥ 30×")
     row("3 nearby couriers", "p99", nearby["query_latency_us"]["p99"],
         "Redis GEOSEARCH", geo["query_latency_us"]["p99"], "µs", higher_is_better=False)
     row("3 nearby couriers", "hits per answer", nearby["mean_candidates"], "Redis GEOSEARCH",
         geo["mean_candidates"], "couriers")
+combined = (nearby or {}).get("combined")
+if combined:
+    # The same moves and queries, in the same order, against an R-tree in the same process.
+    h3, tree, w, agree = combined["h3"], combined["rtree"], combined["workload"], combined["agreement"]
+    rtree = "rstar R-tree (in-process)"
+    mix = (f"{w['couriers']:,} couriers moving once per simulated second among "
+           f"{w['queries_per_simulated_second']:,} queries; answers identical in "
+           f"{agree['identical']:,} of {agree['queries_compared']:,}")
+    row("3 nearby couriers", f"combined updates + queries, ops/s ({mix})", round(h3["ops_per_s"]),
+        rtree, round(tree["ops_per_s"]), "ops/s", goal="≥ 1×")
+    row("3 nearby couriers", "combined: query p99", h3["query_latency_us"]["p99"], rtree,
+        tree["query_latency_us"]["p99"], "µs", higher_is_better=False)
+    row("3 nearby couriers", "combined: update p99", h3["update_latency_us"]["p99"], rtree,
+        tree["update_latency_us"]["p99"], "µs", higher_is_better=False)
+    row("3 nearby couriers", "combined: queries/s one core answers beside every courier's 1 Hz "
+        "update (from the mean costs)", round(h3["queries_per_s_beside_1hz_updates"] or 0), rtree,
+        round(tree["queries_per_s_beside_1hz_updates"] or 0), "queries/s")
 
-checkout = load("checkout")
+checkout, peer_checkout = load("checkout"), load("peer-checkout")
 if checkout:
+    # The peer: FastAPI + asyncpg over PostgreSQL (synchronous_commit on), the same loadgen
+    # run; its server CPU is the Python worker's plus every PostgreSQL process's.
+    pc = peer_checkout or {}
+    peer = "FastAPI + PostgreSQL" if peer_checkout else None
+
+    def theirs(value, digits=None):
+        return None if value is None else round(value, digits)
+
+    def p99(figures, key):
+        latency = figures.get(key) or {}
+        return latency["p99_us"] / 1000 if latency.get("count") else None
+
     row("4 checkout", f"uncontended checkouts/s ({checkout['concurrency']} customers at once, "
         "one-unit cart add before each)", round(checkout["uncontended_checkouts_per_s"]),
-        None, None, "checkouts/s")
+        peer, theirs(pc.get("uncontended_checkouts_per_s")), "checkouts/s")
     row("4 checkout", "uncontended checkout p99", checkout["checkout_latency"]["p99_us"] / 1000,
-        None, None, "ms")
+        peer, p99(pc, "checkout_latency"), "ms", higher_is_better=False)
     row("4 checkout", "uncontended cart add p99", checkout["cart_add_latency"]["p99_us"] / 1000,
-        None, None, "ms")
+        peer, p99(pc, "cart_add_latency"), "ms", higher_is_better=False)
     if checkout.get("server_cpu_us_per_checkout") is not None:
-        row("4 checkout", "server CPU per checkout (its cart add included)",
-            round(checkout["server_cpu_us_per_checkout"]), None, None, "CPU-µs")
+        ours_us = checkout["server_cpu_us_per_checkout"]
+        theirs_us = pc.get("server_cpu_us_per_checkout")
+        row("4 checkout", "checkouts per server CPU-second (its cart add included; the peer's "
+            "server is the Python worker and every PostgreSQL process)",
+            round(1e6 / ours_us) if ours_us else None, peer,
+            round(1e6 / theirs_us) if theirs_us else None, "checkouts/CPU-s", goal="≥ 3×")
+        row("4 checkout", "server CPU per checkout (its cart add included)", round(ours_us), peer,
+            theirs(theirs_us), "CPU-µs", higher_is_better=False)
     stock, sold = checkout["flash_sale_stock"], checkout["flash_sale_sold"]
     row("4 checkout", f"flash sale, {stock} units: successful checkouts/s",
-        round(checkout["flash_sale_checkouts_per_s"]), None, None, "checkouts/s")
+        round(checkout["flash_sale_checkouts_per_s"]), peer,
+        theirs(pc.get("flash_sale_checkouts_per_s")), "checkouts/s")
     row("4 checkout", f"flash sale, {stock} units: from first request to last answer",
-        round(checkout["flash_sale_seconds"], 3), None, None, "s")
-    row("4 checkout", "flash sale: units sold (" + ("sold == stock, stock 0 after payment"
-        if checkout["flash_sale_ok"] else "MISMATCH: " + checkout.get("flash_sale_verdict", "?")) + ")",
-        sold, None, None, "units", goal=f"= {stock}")
+        round(checkout["flash_sale_seconds"], 3), peer, theirs(pc.get("flash_sale_seconds"), 3),
+        "s", higher_is_better=False)
+
+    def verdict(figures):
+        return ("sold == stock, stock 0 after payment" if figures["flash_sale_ok"]
+                else "MISMATCH: " + figures.get("flash_sale_verdict", "?"))
+
+    row("4 checkout", "flash sale: units sold (" + verdict(checkout) + ")"
+        + (f"; peer: {verdict(pc)}" if peer_checkout else ""),
+        sold, peer, pc.get("flash_sale_sold"), "units", goal=f"= {stock}")
     refused = checkout["flash_sale_refused"]
-    row("4 checkout", "flash sale: checkouts refused (" + (", ".join(refused) or "none") + ")",
-        sum(refused.values()), None, None, "checkouts")
+    peer_refused = pc.get("flash_sale_refused") or {}
+    row("4 checkout", "flash sale: checkouts refused (" + (", ".join(refused) or "none") + ")"
+        + (f"; peer: {', '.join(peer_refused) or 'none'}" if peer_checkout else ""),
+        sum(refused.values()), peer, sum(peer_refused.values()) if peer_checkout else None,
+        "checkouts")
 
 for batch in (1, 50):
     ingest = load(f"ingest-{batch}")
@@ -229,6 +276,8 @@ result = {
                    "http_fixed_rate": http_rate,
                    "pinning": "server under test on core 0, load generator on core 1"},
     "figures": rows,
+    # How costs grow with load and catalog size (bench/run.sh's sweep; plots.py draws it).
+    "sweeps": sweep_figures(raw),
     "raw": {name[:-5]: load(name[:-5]) for name in sorted(os.listdir(raw)) if name.endswith(".json")},
 }
 json.dump(result, open(os.path.join(out, "latest.json"), "w"), indent=2)
@@ -260,4 +309,5 @@ for r in rows:
         f"{cell(r['peer_value'])} | {cell(r['ratio']) + '×' if r['ratio'] else '—'} | {r['goal'] or ''} |"
     )
 lines += ["", "Ratios are hexmarket's advantage (higher is better for hexmarket) in every row."]
+lines += sweep_lines(result["sweeps"])
 open(os.path.join(out, "latest.md"), "w").write("\n".join(lines) + "\n")

@@ -54,9 +54,17 @@ struct Cli {
     /// Base URL of the node (plain http, loopback).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// The server's process id: its CPU time and resident memory are read from /proc.
-    #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    /// The server's process id: its CPU time and resident memory are read from /proc. Give it
+    /// several times (or as a comma list) for a server of several processes: their figures
+    /// are added up.
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// A process counted with all its descendants, found again at every sample (a database
+    /// that forks a backend per connection); several times or a comma list for several trees.
+    /// Adds to --server-pid. Over several processes, memory is their proportional set sizes
+    /// added up, so what they share counts once.
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_tree: Vec<u32>,
     /// Also write the figures as JSON to this file.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -121,8 +129,8 @@ async fn run(args: Cli) -> anyhow::Result<()> {
         Scenario::Live(s) => live::run(&Target::new(&args)?, s).await?,
         Scenario::Ingest(s) => ingest::run(&Target::new(&args)?, s).await?,
         Scenario::Idle(s) => idle::run(&Target::new(&args)?, s).await?,
-        Scenario::Relay(s) => relay::run(&args.url, args.server_pid, s).await?,
-        Scenario::Http(s) => http::run(&args.url, args.server_pid, s).await?,
+        Scenario::Relay(s) => relay::run(&args.url, one_server_pid(&args)?, s).await?,
+        Scenario::Http(s) => http::run(&args.url, one_server_pid(&args)?, s).await?,
         Scenario::Checkout(s) => {
             checkout::run(&Target::new(&args)?, s, args.json.as_deref()).await?
         }
@@ -163,9 +171,7 @@ impl Target {
             api: api::Api::new(&base)?,
             ws_base,
             minter: std::sync::Arc::new(accounts::Minter::from_settings(&settings)?),
-            probe: args
-                .server_pid
-                .map(|pid| std::sync::Arc::new(probe::Probe::new(pid))),
+            probe: probe::Probe::of(&args.server_pid, &args.server_tree).map(std::sync::Arc::new),
         })
     }
 
@@ -180,6 +186,17 @@ impl Target {
                 None
             }
         }
+    }
+}
+
+/// The one server process of the scenarios that measure a single one (`relay`, `http`).
+fn one_server_pid(args: &Cli) -> anyhow::Result<Option<u32>> {
+    match (args.server_pid.as_slice(), args.server_tree.is_empty()) {
+        ([], true) => Ok(None),
+        ([pid], true) => Ok(Some(*pid)),
+        _ => anyhow::bail!(
+            "this scenario measures one server process: give one --server-pid and no --server-tree"
+        ),
     }
 }
 

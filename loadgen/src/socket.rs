@@ -1,13 +1,15 @@
 //! Opening authenticated WebSockets and speaking the contract's JSON frames.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -16,6 +18,16 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a handshake may take before the connection counts as failed.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sockets to a server on a loopback address come from this many source addresses in turn
+/// (127.0.0.1, 127.0.0.2, …: all of 127.0.0.0/8 is the loopback interface). The kernel gives
+/// one pair of addresses and one server port only as many connections as its ephemeral port
+/// range has ports (32768–60999 by default: 28,232), so from one address the load generator
+/// could not open the 40,000 sockets of 20,000 couriers and as many watchers; from eight it
+/// can open over 200,000.
+const LOOPBACK_SOURCES: u8 = 8;
+/// The source address the next loopback socket takes (modulo [`LOOPBACK_SOURCES`]).
+static NEXT_SOURCE: AtomicU8 = AtomicU8::new(0);
 
 /// Why a socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +60,13 @@ pub async fn connect(url: &str, token: &str) -> Result<Ws, ConnectError> {
     let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|e| other(anyhow::Error::new(e)))?;
     request.headers_mut().insert("authorization", bearer);
-    let attempt = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let attempt = async {
+        let stream = open_tcp(request.uri())
+            .await
+            .map_err(tungstenite::Error::Io)?;
+        tokio_tungstenite::client_async_with_config(request, MaybeTlsStream::Plain(stream), None)
+            .await
+    };
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, attempt).await {
         Err(_) => Err(other(anyhow::anyhow!(
             "no handshake within {HANDSHAKE_TIMEOUT:?}"
@@ -62,6 +80,60 @@ pub async fn connect(url: &str, token: &str) -> Result<Ws, ConnectError> {
             Err(ConnectError::TooManyOpenFiles(url.to_owned()))
         }
         Ok(Err(e)) => Err(other(anyhow::Error::new(e))),
+    }
+}
+
+/// A TCP connection to the URI's host and port, Nagle off; to a loopback IPv4 server, from
+/// the next of [`LOOPBACK_SOURCES`] source addresses.
+async fn open_tcp(uri: &Uri) -> std::io::Result<TcpStream> {
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned());
+    let host = uri.host().ok_or_else(|| invalid("no host in the URL"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let server = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| invalid("the host has no address"))?;
+    let socket = match server.ip() {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if loopback_source(server.ip(), 0).is_some() {
+        bind_loopback_source(&socket, server.ip())?;
+    }
+    socket.set_nodelay(true)?;
+    socket.connect(server).await
+}
+
+/// Binds `socket` to the next loopback source address with a free port, trying each of them
+/// once: an address whose ports are all taken (open sockets, or closed ones waiting out
+/// TIME_WAIT, which a bound port does not reuse) is passed over.
+fn bind_loopback_source(socket: &TcpSocket, server: IpAddr) -> std::io::Result<()> {
+    let mut taken = None;
+    for _ in 0..LOOPBACK_SOURCES {
+        let n = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed);
+        let Some(source) = loopback_source(server, n) else {
+            return Ok(());
+        };
+        match socket.bind(SocketAddr::new(IpAddr::V4(source), 0)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => taken = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(taken.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()))
+}
+
+/// The source address of the `n`th socket to `server`: one of 127.0.0.1 to
+/// 127.0.0.[`LOOPBACK_SOURCES`] for a loopback IPv4 server; none (the kernel's choice)
+/// otherwise.
+fn loopback_source(server: IpAddr, n: u8) -> Option<Ipv4Addr> {
+    match server {
+        IpAddr::V4(ip) if ip.is_loopback() => {
+            Some(Ipv4Addr::new(127, 0, 0, 1 + n % LOOPBACK_SOURCES))
+        }
+        _ => None,
     }
 }
 
@@ -135,4 +207,51 @@ pub async fn expect(
 /// Closes politely (ignoring a peer that is already gone).
 pub async fn close(mut ws: Ws) {
     let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_sockets_take_the_source_addresses_in_turn() {
+        let server = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let sources: Vec<Ipv4Addr> = (0..=LOOPBACK_SOURCES)
+            .filter_map(|n| loopback_source(server, n))
+            .collect();
+        assert_eq!(sources[0], Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(sources[1], Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(
+            sources[usize::from(LOOPBACK_SOURCES) - 1],
+            Ipv4Addr::new(127, 0, 0, LOOPBACK_SOURCES)
+        );
+        assert_eq!(sources[usize::from(LOOPBACK_SOURCES)], sources[0]);
+        // The counter wraps at 256, a multiple of the number of sources: no address skipped.
+        assert_eq!(
+            loopback_source(server, 255),
+            Some(Ipv4Addr::new(127, 0, 0, 8))
+        );
+    }
+
+    #[test]
+    fn other_servers_get_the_kernels_choice() {
+        assert_eq!(loopback_source("192.0.2.7".parse().unwrap(), 3), None);
+        assert_eq!(loopback_source("::1".parse().unwrap(), 3), None);
+    }
+
+    #[tokio::test]
+    async fn a_loopback_connection_comes_from_the_address_in_turn() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let uri: Uri = format!("ws://127.0.0.1:{port}/ws").parse().unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let _client = open_tcp(&uri).await.unwrap();
+            let (_, peer) = listener.accept().await.unwrap();
+            seen.push(peer.ip());
+        }
+        // Consecutive sockets come from different loopback addresses.
+        assert_ne!(seen[0], seen[1]);
+        assert!(seen.iter().all(IpAddr::is_loopback));
+    }
 }

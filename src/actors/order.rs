@@ -284,8 +284,8 @@ fn adopt<T, E>(
     answer
 }
 
-/// Creates an order awaiting payment: its deadline row, its index rows, its `created` event
-/// (sequence 1) and finally its row, in that order so that a crash at any point leaves
+/// Creates an order awaiting payment: its deadline row and its index rows (together), its
+/// `created` event (sequence 1) and finally its row, in that order so that a crash at any point leaves
 /// nothing a retry cannot finish (every step is idempotent). The deadline is
 /// `now + payment_timeout` unless the record names one. Creating an order that exists returns
 /// the stored order unchanged.
@@ -309,8 +309,12 @@ pub async fn create(deps: &OrderDeps, record: OrderRecord) -> StoreResult<Versio
         handoff_code: Some(crate::domain::courier::new_handoff_code()),
         ..OrderRecord::pending(record.order.clone(), expires_at)
     };
-    deps.repo.put_timer(id, expires_at).await?;
-    deps.repo.index(&record.order).await?;
+    // The deadline and the index rows do not depend on each other: they share one commit.
+    futures_util::future::try_join(
+        deps.repo.put_timer(id, expires_at),
+        deps.repo.index(&record.order),
+    )
+    .await?;
     let event = OrderEvent {
         seq: 1,
         at: now,

@@ -3,13 +3,21 @@
 //! Every courier actor writes its position here on each GPS ping (thousands a second across
 //! actor threads) and the dispatcher reads it to find who is near an order, so it lives in
 //! memory behind one `RwLock`: writes are a couple of hash-map operations, and a ping that stays
-//! in its cell (most of them, at resolution 9's ≈ 175 m edges) leaves the cell map alone.
+//! in its cell (most of them, at resolution 9's ≈ 175 m edges) only refreshes the courier's
+//! place in that cell's list.
+//!
+//! Cell lists carry each courier's position as a point of the unit sphere, so a query measures
+//! the couriers of the cells it walks with a few multiplications, in memory laid out cell by
+//! cell, and looks up the full entry (load, hold, exact distance) only of those who could still
+//! make its list.
 //!
 //! The index also records offer holds: while the dispatcher waits for a courier to answer one
 //! offer, [`CourierIndex::nearest`] does not return that courier for another order.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -73,8 +81,16 @@ pub struct CourierIndex {
 struct State {
     couriers: HashMap<UserId, Slot>,
     /// Resolution-9 cell → the couriers in it. Holds exactly the cells of `couriers`' entries:
-    /// no empty lists, no stale ids.
-    cells: HashMap<CellIndex, Vec<UserId>>,
+    /// no empty lists, no stale ids, each member's `unit` that of its entry's point.
+    cells: HashMap<CellIndex, Vec<Member>>,
+}
+
+/// A courier as their cell lists them.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    courier: UserId,
+    /// The courier's point on the unit sphere ([`unit_vector`]).
+    unit: [f64; 3],
 }
 
 #[derive(Debug)]
@@ -99,6 +115,10 @@ impl CourierIndex {
     pub fn upsert(&self, courier: UserId, point: GeoPoint, load: u8, max_load: u8) {
         // The cell is computed before taking the lock, to keep the write section short.
         let cell = point.cell();
+        let member = Member {
+            courier,
+            unit: unit_vector(point),
+        };
         let entry = CourierEntry {
             courier,
             point,
@@ -115,7 +135,13 @@ impl CourierIndex {
                 slot.entry = entry;
                 if left != cell {
                     detach(&mut state.cells, left, courier);
-                    state.cells.entry(cell).or_default().push(courier);
+                    state.cells.entry(cell).or_default().push(member);
+                } else if let Some(listed) = state
+                    .cells
+                    .get_mut(&cell)
+                    .and_then(|members| members.iter_mut().find(|m| m.courier == courier))
+                {
+                    listed.unit = member.unit;
                 }
             }
             Entry::Vacant(vacant) => {
@@ -123,7 +149,7 @@ impl CourierIndex {
                     entry,
                     held_until: None,
                 });
-                state.cells.entry(cell).or_default().push(courier);
+                state.cells.entry(cell).or_default().push(member);
             }
         }
     }
@@ -193,7 +219,9 @@ impl CourierIndex {
     ///
     /// Walks H3 rings outwards from `from`'s cell and stops as soon as no courier further out
     /// could make the list: the answer equals a scan of every courier, at the cost of the
-    /// cells near `from`.
+    /// cells near `from`. Within those cells, a courier whose straight-line distance through
+    /// the Earth (a lower bound of the great-circle one, from the cell list alone) is beyond
+    /// the radius or the current list's worst score is passed over unread.
     pub fn nearest(
         &self,
         from: GeoPoint,
@@ -206,7 +234,7 @@ impl CourierIndex {
         }
         let radius_m = radius_m.min(MAX_RADIUS_KM * 1_000.0);
         let origin = from.cell();
-        let edge_m = local_edge_m(origin);
+        let edge_m = recent_local_edge_m(origin);
         let mut last_ring = 0;
         while ring_min_distance_m(last_ring + 1, edge_m) <= radius_m {
             last_ring += 1;
@@ -218,23 +246,32 @@ impl CourierIndex {
         };
 
         let now = Instant::now();
+        let here = unit_vector(from);
+        // Squared chord beyond which a courier cannot make the list: the radius's, then that
+        // of the list's worst score once the list is full.
+        let mut reach_2 = chord_2_beyond(radius_m);
         let state = self.state.read();
-        let mut kept: Vec<(f64, Candidate)> = Vec::new();
+        // The best `limit` so far, the worst on top.
+        let mut kept: BinaryHeap<Ranked> = BinaryHeap::new();
         let mut seen = 0;
         for k in 0..=last_ring {
-            let full = kept.len() >= limit;
-            // `kept` is sorted and cut to `limit` whenever full, so its last score is the worst.
-            let worst = kept.last().map_or(f64::INFINITY, |(score, _)| *score);
-            if (full && ring_min_distance_m(k, edge_m) > worst) || seen == state.couriers.len() {
+            let worst = match kept.peek() {
+                Some(worst) if kept.len() >= limit => worst.score,
+                _ => f64::INFINITY,
+            };
+            if ring_min_distance_m(k, edge_m) > worst || seen == state.couriers.len() {
                 break;
             }
             for cell in rings.ring(k) {
-                let Some(ids) = state.cells.get(&cell) else {
+                let Some(members) = state.cells.get(&cell) else {
                     continue;
                 };
-                seen += ids.len();
-                for id in ids {
-                    let Some(slot) = state.couriers.get(id) else {
+                seen += members.len();
+                for member in members {
+                    if chord_2(here, member.unit) > reach_2 {
+                        continue;
+                    }
+                    let Some(slot) = state.couriers.get(&member.courier) else {
                         continue;
                     };
                     let entry = &slot.entry;
@@ -245,24 +282,38 @@ impl CourierIndex {
                     if distance_m > radius_m || exclude(entry.courier) {
                         continue;
                     }
-                    let score = distance_m + f64::from(entry.load) * LOAD_PENALTY_M;
-                    kept.push((
-                        score,
-                        Candidate {
+                    let ranked = Ranked {
+                        score: distance_m + f64::from(entry.load) * LOAD_PENALTY_M,
+                        candidate: Candidate {
                             courier: entry.courier,
                             distance_m,
                             load: entry.load,
                         },
-                    ));
+                    };
+                    if kept.len() < limit {
+                        kept.push(ranked);
+                    } else if let Some(mut worst) = kept.peek_mut() {
+                        if ranked < *worst {
+                            *worst = ranked;
+                        } else {
+                            continue;
+                        }
+                    }
+                    if kept.len() >= limit
+                        && let Some(worst) = kept.peek()
+                    {
+                        // A score is at least the distance, so no one further than the worst
+                        // score can beat it.
+                        reach_2 = reach_2.min(chord_2_beyond(worst.score.min(radius_m)));
+                    }
                 }
-            }
-            if kept.len() >= limit {
-                rank(&mut kept, limit);
             }
         }
         drop(state);
-        rank(&mut kept, limit);
-        kept.into_iter().map(|(_, candidate)| candidate).collect()
+        kept.into_sorted_vec()
+            .into_iter()
+            .map(|ranked| ranked.candidate)
+            .collect()
     }
 
     /// Available and busy couriers per cell at `res` (resolution 7 for the operations map),
@@ -275,8 +326,8 @@ impl CourierIndex {
                 // Parents of a resolution-9 cell exist for resolutions up to 9; finer views
                 // need each courier's own point.
                 let parent = cell.parent(res);
-                for id in ids {
-                    let Some(slot) = state.couriers.get(id) else {
+                for member in ids {
+                    let Some(slot) = state.couriers.get(&member.courier) else {
                         continue;
                     };
                     let at = parent.unwrap_or_else(|| slot.entry.point.cell_at(res));
@@ -300,22 +351,76 @@ impl CourierIndex {
 }
 
 /// Removes `courier` from `cell`'s list, and the list once empty.
-fn detach(cells: &mut HashMap<CellIndex, Vec<UserId>>, cell: CellIndex, courier: UserId) {
+fn detach(cells: &mut HashMap<CellIndex, Vec<Member>>, cell: CellIndex, courier: UserId) {
     if let Entry::Occupied(mut list) = cells.entry(cell) {
-        let ids = list.get_mut();
-        if let Some(at) = ids.iter().position(|id| *id == courier) {
-            ids.swap_remove(at);
+        let members = list.get_mut();
+        if let Some(at) = members.iter().position(|m| m.courier == courier) {
+            members.swap_remove(at);
         }
-        if ids.is_empty() {
+        if members.is_empty() {
             list.remove();
         }
     }
 }
 
-/// Sorts best first and keeps the best `limit`.
-fn rank(kept: &mut Vec<(f64, Candidate)>, limit: usize) {
-    kept.sort_unstable_by(|(a, x), (b, y)| a.total_cmp(b).then(x.courier.cmp(&y.courier)));
-    kept.truncate(limit);
+/// A candidate and its score, ordered best first: by score, then by courier id.
+#[derive(Debug)]
+struct Ranked {
+    score: f64,
+    candidate: Candidate,
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.score
+            .total_cmp(&other.score)
+            .then(self.candidate.courier.cmp(&other.candidate.courier))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+/// The radius of the sphere [`GeoPoint::distance_m`] measures on (its haversine's GRS 80
+/// mean radius).
+const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// `point` on the unit sphere. The chord between two such points is 2·sin(d / 2R) for a
+/// great-circle distance d: it grows with d, so it orders and bounds couriers as d does,
+/// anywhere on Earth, for the price of a few multiplications.
+fn unit_vector(point: GeoPoint) -> [f64; 3] {
+    let (sin_lat, cos_lat) = point.lat.to_radians().sin_cos();
+    let (sin_lng, cos_lng) = point.lng.to_radians().sin_cos();
+    [cos_lat * cos_lng, cos_lat * sin_lng, sin_lat]
+}
+
+/// The squared chord between two points of the unit sphere.
+fn chord_2(a: [f64; 3], b: [f64; 3]) -> f64 {
+    let (x, y, z) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+    x * x + y * y + z * z
+}
+
+/// A squared chord that every point within `distance_m` (great-circle) lies inside of, with
+/// room for rounding: a relative millionth and an absolute 10⁻¹² (6 µm on Earth), far above
+/// the float error of a chord or a haversine distance.
+fn chord_2_beyond(distance_m: f64) -> f64 {
+    let chord = 2.0
+        * (distance_m / (2.0 * EARTH_RADIUS_M))
+            .min(std::f64::consts::FRAC_PI_2)
+            .sin();
+    let chord = chord * (1.0 + 1e-6) + 1e-12;
+    chord * chord
 }
 
 /// The edge length of hexagons around `origin`, from its area. Cell sizes vary by about two
@@ -326,17 +431,41 @@ fn local_edge_m(origin: CellIndex) -> f64 {
     (2.0 * origin.area_m2() / (3.0 * 3.0_f64.sqrt())).sqrt()
 }
 
+/// [`local_edge_m`], remembered per thread for the last few thousand origins: a cell's area
+/// costs its boundary and a few dozen trigonometric calls (a fifth of a query), and a city's
+/// orders come from its few thousand cells (fewer still: pickup points) again and again.
+fn recent_local_edge_m(origin: CellIndex) -> f64 {
+    const SLOTS: usize = 4_096;
+    thread_local! {
+        // (cell, its edge); 0 is no cell's index, so it marks an empty slot.
+        static EDGES: RefCell<Vec<(u64, f64)>> = RefCell::new(vec![(0, 0.0); SLOTS]);
+    }
+    let bits = u64::from(origin);
+    let slot = (bits.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as usize % SLOTS;
+    EDGES.with_borrow_mut(|edges| match edges.get_mut(slot) {
+        Some((cell, edge_m)) if *cell == bits => *edge_m,
+        Some((cell, edge_m)) => {
+            *edge_m = local_edge_m(origin);
+            *cell = bits;
+            *edge_m
+        }
+        None => local_edge_m(origin),
+    })
+}
+
 /// A lower bound on the distance from any point of the origin cell to any point of a cell `k`
 /// rings out.
 ///
 /// On a regular grid the centres of ring k lie on a hexagon of apothem 1.5·k·edge around the
 /// origin's centre, and every point of a cell is within one edge of its centre, which gives
 /// (1.5·k − 2)·edge. H3 hexagons are not regular (they shear and shrink away from icosahedron
-/// face centres, and the pentagons bend the rings); sampled over the globe the true distance
-/// stays above 0.9 of that figure. The bound gives up one more ring and a fifth of the
-/// distance: too low only costs a ring of extra work, too high would miss couriers.
+/// face centres, and the pentagons bend the rings). Measured between cell boundaries, over
+/// 3,000 random cells of the globe and the cells around the twelve pentagons, for k up to 30,
+/// the true distance stays above 0.8 of that figure at k = 2 and above 0.87 from k = 3 on. The
+/// bound takes 0.7 of it: too low only costs work, too high would miss couriers
+/// (`ring_bound_holds_between_cell_boundaries` checks a sample).
 fn ring_min_distance_m(k: u32, edge_m: f64) -> f64 {
-    ((1.5 * f64::from(k) - 3.5) * edge_m * 0.8).max(0.0)
+    ((1.5 * f64::from(k) - 2.0) * edge_m * 0.7).max(0.0)
 }
 
 /// The rings around `origin` up to `last`, one at a time. Ring by ring is cheap except near
@@ -400,17 +529,26 @@ mod tests {
         candidates.iter().map(|c| c.courier).collect()
     }
 
-    /// Every courier's cell list holds exactly the couriers whose entries name that cell.
+    /// Every courier's cell list holds exactly the couriers whose entries name that cell, at
+    /// their entries' points.
     fn assert_consistent(index: &CourierIndex) {
         let state = index.state.read();
         let listed: usize = state.cells.values().map(Vec::len).sum();
         assert_eq!(listed, state.couriers.len());
-        for (cell, ids) in &state.cells {
-            assert!(!ids.is_empty());
-            for id in ids {
-                assert_eq!(state.couriers[id].entry.cell, *cell);
+        for (cell, members) in &state.cells {
+            assert!(!members.is_empty());
+            for member in members {
+                let entry = state.couriers[&member.courier].entry;
+                assert_eq!(entry.cell, *cell);
+                assert_eq!(member.unit, unit_vector(entry.point));
             }
         }
+    }
+
+    /// Sorts best first and keeps the best `limit`.
+    fn rank(kept: &mut Vec<(f64, Candidate)>, limit: usize) {
+        kept.sort_unstable_by(|(a, x), (b, y)| a.total_cmp(b).then(x.courier.cmp(&y.courier)));
+        kept.truncate(limit);
     }
 
     /// What `nearest` must return, by looking at every courier.
@@ -632,6 +770,123 @@ mod tests {
                 brute_force(&index, from, radius_m, limit, &exclude),
                 "from {from:?}, radius {radius_m}, limit {limit}"
             );
+        }
+    }
+
+    #[test]
+    fn chords_measure_the_sphere_of_the_haversine_distance() {
+        let pairs = [
+            (north(0.0), north(1.0)),
+            (north(0.0), point(52.55, 13.45)),
+            (point(48.8566, 2.3522), point(51.5074, -0.1278)),
+            (point(-33.87, 151.21), point(-33.86, -179.99)),
+        ];
+        for (a, b) in pairs {
+            let chord = chord_2(unit_vector(a), unit_vector(b)).sqrt();
+            let arc_m = 2.0 * EARTH_RADIUS_M * (chord / 2.0).asin();
+            let d = a.distance_m(b);
+            assert!((arc_m - d).abs() <= d * 1e-9, "{a:?} {b:?}: {arc_m} vs {d}");
+            assert!(chord_2(unit_vector(a), unit_vector(b)) <= chord_2_beyond(d));
+        }
+    }
+
+    /// Points every `spacing` metres or less along `cell`'s boundary, on the unit sphere, and
+    /// that spacing.
+    fn boundary_points(cell: CellIndex, per_edge: usize) -> (Vec<[f64; 3]>, f64) {
+        let corners: Vec<[f64; 3]> = cell
+            .boundary()
+            .iter()
+            .map(|ll| unit_vector(point(ll.lat(), ll.lng())))
+            .collect();
+        let mut points = Vec::new();
+        let mut spacing: f64 = 0.0;
+        for (i, a) in corners.iter().enumerate() {
+            let b = corners[(i + 1) % corners.len()];
+            let side_m = 2.0 * EARTH_RADIUS_M * (chord_2(*a, b).sqrt() / 2.0).asin();
+            spacing = spacing.max(side_m / per_edge as f64);
+            for step in 0..per_edge {
+                let t = step as f64 / per_edge as f64;
+                let p = [0, 1, 2].map(|axis| a[axis] + (b[axis] - a[axis]) * t);
+                let norm = chord_2(p, [0.0; 3]).sqrt();
+                points.push(p.map(|x| x / norm));
+            }
+        }
+        (points, spacing)
+    }
+
+    #[test]
+    fn recent_edges_are_the_edges() {
+        let mut rng = StdRng::seed_from_u64(13);
+        for _ in 0..3 {
+            // Twice over more cells than the memory holds, so slots are reused.
+            for _ in 0..5_000 {
+                let cell = point(
+                    rng.random_range(-80.0..80.0),
+                    rng.random_range(-180.0..180.0),
+                )
+                .cell();
+                assert_eq!(recent_local_edge_m(cell), local_edge_m(cell));
+                assert_eq!(recent_local_edge_m(cell), local_edge_m(cell));
+            }
+        }
+    }
+
+    #[test]
+    fn ring_bound_holds_between_cell_boundaries() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut origins: Vec<CellIndex> = (0..40)
+            .map(|_| {
+                let lat = rng.random_range(-1.0_f64..1.0).asin().to_degrees();
+                point(lat, rng.random_range(-180.0..180.0)).cell()
+            })
+            .collect();
+        for pentagon in Resolution::Nine.pentagons() {
+            origins.extend(pentagon.grid_disk::<Vec<_>>(1));
+        }
+        origins.push(north(0.0).cell());
+        for origin in origins {
+            let edge_m = local_edge_m(origin);
+            let (here, here_spacing) = boundary_points(origin, 16);
+            for (cell, k) in origin.grid_disk_distances::<Vec<_>>(3) {
+                if k < 2 {
+                    continue;
+                }
+                let (there, there_spacing) = boundary_points(cell, 16);
+                let closest_2 = here
+                    .iter()
+                    .flat_map(|a| there.iter().map(|b| chord_2(*a, *b)))
+                    .fold(f64::INFINITY, f64::min);
+                // The true closest points lie within half a spacing of sampled ones.
+                let closest_m = 2.0 * EARTH_RADIUS_M * (closest_2.sqrt() / 2.0).asin()
+                    - (here_spacing + there_spacing) / 2.0;
+                assert!(
+                    closest_m >= ring_min_distance_m(k, edge_m),
+                    "{origin} to {cell} (k = {k}): {closest_m} m"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nearest_is_exact_among_couriers_on_one_spot() {
+        let index = CourierIndex::new();
+        let mut rng = StdRng::seed_from_u64(5);
+        // Couriers on one spot and within millimetres of it; ties go by id.
+        for i in 0..40 {
+            let nudge = if i % 2 == 0 {
+                0.0
+            } else {
+                rng.random_range(0.0..0.005)
+            };
+            index.upsert(UserId::new(), north(100.0 + nudge), (i % 3) as u8, 3);
+        }
+        for limit in [1, 3, 7, 40] {
+            for from in [north(0.0), north(100.0), north(100.002)] {
+                assert_eq!(
+                    index.nearest(from, 1_000.0, limit, &none),
+                    brute_force(&index, from, 1_000.0, limit, &none)
+                );
+            }
         }
     }
 

@@ -179,9 +179,6 @@ impl Checkout {
         let expires_at = now
             + chrono::Duration::from_std(settings.payment_timeout())
                 .unwrap_or(chrono::Duration::minutes(15));
-        // The payment's id is claimed before the orders, so each order names the payment that
-        // pays for it (the payment itself is opened at the provider once the orders exist).
-        let payment_id = state.payments.claim(checkout_id).await?.to_string();
         let mut records = Vec::with_capacity(groups.len());
         for (vendor_id, items) in &groups {
             let Some((first, _)) = items.first() else {
@@ -249,7 +246,8 @@ impl Checkout {
                 handoff_code: None,
                 arrived_at_pickup_at: None,
                 arriving_at: None,
-                payment_id: Some(payment_id.clone()),
+                // Named below, once the payment's id is claimed.
+                payment_id: None,
                 paid_at: None,
                 rejection_reason: None,
                 cancelled_by: None,
@@ -299,28 +297,24 @@ impl Checkout {
             }
         }
 
-        // Hold the stock of every order, all or nothing: the reservation of an order is its id.
-        let mut held: Vec<(OrderId, Vec<ProductId>)> = Vec::new();
-        for record in &records {
-            let items: Vec<(ProductId, u32)> = record
-                .order
-                .lines
-                .iter()
-                .map(|l| (l.product_id, l.quantity))
-                .collect();
-            let reservation = record.order.id.to_string();
-            match state
-                .catalog
-                .inventory
-                .reserve(&reservation, &items, settings.payment_timeout())
-                .await
-            {
-                Ok(()) => held.push((record.order.id, items.iter().map(|i| i.0).collect())),
-                Err(failure) => {
-                    state.release_holds(&held).await;
-                    return Err(CheckoutError::Reserve(failure));
-                }
+        // The payment's id is claimed before the orders, so each order names the payment that
+        // pays for it (the payment itself is opened at the provider once the orders exist).
+        // The claim and the stock holds do not depend on each other: they share commits.
+        let (claimed, held) = futures_util::future::join(
+            state.payments.claim(checkout_id),
+            state.hold_stock(&records, settings.payment_timeout()),
+        )
+        .await;
+        let held = held?;
+        let payment_id = match claimed {
+            Ok(id) => id.to_string(),
+            Err(e) => {
+                state.release_holds(&held).await;
+                return Err(e.into());
             }
+        };
+        for record in &mut records {
+            record.payment_id = Some(payment_id.clone());
         }
 
         if let Some((code, order)) = &coupon_hold
@@ -337,20 +331,25 @@ impl Checkout {
             orders: order_ids.clone(),
             created_at: now,
         };
-        // Another attempt may have written it first; either way it names the same orders.
-        let _ = state
-            .checkouts
-            .insert(&id_key(checkout_id), &record)
-            .await?;
         let total: i64 = records
             .iter()
             .filter_map(|r| r.totals.map(|t| t.total.amount_minor))
             .sum();
-        for record in records {
-            state
-                .orders
-                .send(record.order.id, CreateOrder(record))
-                .await??;
+        // The checkout row and the orders are written together: a retry that finds no payment
+        // runs again from the cart whichever of them a crash left out. Another attempt may
+        // have written the checkout row first; either way it names the same orders.
+        let (written, created) = futures_util::future::join(
+            state.checkouts.insert(&id_key(checkout_id), &record),
+            join_all(
+                records
+                    .into_iter()
+                    .map(|record| state.orders.send(record.order.id, CreateOrder(record))),
+            ),
+        )
+        .await;
+        let _ = written?;
+        for order in created {
+            order??;
         }
         state
             .finish(
@@ -361,6 +360,38 @@ impl Checkout {
                 method,
             )
             .await
+    }
+
+    /// Holds the stock of every order, all or nothing: the reservation of an order is its id.
+    /// Answers what it held (per order, its products).
+    async fn hold_stock(
+        &self,
+        records: &[OrderRecord],
+        ttl: std::time::Duration,
+    ) -> Result<Vec<(OrderId, Vec<ProductId>)>, CheckoutError> {
+        let mut held: Vec<(OrderId, Vec<ProductId>)> = Vec::new();
+        for record in records {
+            let items: Vec<(ProductId, u32)> = record
+                .order
+                .lines
+                .iter()
+                .map(|l| (l.product_id, l.quantity))
+                .collect();
+            let reservation = record.order.id.to_string();
+            match self
+                .catalog
+                .inventory
+                .reserve(&reservation, &items, ttl)
+                .await
+            {
+                Ok(()) => held.push((record.order.id, items.iter().map(|i| i.0).collect())),
+                Err(failure) => {
+                    self.release_holds(&held).await;
+                    return Err(CheckoutError::Reserve(failure));
+                }
+            }
+        }
+        Ok(held)
     }
 
     /// Gives back the stock a checkout that stops short held (a hold not given back expires

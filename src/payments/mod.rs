@@ -503,7 +503,11 @@ impl Payments {
 
     /// The claimed id, and whether this call claimed it.
     async fn claim_id(&self, checkout: CheckoutId) -> Result<(PaymentId, bool), PaymentError> {
-        // Whoever claims the checkout first names the payment id everyone uses.
+        // Whoever claims the checkout first names the payment id everyone uses. A claim that
+        // exists is read (a read costs no commit); only a missing one is written.
+        if let Some(claimed) = self.inner.index.get(&keys::checkout(checkout)).await? {
+            return Ok((claimed.value, false));
+        }
         let fresh = PaymentId::new();
         match self
             .inner

@@ -242,18 +242,15 @@ impl OrderRepo {
             created_at: order.created_at,
         };
         let clustering = order.id.to_string();
-        // A row already there is this same entry: the order id is unique.
-        self.by_customer
-            .insert(
-                &Key::new(order.customer_id.to_string(), clustering.clone()),
-                &entry,
-            )
-            .await?
-            .ok();
-        self.by_vendor
-            .insert(&Key::new(order.vendor_id.to_string(), clustering), &entry)
-            .await?
-            .ok();
+        let by_customer = Key::new(order.customer_id.to_string(), clustering.clone());
+        let by_vendor = Key::new(order.vendor_id.to_string(), clustering);
+        // A row already there is this same entry: the order id is unique. The two rows are
+        // independent, so they are written at once (one group commit, not two).
+        let _ = futures_util::future::try_join(
+            self.by_customer.insert(&by_customer, &entry),
+            self.by_vendor.insert(&by_vendor, &entry),
+        )
+        .await?;
         Ok(())
     }
 

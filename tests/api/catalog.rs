@@ -651,14 +651,7 @@ async fn seed_demo_builds_a_city_once_and_running_it_again_adds_nothing() {
         .await
         .unwrap();
     assert_eq!(found["total"], 40);
-    let tree: Value = app.get("/api/v1/categories").await.json().await.unwrap();
-    let counted: u64 = tree
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["product_count"].as_u64().unwrap())
-        .sum();
-    assert_eq!(counted, 40);
+    assert_eq!(products_in_categories(&app).await, 40);
     // Demo accounts can sign in.
     let login = app
         .post_json(
@@ -667,6 +660,92 @@ async fn seed_demo_builds_a_city_once_and_running_it_again_adds_nothing() {
         )
         .await;
     assert_eq!(login.status(), 200);
+}
+
+/// Products counted over the top categories of the tree.
+async fn products_in_categories(app: &TestApp) -> u64 {
+    let tree: Value = app.get("/api/v1/categories").await.json().await.unwrap();
+    tree.as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["product_count"].as_u64().unwrap())
+        .sum()
+}
+
+#[actix_web::test]
+async fn seed_demo_in_bulk_builds_the_same_city_searchable_and_signable_in() {
+    use hexmarket::seed::{SeedOptions, seed_demo};
+    let app = spawn_app().await;
+    // Over a thousand new products, most of the catalog: indexed by one rebuild.
+    let options = SeedOptions {
+        vendors: 3,
+        products: 1_100,
+        couriers: 2,
+        customers: 3,
+        bulk: true,
+        ..SeedOptions::default()
+    };
+    let first = seed_demo(&app.catalog, &app.identity, &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first.vendors_created,
+            first.products_created,
+            first.users_created
+        ),
+        (3, 1_100, 8)
+    );
+    // Growing it in bulk adds only what is missing, and refreshes the few new products.
+    let grown = seed_demo(
+        &app.catalog,
+        &app.identity,
+        &SeedOptions {
+            products: 1_150,
+            customers: 4,
+            ..options.clone()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (grown.products_created, grown.products_existing),
+        (50, 1_100)
+    );
+    assert_eq!((grown.users_created, grown.users_existing), (1, 8));
+
+    let found: Value = app
+        .get("/api/v1/products?limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 1_150);
+    assert_eq!(products_in_categories(&app).await, 1_150);
+    let pizza: Value = app
+        .get("/api/v1/products?q=margherita&limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(pizza["total"].as_u64().unwrap() > 0, "{pizza}");
+    // Accounts sharing the one hash all sign in with the demo password, and only with it.
+    for email in ["customer0", "customer3", "courier1", "vendor2"] {
+        let login = app
+            .post_json(
+                "/api/v1/auth/login",
+                json!({ "email": format!("{email}@demo.hexmarket.dev"), "password": hexmarket::seed::DEMO_PASSWORD }),
+            )
+            .await;
+        assert_eq!(login.status(), 200, "{email}");
+    }
+    let wrong = app
+        .post_json(
+            "/api/v1/auth/login",
+            json!({ "email": "customer1@demo.hexmarket.dev", "password": "not-the-demo-password" }),
+        )
+        .await;
+    assert_eq!(wrong.status(), 401);
 }
 
 #[actix_web::test]
