@@ -102,28 +102,56 @@ impl VendorDirectory {
         radius_m: f64,
         keep: impl Fn(&Vendor) -> bool,
     ) -> Vec<Nearby> {
-        let cells = covering_cells(center, radius_m, DIRECTORY_RESOLUTION);
-        let state = self.state.read();
-        let mut found: Vec<Nearby> = cells
-            .iter()
-            .filter_map(|cell| state.by_cell.get(cell))
-            .flatten()
-            .filter_map(|id| state.by_id.get(id))
-            .filter(|v| keep(v))
-            .filter_map(|v| {
-                let distance_m = center.distance_m(v.location);
-                (distance_m <= radius_m).then(|| Nearby {
-                    vendor: v.clone(),
-                    distance_m,
-                })
-            })
-            .collect();
+        let mut found = Vec::new();
+        self.each_within(center, radius_m, keep, |vendor, distance_m| {
+            found.push(Nearby {
+                vendor: vendor.clone(),
+                distance_m,
+            });
+        });
         found.sort_by(|a, b| {
             a.distance_m
                 .total_cmp(&b.distance_m)
                 .then(a.vendor.id.cmp(&b.vendor.id))
         });
         found
+    }
+
+    /// The ids of the vendors within `radius_m` of `center` that pass `keep`, in no particular
+    /// order (what a search filters on, without copying the vendors or sorting them).
+    pub fn near_ids(
+        &self,
+        center: GeoPoint,
+        radius_m: f64,
+        keep: impl Fn(&Vendor) -> bool,
+    ) -> Vec<VendorId> {
+        let mut found = Vec::new();
+        self.each_within(center, radius_m, keep, |vendor, _| found.push(vendor.id));
+        found
+    }
+
+    /// Calls `visit` with each vendor within `radius_m` of `center` that passes `keep`, and its
+    /// distance in metres.
+    fn each_within(
+        &self,
+        center: GeoPoint,
+        radius_m: f64,
+        keep: impl Fn(&Vendor) -> bool,
+        mut visit: impl FnMut(&Vendor, f64),
+    ) {
+        let cells = covering_cells(center, radius_m, DIRECTORY_RESOLUTION);
+        let state = self.state.read();
+        let vendors = cells
+            .iter()
+            .filter_map(|cell| state.by_cell.get(cell))
+            .flatten()
+            .filter_map(|id| state.by_id.get(id));
+        for vendor in vendors.filter(|v| keep(v)) {
+            let distance_m = center.distance_m(vendor.location);
+            if distance_m <= radius_m {
+                visit(vendor, distance_m);
+            }
+        }
     }
 
     /// A page of active stores within `radius_m` of `center`, nearest first, with their

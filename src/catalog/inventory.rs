@@ -230,9 +230,9 @@ impl InventoryService {
 
     /// Holds `items` for `reservation` until `ttl` from now, all or nothing.
     ///
-    /// Every product is checked first, so a refusal lists every short item. Holds are then
-    /// placed one product at a time in product-id order; if one turns out short after all (a
-    /// concurrent checkout won it), the holds already placed are released and nothing is held.
+    /// Holds are placed one product at a time in product-id order; if one is short, the holds
+    /// already placed are released and nothing is held, and the refusal lists every short
+    /// item (that one and those after it).
     /// A reservation that fails this way holds nothing afterwards, including holds an earlier
     /// call placed for it. Should the process die half-way, the holds placed expire by
     /// themselves after `ttl`.
@@ -251,10 +251,8 @@ impl InventoryService {
             let total = wanted.entry(product).or_default();
             *total = total.saturating_add(quantity);
         }
-        let short = self.shortages(reservation, &wanted).await?;
-        if !short.is_empty() {
-            return Err(ReserveFailure::Short(short));
-        }
+        // No reading ahead: each hold is tried as it is written, and the first product short
+        // of units undoes the holds before it (the answer then names every short product).
         let ttl = chrono::Duration::from_std(ttl.min(MAX_HOLD_TTL)).unwrap_or_default();
         let mut placed = Vec::with_capacity(wanted.len());
         for (&product, &quantity) in &wanted {

@@ -29,46 +29,66 @@ use indexing::{Indexer, Wait};
 /// A product and the moment to re-index it.
 type Recheck = (chrono::DateTime<chrono::Utc>, crate::domain::ids::ProductId);
 
-/// Re-indexes products when holds on them expire: keeps the earliest moment per product and
-/// sleeps until the next one (waking at least every second, so a clock moved forward in tests
-/// is noticed).
+/// Shortest time between two rounds of re-indexing: the stock changes of many checkouts on one
+/// product (each reported here) then cost one refresh, not one each. The index commits changes
+/// nobody waits for within [`crate::search::COMMIT_DELAY`] anyway.
+const RECHECK_GAP: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Re-indexes products when their stock changed or holds on them expire: keeps the earliest
+/// moment per product (ordered, so finding what is due does not look at the rest) and sleeps
+/// until the next one (waking at least every second, so a clock moved forward in tests is
+/// noticed), with at least [`RECHECK_GAP`] between rounds.
 async fn recheck_expired_holds(
     indexer: Indexer,
     views: Arc<views::ProductViews>,
     mut rechecks: tokio::sync::mpsc::UnboundedReceiver<Recheck>,
 ) {
-    use std::collections::HashMap;
+    use std::collections::{BTreeSet, HashMap};
+    use tokio::time::Instant;
     let mut due: HashMap<crate::domain::ids::ProductId, chrono::DateTime<chrono::Utc>> =
         HashMap::new();
+    let mut queue: BTreeSet<Recheck> = BTreeSet::new();
+    let mut next_round = Instant::now();
     loop {
-        let now = indexer.clock().now();
-        let ready: Vec<_> = due
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        if !ready.is_empty() {
-            for id in &ready {
-                due.remove(id);
+        if Instant::now() >= next_round {
+            let now = indexer.clock().now();
+            let mut ready = Vec::new();
+            while let Some(&(at, id)) = queue.first()
+                && at <= now
+            {
+                queue.pop_first();
+                due.remove(&id);
+                ready.push(id);
             }
-            views.forget(&ready);
-            if let Err(e) = indexer.refresh(&ready, Wait::No).await {
-                tracing::warn!(error = ?e, "products not re-indexed after holds expired");
+            if !ready.is_empty() {
+                views.forget(&ready);
+                if let Err(e) = indexer.refresh(&ready, Wait::No).await {
+                    tracing::warn!(error = ?e, "products not re-indexed after their stock changed");
+                }
+                next_round = Instant::now() + RECHECK_GAP;
             }
         }
-        let wait = due
-            .values()
-            .min()
-            .and_then(|at| (*at - indexer.clock().now()).to_std().ok())
+        let wait = queue
+            .first()
+            .and_then(|(at, _)| (*at - indexer.clock().now()).to_std().ok())
             .unwrap_or(std::time::Duration::from_secs(1))
-            .min(std::time::Duration::from_secs(1));
+            .min(std::time::Duration::from_secs(1))
+            .max(next_round.saturating_duration_since(Instant::now()));
         tokio::select! {
             message = rechecks.recv() => match message {
                 Some((at, id)) => {
                     // Just after the expiry, so the hold no longer counts.
                     let at = at + chrono::Duration::milliseconds(10);
-                    let entry = due.entry(id).or_insert(at);
-                    *entry = (*entry).min(at);
+                    match due.get(&id) {
+                        Some(earlier) if *earlier <= at => {}
+                        earlier => {
+                            if let Some(earlier) = earlier {
+                                queue.remove(&(*earlier, id));
+                            }
+                            due.insert(id, at);
+                            queue.insert((at, id));
+                        }
+                    }
                 }
                 None => return,
             },

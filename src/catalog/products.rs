@@ -291,6 +291,19 @@ impl Catalog {
         Ok((product, vendor))
     }
 
+    /// A product and its store as a purchase sees them: published products of active stores
+    /// only, without the stock and rating a page shows (a checkout holds the stock itself).
+    pub async fn listed_product(
+        &self,
+        id: ProductId,
+    ) -> Result<(Product, VendorSummary), CatalogError> {
+        let (product, vendor) = self.product_and_store(id).await?;
+        if !product.is_listed(vendor.is_active()) {
+            return Err(CatalogError::NotFound);
+        }
+        Ok((product, VendorSummary::from(&vendor)))
+    }
+
     /// A product as `viewer` may see it: everyone sees published products of active stores;
     /// the store's owner and admins see every product of the store.
     pub async fn product_view(

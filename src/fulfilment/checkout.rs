@@ -15,8 +15,9 @@ use crate::actors::order::{CreateOrder, OrderActor};
 use crate::actors::{ActorError, Registry};
 use crate::catalog::Catalog;
 use crate::catalog::inventory::ReserveFailure;
-use crate::catalog::products::ProductView;
-use crate::domain::cart::CartCommand;
+use crate::catalog::products::VendorSummary;
+use crate::domain::cart::{Cart, CartCommand};
+use crate::domain::catalog::Product;
 use crate::domain::checkout::{CheckoutRecord, DeliveryAddress, checkout_id_for, order_id_for};
 use crate::domain::geo::GeoPoint;
 use crate::domain::ids::{CartId, CheckoutId, OrderId, ProductId, UserId, VendorId};
@@ -143,29 +144,42 @@ impl Checkout {
                 .await?
                 .is_some()
         {
-            return state
+            let placed = state
                 .finish(customer, checkout_id, existing.value.orders, None, method)
-                .await;
+                .await?;
+            // The first attempt may have stopped between its payment and emptying the cart:
+            // a cart still holding exactly what this checkout bought is emptied now. (A key
+            // older than its idempotency record may name a checkout long past, whose cart
+            // holds a new purchase: that one is left alone.)
+            let recent = chrono::Duration::from_std(crate::idempotency::RECORD_TTL)
+                .ok()
+                .and_then(|ttl| state.catalog.clock.now().checked_sub_signed(ttl))
+                .is_none_or(|since| existing.value.created_at > since);
+            if recent && holds_exactly(&cart, &placed.orders) {
+                state.empty_cart(cart_id).await;
+            }
+            return Ok(placed);
         }
         if cart.lines.is_empty() {
             return Err(CheckoutError::CartEmpty);
         }
 
         // The catalog as it is now: every product listed, every store delivering here.
-        let views: Vec<Option<ProductView>> = join_all(
+        let listed: Vec<Option<(Product, VendorSummary)>> = join_all(
             cart.lines
                 .iter()
-                .map(|l| async move { state.catalog.product_view(l.product_id, None).await.ok() }),
+                .map(|l| async move { state.catalog.listed_product(l.product_id).await.ok() }),
         )
         .await;
         let mut unavailable = Vec::new();
-        let mut groups: BTreeMap<VendorId, Vec<(ProductView, u32)>> = BTreeMap::new();
-        for (line, view) in cart.lines.iter().zip(views) {
-            match view {
-                Some(view) => groups
-                    .entry(view.vendor.id)
-                    .or_default()
-                    .push((view, line.quantity.get())),
+        let mut groups: BTreeMap<VendorId, (VendorSummary, Vec<(Product, u32)>)> = BTreeMap::new();
+        for (line, found) in cart.lines.iter().zip(listed) {
+            match found {
+                Some((product, store)) => groups
+                    .entry(store.id)
+                    .or_insert_with(|| (store, Vec::new()))
+                    .1
+                    .push((product, line.quantity.get())),
                 None => unavailable.push(line.product_id),
             }
         }
@@ -180,11 +194,10 @@ impl Checkout {
             + chrono::Duration::from_std(settings.payment_timeout())
                 .unwrap_or(chrono::Duration::minutes(15));
         let mut records = Vec::with_capacity(groups.len());
-        for (vendor_id, items) in &groups {
+        for (vendor_id, (store, items)) in &groups {
             let Some((first, _)) = items.first() else {
                 continue;
             };
-            let store = &first.vendor;
             let distance = store.location.distance_m(point);
             if distance > store.delivery_radius_km * 1000.0 {
                 return Err(CheckoutError::OutsideDeliveryArea {
@@ -193,17 +206,16 @@ impl Checkout {
                     distance_km: distance / 1000.0,
                 });
             }
-            let currency = first.product.price.currency;
+            let currency = first.price.currency;
             let mut subtotal = 0i64;
             let mut lines = Vec::with_capacity(items.len());
-            for (view, quantity) in items {
-                if view.product.price.currency != currency {
+            for (product, quantity) in items {
+                if product.price.currency != currency {
                     return Err(CheckoutError::MixedCurrencies(
                         "one store's products must share a currency",
                     ));
                 }
-                let line_total = view
-                    .product
+                let line_total = product
                     .price
                     .times(*quantity)
                     .ok_or(CheckoutError::TotalTooLarge)?;
@@ -211,10 +223,10 @@ impl Checkout {
                     .checked_add(line_total.amount_minor)
                     .ok_or(CheckoutError::TotalTooLarge)?;
                 lines.push(OrderLine {
-                    product_id: view.product.id,
-                    title: view.product.title.clone(),
+                    product_id: product.id,
+                    title: product.title.clone(),
                     quantity: *quantity,
-                    unit_price: view.product.price,
+                    unit_price: product.price,
                 });
             }
             let fee = settings.delivery_fees.fee(distance, currency);
@@ -409,6 +421,12 @@ impl Checkout {
         }
     }
 
+    async fn empty_cart(&self, cart: CartId) {
+        if let Err(e) = self.carts.send(cart, ChangeCart(CartCommand::Clear)).await {
+            tracing::warn!(error = %e, "cart not emptied after checkout");
+        }
+    }
+
     /// Creates (or finds) the payment, empties the cart, and answers with the checkout.
     async fn finish(
         &self,
@@ -432,10 +450,8 @@ impl Checkout {
                 .await?
                 .ok_or(CheckoutError::InProgress)?,
         };
-        if let Some((_, cart)) = fresh
-            && let Err(e) = state.carts.send(cart, ChangeCart(CartCommand::Clear)).await
-        {
-            tracing::warn!(error = %e, "cart not emptied after checkout");
+        if let Some((_, cart)) = fresh {
+            state.empty_cart(cart).await;
         }
         let mut orders = Vec::with_capacity(order_ids.len());
         for id in order_ids {
@@ -453,4 +469,19 @@ impl Checkout {
             payment,
         })
     }
+}
+
+/// Whether `cart` holds exactly the products and quantities `orders` bought.
+fn holds_exactly(cart: &Cart, orders: &[OrderRecord]) -> bool {
+    let mut in_cart: BTreeMap<ProductId, u32> = BTreeMap::new();
+    for line in &cart.lines {
+        let units = in_cart.entry(line.product_id).or_default();
+        *units = units.saturating_add(line.quantity.get());
+    }
+    let mut bought: BTreeMap<ProductId, u32> = BTreeMap::new();
+    for line in orders.iter().flat_map(|o| &o.order.lines) {
+        let units = bought.entry(line.product_id).or_default();
+        *units = units.saturating_add(line.quantity);
+    }
+    !in_cart.is_empty() && in_cart == bought
 }

@@ -163,12 +163,11 @@ impl ProductSearch {
                     GeoPoint::parse_pair(near).map_err(|m| ApiError::invalid_field("near", m))?;
                 let radius_km = parse_radius_km(self.radius_km.unwrap_or(DEFAULT_RADIUS_KM))
                     .map_err(|m| ApiError::invalid_field("radius_km", m))?;
-                let nearby =
-                    state
-                        .catalog
-                        .directory
-                        .near(center, radius_km * 1000.0, Vendor::is_active);
-                Some(nearby.into_iter().map(|n| n.vendor.id).collect())
+                Some(state.catalog.directory.near_ids(
+                    center,
+                    radius_km * 1000.0,
+                    Vendor::is_active,
+                ))
             }
             None if self.radius_km.is_some() => {
                 return Err(ApiError::invalid_field("radius_km", "needs `near`"));
@@ -202,8 +201,10 @@ pub async fn search_products(
     query: web::Query<ProductSearch>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.to_query(&state)?;
-    let results = state.catalog.indexer.search.search(query).await?;
-    Ok(HttpResponse::Ok().json(results))
+    let page = state.catalog.indexer.search.search_json(query).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(page))
 }
 
 /// Every product of the caller's store, drafts and hidden ones included.
@@ -226,8 +227,10 @@ pub async fn my_products(
     query.vendor = Some(vendor.id);
     query.vendors_in = None;
     query.include_unlisted = true;
-    let results = state.catalog.indexer.search.search(query).await?;
-    Ok(HttpResponse::Ok().json(results))
+    let page = state.catalog.indexer.search.search_json(query).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(page))
 }
 
 /// Lists a product in the caller's store (a draft unless `visibility` says otherwise).

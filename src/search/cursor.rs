@@ -102,26 +102,44 @@ impl Cursor {
 /// A digest of everything that decides which results a query has and in what order (not the
 /// page size nor the cursor).
 pub fn query_digest(q: &SearchQuery) -> u64 {
-    let mut vendors: Vec<String> = q
-        .vendors_in
-        .iter()
-        .flatten()
-        .map(ToString::to_string)
-        .collect();
-    vendors.sort_unstable();
-    let canonical = serde_json::json!({
-        "text": q.text.as_deref().map(str::trim),
-        "category": q.category.map(|c| c.to_string()),
-        "vendor": q.vendor.map(|v| v.to_string()),
-        "vendors_in": q.vendors_in.as_ref().map(|_| vendors),
-        "min_price": q.min_price,
-        "max_price": q.max_price,
-        "in_stock": q.in_stock,
-        "min_rating": q.min_rating.map(f64::to_bits),
-        "sort": format!("{:?}", q.sort),
-        "include_unlisted": q.include_unlisted,
-    });
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    // Each present field is tagged and its bytes length-prefixed, so no two different queries
+    // are encoded alike. Absent fields are left out (their tags tell them apart).
+    fn field(hash: &mut Sha256, tag: u8, bytes: &[u8]) {
+        hash.update([tag]);
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(bytes);
+    }
+    let mut hash = Sha256::new();
+    if let Some(text) = &q.text {
+        field(&mut hash, 1, text.trim().as_bytes());
+    }
+    if let Some(category) = q.category {
+        field(&mut hash, 2, category.as_uuid().as_bytes());
+    }
+    if let Some(vendor) = q.vendor {
+        field(&mut hash, 3, vendor.as_uuid().as_bytes());
+    }
+    if let Some(vendors) = &q.vendors_in {
+        // A set: its order and repeats do not change the results.
+        let mut ids: Vec<u128> = vendors.iter().map(|v| v.as_uuid().as_u128()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| id.to_be_bytes()).collect();
+        field(&mut hash, 4, &bytes);
+    }
+    if let Some(min) = q.min_price {
+        field(&mut hash, 5, &min.to_be_bytes());
+    }
+    if let Some(max) = q.max_price {
+        field(&mut hash, 6, &max.to_be_bytes());
+    }
+    field(&mut hash, 7, &[u8::from(q.in_stock)]);
+    if let Some(rating) = q.min_rating {
+        field(&mut hash, 8, &rating.to_bits().to_be_bytes());
+    }
+    field(&mut hash, 9, format!("{:?}", q.sort).as_bytes());
+    field(&mut hash, 10, &[u8::from(q.include_unlisted)]);
+    let digest = hash.finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)

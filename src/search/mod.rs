@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -320,6 +321,15 @@ impl SearchIndex {
     /// computed on the blocking pool, at most one search per core at a time: queued searches
     /// wait their turn in order instead of all slowing each other down.
     pub async fn search(&self, query: SearchQuery) -> Result<SearchResults, SearchError> {
+        Ok(self.answer(query).await?.results.clone())
+    }
+
+    /// Like [`search`](Self::search), answered as the API's JSON body.
+    pub async fn search_json(&self, query: SearchQuery) -> Result<Bytes, SearchError> {
+        self.answer(query).await?.json()
+    }
+
+    async fn answer(&self, query: SearchQuery) -> Result<Arc<results::Answer>, SearchError> {
         if let Some(answer) = self.inner.cached(&query) {
             return Ok(answer);
         }
@@ -464,29 +474,26 @@ impl Inner {
 
     /// Answers from the current snapshot's answers when it has this one; computes (and keeps)
     /// it otherwise.
-    fn cached(&self, q: &SearchQuery) -> Option<SearchResults> {
+    fn cached(&self, q: &SearchQuery) -> Option<Arc<results::Answer>> {
         if q.cursor.is_some() {
             return None;
         }
         let generation = self.reader.searcher().generation().generation_id();
         let key = (query_digest(q), q.limit, None);
-        self.answers
-            .lock()
-            .get(generation, &key)
-            .map(|answer| (*answer).clone())
+        self.answers.lock().get(generation, &key)
     }
 
-    fn search_cached(&self, q: SearchQuery) -> Result<SearchResults, SearchError> {
+    fn search_cached(&self, q: SearchQuery) -> Result<Arc<results::Answer>, SearchError> {
         if let Some(answer) = self.cached(&q) {
             return Ok(answer);
         }
         let generation = self.reader.searcher().generation().generation_id();
         let key = (query_digest(&q), q.limit, q.cursor.clone());
-        let answer = self.search(q)?;
+        let answer = Arc::new(results::Answer::new(self.search(q)?));
         if key.2.is_none() {
             self.answers
                 .lock()
-                .put(generation, key, Arc::new(answer.clone()));
+                .put(generation, key, Arc::clone(&answer));
         }
         Ok(answer)
     }

@@ -7,9 +7,40 @@
 //! commit instead of once per request.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use super::SearchResults;
+use bytes::Bytes;
+
+use super::{SearchError, SearchResults};
+
+/// One computed answer, and its JSON once a caller has asked for it (a popular search is
+/// encoded once per snapshot, not once per request).
+#[derive(Debug)]
+pub struct Answer {
+    pub results: SearchResults,
+    json: OnceLock<Bytes>,
+}
+
+impl Answer {
+    pub fn new(results: SearchResults) -> Self {
+        Answer {
+            results,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The answer as the API's JSON body.
+    pub fn json(&self) -> Result<Bytes, SearchError> {
+        if let Some(json) = self.json.get() {
+            return Ok(json.clone());
+        }
+        let json = Bytes::from(
+            serde_json::to_vec(&self.results)
+                .map_err(|e| SearchError::Internal(anyhow::anyhow!("encoding an answer: {e}")))?,
+        );
+        Ok(self.json.get_or_init(|| json).clone())
+    }
+}
 
 /// Most answers kept for one generation.
 pub const MAX_ANSWERS: usize = 1_024;
@@ -21,12 +52,12 @@ pub type AnswerKey = (u64, usize, Option<String>);
 #[derive(Default)]
 pub struct Answers {
     generation: u64,
-    answers: HashMap<AnswerKey, Arc<SearchResults>>,
+    answers: HashMap<AnswerKey, Arc<Answer>>,
 }
 
 impl Answers {
     /// The answer computed on `generation`, if this is the current generation and it has one.
-    pub fn get(&self, generation: u64, key: &AnswerKey) -> Option<Arc<SearchResults>> {
+    pub fn get(&self, generation: u64, key: &AnswerKey) -> Option<Arc<Answer>> {
         if generation == self.generation {
             self.answers.get(key).cloned()
         } else {
@@ -36,7 +67,7 @@ impl Answers {
 
     /// Keeps an answer computed on `generation`. A newer generation replaces everything kept;
     /// an older one (a walk continuing on a pinned snapshot) is not kept.
-    pub fn put(&mut self, generation: u64, key: AnswerKey, answer: Arc<SearchResults>) {
+    pub fn put(&mut self, generation: u64, key: AnswerKey, answer: Arc<Answer>) {
         if generation > self.generation {
             self.generation = generation;
             self.answers.clear();
@@ -54,13 +85,13 @@ impl Answers {
 mod tests {
     use super::*;
 
-    fn answer(total: u64) -> Arc<SearchResults> {
-        Arc::new(SearchResults {
+    fn answer(total: u64) -> Arc<Answer> {
+        Arc::new(Answer::new(SearchResults {
             items: Vec::new(),
             total,
             facets: Vec::new(),
             next_cursor: None,
-        })
+        }))
     }
 
     #[test]
@@ -68,7 +99,7 @@ mod tests {
         let mut answers = Answers::default();
         let key = (1, 20, None);
         answers.put(3, key.clone(), answer(7));
-        assert_eq!(answers.get(3, &key).map(|a| a.total), Some(7));
+        assert_eq!(answers.get(3, &key).map(|a| a.results.total), Some(7));
         assert!(answers.get(4, &key).is_none());
         answers.put(2, (9, 20, None), answer(1));
         assert!(answers.get(2, &(9, 20, None)).is_none());

@@ -8,6 +8,7 @@ use hexmarket::catalog::Catalog;
 use hexmarket::clock::Clock;
 use hexmarket::config::Settings;
 use hexmarket::identity::Identity;
+use hexmarket::store::SharedStore;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -69,15 +70,20 @@ pub async fn spawn_in(data_dir: TempDir, adjust: impl FnOnce(&mut Settings)) -> 
 /// its own data directory, actors, index and sessions, after letting the test adjust its
 /// settings (which start as a copy of the first node's).
 pub async fn spawn_peer(first: &TestApp, adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("temp dir");
     let mut settings = first.settings.clone();
-    settings.data_dir = data_dir.path().to_path_buf();
     adjust(&mut settings);
+    spawn_on_store(settings, first.catalog.repo.products.store().clone()).await
+}
+
+/// Spawns a node on a store that is already open, with `settings` and a data directory of its
+/// own (for its index and sessions).
+pub async fn spawn_on_store(mut settings: Settings, store: SharedStore) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    settings.data_dir = data_dir.path().to_path_buf();
     let clock = Clock::default();
-    let store = first.catalog.repo.products.store().clone();
     let app = Application::build_on_store(settings.clone(), clock.clone(), store)
         .await
-        .expect("peer node builds");
+        .expect("node builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
     let identity = app.identity();

@@ -15,6 +15,7 @@ mod auth;
 mod bus;
 mod catalog;
 mod checkout;
+mod checkout_crashes;
 mod flash_sale;
 mod http;
 mod inventory;
