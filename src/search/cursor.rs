@@ -145,6 +145,48 @@ pub fn query_digest(q: &SearchQuery) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// The digest cursors carried before [`query_digest`] (a SHA-256 of the query rendered as
+/// JSON). Cursors are still accepted with it, so a walk begun on a node of the previous
+/// version goes on across a rolling upgrade.
+fn previous_query_digest(q: &SearchQuery) -> u64 {
+    let mut vendors: Vec<String> = q
+        .vendors_in
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    vendors.sort_unstable();
+    let canonical = serde_json::json!({
+        "text": q.text.as_deref().map(str::trim),
+        "category": q.category.map(|c| c.to_string()),
+        "vendor": q.vendor.map(|v| v.to_string()),
+        "vendors_in": q.vendors_in.as_ref().map(|_| vendors),
+        "min_price": q.min_price,
+        "max_price": q.max_price,
+        "in_stock": q.in_stock,
+        "min_rating": q.min_rating.map(f64::to_bits),
+        "sort": format!("{:?}", q.sort),
+        "include_unlisted": q.include_unlisted,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+impl Cursor {
+    /// Decodes a cursor issued for `query`, whichever digest it carries (this version's or the
+    /// previous one's).
+    pub fn decode_for(
+        token: &str,
+        signer: &Signer,
+        query: &SearchQuery,
+    ) -> Result<Self, SearchError> {
+        Cursor::decode(token, signer, query_digest(query))
+            .or_else(|_| Cursor::decode(token, signer, previous_query_digest(query)))
+    }
+}
+
 /// Searchers kept for open walks, by reader generation.
 #[derive(Default)]
 pub struct Snapshots {
@@ -195,6 +237,7 @@ impl Snapshots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ids::VendorId;
     use crate::search::Sort;
 
     fn signer(purpose: &str) -> Signer {
@@ -237,6 +280,33 @@ mod tests {
             Cursor::decode(&tampered, &signer, digest),
             Err(SearchError::BadCursor)
         ));
+    }
+
+    #[test]
+    fn a_cursor_of_the_previous_version_is_still_accepted_for_its_query() {
+        let signer = signer("search-cursor");
+        let query = SearchQuery {
+            text: Some("pizza".into()),
+            vendors_in: Some(vec![VendorId::new(), VendorId::new()]),
+            ..SearchQuery::default()
+        };
+        let old = Cursor::new(7, 3, 20, [1, 2, 3, 4], previous_query_digest(&query));
+        let token = old.encode(&signer);
+        assert_eq!(Cursor::decode_for(&token, &signer, &query).unwrap(), old);
+        let other_query = SearchQuery {
+            in_stock: true,
+            ..query.clone()
+        };
+        assert!(matches!(
+            Cursor::decode_for(&token, &signer, &other_query),
+            Err(SearchError::BadCursor)
+        ));
+        let current = Cursor::new(7, 3, 20, [1, 2, 3, 4], query_digest(&query));
+        let token = current.encode(&signer);
+        assert_eq!(
+            Cursor::decode_for(&token, &signer, &query).unwrap(),
+            current
+        );
     }
 
     #[test]

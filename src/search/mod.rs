@@ -502,7 +502,7 @@ impl Inner {
         let limit = q.limit.clamp(1, MAX_LIMIT);
         let digest = query_digest(&q);
         let cursor = match &q.cursor {
-            Some(token) => Some(Cursor::decode(token, &self.signer, digest)?),
+            Some(token) => Some(Cursor::decode_for(token, &self.signer, &q)?),
             None => None,
         };
         let searcher = self.searcher_for(cursor.as_ref());
