@@ -12,7 +12,7 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::domain::courier::GpsPoint;
 use crate::domain::ids::UserId;
@@ -23,6 +23,8 @@ use crate::store::{SharedStore, Store, StoreError, StoreResult};
 const QUEUE_DEPTH: usize = 16 * 1024;
 /// Most points appended by one write; a busier window is written in several.
 const MAX_POINTS: usize = 4096;
+/// Writes under way at once (see [`drain`]).
+const WRITES_IN_FLIGHT: usize = 4;
 
 struct Pending {
     courier: UserId,
@@ -69,22 +71,33 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("the trail drainer stopped".to_owned())
 }
 
-/// Writes what arrives until every sender is gone and the queue is empty.
+/// Writes what arrives until every sender is gone, the queue is empty and every write has
+/// been answered.
+///
+/// Up to [`WRITES_IN_FLIGHT`] writes are under way at once: while one waits for its sync, the
+/// next window's messages are gathered and encoded, and the store's writer commits writes that
+/// meet in its queue together. With one write at a time the couriers waited for each other's
+/// syncs in turn and the node's core sat partly idle under a full queue. Order between writes
+/// does not matter: every point is its own row, keyed by its time.
 async fn drain(
     store: Weak<dyn Store>,
     retention: Duration,
     mut rx: mpsc::Receiver<Pending>,
     window: Duration,
 ) {
-    let mut batch: Vec<Pending> = Vec::new();
+    let writes = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let mut points = first.points.len();
-        batch.push(first);
+        let mut batch = vec![first];
         // Nothing polls the queue while this sleeps, so the messages that arrive meanwhile
         // wake nobody: one wake-up per write, however many couriers it carries.
         if !window.is_zero() {
             tokio::time::sleep(window).await;
         }
+        // Waiting for room lets more messages gather for this write.
+        let Ok(room) = Arc::clone(&writes).acquire_owned().await else {
+            break;
+        };
         while points < MAX_POINTS {
             match rx.try_recv() {
                 Ok(next) => {
@@ -94,28 +107,43 @@ async fn drain(
                 Err(_) => break,
             }
         }
-        let outcome = match store.upgrade() {
-            Some(store) => {
-                CourierRepo::new(store, retention)
-                    .append_trails(batch.iter().map(|p| (p.courier, p.points.as_slice())))
-                    .await
-            }
-            None => Err(stopped()),
-        };
-        if let Err(e) = &outcome {
-            tracing::warn!(error = %e, messages = batch.len(), points, "trail write failed");
-        }
-        for pending in batch.drain(..) {
-            let answer = match &outcome {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Unavailable(format!("trail write failed: {e}"))),
-            };
-            // A sender that went away (its session closed) needs no answer; its points are
-            // written all the same.
-            let _ = pending.done.send(answer);
-        }
+        let store = store.upgrade();
+        tokio::spawn(async move {
+            write(store, retention, batch, points).await;
+            drop(room);
+        });
     }
+    let _ = writes.acquire_many(WRITES_IN_FLIGHT as u32).await;
     tracing::debug!("trail drainer stopped");
+}
+
+/// Appends one batch and answers each of its senders.
+async fn write(
+    store: Option<Arc<dyn Store>>,
+    retention: Duration,
+    batch: Vec<Pending>,
+    points: usize,
+) {
+    let outcome = match store {
+        Some(store) => {
+            CourierRepo::new(store, retention)
+                .append_trails(batch.iter().map(|p| (p.courier, p.points.as_slice())))
+                .await
+        }
+        None => Err(stopped()),
+    };
+    if let Err(e) = &outcome {
+        tracing::warn!(error = %e, messages = batch.len(), points, "trail write failed");
+    }
+    for pending in batch {
+        let answer = match &outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(StoreError::Unavailable(format!("trail write failed: {e}"))),
+        };
+        // A sender that went away (its session closed) needs no answer; its points are
+        // written all the same.
+        let _ = pending.done.send(answer);
+    }
 }
 
 #[cfg(test)]
@@ -161,5 +189,28 @@ mod tests {
         }
         // Nothing to write is answered at once.
         drainer.append(couriers[0], Vec::new()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_window_too_big_for_one_write_is_written_by_several_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let retention = Duration::from_secs(86_400);
+        let repo = CourierRepo::new(Arc::clone(&store), retention);
+        let drainer = TrailDrainer::start(&store, retention, Duration::from_millis(20));
+        // 200 couriers × 50 points: more than two writes' worth, sent at once.
+        let couriers: Vec<UserId> = (0..200).map(|_| UserId::new()).collect();
+        let appends = couriers
+            .iter()
+            .map(|&c| drainer.append(c, (0..50).map(point).collect()));
+        for outcome in futures_util::future::join_all(appends).await {
+            outcome.unwrap();
+        }
+        assert!(couriers.len() * 50 > 2 * MAX_POINTS);
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        for &courier in &couriers {
+            let trail = repo.trail(courier, day, None, 100).await.unwrap();
+            assert_eq!(trail.len(), 50, "courier {courier}");
+        }
     }
 }

@@ -83,7 +83,7 @@ impl CourierRepo {
         after: Option<DateTime<Utc>>,
         limit: usize,
     ) -> StoreResult<Vec<GpsPoint>> {
-        let partition = format!("{courier}:{}", day.format("%Y%m%d"));
+        let partition = day_partition(courier, day);
         let range = match after {
             Some(at) => ScanRange::after(micros_key(at), limit),
             None => ScanRange::first(limit),
@@ -104,5 +104,52 @@ fn micros_key(at: DateTime<Utc>) -> String {
 }
 
 fn trail_key(courier: UserId, at: DateTime<Utc>) -> Key {
-    Key::new(format!("{courier}:{}", at.format("%Y%m%d")), micros_key(at))
+    Key::new(day_partition(courier, at.date_naive()), micros_key(at))
+}
+
+/// `{courier}:{YYYYMMDD}`. Built from the date's numbers: the trail drainer makes one for every
+/// point it writes, and a `strftime` pattern is parsed again on each use. Years outside
+/// 0..=9999 (never a valid fix) take the pattern, which writes them as chrono always has.
+fn day_partition(courier: UserId, day: chrono::NaiveDate) -> String {
+    use chrono::Datelike as _;
+    if (0..=9999).contains(&day.year()) {
+        format!(
+            "{courier}:{:04}{:02}{:02}",
+            day.year(),
+            day.month(),
+            day.day()
+        )
+    } else {
+        format!("{courier}:{}", day.format("%Y%m%d"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDate;
+
+    use super::*;
+
+    #[test]
+    fn day_partitions_are_the_strftime_ones() {
+        let courier = UserId::new();
+        let days = [
+            (2026, 12, 7),
+            (2027, 1, 1),
+            (2024, 2, 29),
+            (5, 3, 9),
+            (999, 10, 31),
+            (9999, 12, 31),
+            (10_000, 1, 1),
+            (-1, 6, 15),
+        ];
+        for (y, m, d) in days {
+            let day = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(
+                day_partition(courier, day),
+                format!("{courier}:{}", day.format("%Y%m%d")),
+                "{day}"
+            );
+        }
+    }
 }

@@ -399,6 +399,7 @@ fn commit_group(tables: &Tables, jobs: &mut Vec<Job>) {
         overlay: HashMap::new(),
         batch: tables.db.batch().durability(Some(PersistMode::SyncData)),
         now: now_ms(),
+        expiring: jobs.iter().any(|job| matches!(job.op, Op::Expire { .. })),
     };
     let outcomes: Vec<StoreResult<Cas>> = jobs
         .iter_mut()
@@ -425,6 +426,10 @@ struct Group<'a> {
     overlay: HashMap<(Table, Vec<u8>), Option<StoredValue>>,
     batch: fjall::OwnedWriteBatch,
     now: i64,
+    /// The group expires rows, so it must see the rows appended before the expiry in it.
+    /// Otherwise appended rows stay out of the overlay: no conditional write reads an append
+    /// table, and a courier's trail is thousands of rows a second.
+    expiring: bool,
 }
 
 impl Group<'_> {
@@ -440,6 +445,20 @@ impl Group<'_> {
     }
 
     fn write(&mut self, table: Table, raw: Vec<u8>, value: StoredValue) -> StoreResult<()> {
+        self.stage(table, raw.clone(), &value)?;
+        self.overlay.insert((table, raw), Some(value));
+        Ok(())
+    }
+
+    /// Writes a row of an append table (see [`Group::expiring`]).
+    fn append(&mut self, table: Table, raw: Vec<u8>, value: StoredValue) -> StoreResult<()> {
+        if self.expiring {
+            return self.write(table, raw, value);
+        }
+        self.stage(table, raw, &value)
+    }
+
+    fn stage(&mut self, table: Table, raw: Vec<u8>, value: &StoredValue) -> StoreResult<()> {
         let ks = self.tables.keyspace(table)?.clone();
         if value.expires_at != 0 {
             self.batch.insert(
@@ -448,8 +467,7 @@ impl Group<'_> {
                 [],
             );
         }
-        self.batch.insert(&ks, raw.clone(), value.encode());
-        self.overlay.insert((table, raw), Some(value));
+        self.batch.insert(&ks, raw, value.encode());
         Ok(())
     }
 
@@ -514,7 +532,7 @@ impl Group<'_> {
                 for (key, data) in rows.drain(..) {
                     let raw = encode_key(&key)?;
                     let value = StoredValue::new(1, *ttl, self.now, data);
-                    self.write(*table, raw, value)?;
+                    self.append(*table, raw, value)?;
                 }
                 Ok(Cas::Applied(1))
             }

@@ -54,6 +54,22 @@ enum Incoming {
     },
 }
 
+/// A location frame read as a plain struct. Nearly every frame a courier sends is one, and
+/// serde reads an internally tagged enum by first copying the whole frame into a buffer of
+/// untyped values; this reads the points straight into place. It accepts exactly what
+/// [`Incoming::Location`] accepts (an escaped `type` string or a repeated key fails here and
+/// goes the enum's way).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationIn<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(default)]
+    point: Option<GpsPoint>,
+    #[serde(default)]
+    points: Option<Vec<GpsPoint>>,
+}
+
 const KNOWN_TYPES: [&str; 6] = [
     "go_online",
     "go_offline",
@@ -183,8 +199,16 @@ impl LiveSession for CourierSession {
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Self::Context) {
-        // The common case in one pass; a frame that does not parse is looked at again to say
+        // The common cases in one pass; a frame that does not parse is looked at again to say
         // what is wrong with it.
+        if let Ok(LocationIn {
+            kind: "location",
+            point,
+            points,
+        }) = serde_json::from_str::<LocationIn>(text)
+        {
+            return self.act(Incoming::Location { point, points }, ctx);
+        }
         if let Ok(incoming) = serde_json::from_str::<Incoming>(text) {
             return self.act(incoming, ctx);
         }
@@ -357,3 +381,49 @@ fn error_frame(e: &CourierError) -> (ErrorCode, String) {
 }
 
 super::closes_when_the_node_stops!(CourierSession);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The struct path takes a frame only if the enum would have read it the same way.
+    #[test]
+    fn location_frames_read_alike_on_both_paths() {
+        let point =
+            r#"{"lat":52.5,"lng":13.4,"accuracy_m":5,"recorded_at":"2026-12-07T10:00:00Z"}"#;
+        let frames = [
+            format!(r#"{{"type":"location","point":{point}}}"#),
+            format!(r#"{{"point":{point},"type":"location"}}"#),
+            format!(r#"{{"type":"location","points":[{point},{point}]}}"#),
+            format!(r#"{{"type":"location","point":{point},"points":[{point}]}}"#),
+            r#"{"type":"location"}"#.to_owned(),
+            r#"{"type":"location","point":null}"#.to_owned(),
+            format!(r#"{{"type":"location","point":{point},"extra":1}}"#),
+            format!(r#"{{"type":"locat\u0069on","point":{point}}}"#),
+            format!(r#"{{"type":"location","type":"location","point":{point}}}"#),
+            format!(r#"{{"type":"go_online","point":{point}}}"#),
+            r#"{"type":"go_online"}"#.to_owned(),
+            r#"{"type":"location","point":{"lat":"x"}}"#.to_owned(),
+        ];
+        let mut taken = 0;
+        for frame in &frames {
+            let Ok(fast) = serde_json::from_str::<LocationIn>(frame) else {
+                continue;
+            };
+            if fast.kind != "location" {
+                continue;
+            }
+            taken += 1;
+            match serde_json::from_str::<Incoming>(frame) {
+                Ok(Incoming::Location { point, points }) => {
+                    assert_eq!((point, points), (fast.point, fast.points), "{frame}");
+                }
+                other => panic!("{frame}: the enum reads {other:?}"),
+            }
+        }
+        assert_eq!(
+            taken, 6,
+            "the well-formed location frames take the struct path"
+        );
+    }
+}
