@@ -175,14 +175,16 @@ fn previous_query_digest(q: &SearchQuery) -> u64 {
 }
 
 impl Cursor {
-    /// Decodes a cursor issued for `query`, whichever digest it carries (this version's or the
-    /// previous one's).
+    /// Decodes a cursor issued for `query`, whose [`query_digest`] the caller has already
+    /// computed as `digest`, whichever digest the cursor carries (this version's or the
+    /// previous one's, computed only for a cursor that does not match this one).
     pub fn decode_for(
         token: &str,
         signer: &Signer,
         query: &SearchQuery,
+        digest: u64,
     ) -> Result<Self, SearchError> {
-        Cursor::decode(token, signer, query_digest(query))
+        Cursor::decode(token, signer, digest)
             .or_else(|_| Cursor::decode(token, signer, previous_query_digest(query)))
     }
 }
@@ -292,19 +294,23 @@ mod tests {
         };
         let old = Cursor::new(7, 3, 20, [1, 2, 3, 4], previous_query_digest(&query));
         let token = old.encode(&signer);
-        assert_eq!(Cursor::decode_for(&token, &signer, &query).unwrap(), old);
+        let digest = query_digest(&query);
+        assert_eq!(
+            Cursor::decode_for(&token, &signer, &query, digest).unwrap(),
+            old
+        );
         let other_query = SearchQuery {
             in_stock: true,
             ..query.clone()
         };
         assert!(matches!(
-            Cursor::decode_for(&token, &signer, &other_query),
+            Cursor::decode_for(&token, &signer, &other_query, query_digest(&other_query)),
             Err(SearchError::BadCursor)
         ));
-        let current = Cursor::new(7, 3, 20, [1, 2, 3, 4], query_digest(&query));
+        let current = Cursor::new(7, 3, 20, [1, 2, 3, 4], digest);
         let token = current.encode(&signer);
         assert_eq!(
-            Cursor::decode_for(&token, &signer, &query).unwrap(),
+            Cursor::decode_for(&token, &signer, &query, digest).unwrap(),
             current
         );
     }

@@ -330,7 +330,9 @@ impl SearchIndex {
     }
 
     async fn answer(&self, query: SearchQuery) -> Result<Arc<results::Answer>, SearchError> {
-        if let Some(answer) = self.inner.cached(&query) {
+        // Computed once: the cache key, the cursor's check and the next cursor all use it.
+        let digest = query_digest(&query);
+        if let Some(answer) = self.inner.cached(&query, digest) {
             return Ok(answer);
         }
         let _turn = self
@@ -340,7 +342,7 @@ impl SearchIndex {
             .await
             .map_err(|e| SearchError::Internal(anyhow::anyhow!("search queue closed: {e}")))?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.search_cached(query))
+        tokio::task::spawn_blocking(move || inner.search_cached(query, digest))
             .await
             .map_err(|e| SearchError::Internal(anyhow::anyhow!("search task failed: {e}")))?
     }
@@ -474,22 +476,27 @@ impl Inner {
 
     /// Answers from the current snapshot's answers when it has this one; computes (and keeps)
     /// it otherwise.
-    fn cached(&self, q: &SearchQuery) -> Option<Arc<results::Answer>> {
+    /// `digest` is `q`'s [`query_digest`].
+    fn cached(&self, q: &SearchQuery, digest: u64) -> Option<Arc<results::Answer>> {
         if q.cursor.is_some() {
             return None;
         }
         let generation = self.reader.searcher().generation().generation_id();
-        let key = (query_digest(q), q.limit, None);
+        let key = (digest, q.limit, None);
         self.answers.lock().get(generation, &key)
     }
 
-    fn search_cached(&self, q: SearchQuery) -> Result<Arc<results::Answer>, SearchError> {
-        if let Some(answer) = self.cached(&q) {
+    fn search_cached(
+        &self,
+        q: SearchQuery,
+        digest: u64,
+    ) -> Result<Arc<results::Answer>, SearchError> {
+        if let Some(answer) = self.cached(&q, digest) {
             return Ok(answer);
         }
         let generation = self.reader.searcher().generation().generation_id();
-        let key = (query_digest(&q), q.limit, q.cursor.clone());
-        let answer = Arc::new(results::Answer::new(self.search(q)?));
+        let key = (digest, q.limit, q.cursor.clone());
+        let answer = Arc::new(results::Answer::new(self.search(q, digest)?));
         if key.2.is_none() {
             self.answers
                 .lock()
@@ -498,11 +505,10 @@ impl Inner {
         Ok(answer)
     }
 
-    fn search(&self, q: SearchQuery) -> Result<SearchResults, SearchError> {
+    fn search(&self, q: SearchQuery, digest: u64) -> Result<SearchResults, SearchError> {
         let limit = q.limit.clamp(1, MAX_LIMIT);
-        let digest = query_digest(&q);
         let cursor = match &q.cursor {
-            Some(token) => Some(Cursor::decode_for(token, &self.signer, &q)?),
+            Some(token) => Some(Cursor::decode_for(token, &self.signer, &q, digest)?),
             None => None,
         };
         let searcher = self.searcher_for(cursor.as_ref());
