@@ -21,6 +21,9 @@ use crate::support::{Caller, NewTicket, QueueFilter, SupportError, TicketChange}
 use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 
+/// The oldest a queue filter reaches back: a hundred years of 365.25 days.
+const OLDER_THAN_MAX_SECS: i64 = 3_155_760_000;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/support/tickets")
@@ -333,7 +336,8 @@ pub struct QueueQuery {
     /// Only tickets assigned to this admin.
     #[param(value_type = Option<String>, format = Uuid)]
     pub assigned_to: Option<UserId>,
-    /// Only tickets opened at least this many seconds ago.
+    /// Only tickets opened at least this many seconds ago (at most a hundred years).
+    #[param(maximum = 3_155_760_000u64)]
     pub older_than: Option<u64>,
     /// Only tickets opened before this moment.
     pub opened_before: Option<DateTime<Utc>>,
@@ -594,9 +598,12 @@ pub async fn queue(
         .map(|secs| {
             i64::try_from(secs)
                 .ok()
+                .filter(|secs| *secs <= OLDER_THAN_MAX_SECS)
                 .and_then(chrono::Duration::try_seconds)
                 .and_then(|age| now.checked_sub_signed(age))
-                .ok_or_else(|| ApiError::invalid_field("older_than", "too far back"))
+                .ok_or_else(|| {
+                    ApiError::invalid_field("older_than", "at most 3155760000 (a hundred years)")
+                })
         })
         .transpose()?;
     let opened_before = match (older_than, query.opened_before) {

@@ -41,6 +41,7 @@ mod search;
 mod settlement;
 mod store_contract;
 mod support;
+mod trail_crash;
 mod verification;
 mod webapp;
 mod ws_client;

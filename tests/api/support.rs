@@ -308,6 +308,30 @@ async fn the_queue_lists_overdue_tickets_and_moves_tickets_between_statuses() {
     )
     .await;
     assert!(ids(&old).is_empty(), "opened two hours ago, not three");
+    let oldest = ok_json(
+        get(
+            &app,
+            &admin,
+            "/api/v1/admin/support/tickets?older_than=3155760000",
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        ids(&oldest).is_empty(),
+        "the documented maximum is accepted"
+    );
+    assert_problem(
+        get(
+            &app,
+            &admin,
+            "/api/v1/admin/support/tickets?older_than=9223372036854775806",
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
 
     patch_json(
         &app,
