@@ -5,7 +5,9 @@
 //! units. Holds expire by time alone: an expired hold simply stops counting, so stock comes
 //! back even if nobody ever releases it (a crashed checkout, an unpaid order). A committed
 //! hold is kept for a while after it expires so that a repeated commit is recognised rather
-//! than applied twice.
+//! than applied twice, and a restock happens once: [`COMMITTED_RETENTION`], and at most the
+//! [`SOLD_REMEMBERED`] newest of a product, so a product that sells fast neither grows its row
+//! without bound nor runs out of room for the holds of checkouts in progress.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +24,9 @@ pub const SALES_DAYS: usize = 14;
 pub const COMMITTED_RETENTION: chrono::Duration = chrono::Duration::hours(48);
 /// Most holds one product may have at once (each is a checkout in progress).
 pub const MAX_HOLDS: usize = 20_000;
+/// Most committed holds one product remembers: beyond this many the oldest are forgotten
+/// before their [`COMMITTED_RETENTION`] ends (a restock of those finds nothing sold).
+pub const SOLD_REMEMBERED: usize = 2_000;
 /// Longest reason a vendor may give for an adjustment, in characters.
 pub const MAX_REASON: usize = 200;
 
@@ -166,6 +171,24 @@ impl Inventory {
                 h.expires_at > now
             }
         });
+        let sold = self.holds.values().filter(|h| h.committed).count();
+        if sold > SOLD_REMEMBERED {
+            let mut by_age: Vec<(DateTime<Utc>, String)> = self
+                .holds
+                .iter()
+                .filter(|(_, h)| h.committed)
+                .map(|(reservation, h)| (h.expires_at, reservation.clone()))
+                .collect();
+            by_age.sort_unstable();
+            for (_, reservation) in by_age.into_iter().take(sold - SOLD_REMEMBERED) {
+                self.holds.remove(&reservation);
+            }
+        }
+    }
+
+    /// Holds of checkouts in progress (after [`Inventory::prune`], every uncommitted hold).
+    fn in_progress(&self) -> usize {
+        self.holds.values().filter(|h| !h.committed).count()
     }
 
     /// Holds `quantity` units for `reservation` until `expires_at`. Placing the same hold again
@@ -188,7 +211,7 @@ impl Inventory {
         if quantity > available {
             return Err(InventoryError::Short { available });
         }
-        if already == 0 && self.holds.len() >= MAX_HOLDS {
+        if already == 0 && self.in_progress() >= MAX_HOLDS {
             return Err(InventoryError::TooManyHolds);
         }
         self.holds.insert(
@@ -481,6 +504,71 @@ mod tests {
         let retention = COMMITTED_RETENTION.num_seconds();
         inv.prune(t(60 + retention + 1));
         assert!(inv.holds.is_empty());
+    }
+
+    /// `inv` as if `n` checkouts had each sold one unit over the last `n` seconds before `t(0)`
+    /// (`order-0` the oldest), the holds written straight into the row.
+    fn sold_before(inv: &mut Inventory, n: usize) {
+        for i in 0..n {
+            let at = t(i as i64 - n as i64);
+            let hold = Hold {
+                quantity: 1,
+                expires_at: at,
+                committed: true,
+                restocked: false,
+            };
+            inv.holds.insert(format!("order-{i}"), hold);
+        }
+        inv.stock -= n as u32;
+        inv.sold_total += n as u64;
+    }
+
+    #[test]
+    fn a_product_that_sells_fast_keeps_selling_and_remembers_only_its_newest_sales() {
+        let mut inv = stocked(MAX_STOCK);
+        let earlier = MAX_HOLDS + 500;
+        sold_before(&mut inv, earlier);
+        // Sales within the retention no longer count as checkouts in progress.
+        assert_eq!(inv.reserve("next", 1, t(900), t(0)), Ok(()));
+        assert_eq!(inv.holds.len(), SOLD_REMEMBERED + 1);
+        assert_eq!(inv.commit("next", t(1)), Ok(Committed::Now));
+        assert_eq!(inv.holds.len(), SOLD_REMEMBERED);
+        assert_eq!(inv.sold_total, earlier as u64 + 1);
+        assert_eq!(inv.available(t(2)), MAX_STOCK - earlier as u32 - 1);
+        // The newest sales are still recognised: a repeated commit sells nothing more, a
+        // restock puts the units back once.
+        assert_eq!(inv.commit("next", t(2)), Ok(Committed::Already));
+        let recent = format!("order-{}", earlier - 1);
+        assert_eq!(inv.commit(&recent, t(2)), Ok(Committed::Already));
+        assert_eq!(inv.restock(&recent, t(2)), Restocked::Now);
+        assert_eq!(inv.restock(&recent, t(2)), Restocked::Already);
+        // The oldest are forgotten before their retention ends.
+        assert_eq!(inv.restock("order-0", t(2)), Restocked::NothingSold);
+        assert_eq!(inv.stock, MAX_STOCK - earlier as u32);
+    }
+
+    #[test]
+    fn checkouts_in_progress_are_capped() {
+        let mut inv = stocked(MAX_STOCK);
+        let until = t(900);
+        for i in 0..MAX_HOLDS {
+            let hold = Hold {
+                quantity: 1,
+                expires_at: until,
+                committed: false,
+                restocked: false,
+            };
+            inv.holds.insert(format!("c{i}"), hold);
+        }
+        assert_eq!(
+            inv.reserve("one more", 1, until, t(1)),
+            Err(InventoryError::TooManyHolds)
+        );
+        // Placing an existing hold again is not a new checkout.
+        assert_eq!(inv.reserve("c0", 2, until, t(1)), Ok(()));
+        // A checkout that completes makes room.
+        assert_eq!(inv.commit("c1", t(2)), Ok(Committed::Now));
+        assert_eq!(inv.reserve("one more", 1, until, t(3)), Ok(()));
     }
 
     #[test]
