@@ -506,18 +506,22 @@ mod tests {
         assert!(inv.holds.is_empty());
     }
 
+    /// A hold of one unit, written straight into a row.
+    fn one_unit(expires_at: DateTime<Utc>, committed: bool) -> Hold {
+        Hold {
+            quantity: 1,
+            expires_at,
+            committed,
+            restocked: false,
+        }
+    }
+
     /// `inv` as if `n` checkouts had each sold one unit over the last `n` seconds before `t(0)`
     /// (`order-0` the oldest), the holds written straight into the row.
     fn sold_before(inv: &mut Inventory, n: usize) {
         for i in 0..n {
             let at = t(i as i64 - n as i64);
-            let hold = Hold {
-                quantity: 1,
-                expires_at: at,
-                committed: true,
-                restocked: false,
-            };
-            inv.holds.insert(format!("order-{i}"), hold);
+            inv.holds.insert(format!("order-{i}"), one_unit(at, true));
         }
         inv.stock -= n as u32;
         inv.sold_total += n as u64;
@@ -552,13 +556,7 @@ mod tests {
         let mut inv = stocked(MAX_STOCK);
         let until = t(900);
         for i in 0..MAX_HOLDS {
-            let hold = Hold {
-                quantity: 1,
-                expires_at: until,
-                committed: false,
-                restocked: false,
-            };
-            inv.holds.insert(format!("c{i}"), hold);
+            inv.holds.insert(format!("c{i}"), one_unit(until, false));
         }
         assert_eq!(
             inv.reserve("one more", 1, until, t(1)),
