@@ -172,17 +172,24 @@ impl Inventory {
             }
         });
         let sold = self.holds.values().filter(|h| h.committed).count();
-        if sold > SOLD_REMEMBERED {
-            let mut by_age: Vec<(DateTime<Utc>, String)> = self
-                .holds
-                .iter()
-                .filter(|(_, h)| h.committed)
-                .map(|(reservation, h)| (h.expires_at, reservation.clone()))
-                .collect();
-            by_age.sort_unstable();
-            for (_, reservation) in by_age.into_iter().take(sold - SOLD_REMEMBERED) {
-                self.holds.remove(&reservation);
-            }
+        let excess = sold.saturating_sub(SOLD_REMEMBERED);
+        if excess == 0 {
+            return;
+        }
+        let mut by_age: Vec<(DateTime<Utc>, &str)> = self
+            .holds
+            .iter()
+            .filter(|(_, h)| h.committed)
+            .map(|(reservation, h)| (h.expires_at, reservation.as_str()))
+            .collect();
+        // The `excess` oldest end up in front, in no particular order: no sort needed.
+        by_age.select_nth_unstable(excess - 1);
+        let forgotten: Vec<String> = by_age[..excess]
+            .iter()
+            .map(|(_, reservation)| (*reservation).to_owned())
+            .collect();
+        for reservation in forgotten {
+            self.holds.remove(&reservation);
         }
     }
 
@@ -537,6 +544,9 @@ mod tests {
         assert_eq!(inv.holds.len(), SOLD_REMEMBERED + 1);
         assert_eq!(inv.commit("next", t(1)), Ok(Committed::Now));
         assert_eq!(inv.holds.len(), SOLD_REMEMBERED);
+        // Exactly the newest: `next` and the 1,999 sales before it.
+        let kept = |i: usize| inv.holds.contains_key(&format!("order-{i}"));
+        assert!(kept(earlier - SOLD_REMEMBERED + 1) && !kept(earlier - SOLD_REMEMBERED));
         assert_eq!(inv.sold_total, earlier as u64 + 1);
         assert_eq!(inv.available(t(2)), MAX_STOCK - earlier as u32 - 1);
         // The newest sales are still recognised: a repeated commit sells nothing more, a
