@@ -22,7 +22,7 @@ use crate::web::extract::AuthUser;
 use crate::web::{ApiError, AppState};
 
 /// The oldest a queue filter reaches back: a hundred years of 365.25 days.
-const OLDER_THAN_MAX_SECS: i64 = 3_155_760_000;
+const OLDER_THAN_MAX_SECS: u32 = 3_155_760_000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -338,6 +338,7 @@ pub struct QueueQuery {
     pub assigned_to: Option<UserId>,
     /// Only tickets opened at least this many seconds ago (at most a hundred years).
     #[param(maximum = 3_155_760_000u64)]
+    // OLDER_THAN_MAX_SECS (the attribute takes literals only)
     pub older_than: Option<u64>,
     /// Only tickets opened before this moment.
     pub opened_before: Option<DateTime<Utc>>,
@@ -596,13 +597,15 @@ pub async fn queue(
     let older_than = query
         .older_than
         .map(|secs| {
-            i64::try_from(secs)
+            u32::try_from(secs)
                 .ok()
                 .filter(|secs| *secs <= OLDER_THAN_MAX_SECS)
-                .and_then(chrono::Duration::try_seconds)
-                .and_then(|age| now.checked_sub_signed(age))
+                .and_then(|secs| now.checked_sub_signed(chrono::Duration::seconds(secs.into())))
                 .ok_or_else(|| {
-                    ApiError::invalid_field("older_than", "at most 3155760000 (a hundred years)")
+                    ApiError::invalid_field(
+                        "older_than",
+                        format!("at most {OLDER_THAN_MAX_SECS} (a hundred years)"),
+                    )
                 })
         })
         .transpose()?;

@@ -13,7 +13,7 @@ use hexmarket::domain::inventory::StockChange;
 use hexmarket::domain::order::{
     Order, OrderCommand, OrderEvent, OrderEventKind, OrderLine, OrderRecord, OrderStatus,
 };
-use hexmarket::store::orders::OrderRepo;
+use hexmarket::store::orders::{DueTimer, OrderRepo};
 use serde_json::Value;
 
 use crate::fixtures::{berlin, seed_product, seed_vendor, user_token};
@@ -150,6 +150,26 @@ async fn eventually_available(app: &TestApp, shop: &Shop, expected: u32) -> u32 
         now = available(app, shop).await;
     }
     now
+}
+
+/// Waits until no payment timer is due at `deadline`; returns those still due at the end.
+async fn eventually_no_timer_due(app: &TestApp, deadline: chrono::DateTime<Utc>) -> Vec<DueTimer> {
+    let repo = repo(app);
+    let mut due = repo
+        .due_timers(deadline, app.clock.now(), 100)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if due.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        due = repo
+            .due_timers(deadline, app.clock.now(), 100)
+            .await
+            .unwrap();
+    }
+    due
 }
 
 /// Waits until the stored order reaches `status`.
@@ -527,17 +547,7 @@ async fn an_unpaid_order_expires_and_its_stock_comes_back() {
     // The timer is deleted after the order's other side effects (the stock released above),
     // so it may still be going when they are seen: wait for it as for them.
     for deadline in [order.expires_at, paid.expires_at] {
-        let mut due = Vec::new();
-        for _ in 0..100 {
-            due = repo(&app)
-                .due_timers(deadline.unwrap(), app.clock.now(), 100)
-                .await
-                .unwrap();
-            if due.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let due = eventually_no_timer_due(&app, deadline.unwrap()).await;
         assert!(due.is_empty(), "settled timers are deleted: {due:?}");
     }
 }
