@@ -58,9 +58,9 @@ pub(crate) fn printed_uri(printed: &str) -> &str {
 }
 
 /// A small client of the public API.
-struct Api {
-    base: String,
-    http: reqwest::Client,
+pub(crate) struct Api {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
@@ -88,7 +88,7 @@ impl Api {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         self.send(reqwest::Method::POST, path, token, Some(body), None)
             .await
     }
@@ -99,7 +99,7 @@ impl Api {
     }
 
     /// Registers and logs in a user of `role`; returns (id, access, refresh).
-    async fn signed_up(&self, email: &str, role: &str) -> (String, String, String) {
+    pub(crate) async fn signed_up(&self, email: &str, role: &str) -> (String, String, String) {
         let (status, created) = self
             .post(
                 "/api/v1/auth/register",
