@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use anyhow::Context as _;
 
 use crate::actors::courier::{self, CourierDeps};
@@ -356,24 +356,26 @@ impl Application {
         let json_limit = settings.json_limit;
         let client_address = web::Data::new(settings.client_address.clone());
         let webapp = web::Data::new(http::webapp::WebApp::new(&settings));
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(server_state.clone())
-                .app_data(client_address.clone())
-                .app_data(webapp.clone())
-                .wrap(http::error_bodies::error_bodies())
-                .wrap(from_fn(http::middleware::header_limits))
-                .wrap(from_fn(http::middleware::telemetry))
-                .configure(http::configure(json_limit))
-                .configure(crate::ws::configure)
-        })
-        .workers(settings.workers)
-        .max_connections(settings.max_connections_per_worker)
-        // Stop signals go through [`NodeHandle::stop`], which closes WebSockets first.
-        .disable_signals()
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .listen(listener)?
-        .run();
+        let server = crate::web::server::serve(
+            listener,
+            &crate::web::server::ServerOptions {
+                workers: settings.workers,
+                max_connections_per_worker: settings.max_connections_per_worker,
+                // Stop signals go through [`NodeHandle::stop`], which closes WebSockets first.
+                shutdown_timeout: settings.shutdown_timeout,
+            },
+            move || {
+                App::new()
+                    .app_data(server_state.clone())
+                    .app_data(client_address.clone())
+                    .app_data(webapp.clone())
+                    .wrap(http::error_bodies::error_bodies())
+                    .wrap(from_fn(http::middleware::header_limits))
+                    .wrap(from_fn(http::middleware::telemetry))
+                    .configure(http::configure(json_limit))
+                    .configure(crate::ws::configure)
+            },
+        )?;
         tracing::info!(
             listen = %settings.listen,
             port,

@@ -4,6 +4,7 @@
 pub mod extract;
 pub mod gate;
 pub mod problem;
+pub mod server;
 
 use crate::actors::Registry;
 use crate::actors::cart::CartActor;

@@ -1008,6 +1008,171 @@ async fn a_user_holds_at_most_the_configured_number_of_sockets_on_a_node() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 8. The upgraded connection, byte by byte: a session runs on the bare socket once the handshake
+// is answered, so what a client sends with its handshake, a refused handshake and a socket that
+// just goes away are checked on raw TCP.
+
+/// A GET to `path` asking for a WebSocket, with `extra` header lines.
+fn handshake(app: &TestApp, path: &str, extra: &str) -> Vec<u8> {
+    let host = app.address.trim_start_matches("http://");
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+/// A client's text frame: final, masked, shorter than 126 bytes.
+fn masked_text(text: &str) -> Vec<u8> {
+    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
+    let len = u8::try_from(text.len()).expect("a short frame");
+    assert!(len < 126);
+    let mut frame = vec![0x81, 0x80 | len];
+    frame.extend(mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads the response head (through the blank line) and answers it with what followed it.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = got.split_off(end + 4);
+            return (String::from_utf8(got).expect("an ASCII head"), rest);
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("the response head within the wait")
+            .expect("a readable socket");
+        assert!(
+            n > 0,
+            "the connection closed before the head ended: {got:?}"
+        );
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads one unmasked text frame from the server (`pending` holds bytes already read).
+async fn read_text(tcp: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Value {
+    use tokio::io::AsyncReadExt as _;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if pending.len() >= 2 {
+            assert_eq!(pending[0], 0x81, "a final text frame: {pending:?}");
+            let (len, start) = match pending[1] {
+                126 if pending.len() >= 4 => {
+                    (usize::from(u16::from_be_bytes([pending[2], pending[3]])), 4)
+                }
+                126 => (usize::MAX, 4),
+                len => (usize::from(len), 2),
+            };
+            if len != usize::MAX && pending.len() >= start + len {
+                let frame: Vec<u8> = pending.drain(..start + len).skip(start).collect();
+                return serde_json::from_slice(&frame).expect("a JSON frame");
+            }
+        }
+        let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
+            .await
+            .expect("a frame within the wait")
+            .expect("a readable socket");
+        assert!(n > 0, "the connection closed before a whole frame came");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[actix_web::test]
+async fn a_session_reads_frames_sent_with_its_handshake_and_a_refused_or_vanished_socket_is_let_go()
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app_with(|s| s.live.ws_max_per_user = 1).await;
+    let (_, courier) = user_token(&app, Role::Courier);
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let auth = format!("Authorization: Bearer {courier}\r\n");
+
+    // The handshake and the first frame in one write: the frame is not lost behind the head.
+    let mut tcp = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connects");
+    let mut first = handshake(&app, "/ws/courier", &auth);
+    first.extend(masked_text(r#"{"type":"go_online"}"#));
+    tcp.write_all(&first).await.expect("writes");
+    let (head, mut pending) = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "the accept key of RFC 6455's example: {head}"
+    );
+    let ack = read_text(&mut tcp, &mut pending).await;
+    assert_eq!(
+        (ack["type"].as_str(), ack["of"].as_str()),
+        (Some("ack"), Some("go_online")),
+        "{ack}"
+    );
+    // Then frame by frame, one byte per write.
+    for byte in masked_text(r#"{"type":"go_offline"}"#) {
+        tcp.write_all(&[byte]).await.expect("writes");
+        tcp.flush().await.expect("flushes");
+    }
+    let ack = read_text(&mut tcp, &mut pending).await;
+    assert_eq!(ack["of"].as_str(), Some("go_offline"), "{ack}");
+
+    // The user's one place is taken: a second handshake is refused whole (a problem body of its
+    // stated length, `connection: close`) and the server closes that connection.
+    let mut refused = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("connects");
+    refused
+        .write_all(&handshake(&app, "/ws/courier", &auth))
+        .await
+        .expect("writes");
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, refused.read_to_end(&mut answer))
+        .await
+        .expect("the refused connection is closed by the server")
+        .expect("a readable socket");
+    let answer = String::from_utf8(answer).expect("a text answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    let problem: Value = serde_json::from_str(body).expect("a JSON problem");
+    assert_eq!(problem["code"], "too_many_connections");
+
+    // A socket that goes away without a close frame ends its session: its place is freed.
+    drop(tcp);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut again = tokio::net::TcpStream::connect(&host)
+            .await
+            .expect("connects");
+        again
+            .write_all(&handshake(&app, "/ws/courier", &auth))
+            .await
+            .expect("writes");
+        let (head, _) = read_head(&mut again).await;
+        if head.starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the vanished socket's place was not freed within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Across nodes: two nodes sharing one store (as they would share ScyllaDB) and one Redis.
 
 #[actix_web::test]
