@@ -1012,14 +1012,22 @@ async fn a_user_holds_at_most_the_configured_number_of_sockets_on_a_node() {
 // is answered, so what a client sends with its handshake, a refused handshake and a socket that
 // just goes away are checked on raw TCP.
 
-/// A GET to `path` asking for a WebSocket, with `extra` header lines.
-fn handshake(app: &TestApp, path: &str, extra: &str) -> Vec<u8> {
+/// Connects to `app` and writes a GET of `/ws/courier` asking for a WebSocket, with `extra`
+/// header lines, then `with` (frames sent in the same write).
+async fn send_handshake(app: &TestApp, extra: &str, with: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
     let host = app.address.trim_start_matches("http://");
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+    let mut bytes = format!(
+        "GET /ws/courier HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     )
-    .into_bytes()
+    .into_bytes();
+    bytes.extend_from_slice(with);
+    let mut tcp = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connects");
+    tcp.write_all(&bytes).await.expect("writes");
+    tcp
 }
 
 /// A client's text frame: final, masked, shorter than 126 bytes.
@@ -1062,16 +1070,18 @@ async fn read_text(tcp: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Va
     loop {
         if pending.len() >= 2 {
             assert_eq!(pending[0], 0x81, "a final text frame: {pending:?}");
-            let (len, start) = match pending[1] {
-                126 if pending.len() >= 4 => {
-                    (usize::from(u16::from_be_bytes([pending[2], pending[3]])), 4)
-                }
-                126 => (usize::MAX, 4),
-                len => (usize::from(len), 2),
+            // The payload's start and length, once the header is all here.
+            let frame = match pending[1] {
+                126 => pending
+                    .get(2..4)
+                    .map(|len| (4, usize::from(u16::from_be_bytes([len[0], len[1]])))),
+                len => Some((2, usize::from(len))),
             };
-            if len != usize::MAX && pending.len() >= start + len {
-                let frame: Vec<u8> = pending.drain(..start + len).skip(start).collect();
-                return serde_json::from_slice(&frame).expect("a JSON frame");
+            if let Some((start, len)) = frame
+                && pending.len() >= start + len
+            {
+                let payload: Vec<u8> = pending.drain(..start + len).skip(start).collect();
+                return serde_json::from_slice(&payload).expect("a JSON frame");
             }
         }
         let n = tokio::time::timeout(WAIT, tcp.read(&mut chunk))
@@ -1089,16 +1099,10 @@ async fn a_session_reads_frames_sent_with_its_handshake_and_a_refused_or_vanishe
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let app = spawn_app_with(|s| s.live.ws_max_per_user = 1).await;
     let (_, courier) = user_token(&app, Role::Courier);
-    let host = app.address.trim_start_matches("http://").to_owned();
     let auth = format!("Authorization: Bearer {courier}\r\n");
 
     // The handshake and the first frame in one write: the frame is not lost behind the head.
-    let mut tcp = tokio::net::TcpStream::connect(&host)
-        .await
-        .expect("connects");
-    let mut first = handshake(&app, "/ws/courier", &auth);
-    first.extend(masked_text(r#"{"type":"go_online"}"#));
-    tcp.write_all(&first).await.expect("writes");
+    let mut tcp = send_handshake(&app, &auth, &masked_text(r#"{"type":"go_online"}"#)).await;
     let (head, mut pending) = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(
@@ -1122,13 +1126,7 @@ async fn a_session_reads_frames_sent_with_its_handshake_and_a_refused_or_vanishe
 
     // The user's one place is taken: a second handshake is refused whole (a problem body of its
     // stated length, `connection: close`) and the server closes that connection.
-    let mut refused = tokio::net::TcpStream::connect(&host)
-        .await
-        .expect("connects");
-    refused
-        .write_all(&handshake(&app, "/ws/courier", &auth))
-        .await
-        .expect("writes");
+    let mut refused = send_handshake(&app, &auth, &[]).await;
     let mut answer = Vec::new();
     tokio::time::timeout(WAIT, refused.read_to_end(&mut answer))
         .await
@@ -1152,13 +1150,7 @@ async fn a_session_reads_frames_sent_with_its_handshake_and_a_refused_or_vanishe
     drop(tcp);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let mut again = tokio::net::TcpStream::connect(&host)
-            .await
-            .expect("connects");
-        again
-            .write_all(&handshake(&app, "/ws/courier", &auth))
-            .await
-            .expect("writes");
+        let mut again = send_handshake(&app, &auth, &[]).await;
         let (head, _) = read_head(&mut again).await;
         if head.starts_with("HTTP/1.1 101") {
             break;
