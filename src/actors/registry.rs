@@ -15,7 +15,9 @@
 //! Actors are spread over a fixed pool of arbiters by a hash of their id, so entity work uses
 //! every core rather than the thread that happened to create the actor; or, through
 //! [`Registry::send_here`], started on the arbiter of the session that drives them, so that a
-//! stream of messages from one socket to one entity never crosses threads.
+//! stream of messages from one socket to one entity never crosses threads. A session that finds
+//! its entity's actor already running elsewhere (activated by an HTTP request, say) brings it
+//! over with [`Registry::bring_here`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +25,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -141,16 +144,30 @@ struct Inner<E: Entity> {
 }
 
 struct Entry<E: Entity> {
-    cell: Arc<OnceCell<Addr<E>>>,
+    cell: Arc<OnceCell<Active<E>>>,
     last_used: Instant,
+}
+
+/// A running actor and where it runs.
+struct Active<E: Entity> {
+    addr: Addr<E>,
+    /// The thread of the caller's arbiter it was started on; `None` on the pool's.
+    home: Option<ThreadId>,
 }
 
 /// Where an actor activated for a message starts.
 enum Placement {
     /// On the pool's arbiter for its id.
     Spread,
-    /// On this arbiter.
-    On(ArbiterHandle),
+    /// On this arbiter, which runs on this thread.
+    On(ArbiterHandle, ThreadId),
+}
+
+impl Placement {
+    /// The caller's own arbiter, when the caller runs on one.
+    fn here() -> Option<Self> {
+        Arbiter::try_current().map(|here| Placement::On(here, std::thread::current().id()))
+    }
 }
 
 /// How many times a message is re-routed when the entry it found was replaced meanwhile.
@@ -211,11 +228,48 @@ impl<E: Entity> Registry<E> {
         E: Handler<M>,
         E::Context: actix::dev::ToEnvelope<E, M>,
     {
-        let placement = match Arbiter::try_current() {
-            Some(here) => Placement::On(here),
-            None => Placement::Spread,
+        self.route(id, msg, Placement::here().unwrap_or(Placement::Spread))
+            .await
+    }
+
+    /// Moves the entity's running actor onto the caller's arbiter when it runs on another one,
+    /// so that the messages the caller sends it from then on stay on one thread (see
+    /// [`send_here`](Self::send_here)). The actor there handles what it was sent before,
+    /// persists and stops (it is passivated); only then is the entity activated here, and the
+    /// messages sent meanwhile wait for that activation. An entity with no running actor, or
+    /// one already here, is left as it is; so is every actor when the caller runs on no
+    /// arbiter.
+    pub async fn bring_here(&self, id: E::Id) -> Result<(), ActorError> {
+        let Some(here) = Arbiter::try_current() else {
+            return Ok(());
         };
-        self.route(id, msg, placement).await
+        let thread = std::thread::current().id();
+        let (cell, elsewhere) = {
+            let mut entries = self.inner.entries.lock();
+            let Some(entry) = entries.get_mut(&id) else {
+                return Ok(());
+            };
+            match entry.cell.get() {
+                Some(active) if active.home != Some(thread) && active.addr.connected() => {
+                    let elsewhere = active.addr.clone();
+                    entry.cell = Arc::new(OnceCell::new());
+                    entry.last_used = Instant::now();
+                    (Arc::clone(&entry.cell), elsewhere)
+                }
+                // Not running yet (the next `send_here` starts it here), already here, or dead
+                // (the next message re-activates it).
+                _ => return Ok(()),
+            }
+        };
+        let placement = Placement::On(here, thread);
+        cell.get_or_try_init(|| async {
+            // An actor that stopped meanwhile (it crashed) answers nothing; the store holds
+            // what it persisted.
+            let _ = elsewhere.send(Passivate).await;
+            self.start(id.clone(), &placement).await
+        })
+        .await?;
+        Ok(())
     }
 
     async fn route<M>(
@@ -236,6 +290,7 @@ impl<E: Entity> Registry<E> {
             let addr = cell
                 .get_or_try_init(|| self.start(id.clone(), &placement))
                 .await?
+                .addr
                 .clone();
             let request = {
                 let mut entries = self.inner.entries.lock();
@@ -274,7 +329,7 @@ impl<E: Entity> Registry<E> {
             let mut entries = self.inner.entries.lock();
             entries
                 .drain()
-                .filter_map(|(_, e)| e.cell.get().cloned())
+                .filter_map(|(_, e)| e.cell.get().map(|active| active.addr.clone()))
                 .collect()
         };
         let count = addrs.len();
@@ -290,7 +345,7 @@ impl<E: Entity> Registry<E> {
         }
     }
 
-    fn cell(&self, id: &E::Id) -> Arc<OnceCell<Addr<E>>> {
+    fn cell(&self, id: &E::Id) -> Arc<OnceCell<Active<E>>> {
         let mut entries = self.inner.entries.lock();
         let entry = entries.entry(id.clone()).or_insert_with(|| Entry {
             cell: Arc::new(OnceCell::new()),
@@ -300,21 +355,24 @@ impl<E: Entity> Registry<E> {
         Arc::clone(&entry.cell)
     }
 
-    fn evict(&self, id: &E::Id, cell: &Arc<OnceCell<Addr<E>>>) {
+    fn evict(&self, id: &E::Id, cell: &Arc<OnceCell<Active<E>>>) {
         let mut entries = self.inner.entries.lock();
         if entries.get(id).is_some_and(|e| Arc::ptr_eq(&e.cell, cell)) {
             entries.remove(id);
         }
     }
 
-    async fn start(&self, id: E::Id, placement: &Placement) -> Result<Addr<E>, StoreError> {
+    async fn start(&self, id: E::Id, placement: &Placement) -> Result<Active<E>, StoreError> {
         let actor = E::activate(id.clone(), self.inner.deps.clone()).await?;
-        let arbiter = match placement {
-            Placement::On(here) => here,
-            Placement::Spread => self.inner.pool.pick(&id),
+        let (arbiter, home) = match placement {
+            Placement::On(here, thread) => (here, Some(*thread)),
+            Placement::Spread => (self.inner.pool.pick(&id), None),
         };
         tracing::debug!(kind = E::KIND, id = %id, "actor activated");
-        Ok(E::start_in_arbiter(arbiter, move |_ctx| actor))
+        Ok(Active {
+            addr: E::start_in_arbiter(arbiter, move |_ctx| actor),
+            home,
+        })
     }
 }
 
@@ -337,8 +395,8 @@ async fn reaper<E: Entity>(inner: Weak<Inner<E>>) {
                     return true;
                 }
                 match entry.cell.get() {
-                    Some(addr) => {
-                        idle.push(addr.clone());
+                    Some(active) => {
+                        idle.push(active.addr.clone());
                         false
                     }
                     // Activation failed or is under way; drop the entry only if nobody is

@@ -128,9 +128,15 @@ impl Actor for CourierSession {
         if let Some(inbox) = self.inbox.take() {
             ctx.add_stream(super::stream_of(inbox, Inbox));
         }
+        // The courier's actor may be running on another thread (a `GET /couriers/me` before
+        // the socket activates it on the actor pool): brought here, every frame of this
+        // session reaches it and is answered without waking another thread.
         let couriers = self.state.live.couriers.clone();
         let id = self.user.id;
         actix::spawn(async move {
+            if let Err(e) = couriers.bring_here(id).await {
+                tracing::debug!(courier_id = %id, error = %e, "courier actor not moved");
+            }
             let _ = couriers.send_here(id, Connected(true)).await;
         });
     }

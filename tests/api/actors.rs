@@ -1,5 +1,6 @@
 //! The actor runtime: activation from the store, idle passivation, recovery after a panic,
-//! persistence on shutdown, and two activations of one cart losing no update.
+//! persistence on shutdown, two activations of one cart losing no update, and an actor brought
+//! to its caller's thread with its state.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -139,12 +140,17 @@ async fn two_activations_of_one_cart_lose_no_update() {
     assert_eq!(next.quantity_of(product), acknowledged + 1);
 }
 
-/// A cart-like entity whose handler can be made to panic.
+/// A cart-like entity whose handler can be made to panic, and whose changes can be kept in
+/// memory until it is passivated.
 struct Fragile {
     id: CartId,
     repo: CartRepo,
     cart: Cart,
     version: u64,
+    /// The cart holds changes the store does not have yet.
+    unsaved: bool,
+    /// Tells this activation from the next.
+    activation: u64,
 }
 
 impl Actor for Fragile {
@@ -167,15 +173,54 @@ impl Entity for Fragile {
                 repo,
                 cart: loaded.value,
                 version: loaded.version,
+                unsaved: false,
+                activation: rand::random(),
             })
         })
     }
 }
 
 impl Handler<Passivate> for Fragile {
+    type Result = ResponseActFuture<Self, ()>;
+    fn handle(&mut self, _: Passivate, _: &mut Context<Self>) -> Self::Result {
+        let (repo, id, version, cart) =
+            (self.repo.clone(), self.id, self.version, self.cart.clone());
+        let unsaved = self.unsaved;
+        Box::pin(
+            async move {
+                if unsaved {
+                    // Slow to persist: whoever loads the cart next must wait for this.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    repo.save(id, version, &cart).await.unwrap().unwrap();
+                }
+            }
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
+        )
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AddUnsaved(ProductId);
+
+impl Handler<AddUnsaved> for Fragile {
     type Result = ();
-    fn handle(&mut self, _: Passivate, ctx: &mut Context<Self>) {
-        ctx.stop();
+    fn handle(&mut self, AddUnsaved(product): AddUnsaved, _: &mut Context<Self>) {
+        self.cart.apply(&add(product, 1).0).unwrap();
+        self.unsaved = true;
+    }
+}
+
+/// The thread an actor runs on, and which activation it is.
+#[derive(Message)]
+#[rtype(result = "(std::thread::ThreadId, u64)")]
+struct WhereAreYou;
+
+impl Handler<WhereAreYou> for Fragile {
+    type Result = MessageResult<WhereAreYou>;
+    fn handle(&mut self, _: WhereAreYou, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((std::thread::current().id(), self.activation))
     }
 }
 
@@ -257,4 +302,48 @@ async fn after_a_handler_panic_the_next_message_succeeds_with_the_persisted_stat
         .await
         .unwrap();
     assert_eq!(other.quantity_of(product), 1);
+}
+
+#[actix_web::test]
+async fn an_actor_running_elsewhere_is_brought_to_the_callers_thread_with_its_state() {
+    let (store, _dir) = store();
+    let registry = Registry::<Fragile>::new(CartRepo::new(store), ArbiterPool::new(1), LONG_IDLE);
+    let here = std::thread::current().id();
+    let id = CartId::new();
+    let product = ProductId::new();
+    // Activated on the pool, with one change stored and one only in its memory.
+    registry.send(id, AddAndSave(product)).await.unwrap();
+    registry.send(id, AddUnsaved(product)).await.unwrap();
+    let (pool_thread, _) = registry.send(id, WhereAreYou).await.unwrap();
+    assert_ne!(pool_thread, here);
+
+    // A message sent while the actor moves waits until it is running here, with the change
+    // it held in memory.
+    let (moved, during) = tokio::join!(registry.bring_here(id), registry.send(id, Peek));
+    moved.unwrap();
+    assert_eq!(during.unwrap().quantity_of(product), 2);
+    let (thread, activation) = registry.send(id, WhereAreYou).await.unwrap();
+    assert_eq!(thread, here, "the actor runs on the caller's thread");
+    assert_eq!(registry.live(), 1);
+
+    // Already here: it stays the same actor.
+    registry.bring_here(id).await.unwrap();
+    assert_eq!(
+        registry.send(id, WhereAreYou).await.unwrap(),
+        (here, activation)
+    );
+    // From a thread with no arbiter, nothing moves either.
+    let remote = registry.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(remote.bring_here(id)).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        registry.send(id, WhereAreYou).await.unwrap(),
+        (here, activation)
+    );
 }
