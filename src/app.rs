@@ -361,7 +361,6 @@ impl Application {
             &crate::web::server::ServerOptions {
                 workers: settings.workers,
                 max_connections_per_worker: settings.max_connections_per_worker,
-                // Stop signals go through [`NodeHandle::stop`], which closes WebSockets first.
                 shutdown_timeout: settings.shutdown_timeout,
             },
             move || {

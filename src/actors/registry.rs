@@ -159,14 +159,23 @@ struct Active<E: Entity> {
 enum Placement {
     /// On the pool's arbiter for its id.
     Spread,
-    /// On this arbiter, which runs on this thread.
-    On(ArbiterHandle, ThreadId),
+    /// On the caller's arbiter.
+    On(Here),
 }
 
-impl Placement {
+/// The caller's arbiter and the thread it runs on.
+struct Here {
+    arbiter: ArbiterHandle,
+    thread: ThreadId,
+}
+
+impl Here {
     /// The caller's own arbiter, when the caller runs on one.
-    fn here() -> Option<Self> {
-        Arbiter::try_current().map(|here| Placement::On(here, std::thread::current().id()))
+    fn current() -> Option<Self> {
+        Arbiter::try_current().map(|arbiter| Here {
+            arbiter,
+            thread: std::thread::current().id(),
+        })
     }
 }
 
@@ -228,8 +237,8 @@ impl<E: Entity> Registry<E> {
         E: Handler<M>,
         E::Context: actix::dev::ToEnvelope<E, M>,
     {
-        self.route(id, msg, Placement::here().unwrap_or(Placement::Spread))
-            .await
+        let placement = Here::current().map_or(Placement::Spread, Placement::On);
+        self.route(id, msg, placement).await
     }
 
     /// Moves the entity's running actor onto the caller's arbiter when it runs on another one,
@@ -240,17 +249,16 @@ impl<E: Entity> Registry<E> {
     /// one already here, is left as it is; so is every actor when the caller runs on no
     /// arbiter.
     pub async fn bring_here(&self, id: E::Id) -> Result<(), ActorError> {
-        let Some(here) = Arbiter::try_current() else {
+        let Some(here) = Here::current() else {
             return Ok(());
         };
-        let thread = std::thread::current().id();
         let (cell, elsewhere) = {
             let mut entries = self.inner.entries.lock();
             let Some(entry) = entries.get_mut(&id) else {
                 return Ok(());
             };
             match entry.cell.get() {
-                Some(active) if active.home != Some(thread) && active.addr.connected() => {
+                Some(active) if active.home != Some(here.thread) && active.addr.connected() => {
                     let elsewhere = active.addr.clone();
                     entry.cell = Arc::new(OnceCell::new());
                     entry.last_used = Instant::now();
@@ -261,7 +269,7 @@ impl<E: Entity> Registry<E> {
                 _ => return Ok(()),
             }
         };
-        let placement = Placement::On(here, thread);
+        let placement = Placement::On(here);
         cell.get_or_try_init(|| async {
             // An actor that stopped meanwhile (it crashed) answers nothing; the store holds
             // what it persisted.
@@ -365,7 +373,7 @@ impl<E: Entity> Registry<E> {
     async fn start(&self, id: E::Id, placement: &Placement) -> Result<Active<E>, StoreError> {
         let actor = E::activate(id.clone(), self.inner.deps.clone()).await?;
         let (arbiter, home) = match placement {
-            Placement::On(here, thread) => (here, Some(*thread)),
+            Placement::On(here) => (&here.arbiter, Some(here.thread)),
             Placement::Spread => (self.inner.pool.pick(&id), None),
         };
         tracing::debug!(kind = E::KIND, id = %id, "actor activated");

@@ -45,8 +45,8 @@ pub struct ServerOptions {
     pub shutdown_timeout: Duration,
 }
 
-/// Serves `factory`'s application on `listener`. Signals are left to the caller (the node
-/// closes its WebSockets before it stops the server).
+/// Serves `factory`'s application on `listener`. Signals are left to the caller: a node's stop
+/// signals go through `NodeHandle::stop`, which closes WebSockets before it stops the server.
 pub fn serve<F, I, S, B>(
     listener: TcpListener,
     options: &ServerOptions,
