@@ -97,6 +97,8 @@ struct Inner {
     clients: webhooks::Clients,
     /// Until when this node holds the consumer's lease (as far as it knows).
     lease: Mutex<Option<DateTime<Utc>>>,
+    /// Where the sender reads the queue from next.
+    queue_cursor: Mutex<sender::QueueCursor>,
 }
 
 /// News for one user about something other than an order.
@@ -148,6 +150,7 @@ impl Notifications {
                 handed: parts.handed,
                 clients: webhooks::Clients::default(),
                 lease: Mutex::new(None),
+                queue_cursor: Mutex::new(sender::QueueCursor::default()),
             }),
         }
     }

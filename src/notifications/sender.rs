@@ -13,12 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream;
-use uuid::Uuid;
 
 use super::Notifications;
 use crate::domain::notification::{DeliveryState, Medium, OutboxMessage};
 use crate::notify::{Email, NotifyError, Sms};
 use crate::store::StoreResult;
+use crate::store::notifications::{OutboxRepo, Queued};
 use crate::store::typed::Versioned;
 
 /// How often the outbox is looked at.
@@ -31,6 +31,43 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// Messages taken per round, and sent at once.
 const BATCH: usize = 512;
 const CONCURRENCY: usize = 128;
+/// How far before the oldest row it saw last a round starts reading the queue: a message
+/// queued as due at `t` can reach the store a little after a round that began at `t` read it.
+const LATE_ROWS: Duration = Duration::from_secs(2);
+/// How often the sender reads the whole queue (rows queued as due long ago: by a node whose
+/// clock is behind, or by an earlier version), and when it starts to lead.
+const WHOLE_QUEUE_EVERY: Duration = Duration::from_secs(30);
+
+/// Where the sender's next round starts to read the queue.
+#[derive(Debug, Default)]
+pub(super) struct QueueCursor {
+    from: Option<DateTime<Utc>>,
+    whole_at: Option<std::time::Instant>,
+}
+
+impl QueueCursor {
+    /// Where a round starting now reads from; `None`: the whole queue.
+    fn start(&mut self) -> Option<DateTime<Utc>> {
+        match self.whole_at {
+            Some(at) if at.elapsed() < WHOLE_QUEUE_EVERY => self.from,
+            _ => {
+                self.whole_at = Some(std::time::Instant::now());
+                None
+            }
+        }
+    }
+
+    /// After a round that read at `now` and found `oldest` first.
+    fn advance(&mut self, now: DateTime<Utc>, oldest: Option<DateTime<Utc>>) {
+        let oldest = oldest.map_or(now, |o| o.min(now));
+        self.from = Some(oldest - chrono::Duration::from_std(LATE_ROWS).unwrap_or_default());
+    }
+
+    /// Not leading any more: the next round (if it leads again) reads the whole queue.
+    fn reset(&mut self) {
+        *self = QueueCursor::default();
+    }
+}
 
 /// The delay before attempt `attempts + 1`: doubling from [`FIRST_BACKOFF`], capped, and
 /// drawn between half and all of it so that retries of many messages spread out.
@@ -45,15 +82,22 @@ impl Notifications {
     /// Sends every due message (while this node leads); how many were attempted.
     pub async fn send_due(&self) -> StoreResult<usize> {
         let mut attempted = 0;
+        if !self.leads() {
+            self.inner.queue_cursor.lock().reset();
+        }
         while self.leads() {
-            let due = self.inner.outbox.due(self.inner.clock.now(), BATCH).await?;
+            let now = self.inner.clock.now();
+            let from = self.inner.queue_cursor.lock().start();
+            let due = self.inner.outbox.due(now, from, BATCH).await?;
+            let oldest = due.first().map(|q| q.due);
+            self.inner.queue_cursor.lock().advance(now, oldest);
             if due.is_empty() {
                 break;
             }
-            let outcomes: Vec<StoreResult<()>> = stream::iter(due.iter().copied())
-                .map(|id| {
+            let outcomes: Vec<StoreResult<()>> = stream::iter(due.iter().cloned())
+                .map(|queued| {
                     let this = self.clone();
-                    async move { this.send_one(id).await }
+                    async move { this.send_one(queued).await }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
@@ -69,17 +113,19 @@ impl Notifications {
         Ok(attempted)
     }
 
-    async fn send_one(&self, id: Uuid) -> StoreResult<()> {
+    async fn send_one(&self, queued: Queued) -> StoreResult<()> {
         let inner = &self.inner;
-        let Some(row) = inner.outbox.get(id).await? else {
-            return Ok(());
+        let id = queued.id;
+        let row = match inner.outbox.get(id).await? {
+            Some(row) if OutboxRepo::in_place(&queued, &row.value) => row,
+            other => {
+                // Its queue row outlived the outcome (a crash in between) or the message moved
+                // on (a retry, a redelivery): put the queue right.
+                let message = other.map(|r| r.value);
+                return inner.outbox.requeue(&queued, message.as_ref()).await;
+            }
         };
         let now = inner.clock.now();
-        if row.value.state != DeliveryState::Pending {
-            // Its queue row outlived the outcome (a crash in between): record it again.
-            inner.outbox.record(row.version, &row.value).await?;
-            return Ok(());
-        }
         if row.value.next_at > now || !self.leads() {
             return Ok(());
         }
@@ -119,7 +165,7 @@ impl Notifications {
                 "notification not sent; retried later"),
             _ => {}
         }
-        inner.outbox.record(row.version, &message).await?;
+        inner.outbox.record(row.version, &message, &queued).await?;
         inner.handed.recorded(id);
         Ok(())
     }
@@ -282,5 +328,31 @@ mod tests {
             assert!(d >= full / 2 && d <= full, "{attempts}: {d:?} vs {full:?}");
         }
         assert!(backoff(30) <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_round_reads_from_a_little_before_the_oldest_row_it_found_and_now_and_then_everything() {
+        let mut cursor = QueueCursor::default();
+        assert_eq!(
+            cursor.start(),
+            None,
+            "the first round reads the whole queue"
+        );
+        let now = Utc::now();
+        let late = chrono::Duration::from_std(LATE_ROWS).unwrap();
+        let oldest = now - chrono::Duration::seconds(10);
+        cursor.advance(now, Some(oldest));
+        assert_eq!(cursor.start(), Some(oldest - late));
+        cursor.advance(now, None);
+        assert_eq!(
+            cursor.start(),
+            Some(now - late),
+            "nothing was due: from now on"
+        );
+        cursor.whole_at = Some(std::time::Instant::now() - WHOLE_QUEUE_EVERY);
+        assert_eq!(cursor.start(), None, "the whole queue again");
+        assert_eq!(cursor.start(), Some(now - late));
+        cursor.reset();
+        assert_eq!(cursor.start(), None, "a node that leads again reads it all");
     }
 }

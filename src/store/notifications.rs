@@ -4,11 +4,19 @@
 //! **Outbox.** A message is one row of `notifications` keyed by its id (derived from the
 //! order event, recipient and channel, so deriving an event again meets the row that is
 //! there). While it waits for an attempt it also has a row in `notification_queue` partition
-//! `pending`; when it is given up on, one in partition `dead`. The message row is written
-//! first and the queue row after it, and [`OutboxRepo::enqueue`] puts back a missing queue row
-//! of a pending message, so a crash in between leaves nothing a second derivation does not
-//! repair. Sent messages keep their row (with its state) for [`MESSAGE_RETENTION`]: that row
-//! is what makes a second derivation a no-op.
+//! `due`, clustered by when the attempt is due (`{ms:020}.{id}`), so the sender reads the due
+//! rows from where it left off and never walks the rows of messages already sent (the store
+//! keeps those as tombstones until it compacts them) nor those due later. When a message is
+//! given up on it has a row in partition `dead`. The message row is written first and the
+//! queue row after it, and [`OutboxRepo::enqueue`] puts back a missing queue row of a pending
+//! message, so a crash in between leaves nothing a second derivation does not repair. A
+//! queue row that no longer matches its message (a crash between writing the new one and
+//! removing the old, a redelivery) is put right when it comes due ([`OutboxRepo::requeue`]).
+//! Sent messages keep their row (with its state) for [`MESSAGE_RETENTION`]: that row is what
+//! makes a second derivation a no-op.
+//!
+//! Rows queued before the queue was ordered by time sit in partition `pending`, keyed by id;
+//! a scan of the whole queue moves them into `due` first.
 //!
 //! **Webhooks.** An endpoint is a row in partition `owner:{user}`; a reference row in
 //! `vendor:{vendor}` (a store's endpoints) or `platform` (an admin's) finds it for delivery.
@@ -39,13 +47,24 @@ pub const FEED_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Feed entries looked at to count the unread ones.
 pub const UNREAD_SCAN: usize = 1000;
 
-const PENDING: &str = "pending";
+const DUE: &str = "due";
+/// Where pending messages were queued, by id, before the queue was ordered by time.
+const LEGACY_PENDING: &str = "pending";
 const DEAD: &str = "dead";
 
 /// A message's place in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueEntry {
     pub due: DateTime<Utc>,
+}
+
+/// A pending message's row in the queue, as a scan found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub id: Uuid,
+    /// When its attempt is due, as the row's key has it.
+    pub due: DateTime<Utc>,
+    key: Key,
 }
 
 /// The outbox: messages and their queue.
@@ -71,6 +90,20 @@ impl OutboxRepo {
         Key::new(partition, id.simple().to_string())
     }
 
+    /// The queue row of a message pending until `due`.
+    fn due_key(due: DateTime<Utc>, id: Uuid) -> Key {
+        Key::new(DUE, format!("{}.{}", due_clustering(due), id.simple()))
+    }
+
+    fn queued(key: Key) -> Option<Queued> {
+        let (ms, id) = key.clustering.split_once('.')?;
+        Some(Queued {
+            id: Uuid::parse_str(id).ok()?,
+            due: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
+            key,
+        })
+    }
+
     /// Puts a message in the outbox unless it is there already; `true` when it was new. A
     /// pending message always ends with its queue row.
     pub async fn enqueue(&self, message: &OutboxMessage) -> StoreResult<bool> {
@@ -90,7 +123,7 @@ impl OutboxRepo {
             // Already queued is just as good.
             let _ = self
                 .queue
-                .insert(&Self::queue_key(PENDING, message.id), &QueueEntry { due })
+                .insert(&Self::due_key(due, message.id), &QueueEntry { due })
                 .await?;
         }
         Ok(new)
@@ -100,42 +133,105 @@ impl OutboxRepo {
         self.messages.get(&Self::message_key(id)).await
     }
 
-    /// Ids of queued messages due at `now`, at most `limit`, scanning the whole queue.
-    pub async fn due(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Uuid>> {
+    /// Queued messages due at `now`, oldest first, at most `limit`. The scan starts at `from`
+    /// (rows due earlier are not looked at); `None` scans the whole queue, and first moves the
+    /// rows queued by id into time order.
+    pub async fn due(
+        &self,
+        now: DateTime<Utc>,
+        from: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> StoreResult<Vec<Queued>> {
+        if from.is_none() {
+            self.order_legacy().await?;
+        }
         let mut due = Vec::new();
-        let mut after = None;
+        let mut after = from.map(due_clustering);
+        // A row due at `now`'s millisecond is included: its key is longer than this bound.
+        let before = due_clustering(now + chrono::Duration::milliseconds(1));
         loop {
             let range = ScanRange {
                 after: after.take(),
-                before: None,
-                limit: MAX_PAGE,
+                before: Some(before.clone()),
+                limit: MAX_PAGE.min(limit - due.len()),
             };
-            let (rows, next) = self.queue.scan(PENDING, range).await?;
-            for (key, row) in rows {
-                if row.value.due <= now
-                    && let Ok(id) = Uuid::parse_str(&key.clustering)
-                {
-                    due.push(id);
-                    if due.len() >= limit {
-                        return Ok(due);
-                    }
-                }
-            }
+            let (rows, next) = self.queue.scan(DUE, range).await?;
+            due.extend(rows.into_iter().filter_map(|(key, _)| Self::queued(key)));
             match next {
-                Some(n) => after = Some(n),
-                None => return Ok(due),
+                Some(n) if due.len() < limit => after = Some(n),
+                _ => return Ok(due),
             }
         }
     }
 
-    /// Writes the outcome of an attempt: the message row by compare-and-set (`None`: another
-    /// writer changed it first), then its queue rows (a retry keeps its queue row with the
-    /// new due time; a sent, skipped or dead one leaves the queue, a dead one for the dead
-    /// letters).
+    /// Moves the rows queued by id (before the queue was ordered by time) into time order.
+    async fn order_legacy(&self) -> StoreResult<()> {
+        loop {
+            let (rows, next) = self
+                .queue
+                .scan(LEGACY_PENDING, ScanRange::first(MAX_PAGE))
+                .await?;
+            for (key, row) in &rows {
+                if let Ok(id) = Uuid::parse_str(&key.clustering) {
+                    let due = row.value.due;
+                    let _ = self
+                        .queue
+                        .insert(&Self::due_key(due, id), &QueueEntry { due })
+                        .await?;
+                }
+                self.remove(key).await?;
+            }
+            if next.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether `queued` is where its message's queue row belongs.
+    pub fn in_place(queued: &Queued, message: &OutboxMessage) -> bool {
+        message.state == DeliveryState::Pending
+            && Self::due_key(message.next_at, message.id) == queued.key
+    }
+
+    /// Puts the queue rows of `queued`'s message where its state says (`None`: it is gone):
+    /// a pending one's row at its due time (kept if there), a dead one's among the dead
+    /// letters; and `queued` removed unless it is that row.
+    pub async fn requeue(
+        &self,
+        queued: &Queued,
+        message: Option<&OutboxMessage>,
+    ) -> StoreResult<()> {
+        match message {
+            Some(m) if m.state == DeliveryState::Pending => {
+                let key = Self::due_key(m.next_at, m.id);
+                if key == queued.key {
+                    return Ok(());
+                }
+                let _ = self
+                    .queue
+                    .insert(&key, &QueueEntry { due: m.next_at })
+                    .await?;
+            }
+            Some(m) if m.state == DeliveryState::Dead => {
+                let at = QueueEntry {
+                    due: m.done_at.unwrap_or(m.next_at),
+                };
+                let _ = self.queue.insert(&Self::queue_key(DEAD, m.id), &at).await?;
+            }
+            _ => {}
+        }
+        self.remove(&queued.key).await
+    }
+
+    /// Writes the outcome of an attempt on the message `queued` found: the message row by
+    /// compare-and-set (`None`: another writer changed it first), then its queue rows (a retry
+    /// is queued at its new due time; a sent, skipped or dead one leaves the queue, a dead one
+    /// for the dead letters).
     pub async fn record(
         &self,
         expected: Version,
         message: &OutboxMessage,
+        queued: &Queued,
     ) -> StoreResult<Option<Version>> {
         let Ok(version) = self
             .messages
@@ -144,34 +240,7 @@ impl OutboxRepo {
         else {
             return Ok(None);
         };
-        let pending = Self::queue_key(PENDING, message.id);
-        match message.state {
-            DeliveryState::Pending => {
-                self.queue
-                    .modify(&pending, |_| {
-                        Ok::<_, StoreError>(Change::Put(
-                            QueueEntry {
-                                due: message.next_at,
-                            },
-                            (),
-                        ))
-                    })
-                    .await
-                    .map_err(flatten)?;
-            }
-            state => {
-                if state == DeliveryState::Dead {
-                    let due = QueueEntry {
-                        due: message.done_at.unwrap_or(message.next_at),
-                    };
-                    let _ = self
-                        .queue
-                        .insert(&Self::queue_key(DEAD, message.id), &due)
-                        .await?;
-                }
-                self.remove(&pending).await?;
-            }
-        }
+        self.requeue(queued, Some(message)).await?;
         Ok(Some(version))
     }
 
@@ -232,12 +301,11 @@ impl OutboxRepo {
             .await
             .map_err(flatten)?;
         if message.is_some() {
-            self.queue
-                .modify(&Self::queue_key(PENDING, id), |_| {
-                    Ok::<_, StoreError>(Change::Put(QueueEntry { due: now }, ()))
-                })
-                .await
-                .map_err(flatten)?;
+            // A row it had in the queue before no longer matches it: put right when it comes due.
+            let _ = self
+                .queue
+                .insert(&Self::due_key(now, id), &QueueEntry { due: now })
+                .await?;
             self.remove(&Self::queue_key(DEAD, id)).await?;
         }
         Ok(message)
@@ -272,12 +340,17 @@ impl OutboxRepo {
         {
             let _ = self
                 .queue
-                .insert(&Self::queue_key(PENDING, id), &QueueEntry { due: now })
+                .insert(&Self::due_key(now, id), &QueueEntry { due: now })
                 .await?;
         }
         self.remove(&dead).await?;
         Ok(revived)
     }
+}
+
+/// A due time as the queue orders it: milliseconds since the epoch, fixed width.
+fn due_clustering(due: DateTime<Utc>) -> String {
+    format!("{:020}", due.timestamp_millis().max(0))
 }
 
 fn flatten(e: ModifyError<StoreError>) -> StoreError {
@@ -602,5 +675,165 @@ impl WebhookRepo {
             })
             .collect();
         Ok((ids, next))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::account::NotificationEvent;
+    use crate::domain::ids::OrderId;
+    use crate::domain::notification::{Audience, Medium, MessageOf};
+    use crate::store::embedded::EmbeddedStore;
+
+    fn message(due: DateTime<Utc>) -> OutboxMessage {
+        OutboxMessage::pending(
+            MessageOf {
+                id: Uuid::new_v4(),
+                medium: Medium::Email,
+                recipient: UserId::new(),
+                audience: Audience::Customer,
+                event: NotificationEvent::OrderPaid,
+                order_id: OrderId::new(),
+                order_seq: 2,
+                endpoint: None,
+            },
+            due,
+        )
+    }
+
+    fn ids(queued: &[Queued]) -> Vec<Uuid> {
+        queued.iter().map(|q| q.id).collect()
+    }
+
+    /// Records `outcome` of the message `queued` found, over its current row.
+    async fn record(outbox: &OutboxRepo, queued: &Queued, outcome: &OutboxMessage) {
+        let row = outbox.get(outcome.id).await.unwrap().unwrap();
+        let written = outbox.record(row.version, outcome, queued).await.unwrap();
+        assert!(written.is_some());
+    }
+
+    fn repo() -> (tempfile::TempDir, OutboxRepo) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: SharedStore = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        (dir, OutboxRepo::new(store))
+    }
+
+    #[tokio::test]
+    async fn the_queue_gives_due_messages_oldest_first_from_where_it_is_asked_to_start() {
+        let (_dir, outbox) = repo();
+        let t0 = Utc::now();
+        let secs = chrono::Duration::seconds;
+        let (a, b, later) = (message(t0 + secs(1)), message(t0), message(t0 + secs(60)));
+        for m in [&a, &b, &later] {
+            assert!(outbox.enqueue(m).await.unwrap());
+        }
+        assert!(
+            !outbox.enqueue(&a).await.unwrap(),
+            "a second enqueue is a no-op"
+        );
+
+        let now = t0 + secs(2);
+        let due = outbox.due(now, None, 10).await.unwrap();
+        assert_eq!(ids(&due), [b.id, a.id], "oldest first, none due later");
+        assert_eq!(outbox.due(now, None, 1).await.unwrap().len(), 1);
+        let from = outbox.due(now, Some(t0 + secs(1)), 10).await.unwrap();
+        assert_eq!(ids(&from), [a.id], "rows due before `from` are not read");
+        // Due at the very millisecond asked for.
+        assert_eq!(ids(&outbox.due(t0, None, 10).await.unwrap()), [b.id]);
+
+        // b sent: it leaves the queue. a retried in 30 s: it moves there.
+        let sent = OutboxMessage {
+            state: DeliveryState::Sent,
+            done_at: Some(now),
+            ..b.clone()
+        };
+        record(&outbox, &due[0], &sent).await;
+        let retry = OutboxMessage {
+            attempts: 1,
+            next_at: now + secs(30),
+            ..a.clone()
+        };
+        assert!(OutboxRepo::in_place(&due[1], &a));
+        record(&outbox, &due[1], &retry).await;
+        assert!(outbox.due(now, None, 10).await.unwrap().is_empty());
+        let again = outbox.due(now + secs(40), None, 10).await.unwrap();
+        assert_eq!(ids(&again), [a.id]);
+        assert!(OutboxRepo::in_place(&again[0], &retry));
+        assert_eq!(
+            ids(&outbox.due(now + secs(90), None, 10).await.unwrap()),
+            [a.id, later.id]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_that_no_longer_matches_its_message_is_put_right() {
+        let (_dir, outbox) = repo();
+        let t0 = Utc::now();
+        let m = message(t0);
+        outbox.enqueue(&m).await.unwrap();
+        // A redelivery while it waits: the message is due anew, its old row stays behind.
+        let now = t0 + chrono::Duration::seconds(5);
+        let resent = outbox.resend(m.id, now).await.unwrap().unwrap();
+        let due = outbox.due(now, None, 10).await.unwrap();
+        assert_eq!(ids(&due), [m.id, m.id]);
+        assert!(!OutboxRepo::in_place(&due[0], &resent));
+        assert!(OutboxRepo::in_place(&due[1], &resent));
+        outbox.requeue(&due[0], Some(&resent)).await.unwrap();
+        outbox.requeue(&due[1], Some(&resent)).await.unwrap();
+        let due = outbox.due(now, None, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "the old row is gone, the right one kept");
+        assert!(OutboxRepo::in_place(&due[0], &resent));
+
+        // Given up on, but the queue row outlived it (a crash in between): it goes to the
+        // dead letters and leaves the queue.
+        let dead = OutboxMessage {
+            state: DeliveryState::Dead,
+            done_at: Some(now),
+            ..resent.clone()
+        };
+        let row = outbox.get(m.id).await.unwrap().unwrap();
+        outbox
+            .messages
+            .update(&OutboxRepo::message_key(m.id), row.version, &dead)
+            .await
+            .unwrap()
+            .unwrap();
+        outbox.requeue(&due[0], Some(&dead)).await.unwrap();
+        assert!(outbox.due(now, None, 10).await.unwrap().is_empty());
+        assert_eq!(outbox.dead(None, 10).await.unwrap().0.len(), 1);
+        // A queue row whose message is gone is dropped.
+        outbox.enqueue(&message(t0)).await.unwrap();
+        let due = outbox.due(now, None, 10).await.unwrap();
+        outbox.requeue(&due[0], None).await.unwrap();
+        assert!(outbox.due(now, None, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn rows_queued_by_id_are_moved_into_time_order_by_a_whole_scan() {
+        let (_dir, outbox) = repo();
+        let t0 = Utc::now();
+        let m = message(t0);
+        outbox
+            .messages
+            .insert(&OutboxRepo::message_key(m.id), &m)
+            .await
+            .unwrap()
+            .unwrap();
+        let legacy = OutboxRepo::queue_key(LEGACY_PENDING, m.id);
+        outbox
+            .queue
+            .insert(&legacy, &QueueEntry { due: t0 })
+            .await
+            .unwrap()
+            .unwrap();
+
+        assert!(outbox.due(t0, Some(t0), 10).await.unwrap().is_empty());
+        let due = outbox.due(t0, None, 10).await.unwrap();
+        assert_eq!(ids(&due), [m.id]);
+        assert!(OutboxRepo::in_place(&due[0], &m));
+        assert!(outbox.queue.get(&legacy).await.unwrap().is_none());
     }
 }
