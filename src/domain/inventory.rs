@@ -55,6 +55,95 @@ impl Hold {
     }
 }
 
+/// How a row keeps its holds: one array `[reservation, quantity, expiry seconds, expiry
+/// nanoseconds, flags]` per hold (flags: 1 committed, 2 restocked). A product that sells keeps
+/// hundreds of holds, and every checkout of it reads and writes all of them: without field
+/// names and with the expiry as numbers, a hold is half the bytes and many times cheaper to
+/// read than as an object with an RFC 3339 time. Rows written with holds as objects by
+/// reservation (the earlier form) are read as well.
+mod hold_list {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use chrono::DateTime;
+    use serde::de::{Error as _, MapAccess, SeqAccess, Visitor};
+    use serde::ser::SerializeSeq as _;
+    use serde::{Deserializer, Serializer};
+
+    use super::Hold;
+
+    const COMMITTED: u8 = 1;
+    const RESTOCKED: u8 = 2;
+
+    /// One hold as it is written.
+    type Entry<'a> = (&'a str, u32, i64, u32, u8);
+
+    pub fn serialize<S: Serializer>(
+        holds: &BTreeMap<String, Hold>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(holds.len()))?;
+        for (reservation, hold) in holds {
+            let flags = if hold.committed { COMMITTED } else { 0 }
+                | if hold.restocked { RESTOCKED } else { 0 };
+            let entry: Entry<'_> = (
+                reservation,
+                hold.quantity,
+                hold.expires_at.timestamp(),
+                hold.expires_at.timestamp_subsec_nanos(),
+                flags,
+            );
+            seq.serialize_element(&entry)?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, Hold>, D::Error> {
+        deserializer.deserialize_any(Holds)
+    }
+
+    struct Holds;
+
+    impl<'de> Visitor<'de> for Holds {
+        type Value = BTreeMap<String, Hold>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of holds")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut holds = BTreeMap::new();
+            while let Some((reservation, quantity, secs, nanos, flags)) =
+                seq.next_element::<(String, u32, i64, u32, u8)>()?
+            {
+                let expires_at = DateTime::from_timestamp(secs, nanos)
+                    .ok_or_else(|| A::Error::custom("a hold's expiry is out of range"))?;
+                holds.insert(
+                    reservation,
+                    Hold {
+                        quantity,
+                        expires_at,
+                        committed: flags & COMMITTED != 0,
+                        restocked: flags & RESTOCKED != 0,
+                    },
+                );
+            }
+            Ok(holds)
+        }
+
+        /// The earlier form: holds as objects by reservation.
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut holds = BTreeMap::new();
+            while let Some((reservation, hold)) = map.next_entry::<String, Hold>()? {
+                holds.insert(reservation, hold);
+            }
+            Ok(holds)
+        }
+    }
+}
+
 /// How a vendor changes stock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -85,7 +174,7 @@ pub struct Inventory {
     /// Units on hand and not yet sold.
     pub stock: u32,
     /// Holds by reservation id (a checkout or order id).
-    #[serde(default)]
+    #[serde(default, with = "hold_list")]
     pub holds: BTreeMap<String, Hold>,
     /// Units sold over the product's life.
     #[serde(default)]
@@ -588,6 +677,63 @@ mod tests {
         assert_eq!(inv.commit("c1", t(3)), Ok(Committed::Already));
         assert_eq!(inv.sold_recently(t(3), i64::MAX), 2);
         assert_eq!(inv.sold_recently(t(3), 0), 0);
+    }
+
+    #[test]
+    fn holds_are_written_as_lists_and_read_back_exactly() {
+        let mut inv = stocked(9);
+        let precise = t(60) + chrono::Duration::nanoseconds(123_456_789);
+        assert!(inv.reserve("live", 2, precise, t(0)).is_ok());
+        assert!(
+            inv.reserve("far", 1, DateTime::<Utc>::MAX_UTC, t(0))
+                .is_ok()
+        );
+        assert!(inv.reserve("sold", 3, t(60), t(0)).is_ok());
+        assert_eq!(inv.commit("sold", t(1)), Ok(Committed::Now));
+        assert!(inv.reserve("back", 1, t(60), t(0)).is_ok());
+        assert_eq!(inv.commit("back", t(1)), Ok(Committed::Now));
+        assert_eq!(inv.restock("back", t(2)), Restocked::Now);
+
+        let written = serde_json::to_value(&inv).unwrap_or_default();
+        assert_eq!(
+            written["holds"][2],
+            serde_json::json!(["live", 2, 1_800_000_060, 123_456_789, 0])
+        );
+        assert_eq!(written["holds"][3][4], serde_json::json!(1));
+        assert_eq!(written["holds"][0][4], serde_json::json!(3));
+        let read: Inventory = serde_json::from_value(written).unwrap_or_default();
+        assert_eq!(read, inv);
+    }
+
+    #[test]
+    fn rows_with_holds_as_objects_are_still_read() {
+        let row = serde_json::json!({
+            "stock": 4,
+            "holds": {
+                "c1": {"quantity": 2, "expires_at": "2027-01-15T08:00:00.5Z", "committed": false},
+                "c2": {"quantity": 1, "expires_at": "2027-01-15T08:00:00Z", "committed": true,
+                       "restocked": true},
+            },
+        });
+        let read: Inventory = serde_json::from_value(row).unwrap_or_default();
+        assert_eq!(read.stock, 4);
+        assert_eq!(read.holds.len(), 2);
+        let c1 = &read.holds["c1"];
+        assert_eq!((c1.quantity, c1.committed, c1.restocked), (2, false, false));
+        assert_eq!(c1.expires_at.timestamp_subsec_millis(), 500);
+        assert!(read.holds["c2"].committed && read.holds["c2"].restocked);
+        let again: Inventory =
+            serde_json::from_value(serde_json::to_value(&read).unwrap_or_default())
+                .unwrap_or_default();
+        assert_eq!(again, read);
+    }
+
+    #[test]
+    fn a_hold_with_an_expiry_out_of_range_is_refused() {
+        let row = serde_json::json!({"stock": 1, "holds": [["c1", 1, i64::MAX, 0, 0]]});
+        assert!(serde_json::from_value::<Inventory>(row).is_err());
+        let row = serde_json::json!({"stock": 1, "holds": [["c1", 1]]});
+        assert!(serde_json::from_value::<Inventory>(row).is_err());
     }
 
     #[test]
