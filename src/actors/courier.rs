@@ -270,11 +270,15 @@ impl CourierActor {
         let online = self.offerable();
         let load = record.load();
         let max_load = record.profile.max_concurrent_orders;
-        match (online, at) {
-            (true, Some(point)) => self.deps.index.upsert(self.id, point, load, max_load),
+        let cell = at.map(GeoPoint::cell);
+        match (online, at, cell) {
+            (true, Some(point), Some(cell)) => {
+                self.deps
+                    .index
+                    .upsert_in(self.id, point, cell, load, max_load);
+            }
             _ => self.deps.index.remove(self.id),
         }
-        let cell = at.map(GeoPoint::cell);
         let due = match (self.last_presence, cell) {
             (Some((when, last_cell)), Some(cell)) => {
                 last_cell != cell || when.elapsed() >= PRESENCE_EVERY

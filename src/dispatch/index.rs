@@ -114,7 +114,20 @@ impl CourierIndex {
     /// Records a courier's position and load, adding the courier if they were not online.
     pub fn upsert(&self, courier: UserId, point: GeoPoint, load: u8, max_load: u8) {
         // The cell is computed before taking the lock, to keep the write section short.
-        let cell = point.cell();
+        self.upsert_in(courier, point, point.cell(), load, max_load);
+    }
+
+    /// [`CourierIndex::upsert`] for a caller that has the point's cell already; `cell` must be
+    /// `point.cell()`.
+    pub fn upsert_in(
+        &self,
+        courier: UserId,
+        point: GeoPoint,
+        cell: CellIndex,
+        load: u8,
+        max_load: u8,
+    ) {
+        debug_assert_eq!(cell, point.cell());
         let member = Member {
             courier,
             unit: unit_vector(point),

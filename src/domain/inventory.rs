@@ -60,15 +60,17 @@ impl Hold {
 /// hundreds of holds, and every checkout of it reads and writes all of them: without field
 /// names and with the expiry as numbers, a hold is half the bytes and many times cheaper to
 /// read than as an object with an RFC 3339 time. Rows written with holds as objects by
-/// reservation (the earlier form) are read as well.
+/// reservation (the earlier form) are read as well: telling the two apart needs a
+/// self-describing format (`deserialize_any`), which the JSON rows are.
 mod hold_list {
     use std::collections::BTreeMap;
     use std::fmt;
 
     use chrono::DateTime;
+    use serde::de::value::MapAccessDeserializer;
     use serde::de::{Error as _, MapAccess, SeqAccess, Visitor};
     use serde::ser::SerializeSeq as _;
-    use serde::{Deserializer, Serializer};
+    use serde::{Deserialize as _, Deserializer, Serializer};
 
     use super::Hold;
 
@@ -134,12 +136,8 @@ mod hold_list {
         }
 
         /// The earlier form: holds as objects by reservation.
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut holds = BTreeMap::new();
-            while let Some((reservation, hold)) = map.next_entry::<String, Hold>()? {
-                holds.insert(reservation, hold);
-            }
-            Ok(holds)
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            BTreeMap::deserialize(MapAccessDeserializer::new(map))
         }
     }
 }

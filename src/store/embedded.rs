@@ -12,9 +12,13 @@
 //! `len(partition) as u16 BE ‖ partition ‖ clustering`, so a partition is a key prefix and its
 //! rows sort by clustering key. A row's value is `version u64 BE ‖ expires_at_ms i64 BE ‖ data`
 //! (0 = never expires). Rows written with a TTL also get an entry in the `_expiry` keyspace,
-//! ordered by expiry time, which a sweeper walks to delete them.
+//! ordered by expiry time, which a sweeper walks to delete them. A row written conditionally
+//! gets an entry of its own. Rows of an append table (a courier's trail: thousands of rows a
+//! second) get one entry per partition and stretch of expiry times instead (see
+//! [`partition_bucket`]): the sweeper scans such a partition and deletes the rows in it that
+//! have expired. Reads never return an expired row, whenever it is deleted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +44,13 @@ const QUEUE_DEPTH: usize = 16 * 1024;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// Most expired rows deleted per sweep; the rest wait for the next one.
 const SWEEP_BATCH: usize = 10_000;
+/// How soon a sweep that had more to delete than [`SWEEP_BATCH`] runs again.
+const SWEEP_AGAIN: Duration = Duration::from_secs(1);
+/// Partition expiry entries the writer remembers having written (see [`Written`]).
+const REMEMBERED_ENTRIES: usize = 65_536;
+/// Set in an expiry entry's table tag when the entry stands for a partition, not a row.
+const PARTITION_ENTRY: u8 = 0x80;
+const _: () = assert!(Table::ALL.len() < PARTITION_ENTRY as usize);
 const HEADER: usize = 16;
 
 /// The embedded, durable store.
@@ -88,11 +99,11 @@ enum Op {
         rows: Vec<(Key, Bytes)>,
         ttl: Option<Duration>,
     },
-    /// Deletes a row if it is expired by now; sent by the sweeper.
+    /// Deletes a row if it is expired by now, and an expiry entry; sent by the sweeper.
     Expire {
         table: Table,
-        raw_key: Vec<u8>,
-        expiry_key: Vec<u8>,
+        raw_key: Option<Vec<u8>>,
+        expiry_key: Option<Vec<u8>>,
     },
 }
 
@@ -377,6 +388,7 @@ fn stopped() -> StoreError {
 /// The writer thread: group commit until every sender is gone.
 fn writer_loop(tables: &Tables, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_GROUP);
+    let mut written = Written::default();
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
         while jobs.len() < MAX_GROUP {
@@ -385,7 +397,7 @@ fn writer_loop(tables: &Tables, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_group(tables, &mut jobs);
+        commit_group(tables, &mut jobs, &mut written);
     }
     if let Err(e) = tables.db.persist(PersistMode::SyncAll) {
         tracing::error!(error = %e, "final sync of the embedded store failed");
@@ -393,19 +405,40 @@ fn writer_loop(tables: &Tables, mut rx: mpsc::Receiver<Job>) {
     tracing::debug!("store writer stopped");
 }
 
-fn commit_group(tables: &Tables, jobs: &mut Vec<Job>) {
+/// Partition expiry entries written by earlier groups, so that a courier's trail adds its
+/// entry once per stretch of expiry times rather than with every point. Forgetting one only
+/// writes it again; an entry is remembered once its group is committed.
+#[derive(Default)]
+struct Written(HashSet<Vec<u8>>);
+
+impl Written {
+    fn remember(&mut self, entries: HashSet<Vec<u8>>) {
+        if self.0.len() + entries.len() > REMEMBERED_ENTRIES {
+            self.0.clear();
+        }
+        self.0.extend(entries);
+    }
+}
+
+fn commit_group(tables: &Tables, jobs: &mut Vec<Job>, written: &mut Written) {
     let mut group = Group {
         tables,
         overlay: HashMap::new(),
         batch: tables.db.batch().durability(Some(PersistMode::SyncData)),
         now: now_ms(),
         expiring: jobs.iter().any(|job| matches!(job.op, Op::Expire { .. })),
+        written,
+        new_entries: HashSet::new(),
     };
     let outcomes: Vec<StoreResult<Cas>> = jobs
         .iter_mut()
         .map(|job| group.apply(&mut job.op))
         .collect();
+    let new_entries = std::mem::take(&mut group.new_entries);
     let committed = group.batch.commit();
+    if committed.is_ok() {
+        written.remember(new_entries);
+    }
     for (job, outcome) in jobs.drain(..).zip(outcomes) {
         let answer = match &committed {
             Ok(()) => outcome,
@@ -430,6 +463,10 @@ struct Group<'a> {
     /// Otherwise appended rows stay out of the overlay: no conditional write reads an append
     /// table, and a courier's trail is thousands of rows a second.
     expiring: bool,
+    /// Partition expiry entries committed by earlier groups.
+    written: &'a Written,
+    /// Partition expiry entries this group writes.
+    new_entries: HashSet<Vec<u8>>,
 }
 
 impl Group<'_> {
@@ -450,12 +487,33 @@ impl Group<'_> {
         Ok(())
     }
 
-    /// Writes a row of an append table (see [`Group::expiring`]).
-    fn append(&mut self, table: Table, raw: Vec<u8>, value: StoredValue) -> StoreResult<()> {
-        if self.expiring {
-            return self.write(table, raw, value);
+    /// Writes a row of an append table (see [`Group::expiring`]), which expires with its
+    /// partition's entry for the stretch `ttl` puts it in (see [`partition_bucket`]).
+    fn append(
+        &mut self,
+        table: Table,
+        raw: Vec<u8>,
+        value: StoredValue,
+        ttl: Duration,
+    ) -> StoreResult<()> {
+        if value.expires_at != 0 {
+            let entry = partition_expiry_key(
+                partition_bucket(value.expires_at, ttl),
+                table,
+                partition_of(&raw)?,
+            );
+            if !self.written.0.contains(&entry) && !self.new_entries.contains(&entry) {
+                self.batch.insert(&self.tables.expiry, entry.clone(), []);
+                self.new_entries.insert(entry);
+            }
         }
-        self.stage(table, raw, &value)
+        let ks = self.tables.keyspace(table)?.clone();
+        if self.expiring {
+            self.overlay
+                .insert((table, raw.clone()), Some(value.clone()));
+        }
+        self.batch.insert(&ks, raw, value.encode());
+        Ok(())
     }
 
     fn stage(&mut self, table: Table, raw: Vec<u8>, value: &StoredValue) -> StoreResult<()> {
@@ -529,10 +587,11 @@ impl Group<'_> {
                 }
             }
             Op::Put { table, rows, ttl } => {
+                let ttl = ttl.unwrap_or_default();
                 for (key, data) in rows.drain(..) {
                     let raw = encode_key(&key)?;
-                    let value = StoredValue::new(1, *ttl, self.now, data);
-                    self.append(*table, raw, value)?;
+                    let value = StoredValue::new(1, Some(ttl), self.now, data);
+                    self.append(*table, raw, value, ttl)?;
                 }
                 Ok(Cas::Applied(1))
             }
@@ -541,20 +600,25 @@ impl Group<'_> {
                 raw_key,
                 expiry_key,
             } => {
-                self.batch
-                    .remove(&self.tables.expiry, std::mem::take(expiry_key));
-                let stored = self
-                    .tables
-                    .keyspace(*table)?
-                    .get(raw_key.as_slice())
-                    .map_err(io)?;
+                if let Some(expiry_key) = expiry_key.take() {
+                    self.batch.remove(&self.tables.expiry, expiry_key);
+                }
+                let Some(raw_key) = raw_key.take() else {
+                    return Ok(Cas::Applied(0));
+                };
                 let current = match self.overlay.get(&(*table, raw_key.clone())) {
                     Some(v) => v.clone(),
-                    None => stored.map(|v| decode_value(*table, &v)).transpose()?,
+                    None => self
+                        .tables
+                        .keyspace(*table)?
+                        .get(raw_key.as_slice())
+                        .map_err(io)?
+                        .map(|v| decode_value(*table, &v))
+                        .transpose()?,
                 };
                 // A row rewritten since with a later expiry (or none) must stay.
                 if current.is_some_and(|v| v.expired(self.now)) {
-                    self.remove(*table, std::mem::take(raw_key))?;
+                    self.remove(*table, raw_key)?;
                 }
                 Ok(Cas::Applied(0))
             }
@@ -564,67 +628,107 @@ impl Group<'_> {
 
 /// Deletes expired rows in the background, through the writer so conditions stay consistent.
 async fn sweeper(tables: std::sync::Weak<Tables>, writer: mpsc::WeakSender<Job>) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first sweep at once: rows may have expired while the node was down.
+    let mut wait = Duration::ZERO;
     loop {
-        tick.tick().await;
-        let Some(scan_tables) = tables.upgrade() else {
+        tokio::time::sleep(wait).await;
+        let Some(tables) = tables.upgrade() else {
             return;
         };
-        let due =
-            tokio::task::spawn_blocking(move || expired_entries(&scan_tables, now_ms())).await;
-        let due = match due {
-            Ok(Ok(due)) => due,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "scanning for expired rows failed");
-                continue;
-            }
+        wait = match sweep(tables, &writer, now_ms()).await {
+            Ok(Swept::All) => SWEEP_INTERVAL,
+            Ok(Swept::More) => SWEEP_AGAIN,
             Err(e) => {
-                tracing::warn!(error = %e, "expiry scan task failed");
-                continue;
+                tracing::warn!(error = %e, "sweeping expired rows failed");
+                SWEEP_INTERVAL
             }
         };
-        // Never hold the writer across an await: dropping the store waits for every sender.
-        let Some(writer) = writer.upgrade() else {
-            return;
-        };
-        for (table, raw_key, expiry_key) in due {
-            let (reply, _answer) = oneshot::channel();
-            let job = Job {
-                op: Op::Expire {
-                    table,
-                    raw_key,
-                    expiry_key,
-                },
-                reply,
-            };
-            if writer.try_send(job).is_err() {
-                // Queue full (busy) or closed: the rest waits for the next sweep.
-                break;
-            }
-        }
     }
 }
 
-/// A row due to expire: its table, its key, and its entry in the expiry index.
-type Due = (Table, Vec<u8>, Vec<u8>);
+/// Whether a sweep left expired rows for the next one.
+#[derive(Debug, PartialEq, Eq)]
+enum Swept {
+    All,
+    More,
+}
 
-fn expired_entries(tables: &Tables, now: i64) -> StoreResult<Vec<Due>> {
+/// Hands the writer the deletion of up to [`SWEEP_BATCH`] rows expired by `now`, and of the
+/// expiry entries that found them. A partition's entry goes once every expired row of the
+/// partition has been handed over, after those rows: the writer commits in order, so a crash
+/// leaves the entry to find the rest again.
+async fn sweep(
+    tables: Arc<Tables>,
+    writer: &mpsc::WeakSender<Job>,
+    now: i64,
+) -> StoreResult<Swept> {
+    let (due, more) = tokio::task::spawn_blocking(move || expired_entries(&tables, now))
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("expiry scan task failed: {e}")))??;
+    // Never held across an await: dropping the store waits for every sender.
+    let Some(writer) = writer.upgrade() else {
+        return Ok(Swept::All);
+    };
+    for (table, raw_key, expiry_key) in due {
+        let (reply, _answer) = oneshot::channel();
+        let job = Job {
+            op: Op::Expire {
+                table,
+                raw_key,
+                expiry_key,
+            },
+            reply,
+        };
+        if writer.try_send(job).is_err() {
+            // Queue full (busy) or closed: the rest waits for the next sweep.
+            return Ok(Swept::More);
+        }
+    }
+    Ok(if more { Swept::More } else { Swept::All })
+}
+
+/// What the sweeper hands the writer: a table, maybe a row of it, maybe an expiry entry.
+type Due = (Table, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Up to [`SWEEP_BATCH`] rows expired by `now`, and whether there are more.
+fn expired_entries(tables: &Tables, now: i64) -> StoreResult<(Vec<Due>, bool)> {
     let upper = (now as u64).to_be_bytes();
     let mut due = Vec::new();
     for item in tables
         .expiry
         .range::<&[u8], _>((Bound::Unbounded, Bound::Excluded(&upper[..])))
     {
-        let key = item.key().map_err(io)?;
-        if let Some((table, raw)) = parse_expiry_key(&key) {
-            due.push((table, raw.to_vec(), key.to_vec()));
+        if due.len() >= SWEEP_BATCH {
+            return Ok((due, true));
         }
-        if due.len() == SWEEP_BATCH {
-            break;
+        let key = item.key().map_err(io)?;
+        match parse_expiry_key(&key) {
+            Some(Expiring::Row(table, raw)) => {
+                due.push((table, Some(raw.to_vec()), Some(key.to_vec())));
+            }
+            Some(Expiring::Partition(table, prefix)) => {
+                let ks = tables.keyspace(table)?;
+                let mut whole = true;
+                for row in ks.prefix(prefix) {
+                    if due.len() >= SWEEP_BATCH {
+                        whole = false;
+                        break;
+                    }
+                    let (k, v) = row.into_inner().map_err(io)?;
+                    if decode_value(table, &v)?.expired(now) {
+                        due.push((table, Some(k.to_vec()), None));
+                    }
+                }
+                if !whole {
+                    return Ok((due, true));
+                }
+                due.push((table, None, Some(key.to_vec())));
+            }
+            // Written by a version that knew tables this one does not: left alone.
+            None => {}
         }
     }
-    Ok(due)
+    Ok((due, false))
 }
 
 fn expiry_key(expires_at: i64, table: Table, raw: &[u8]) -> Vec<u8> {
@@ -635,14 +739,60 @@ fn expiry_key(expires_at: i64, table: Table, raw: &[u8]) -> Vec<u8> {
     key
 }
 
-fn parse_expiry_key(key: &[u8]) -> Option<(Table, &[u8])> {
+/// The entry that finds the rows of a partition (its key prefix) expiring by `bucket`.
+fn partition_expiry_key(bucket: i64, table: Table, prefix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + prefix.len());
+    key.extend_from_slice(&(bucket as u64).to_be_bytes());
+    key.push(table_tag(table) | PARTITION_ENTRY);
+    key.extend_from_slice(prefix);
+    key
+}
+
+/// When the entry of a row expiring at `expires_at` (ms) comes due: at the end of its stretch
+/// of `ttl / 32` (at least a second, at most a day). A courier's trail, kept 30 days in
+/// partitions of one day, gets one or two entries per partition, and a row is deleted at most
+/// a thirty-second of its TTL late.
+fn partition_bucket(expires_at: i64, ttl: Duration) -> i64 {
+    let width = (ttl / 32).clamp(Duration::from_secs(1), Duration::from_secs(86_400));
+    let width = width.as_millis() as i64;
+    expires_at
+        .div_euclid(width)
+        .saturating_add(1)
+        .saturating_mul(width)
+}
+
+/// The partition part of a raw key (its length and the partition).
+fn partition_of(raw: &[u8]) -> StoreResult<&[u8]> {
+    let len = raw
+        .get(..2)
+        .map(|l| u16::from_be_bytes([l[0], l[1]]) as usize)
+        .ok_or_else(|| StoreError::Misuse("malformed key".into()))?;
+    raw.get(..2 + len)
+        .ok_or_else(|| StoreError::Misuse("malformed key".into()))
+}
+
+/// What an expiry entry finds.
+enum Expiring<'a> {
+    Row(Table, &'a [u8]),
+    Partition(Table, &'a [u8]),
+}
+
+fn parse_expiry_key(key: &[u8]) -> Option<Expiring<'_>> {
     let tag = *key.get(8)?;
-    let table = Table::ALL.into_iter().find(|t| table_tag(*t) == tag)?;
-    Some((table, key.get(9..)?))
+    let table = Table::ALL
+        .into_iter()
+        .find(|t| table_tag(*t) == tag & !PARTITION_ENTRY)?;
+    let rest = key.get(9..)?;
+    Some(if tag & PARTITION_ENTRY == 0 {
+        Expiring::Row(table, rest)
+    } else {
+        Expiring::Partition(table, rest)
+    })
 }
 
 fn table_tag(table: Table) -> u8 {
-    // Position in the stable ALL list; fewer than 256 tables by construction.
+    // Position in the stable ALL list; fewer than 128 tables by construction (the high bit
+    // marks a partition entry).
     Table::ALL.iter().position(|t| *t == table).unwrap_or(0) as u8
 }
 
@@ -751,5 +901,108 @@ fn corrupt(table: Table, reason: &str) -> StoreError {
     StoreError::Corrupt {
         table,
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(partition: &str, clustering: String) -> (Key, Bytes) {
+        (Key::new(partition, clustering), Bytes::from_static(b"p"))
+    }
+
+    /// Returns once every job queued before it is committed: the writer commits in order.
+    async fn settled(store: &EmbeddedStore) {
+        let row = point("barrier", uuid::Uuid::new_v4().to_string());
+        store.put(Table::AuditLog, vec![row], None).await.unwrap();
+    }
+
+    /// 300 trail rows in two partitions add an expiry entry per partition and stretch, not
+    /// one per row; once they expire, a sweep deletes them and the entries, and leaves the
+    /// row of the same partition written without a TTL. A conditionally written row keeps an
+    /// entry of its own and is swept too.
+    #[tokio::test]
+    async fn a_sweep_deletes_expired_rows_by_partition_and_by_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ttl = Duration::from_millis(300);
+        for round in 0..3 {
+            let rows = (0..100)
+                .map(|i| point(&format!("courier-{}", i % 2), format!("{round}{i:03}")))
+                .collect();
+            store
+                .put(Table::CourierTrail, rows, Some(ttl))
+                .await
+                .unwrap();
+        }
+        let kept = point("courier-0", "kept".to_owned());
+        store
+            .put(Table::CourierTrail, vec![kept], None)
+            .await
+            .unwrap();
+        let session = Key::single("session");
+        let insert = store.insert(
+            Table::Sessions,
+            &session,
+            Bytes::from_static(b"s"),
+            Some(ttl),
+        );
+        assert_eq!(insert.await.unwrap(), Cas::Applied(1));
+
+        let tables = Arc::clone(&store.tables);
+        let writer = store.writer.as_ref().unwrap().downgrade();
+        let trail = tables.keyspace(Table::CourierTrail).unwrap().clone();
+        assert_eq!(trail.iter().count(), 301);
+        // Each partition's rows expire within one or two one-second stretches.
+        let entries = tables.expiry.iter().count();
+        assert!((3..=5).contains(&entries), "{entries} expiry entries");
+
+        assert_eq!(
+            sweep(Arc::clone(&tables), &writer, now_ms()).await.unwrap(),
+            Swept::All
+        );
+        settled(&store).await;
+        assert_eq!(trail.iter().count(), 301, "nothing is due yet");
+
+        // The TTL, and at most a stretch of one second after it.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(
+            sweep(Arc::clone(&tables), &writer, now_ms()).await.unwrap(),
+            Swept::All
+        );
+        settled(&store).await;
+        let left: Vec<_> = trail.iter().map(|kv| kv.key().unwrap().to_vec()).collect();
+        assert_eq!(left, [encode_key(&Key::new("courier-0", "kept")).unwrap()]);
+        assert_eq!(tables.expiry.iter().count(), 0);
+        let sessions = tables.keyspace(Table::Sessions).unwrap();
+        assert_eq!(sessions.iter().count(), 0);
+    }
+
+    #[test]
+    fn a_partition_entry_comes_due_at_the_end_of_its_stretch() {
+        let day = Duration::from_secs(30 * 86_400);
+        // 30 days: stretches of 22.5 hours.
+        let width = 81_000_000;
+        assert_eq!(partition_bucket(0, day), width);
+        assert_eq!(partition_bucket(width - 1, day), width);
+        assert_eq!(partition_bucket(width, day), 2 * width);
+        // Short TTLs: a second; long ones: a day.
+        assert_eq!(partition_bucket(1_500, Duration::from_millis(10)), 2_000);
+        let decade = Duration::from_secs(3_650 * 86_400);
+        assert_eq!(partition_bucket(1, decade), 86_400_000);
+
+        let raw = encode_key(&Key::new("courier-1", "00042")).unwrap();
+        assert_eq!(partition_of(&raw).unwrap(), b"\0\x09courier-1");
+        let entry = partition_expiry_key(7, Table::CourierTrail, partition_of(&raw).unwrap());
+        assert!(matches!(
+            parse_expiry_key(&entry),
+            Some(Expiring::Partition(Table::CourierTrail, b"\0\x09courier-1"))
+        ));
+        let entry = expiry_key(7, Table::CourierTrail, &raw);
+        assert!(matches!(
+            parse_expiry_key(&entry),
+            Some(Expiring::Row(Table::CourierTrail, r)) if r == raw.as_slice()
+        ));
     }
 }

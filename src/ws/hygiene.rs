@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use actix::{ActorContext as _, ActorFutureExt as _, ActorState, AsyncContext as _, StreamHandler};
+use actix::{
+    ActorContext as _, ActorFutureExt as _, ActorState, ActorStreamExt as _, AsyncContext as _,
+    StreamHandler,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws::{self, CloseCode, CloseReason};
 use chrono::{DateTime, Utc};
@@ -148,34 +151,53 @@ where
 
 /// Starts the heartbeat, the access-expiry timer and the wait for a revocation; call it from
 /// the session's `started()`.
+///
+/// Each is polled only when it is due or woken ([`wake_gated`](super::wake_gated)), not on
+/// every frame the session handles.
 pub fn start<S: LiveSession>(session: &mut S, ctx: &mut ws::WebsocketContext<S>) {
-    ctx.run_interval(PING_EVERY, |session: &mut S, ctx| {
-        let quiet = session.hygiene().last_heard.elapsed();
-        if quiet > IDLE_TIMEOUT {
-            tracing::debug!("WebSocket session idle, closing");
-            close(ctx, CloseCode::Normal, "idle");
-        } else if quiet >= PING_EVERY / 2 {
-            // A peer that spoke lately (a courier streaming its position) is known to be
-            // there; only quiet ones are asked.
-            ctx.ping(b"");
-        }
+    let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let beats = futures_util::stream::unfold(beats, |mut beats| async move {
+        beats.tick().await;
+        Some(((), beats))
     });
+    ctx.spawn(
+        actix::fut::wrap_stream::<_, S>(super::wake_gated(beats))
+            .map(|(), session: &mut S, ctx| {
+                let quiet = session.hygiene().last_heard.elapsed();
+                if quiet > IDLE_TIMEOUT {
+                    tracing::debug!("WebSocket session idle, closing");
+                    close(ctx, CloseCode::Normal, "idle");
+                } else if quiet >= PING_EVERY / 2 {
+                    // A peer that spoke lately (a courier streaming its position) is known to
+                    // be there; only quiet ones are asked.
+                    ctx.ping(b"");
+                }
+            })
+            .finish(),
+    );
     let hygiene = session.hygiene();
     let left = (hygiene.expires_at - hygiene.clock.now())
         .to_std()
         .unwrap_or(Duration::ZERO);
-    ctx.run_later(left, |_: &mut S, ctx| {
-        tracing::debug!("WebSocket access expired, closing");
-        close(ctx, CloseCode::Other(TOKEN_EXPIRED), "token_expired");
-    });
+    ctx.spawn(
+        actix::fut::wrap_future::<_, S>(super::wake_gated(tokio::time::sleep(left))).map(
+            |(), _, ctx| {
+                tracing::debug!("WebSocket access expired, closing");
+                close(ctx, CloseCode::Other(TOKEN_EXPIRED), "token_expired");
+            },
+        ),
+    );
     if let Some(watch) = hygiene.revocation.take() {
         // Woken by the node's in-memory marks (raised by this node, the bus or the store
         // poll), so a revoked session closes as soon as its node learns of the revocation.
         ctx.spawn(
-            actix::fut::wrap_future::<_, S>(watch.revoked()).map(|(), _, ctx| {
-                tracing::debug!("WebSocket access revoked, closing");
-                close(ctx, CloseCode::Other(TOKEN_EXPIRED), "token_revoked");
-            }),
+            actix::fut::wrap_future::<_, S>(super::wake_gated(watch.revoked())).map(
+                |(), _, ctx| {
+                    tracing::debug!("WebSocket access revoked, closing");
+                    close(ctx, CloseCode::Other(TOKEN_EXPIRED), "token_revoked");
+                },
+            ),
         );
     }
 }
